@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Ingestion benchmark on the real SF dataset, measured against the broker's ceiling in the
+# same run (shared machines are noisy: compare ratios, not absolute numbers).
+#   scripts/bench.sh                 # 5 replays of the 200k-call file = 1M events
+#   REPEAT=10 MAX_OFFSETS=200000 scripts/bench.sh
+# (a) count-topic: a consumer with the pipelines' client settings that only counts;
+# (b) lakestream run --until-caught-up into empty tables.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakestream-target}
+DATA=${DATA:-../shared/data/sf-calls/police-department-calls-for-service.json.bz2}
+REPEAT=${REPEAT:-5}
+MAX_OFFSETS=${MAX_OFFSETS:-100000}
+TRIGGER=${TRIGGER:-1s}
+[ -f "$DATA" ] || { echo "dataset not found: $DATA (set DATA=...)" >&2; exit 1; }
+
+scripts/services.sh
+cargo build --release --locked --bin lakestream >&2
+bin="$CARGO_TARGET_DIR/release/lakestream"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+topic="bench-$(date +%s)"
+sets=(--set "sources.police_calls.topic=$topic" --set "storage.root=$work/tables"
+      --set "kafka.group_id=$topic" --set "pipelines.calls.max_offsets_per_trigger=$MAX_OFFSETS"
+      --set "pipelines.calls.trigger_interval=$TRIGGER")
+
+echo "== producing $REPEAT x $(basename "$DATA") to $topic (4 partitions)" >&2
+"$bin" "${sets[@]}" produce --file "$DATA" --repeat "$REPEAT" --partitions 4 --no-progress >&2
+
+# Peak RSS of a child, from the kernel's accounting (KiB).
+peak_rss() {
+  python3 -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)
+sys.stdout.write(r.stdout.decode())
+print("PEAK_RSS_KB", resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(r.returncode)' "$@"
+}
+
+echo "== (a) broker ceiling: count-only consumer" >&2
+a=$(peak_rss "$bin" "${sets[@]}" --log warn count-topic --topic "$topic")
+echo "== (b) lakestream run --until-caught-up" >&2
+b=$(peak_rss "$bin" "${sets[@]}" --log warn run --until-caught-up --summary json)
+
+python3 - "$a" "$b" "$MAX_OFFSETS" "$TRIGGER" <<'PY'
+import json, sys
+a_out, b_out, max_offsets, trigger = sys.argv[1:5]
+def parse(text):
+    rss = next(int(l.split()[1]) for l in text.splitlines() if l.startswith("PEAK_RSS_KB"))
+    obj = next(json.loads(l) for l in text.splitlines() if l.startswith("{"))
+    return obj, rss
+a, a_rss = parse(a_out)
+b, b_rss = parse(b_out)
+a_eps, a_mbs = a["messages"] / a["seconds"], a["bytes"] / 1e6 / a["seconds"]
+b_eps, b_mbs = b["records"] / b["active_seconds"], b["bytes"] / 1e6 / b["active_seconds"]
+print(f"max_offsets_per_trigger={max_offsets} trigger_interval={trigger}")
+print(f"{'':28}{'events':>10}{'events/s':>12}{'MB/s':>9}{'peak RSS':>11}")
+print(f"{'(a) broker ceiling (count)':28}{a['messages']:>10}{a_eps:>12.0f}{a_mbs:>9.1f}{a_rss/1024:>9.0f}MB")
+print(f"{'(b) lakestream run':28}{b['records']:>10}{b_eps:>12.0f}{b_mbs:>9.1f}{b_rss/1024:>9.0f}MB")
+print(f"ratio (b)/(a): {b_eps / a_eps:.2f}   rows {b['rows']}  dead letters {b['dead_letters']}  batches {b['batches']}  table version {b['table_version']}")
+PY

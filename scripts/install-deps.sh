@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install what lakestream's tests and demo need on a fresh Debian/Ubuntu machine that has
+# the Rust toolchain and Python: the tansu broker (crates.io), MariaDB (apt), the Python
+# `deltalake` reader (PyPI) and a C toolchain for librdkafka. Skips what is already there.
+set -euo pipefail
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then $SUDO apt-get update -qq; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! command -v make >/dev/null || ! command -v g++ >/dev/null; then
+  log "installing a C/C++ toolchain (librdkafka is built from source)"
+  apt_install build-essential
+fi
+
+if ! command -v tansu >/dev/null; then
+  log "installing the tansu Kafka-compatible broker from crates.io (about 10 minutes)"
+  cargo install tansu --locked --features dynostore,libsql
+fi
+
+if [ ! -x /usr/sbin/mariadbd ] && ! command -v mariadbd >/dev/null; then
+  log "installing MariaDB"
+  apt_install mariadb-server
+fi
+
+if ! python3 -c 'import deltalake, pyarrow' 2>/dev/null; then
+  log "installing the Python deltalake reader (independent check of our tables)"
+  python3 -m pip install --quiet --disable-pip-version-check deltalake pyarrow
+fi
+log "all dependencies present"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Start the services lakestream's tests and demo use, unless they already answer:
+# the tansu broker on 127.0.0.1:9092 and MariaDB on 127.0.0.1:3306.
+# Logs go to $LAKESTREAM_RUN_DIR (default ~/.cache/lakestream-run).
+set -euo pipefail
+
+RUN_DIR=${LAKESTREAM_RUN_DIR:-$HOME/.cache/lakestream-run}
+mkdir -p "$RUN_DIR"
+log() { printf '[services] %s\n' "$*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
+  log "$2 did not come up on port $1; see $3"; return 1
+}
+
+if port_open 9092; then
+  log "broker already listening on 127.0.0.1:9092"
+else
+  log "starting tansu on 127.0.0.1:9092 (log: $RUN_DIR/tansu.log)"
+  setsid nohup tansu broker \
+    --listener-url tcp://127.0.0.1:9092 \
+    --advertised-listener-url tcp://127.0.0.1:9092 \
+    --storage-engine memory://tansu/ >"$RUN_DIR/tansu.log" 2>&1 < /dev/null &
+  wait_port 9092 tansu "$RUN_DIR/tansu.log"
+fi
+
+if port_open 3306; then
+  log "MariaDB already listening on 127.0.0.1:3306"
+else
+  log "starting MariaDB (log: $RUN_DIR/mariadb.log)"
+  mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+  setsid nohup /usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --port=3306 \
+    >"$RUN_DIR/mariadb.log" 2>&1 < /dev/null &
+  wait_port 3306 MariaDB "$RUN_DIR/mariadb.log"
+fi

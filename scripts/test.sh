@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: start the services, then unit and integration
+# tests (release profile: the same build serves the demo and the benchmark).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakestream-target}
+scripts/services.sh
+# The integration tests run real consumers, producers and kill -9 loops against one broker
+# on a 2-core machine: two at a time keeps their timing realistic.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-2}
+cargo test --release --locked "$@"

@@ -1,0 +1,95 @@
+//! Wiring for `lakestream run`: one task per pipeline, signals, fail-fast.
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::metrics::Snapshot;
+use crate::pipeline::{Pipeline, RunOptions};
+use crate::{Error, Result};
+
+/// Run `selected` pipelines (all when empty) until a signal, or until caught up.
+/// The first SIGINT/SIGTERM lets every pipeline finish its batch in flight; a second
+/// one exits at once (commits are atomic, so that is safe too, just less tidy).
+pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Result<Vec<Snapshot>> {
+    let names: Vec<String> = if selected.is_empty() {
+        config.pipelines.keys().cloned().collect()
+    } else {
+        selected.to_vec()
+    };
+    if names.is_empty() {
+        return Err(ConfigError::key("pipelines", "no pipeline is configured").into());
+    }
+    for name in &names {
+        if !config.pipelines.contains_key(name) {
+            let known: Vec<&String> = config.pipelines.keys().collect();
+            return Err(ConfigError::key(
+                format!("pipelines.{name}"),
+                format!("no such pipeline (known: {known:?})"),
+            )
+            .into());
+        }
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    let mut tasks = JoinSet::new();
+    for name in names {
+        let pipeline = Pipeline::new(&name, config.clone());
+        let token = shutdown.clone();
+        tasks.spawn(async move { (name, pipeline.run(opts, token).await) });
+    }
+    let mut summaries = Vec::new();
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(summary))) => summaries.push(summary),
+            Ok((name, Err(e))) => {
+                error!(pipeline = %name, error = %e, "pipeline failed; stopping the others");
+                shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                shutdown.cancel();
+                first_error.get_or_insert(Error::Task {
+                    task: "pipeline".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(summaries),
+    }
+}
+
+async fn watch_signals(shutdown: CancellationToken) {
+    let mut count = 0;
+    loop {
+        if wait_for_signal().await.is_err() {
+            warn!("cannot listen for signals; stop with SIGKILL");
+            return;
+        }
+        count += 1;
+        if count == 1 {
+            info!("shutting down: finishing batches in flight (signal again to exit at once)");
+            shutdown.cancel();
+        } else {
+            error!("second signal: exiting without waiting");
+            std::process::exit(130);
+        }
+    }
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

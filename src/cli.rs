@@ -1,0 +1,123 @@
+//! Command-line interface: every option documented here shows in `--help`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::source::dataset::ReplayOrder;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lakestream",
+    version,
+    about = "Stream JSON events from Kafka into Delta Lake tables, exactly once",
+    long_about = "Stream JSON events from Kafka into Delta Lake tables, exactly once.\n\n\
+        Every config key can be overridden: `--set section.key=value` on the command line or \
+        LAKESTREAM__SECTION__KEY=value in the environment (the command line wins). \
+        Example: --set pipelines.calls.max_offsets_per_trigger=50000"
+)]
+pub struct Cli {
+    /// Config file (TOML).
+    #[arg(long, short, global = true, env = "LAKESTREAM_CONFIG", default_value = "config/lakestream.toml")]
+    pub config: PathBuf,
+    /// Override a config key, e.g. `--set kafka.brokers=host:9092`; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    pub set: Vec<String>,
+    /// Log filter (tracing syntax: `info`, `lakestream=debug,rdkafka=warn`, ...).
+    #[arg(long, global = true, env = "LAKESTREAM_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipelines until SIGINT/SIGTERM (or until caught up).
+    Run(RunArgs),
+    /// Write calls to a topic: from a file in the SF dataset format, or synthetic ones.
+    Produce(ProduceArgs),
+    /// Benchmark helper: read a topic to its end with the pipelines' client settings,
+    /// counting messages and bytes (no group offsets, nothing written). Prints JSON.
+    CountTopic(CountTopicArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CountTopicArgs {
+    /// Topic to read.
+    #[arg(long)]
+    pub topic: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Stop cleanly once every assigned partition is committed up to the high watermark
+    /// seen when it was assigned (backfills, demos, tests).
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// Run only these pipelines (repeatable); default: all configured.
+    #[arg(long = "pipeline", value_name = "NAME")]
+    pub pipelines: Vec<String>,
+    /// Format of the summary printed on exit.
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+    pub summary: SummaryFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SummaryFormat {
+    /// Aligned lines for people.
+    Text,
+    /// One JSON object per pipeline per line, for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["file", "synthetic"])))]
+pub struct ProduceArgs {
+    /// Dataset file: one JSON array of objects, or NDJSON; `.bz2` is decompressed while
+    /// streaming.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Generate this many realistic synthetic calls instead of reading a file.
+    #[arg(long, value_name = "N")]
+    pub synthetic: Option<u64>,
+    /// Events per second; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0, value_name = "EVENTS_PER_S")]
+    pub rate: f64,
+    /// Replay the file K times; each round after the first gets fresh crime_ids.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub repeat: usize,
+    /// Field whose value becomes the message key.
+    #[arg(long, default_value = "crime_id", value_name = "FIELD")]
+    pub key: String,
+    /// Topic; default: the topic of `--source`.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Config source whose topic to use when `--topic` is not given; default: the first.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Partitions of the topic when it has to be created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Replay order of a file: by event time (oldest first, like a live feed) or as
+    /// stored (the SF file is newest first).
+    #[arg(long, value_enum, default_value_t = ReplayOrder::EventTime)]
+    pub order: ReplayOrder,
+    /// Event-time field used by `--order event-time`.
+    #[arg(long, default_value = "call_date_time", value_name = "FIELD")]
+    pub time_field: String,
+    /// Seed of the synthetic generator (same seed, same calls).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Event time of the first synthetic call (local SF time, no zone).
+    #[arg(long, default_value = "2018-10-01T00:00:00", value_name = "DATETIME")]
+    pub start: String,
+    /// Mean seconds between synthetic calls (39 s is about SF's 2,200 calls a day).
+    #[arg(long, default_value_t = 39.0, value_name = "SECONDS")]
+    pub mean_gap: f64,
+    /// librdkafka compression.type: none, gzip, snappy, lz4, zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}

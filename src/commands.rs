@@ -1,0 +1,120 @@
+//! The glue behind each CLI command.
+
+use std::io::IsTerminal;
+
+use chrono::NaiveDateTime;
+
+use crate::cli::{ProduceArgs, SummaryFormat};
+use crate::config::{Config, ConfigError};
+use crate::metrics::Snapshot;
+use crate::source::dataset::{Dataset, DatasetOptions};
+use crate::source::synthetic::CallGenerator;
+use crate::source::{ensure_topic, produce as send_all, ProduceOptions, ProduceReport, Rate, SourceError};
+use crate::{Error, Result};
+
+/// `lakestream produce`.
+pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, ProduceReport)> {
+    let topic = match (&args.topic, &args.source) {
+        (Some(topic), _) => topic.clone(),
+        (None, Some(name)) => config
+            .sources
+            .get(name)
+            .map(|s| s.topic.clone())
+            .ok_or_else(|| ConfigError::key(format!("sources.{name}"), "no such source (see --source)"))?,
+        (None, None) => config
+            .sources
+            .values()
+            .next()
+            .map(|s| s.topic.clone())
+            .ok_or_else(|| ConfigError::key("sources", "no source configured; pass --topic"))?,
+    };
+    if args.partitions < 1 {
+        return Err(bad_arg("--partitions", "must be at least 1"));
+    }
+    if args.repeat < 1 {
+        return Err(bad_arg("--repeat", "must be at least 1"));
+    }
+    if args.rate.is_nan() || args.rate < 0.0 {
+        return Err(bad_arg("--rate", "must be 0 (unlimited) or positive"));
+    }
+    ensure_topic(&config.kafka.brokers, &topic, args.partitions).await?;
+    let opts = ProduceOptions {
+        brokers: config.kafka.brokers.clone(),
+        topic: topic.clone(),
+        rate: Rate(args.rate),
+        compression: args.compression.clone(),
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let report = tokio::task::spawn_blocking(move || produce_blocking(&opts, &args))
+        .await
+        .map_err(|e| Error::Task {
+            task: "produce".into(),
+            message: e.to_string(),
+        })??;
+    Ok((topic, report))
+}
+
+fn produce_blocking(opts: &ProduceOptions, args: &ProduceArgs) -> Result<ProduceReport> {
+    if let Some(n) = args.synthetic {
+        let start = NaiveDateTime::parse_from_str(&args.start, "%Y-%m-%dT%H:%M:%S")
+            .map_err(|e| bad_arg("--start", &format!("'{}': {e} (want 2018-10-01T00:00:00)", args.start)))?;
+        if args.mean_gap.is_nan() || args.mean_gap <= 0.0 {
+            return Err(bad_arg("--mean-gap", "must be positive"));
+        }
+        let mut generator = CallGenerator::new(args.seed, start, args.mean_gap);
+        let records = (0..n).map(|_| {
+            let (key, json) = generator.next_call();
+            Ok((Some(key), json))
+        });
+        return Ok(send_all(opts, n, records)?);
+    }
+    let path = args.file.as_ref().ok_or_else(|| bad_arg("--file", "give --file or --synthetic"))?;
+    eprintln!("reading {} ...", path.display());
+    let dataset = Dataset::load(
+        path,
+        &DatasetOptions {
+            id_field: "crime_id",
+            key_field: &args.key,
+            time_field: &args.time_field,
+            order: args.order,
+        },
+    )?;
+    let per_round = dataset.len();
+    let total = (per_round * args.repeat) as u64;
+    let records = (0..args.repeat).flat_map(|round| (0..per_round).map(move |i| (round, i)));
+    let records = records.map(|(round, i)| dataset.record(round, i));
+    Ok(send_all(opts, total, records)?)
+}
+
+fn bad_arg(name: &str, message: &str) -> Error {
+    Error::Source(SourceError::Input {
+        path: name.to_string(),
+        message: message.to_string(),
+    })
+}
+
+/// The summary `run` prints on exit.
+pub fn print_summary(summaries: &[Snapshot], format: SummaryFormat) {
+    for s in summaries {
+        match format {
+            SummaryFormat::Json => match serde_json::to_string(s) {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("cannot print summary: {e}"),
+            },
+            SummaryFormat::Text => println!(
+                "pipeline {:<12} table {:<12} version {:>5}  batches {:>6}  records {:>9}  rows {:>9}  dead letters {:>6}  already committed {:>7}  {:>8.0} records/s  {:>6.1} MB/s  ({:.1}s)",
+                s.pipeline,
+                s.table,
+                s.table_version,
+                s.batches,
+                s.records,
+                s.rows,
+                s.dead_letters,
+                s.skipped,
+                s.records_per_second(),
+                s.megabytes_per_second(),
+                s.seconds
+            ),
+        }
+    }
+}

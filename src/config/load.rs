@@ -1,0 +1,175 @@
+//! Reading the TOML file and applying overrides before the typed structs are built.
+
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use super::{Config, ConfigError};
+
+/// Environment variables `LAKESTREAM__KAFKA__BROKERS=...` override `kafka.brokers`.
+pub const ENV_PREFIX: &str = "LAKESTREAM__";
+
+/// Maps of free-form options: the rest of an override path is one key, kept verbatim,
+/// because librdkafka property names contain dots themselves.
+const OPTION_MAPS: [&str; 2] = ["kafka.options", "storage.options"];
+
+/// Load `path` (a missing file is an error), then the environment, then `--set` overrides.
+pub fn load(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &[String],
+) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    load_str(&text, &path.display().to_string(), env, overrides)
+}
+
+/// As [`load`], from text already read (`origin` names it in errors).
+pub fn load_str(
+    text: &str,
+    origin: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+    overrides: &[String],
+) -> Result<Config, ConfigError> {
+    let mut table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
+        path: origin.to_string(),
+        message: e.to_string(),
+    })?;
+    for (name, value) in env {
+        if let Some(path) = env_key_to_path(&name) {
+            apply_override(&mut table, &format!("{path}={value}"))?;
+        }
+    }
+    for text in overrides {
+        apply_override(&mut table, text)?;
+    }
+    let config: Config = serde_path_to_error::deserialize(Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::key(key, e.into_inner().to_string())
+    })?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// `LAKESTREAM__PIPELINES__CALLS__TABLE` -> `pipelines.calls.table`. Inside
+/// `kafka.options` underscores become dots (`FETCH_WAIT_MAX_MS` -> `fetch.wait.max.ms`).
+fn env_key_to_path(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    let parts: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+    if parts.iter().any(String::is_empty) {
+        return None;
+    }
+    if parts.len() > 2 && parts[0] == "kafka" && parts[1] == "options" {
+        let key = parts[2..].join("_").replace('_', ".");
+        return Some(format!("kafka.options.{key}"));
+    }
+    Some(parts.join("."))
+}
+
+/// Apply one `dotted.key=value` override to the raw TOML table. The value is read as
+/// TOML when it parses (numbers, booleans, arrays) unless the key already holds a
+/// string, and as a plain string otherwise.
+pub fn apply_override(table: &mut Table, text: &str) -> Result<(), ConfigError> {
+    let bad = |message: &str| ConfigError::Override {
+        text: text.to_string(),
+        message: message.to_string(),
+    };
+    let (path, raw) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected KEY=VALUE, e.g. kafka.brokers=host:9092"))?;
+    let segments = split_path(path.trim());
+    if segments.iter().any(String::is_empty) {
+        return Err(bad("empty segment in key"));
+    }
+    let (last, parents) = segments.split_last().ok_or_else(|| bad("empty key"))?;
+    let mut node = table;
+    for (depth, segment) in parents.iter().enumerate() {
+        let entry = node
+            .entry(segment.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        node = entry.as_table_mut().ok_or_else(|| {
+            bad(&format!(
+                "'{}' is a value, not a section",
+                parents[..=depth].join(".")
+            ))
+        })?;
+    }
+    let in_option_map = OPTION_MAPS.iter().any(|m| path.trim().starts_with(m));
+    let keep_string = in_option_map || matches!(node.get(last), Some(Value::String(_)));
+    node.insert(last.clone(), parse_value(raw.trim(), keep_string));
+    Ok(())
+}
+
+fn split_path(path: &str) -> Vec<String> {
+    for map in OPTION_MAPS {
+        if let Some(key) = path.strip_prefix(map).and_then(|r| r.strip_prefix('.')) {
+            let mut parts: Vec<String> = map.split('.').map(String::from).collect();
+            parts.push(key.to_string());
+            return parts;
+        }
+    }
+    path.split('.').map(String::from).collect()
+}
+
+fn parse_value(raw: &str, keep_string: bool) -> Value {
+    if !keep_string {
+        if let Ok(mut doc) = format!("v = {raw}").parse::<Table>() {
+            if let Some(value) = doc.remove("v") {
+                return value;
+            }
+        }
+    }
+    let unquoted = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(raw);
+    Value::String(unquoted.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_map_to_paths() {
+        assert_eq!(
+            env_key_to_path("LAKESTREAM__PIPELINES__CALLS__MAX_OFFSETS_PER_TRIGGER").as_deref(),
+            Some("pipelines.calls.max_offsets_per_trigger")
+        );
+        assert_eq!(
+            env_key_to_path("LAKESTREAM__KAFKA__OPTIONS__FETCH_WAIT_MAX_MS").as_deref(),
+            Some("kafka.options.fetch.wait.max.ms")
+        );
+        assert_eq!(env_key_to_path("LAKESTREAM_CONFIG"), None);
+        assert_eq!(env_key_to_path("LAKESTREAM__A____B"), None);
+    }
+
+    #[test]
+    fn overrides_type_values_and_keep_option_keys_whole() {
+        let mut t: Table = "[kafka]\nbrokers = \"a:1\"\n".parse().unwrap();
+        apply_override(&mut t, "kafka.brokers=9092").unwrap();
+        apply_override(&mut t, "kafka.options.fetch.wait.max.ms=5").unwrap();
+        apply_override(&mut t, "pipelines.calls.max_offsets_per_trigger=500").unwrap();
+        assert_eq!(t["kafka"]["brokers"].as_str(), Some("9092"));
+        assert_eq!(
+            t["kafka"]["options"]["fetch.wait.max.ms"].as_str(),
+            Some("5")
+        );
+        assert_eq!(
+            t["pipelines"]["calls"]["max_offsets_per_trigger"].as_integer(),
+            Some(500)
+        );
+    }
+
+    #[test]
+    fn malformed_overrides_are_rejected() {
+        let mut t = Table::new();
+        assert!(apply_override(&mut t, "no-equals-sign").is_err());
+        assert!(apply_override(&mut t, "a..b=1").is_err());
+        apply_override(&mut t, "a=1").unwrap();
+        let err = apply_override(&mut t, "a.b=2").unwrap_err().to_string();
+        assert!(err.contains("'a' is a value"), "{err}");
+    }
+}

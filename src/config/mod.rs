@@ -1,0 +1,232 @@
+//! Configuration: plain serde structs, loaded from TOML, overridden from the command line
+//! (`--set section.key=value`) and the environment (`LAKESTREAM__SECTION__KEY`), and
+//! validated once at start-up. Every error names the key at fault.
+
+mod fields;
+mod load;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use fields::{arrow_schema as fields_schema, FieldSpec, FieldType};
+pub use load::{apply_override, load, load_str, ENV_PREFIX};
+
+/// Everything lakestream reads from `config/lakestream.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How to reach the Kafka cluster.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// Where tables live and how their files are written.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Topics and the declared schema of their JSON messages, by source name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Streaming pipelines, by pipeline name.
+    #[serde(default)]
+    pub pipelines: BTreeMap<String, PipelineConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated (`host:port,host:port`).
+    #[serde(default = "defaults::brokers")]
+    pub brokers: String,
+    /// Consumer group prefix; each pipeline consumes as group `<group_id>.<pipeline>`
+    /// unless the pipeline sets its own `group_id`.
+    #[serde(default = "defaults::group_id")]
+    pub group_id: String,
+    /// Where a pipeline starts on a partition its table has never seen.
+    #[serde(default)]
+    pub starting_offsets: StartingOffsets,
+    /// Extra librdkafka properties passed through as they are (e.g. `"fetch.wait.max.ms" = "5"`).
+    #[serde(default = "defaults::kafka_options")]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartingOffsets {
+    /// Read the partition from its first retained record (Spark's `earliest`).
+    #[default]
+    Earliest,
+    /// Skip what is already in the partition.
+    Latest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Root under which each table is a folder: a local path (relative to the working
+    /// directory) or a URL such as `file:///data/lake`.
+    #[serde(default = "defaults::root")]
+    pub root: String,
+    /// zstd level for data files (1 = fastest, 22 = smallest).
+    #[serde(default = "defaults::zstd_level")]
+    pub zstd_level: i32,
+    /// A data file is closed and a new one started past this many bytes.
+    #[serde(default = "defaults::target_file_size")]
+    pub target_file_size: u64,
+    /// Object store options passed to delta-rs (credentials, endpoints).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Kafka topic to read.
+    pub topic: String,
+    /// Declared message schema, one `"name TYPE [NOT NULL]"` entry per field. Types:
+    /// string, int32, int64, double, boolean, date, timestamp. Fields not declared are ignored.
+    pub fields: Vec<String>,
+    /// Messages larger than this go to the dead-letter table.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// Every micro-batch appends its new rows.
+    #[default]
+    Append,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name of an entry under `[sources]`.
+    pub source: String,
+    /// Output Delta table (a folder under `storage.root`).
+    pub table: String,
+    /// How each micro-batch changes the table.
+    #[serde(default)]
+    pub mode: OutputMode,
+    /// Partition columns of the output table.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Table that receives records that cannot be decoded; default `<table>_dead_letters`.
+    pub dead_letter_table: Option<String>,
+    /// Consumer group; default `<kafka.group_id>.<pipeline>`.
+    pub group_id: Option<String>,
+    /// A micro-batch closes this long after its first record arrived.
+    #[serde(default = "defaults::trigger_interval", with = "humantime_serde")]
+    pub trigger_interval: Duration,
+    /// A micro-batch closes once it holds this many records (all partitions together).
+    #[serde(default = "defaults::max_offsets_per_trigger")]
+    pub max_offsets_per_trigger: usize,
+    /// How long a failing commit is retried (with backoff) before the pipeline stops.
+    #[serde(default = "defaults::commit_retry_timeout", with = "humantime_serde")]
+    pub commit_retry_timeout: Duration,
+}
+
+impl Config {
+    /// The consumer group a pipeline reads with.
+    pub fn group_id(&self, pipeline: &str) -> String {
+        self.pipelines
+            .get(pipeline)
+            .and_then(|p| p.group_id.clone())
+            .unwrap_or_else(|| format!("{}.{pipeline}", self.kafka.group_id))
+    }
+}
+
+impl PipelineConfig {
+    pub fn dead_letter_table(&self) -> String {
+        self.dead_letter_table
+            .clone()
+            .unwrap_or_else(|| format!("{}_dead_letters", self.table))
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: defaults::brokers(),
+            group_id: defaults::group_id(),
+            starting_offsets: StartingOffsets::default(),
+            options: defaults::kafka_options(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            root: defaults::root(),
+            zstd_level: defaults::zstd_level(),
+            target_file_size: defaults::target_file_size(),
+            options: BTreeMap::new(),
+        }
+    }
+}
+
+/// Defaults in one place; the commented default config repeats them for users.
+mod defaults {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    pub fn brokers() -> String {
+        "127.0.0.1:9092".into()
+    }
+    pub fn group_id() -> String {
+        "lakestream".into()
+    }
+    pub fn kafka_options() -> BTreeMap<String, String> {
+        // A broker answers a fetch only when it has data or after this wait; librdkafka's
+        // 500 ms default caps a consumer at a few fetches a second on a quiet partition.
+        BTreeMap::from([("fetch.wait.max.ms".to_string(), "5".to_string())])
+    }
+    pub fn root() -> String {
+        "tables".into()
+    }
+    pub fn zstd_level() -> i32 {
+        1
+    }
+    pub fn target_file_size() -> u64 {
+        128 * 1024 * 1024
+    }
+    pub fn max_message_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn trigger_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn max_offsets_per_trigger() -> usize {
+        100_000
+    }
+    pub fn commit_retry_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+}
+
+/// A configuration problem, always naming the key (or file) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("bad override '{text}': {message}")]
+    Override { text: String, message: String },
+    #[error("config key '{key}': {message}")]
+    Key { key: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}

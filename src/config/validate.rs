@@ -1,0 +1,151 @@
+//! Start-up validation: every check names the key and says what is allowed.
+
+use super::fields::{is_identifier, FieldSpec, FieldType};
+use super::{Config, ConfigError, SourceConfig};
+use crate::decode::METADATA_COLUMNS;
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(ConfigError::key("kafka.brokers", "must not be empty"));
+        }
+        check_name("kafka.group_id", &self.kafka.group_id, false)?;
+        if !(1..=22).contains(&self.storage.zstd_level) {
+            return Err(ConfigError::key(
+                "storage.zstd_level",
+                format!("{} is outside 1..=22", self.storage.zstd_level),
+            ));
+        }
+        if self.storage.root.trim().is_empty() {
+            return Err(ConfigError::key("storage.root", "must not be empty"));
+        }
+        for (name, source) in &self.sources {
+            check_name(&format!("sources.{name}"), name, true)?;
+            source.field_specs(name)?;
+            if source.max_message_bytes == 0 {
+                return Err(ConfigError::key(
+                    format!("sources.{name}.max_message_bytes"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        for name in self.pipelines.keys() {
+            self.validate_pipeline(name)?;
+        }
+        Ok(())
+    }
+
+    fn validate_pipeline(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("pipelines.{name}.{k}");
+        let p = &self.pipelines[name];
+        check_name(&format!("pipelines.{name}"), name, true)?;
+        let source = self.sources.get(&p.source).ok_or_else(|| {
+            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+            ConfigError::key(
+                key("source"),
+                format!("no source '{}' (known: {})", p.source, known.join(", ")),
+            )
+        })?;
+        check_name(&key("table"), &p.table, true)?;
+        check_name(&key("dead_letter_table"), &p.dead_letter_table(), true)?;
+        if p.dead_letter_table() == p.table {
+            return Err(ConfigError::key(
+                key("dead_letter_table"),
+                "must differ from the output table",
+            ));
+        }
+        if let Some(group) = &p.group_id {
+            check_name(&key("group_id"), group, false)?;
+        }
+        if p.max_offsets_per_trigger == 0 {
+            return Err(ConfigError::key(
+                key("max_offsets_per_trigger"),
+                "must be at least 1",
+            ));
+        }
+        if p.trigger_interval.is_zero() {
+            return Err(ConfigError::key(key("trigger_interval"), "must be positive"));
+        }
+        let fields = source.field_specs(&p.source)?;
+        for column in &p.partition_by {
+            let field = fields.iter().find(|f| &f.name == column).ok_or_else(|| {
+                ConfigError::key(
+                    key("partition_by"),
+                    format!("'{column}' is not a field of source '{}'", p.source),
+                )
+            })?;
+            if !matches!(
+                field.ty,
+                FieldType::Date | FieldType::String | FieldType::Int32 | FieldType::Int64
+            ) || !field.required
+            {
+                return Err(ConfigError::key(
+                    key("partition_by"),
+                    format!("'{column}' must be a NOT NULL date, string or integer field"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    /// The parsed field declarations (the source's name is used in error messages).
+    pub fn field_specs(&self, name: &str) -> Result<Vec<FieldSpec>, ConfigError> {
+        let key = format!("sources.{name}.fields");
+        if self.topic.trim().is_empty() {
+            return Err(ConfigError::key(
+                format!("sources.{name}.topic"),
+                "must not be empty",
+            ));
+        }
+        if self.fields.is_empty() {
+            return Err(ConfigError::key(key, "declare at least one field"));
+        }
+        let mut specs: Vec<FieldSpec> = Vec::with_capacity(self.fields.len());
+        for text in &self.fields {
+            let spec = FieldSpec::parse(text).map_err(|m| ConfigError::key(&key, m))?;
+            if specs.iter().any(|s| s.name == spec.name) {
+                return Err(ConfigError::key(
+                    &key,
+                    format!("field '{}' is declared twice", spec.name),
+                ));
+            }
+            if METADATA_COLUMNS.contains(&spec.name.as_str()) {
+                return Err(ConfigError::key(
+                    &key,
+                    format!("'{}' is reserved for Kafka metadata", spec.name),
+                ));
+            }
+            specs.push(spec);
+        }
+        Ok(specs)
+    }
+}
+
+/// Table, pipeline and source names become folder names and SQL identifiers later, so
+/// they are held to a strict pattern. Group ids may also hold dots and dashes.
+fn check_name(key: &str, value: &str, identifier: bool) -> Result<(), ConfigError> {
+    let ok = if identifier {
+        is_identifier(value)
+    } else {
+        !value.is_empty()
+            && value.len() <= 200
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    if ok {
+        Ok(())
+    } else if identifier {
+        Err(ConfigError::key(
+            key,
+            format!("'{value}' must match [A-Za-z_][A-Za-z0-9_]{{0,63}}"),
+        ))
+    } else {
+        Err(ConfigError::key(
+            key,
+            format!("'{value}' may hold only letters, digits, '.', '_' and '-'"),
+        ))
+    }
+}

@@ -1,0 +1,67 @@
+//! Dead letters: records that could not be decoded, kept with their raw bytes and reason.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::error::ArrowError;
+
+use super::metadata;
+use crate::source::RawBatch;
+
+/// One record of a raw batch that failed to decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Position in the raw batch.
+    pub index: usize,
+    pub reason: String,
+}
+
+/// Schema of a dead-letter table. The key is kept as bytes here: it is evidence, and may
+/// not be text.
+pub fn dead_letter_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(metadata::TOPIC, DataType::Utf8, false),
+        Field::new(metadata::PARTITION, DataType::Int32, false),
+        Field::new(metadata::OFFSET, DataType::Int64, false),
+        Field::new("kafka_key_bytes", DataType::Binary, true),
+        Field::new(metadata::TIMESTAMP, metadata::timestamp_type(), true),
+        Field::new("payload", DataType::Binary, false),
+        Field::new("payload_bytes", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("failed_at", metadata::timestamp_type(), false),
+    ]))
+}
+
+pub(super) fn to_batch(
+    raw: &RawBatch,
+    dead: &[DeadLetter],
+    pipeline: &str,
+) -> Result<RecordBatch, ArrowError> {
+    let indices: Vec<usize> = dead.iter().map(|d| d.index).collect();
+    let meta = metadata::columns(raw, &indices);
+    let key: BinaryArray = indices.iter().map(|&i| raw.key(i)).collect();
+    let payload = BinaryArray::from_iter_values(indices.iter().map(|&i| raw.payload(i)));
+    let sizes = Int64Array::from_iter_values(indices.iter().map(|&i| raw.payload(i).len() as i64));
+    let reasons = StringArray::from_iter_values(dead.iter().map(|d| d.reason.as_str()));
+    let pipelines = StringArray::from_iter_values(dead.iter().map(|_| pipeline));
+    let now = chrono::Utc::now().timestamp_micros();
+    let failed_at =
+        TimestampMicrosecondArray::from_iter_values(dead.iter().map(|_| now)).with_timezone("UTC");
+    let columns: Vec<ArrayRef> = vec![
+        meta[0].clone(),
+        meta[1].clone(),
+        meta[2].clone(),
+        Arc::new(key),
+        meta[4].clone(),
+        Arc::new(payload),
+        Arc::new(sizes),
+        Arc::new(reasons),
+        Arc::new(pipelines),
+        Arc::new(failed_at),
+    ];
+    RecordBatch::try_new(dead_letter_schema(), columns)
+}

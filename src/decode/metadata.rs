@@ -1,0 +1,71 @@
+//! Kafka metadata columns appended to every decoded row.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::{DataType, Field, SchemaRef, TimeUnit};
+use deltalake::arrow::error::ArrowError;
+
+use crate::source::RawBatch;
+
+pub const TOPIC: &str = "kafka_topic";
+pub const PARTITION: &str = "kafka_partition";
+pub const OFFSET: &str = "kafka_offset";
+pub const KEY: &str = "kafka_key";
+pub const TIMESTAMP: &str = "kafka_timestamp";
+
+/// Names a declared field may not take.
+pub const METADATA_COLUMNS: [&str; 5] = [TOPIC, PARTITION, OFFSET, KEY, TIMESTAMP];
+
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+pub fn fields() -> Vec<Arc<Field>> {
+    vec![
+        Arc::new(Field::new(TOPIC, DataType::Utf8, false)),
+        Arc::new(Field::new(PARTITION, DataType::Int32, false)),
+        Arc::new(Field::new(OFFSET, DataType::Int64, false)),
+        Arc::new(Field::new(KEY, DataType::Utf8, true)),
+        Arc::new(Field::new(TIMESTAMP, timestamp_type(), true)),
+    ]
+}
+
+/// The metadata columns of the records `indices` of `raw`, in that order.
+pub fn columns(raw: &RawBatch, indices: &[usize]) -> Vec<ArrayRef> {
+    let topic = StringArray::from_iter_values(indices.iter().map(|_| raw.topic.as_ref()));
+    let partition = Int32Array::from_iter_values(indices.iter().map(|&i| raw.partition(i)));
+    let offset = Int64Array::from_iter_values(indices.iter().map(|&i| raw.offset(i)));
+    let key: StringArray = indices
+        .iter()
+        .map(|&i| raw.key(i).map(String::from_utf8_lossy))
+        .collect();
+    let timestamp = TimestampMicrosecondArray::from_iter(
+        indices
+            .iter()
+            .map(|&i| raw.timestamp_ms(i).map(|ms| ms * 1000)),
+    )
+    .with_timezone("UTC");
+    vec![
+        Arc::new(topic),
+        Arc::new(partition),
+        Arc::new(offset),
+        Arc::new(key),
+        Arc::new(timestamp),
+    ]
+}
+
+/// `payload` (decoded from `indices`) plus the metadata columns, as `schema`.
+pub fn append_columns(
+    payload: &RecordBatch,
+    raw: &RawBatch,
+    indices: &[usize],
+    schema: &SchemaRef,
+) -> Result<RecordBatch, ArrowError> {
+    let mut columns = payload.columns().to_vec();
+    columns.extend(self::columns(raw, indices));
+    RecordBatch::try_new(schema.clone(), columns)
+}
+

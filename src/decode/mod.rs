@@ -1,0 +1,200 @@
+//! JSON -> Arrow with a declared schema. Good records become rows with Kafka metadata
+//! columns; bad ones become dead letters carrying the reason, never an error.
+
+mod dead_letter;
+mod metadata;
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::concat_batches;
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::json::ReaderBuilder;
+
+pub use dead_letter::{dead_letter_schema, DeadLetter};
+pub use metadata::METADATA_COLUMNS;
+
+use crate::config::FieldSpec;
+use crate::source::RawBatch;
+
+/// Outcome of decoding one raw batch.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Payload columns followed by the Kafka metadata columns, in raw-batch order.
+    pub rows: RecordBatch,
+    /// Records that could not be decoded, with the reason.
+    pub dead_letters: RecordBatch,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot assemble decoded batch: {0}")]
+pub struct DecodeError(#[from] ArrowError);
+
+/// Decodes JSON messages of one source.
+#[derive(Debug, Clone)]
+pub struct JsonDecoder {
+    fields: Arc<[FieldSpec]>,
+    payload_schema: SchemaRef,
+    table_schema: SchemaRef,
+    max_message_bytes: usize,
+    pipeline: Arc<str>,
+}
+
+impl JsonDecoder {
+    pub fn new(fields: Vec<FieldSpec>, max_message_bytes: usize, pipeline: &str) -> Self {
+        let payload_schema = crate::config::fields_schema(&fields);
+        let mut all: Vec<_> = payload_schema.fields().iter().cloned().collect();
+        all.extend(metadata::fields());
+        Self {
+            fields: fields.into(),
+            payload_schema,
+            table_schema: Arc::new(Schema::new(all)),
+            max_message_bytes,
+            pipeline: pipeline.into(),
+        }
+    }
+
+    /// Schema of [`Decoded::rows`]: the declared fields, then the metadata columns.
+    pub fn table_schema(&self) -> SchemaRef {
+        self.table_schema.clone()
+    }
+
+    /// Decode a batch, splitting the work over `threads` OS threads.
+    pub fn decode(&self, raw: &RawBatch, threads: usize) -> Result<Decoded, DecodeError> {
+        let indices: Vec<usize> = (0..raw.len()).collect();
+        let chunk = indices.len().div_ceil(threads.max(1)).max(1);
+        let parts: Vec<Part> = std::thread::scope(|s| {
+            let handles: Vec<_> = indices
+                .chunks(chunk)
+                .map(|c| s.spawn(move || self.decode_part(raw, c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut good = Vec::new();
+        let mut dead = Vec::new();
+        for part in parts {
+            good.extend(part.good);
+            dead.extend(part.dead);
+        }
+        Ok(Decoded {
+            rows: concat_batches(&self.table_schema, &good)?,
+            dead_letters: dead_letter::to_batch(raw, &dead, &self.pipeline)?,
+        })
+    }
+
+    fn decode_part(&self, raw: &RawBatch, indices: &[usize]) -> Part {
+        let mut part = Part::default();
+        let mut candidates = Vec::with_capacity(indices.len());
+        for &i in indices {
+            match self.precheck(raw.payload(i)) {
+                Ok(()) => candidates.push(i),
+                Err(reason) => part.dead.push(DeadLetter { index: i, reason }),
+            }
+        }
+        self.bisect(raw, &candidates, &mut part);
+        part.dead.sort_by_key(|d| d.index);
+        part
+    }
+
+    /// Cheap checks that need no parsing.
+    fn precheck(&self, payload: &[u8]) -> Result<(), String> {
+        if payload.is_empty() {
+            return Err("empty message".into());
+        }
+        if payload.len() > self.max_message_bytes {
+            return Err(format!(
+                "message of {} bytes exceeds max_message_bytes ({})",
+                payload.len(),
+                self.max_message_bytes
+            ));
+        }
+        if let Err(e) = std::str::from_utf8(payload) {
+            return Err(format!("invalid UTF-8 at byte {}", e.valid_up_to()));
+        }
+        match payload.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(()),
+            None => Err("empty message (only whitespace)".into()),
+            Some(_) => Err("not a JSON object".into()),
+        }
+    }
+
+    /// Decode `indices` in one go; if that fails, split in halves until every bad record
+    /// stands alone. One bad record in n costs about 3n decode work, none costs n.
+    fn bisect(&self, raw: &RawBatch, indices: &[usize], part: &mut Part) {
+        if indices.is_empty() {
+            return;
+        }
+        match self.try_decode(raw, indices) {
+            Ok(batch) => part.good.push(batch),
+            Err(message) if indices.len() == 1 => part.dead.push(DeadLetter {
+                index: indices[0],
+                reason: self.explain(raw.payload(indices[0]), message),
+            }),
+            Err(_) => {
+                let (left, right) = indices.split_at(indices.len() / 2);
+                self.bisect(raw, left, part);
+                self.bisect(raw, right, part);
+            }
+        }
+    }
+
+    fn try_decode(&self, raw: &RawBatch, indices: &[usize]) -> Result<RecordBatch, String> {
+        // One spare row so a message holding two objects shows up in len() instead of
+        // stopping the decoder early.
+        let mut decoder = ReaderBuilder::new(self.payload_schema.clone())
+            .with_batch_size(indices.len() + 1)
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        for (n, &i) in indices.iter().enumerate() {
+            decoder.decode(raw.payload(i)).map_err(|e| e.to_string())?;
+            if decoder.has_partial_record() {
+                return Err("truncated JSON object".into());
+            }
+            if decoder.len() != n + 1 {
+                return Err("message holds more than one JSON value".into());
+            }
+        }
+        let payload = decoder
+            .flush()
+            .map_err(|e| e.to_string())?
+            .ok_or("no rows decoded")?;
+        metadata::append_columns(&payload, raw, indices, &self.table_schema)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Turn Arrow's message for a lone bad record into one a user can act on. Only bad
+    /// records reach this, so the serde_json parse stays off the hot path.
+    fn explain(&self, payload: &[u8], message: String) -> String {
+        if message.contains("non-nullable") {
+            if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(payload) {
+                let missing: Vec<&str> = self
+                    .fields
+                    .iter()
+                    .filter(|f| f.required && map.get(&f.name).is_none_or(|v| v.is_null()))
+                    .map(|f| f.name.as_str())
+                    .collect();
+                if !missing.is_empty() {
+                    return format!("missing required field(s): {}", missing.join(", "));
+                }
+            }
+        }
+        let message = message.strip_prefix("Json error: ").unwrap_or(&message);
+        if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+            return format!("malformed JSON: {message}");
+        }
+        format!("wrong type: {message}")
+    }
+}
+
+#[derive(Default)]
+struct Part {
+    good: Vec<RecordBatch>,
+    dead: Vec<DeadLetter>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,102 @@
+use deltalake::arrow::array::{Array, AsArray};
+use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+
+use super::*;
+
+fn decoder() -> JsonDecoder {
+    let fields = [
+        "crime_id STRING NOT NULL",
+        "call_date DATE NOT NULL",
+        "call_date_time TIMESTAMP NOT NULL",
+        "disposition STRING",
+    ]
+    .iter()
+    .map(|f| FieldSpec::parse(f).unwrap())
+    .collect();
+    JsonDecoder::new(fields, 200, "calls")
+}
+
+fn good(id: u32) -> String {
+    format!(
+        r#"{{"crime_id":"{id}","call_date":"2018-12-31T00:00:00.000","call_date_time":"2018-12-31T23:57:00.000","disposition":"ADM","extra":{{"ignored":true}}}}"#
+    )
+}
+
+fn batch(payloads: &[&[u8]]) -> RawBatch {
+    let mut raw = RawBatch::new("topic".into());
+    for (i, p) in payloads.iter().enumerate() {
+        raw.push(i as i32 % 2, 100 + i as i64, Some(1_000), Some(b"key"), Some(p));
+    }
+    raw
+}
+
+fn offsets(b: &RecordBatch, column: &str) -> Vec<i64> {
+    let col = b.column_by_name(column).unwrap();
+    col.as_primitive::<Int64Type>().values().to_vec()
+}
+
+#[test]
+fn decodes_typed_rows_with_metadata() {
+    let (a, b) = (good(1), good(2));
+    let raw = batch(&[a.as_bytes(), b.as_bytes()]);
+    let out = decoder().decode(&raw, 2).unwrap();
+    assert_eq!(out.rows.num_rows(), 2);
+    assert_eq!(out.dead_letters.num_rows(), 0);
+    assert_eq!(offsets(&out.rows, "kafka_offset"), vec![100, 101]);
+    let ts = out.rows.column_by_name("call_date_time").unwrap();
+    let ts = ts.as_primitive::<TimestampMicrosecondType>();
+    assert_eq!(ts.value(0), 1_546_300_620_000_000);
+    let date = out.rows.column_by_name("call_date").unwrap();
+    assert_eq!(date.as_primitive::<deltalake::arrow::datatypes::Date32Type>().value(0), 17_896);
+    let kts = out.rows.column_by_name("kafka_timestamp").unwrap();
+    assert_eq!(kts.as_primitive::<TimestampMicrosecondType>().value(0), 1_000_000);
+}
+
+#[test]
+fn isolates_every_kind_of_bad_record() {
+    let goods: Vec<String> = (0..6).map(good).collect();
+    let long = format!(r#"{{"crime_id":"{}"}}"#, "x".repeat(300));
+    let cases: Vec<(&[u8], &str)> = vec![
+        (b"", "empty message"),
+        (b"not json", "not a JSON object"),
+        (b"[1,2]", "not a JSON object"),
+        (b"{\"crime_id\": \"1\"", "truncated"),
+        (b"\xff\xfe{}", "invalid UTF-8"),
+        (long.as_bytes(), "exceeds max_message_bytes"),
+        (br#"{"crime_id":5,"call_date":"2018-01-01","call_date_time":"2018-01-01T00:00:00"}"#, "wrong type"),
+        (br#"{"call_date":"2018-01-01","call_date_time":"2018-01-01T00:00:00"}"#, "missing required field(s): crime_id"),
+        (br#"{"crime_id":"1","call_date":"2018-01-01","call_date_time":"yesterday"}"#, "wrong type"),
+        (br#"{"crime_id":"1","call_date":"2018-01-01","call_date_time":"2018-01-01T00:00:00"}{"crime_id":"2"}"#, "more than one JSON value"),
+        (br#"{"crime_id":"1",}"#, "malformed JSON"),
+    ];
+    let mut payloads: Vec<&[u8]> = Vec::new();
+    for (i, (bad, _)) in cases.iter().enumerate() {
+        payloads.push(goods[i % goods.len()].as_bytes());
+        payloads.push(bad);
+    }
+    let raw = batch(&payloads);
+    let out = decoder().decode(&raw, 2).unwrap();
+    assert_eq!(out.rows.num_rows(), cases.len());
+    assert_eq!(out.dead_letters.num_rows(), cases.len());
+    let good_offsets: Vec<i64> = (0..cases.len() as i64).map(|i| 100 + 2 * i).collect();
+    assert_eq!(offsets(&out.rows, "kafka_offset"), good_offsets);
+    let bad_offsets: Vec<i64> = (0..cases.len() as i64).map(|i| 101 + 2 * i).collect();
+    assert_eq!(offsets(&out.dead_letters, "kafka_offset"), bad_offsets);
+    let reasons = out.dead_letters.column_by_name("reason").unwrap().as_string::<i32>().clone();
+    for (i, (_, expected)) in cases.iter().enumerate() {
+        let reason = reasons.value(i);
+        assert!(reason.contains(expected), "case {i}: '{reason}' lacks '{expected}'");
+    }
+    let payload = out.dead_letters.column_by_name("payload").unwrap();
+    assert_eq!(payload.as_binary::<i32>().value(1), b"not json");
+}
+
+#[test]
+fn split_message_across_records_is_not_glued_together() {
+    // Two halves of one object in consecutive messages must not decode as one row.
+    let raw = batch(&[br#"{"crime_id":"1","call_date":"2018-01-01","#, br#""call_date_time":"2018-01-01T00:00:00"}"#]);
+    let out = decoder().decode(&raw, 1).unwrap();
+    assert_eq!(out.rows.num_rows(), 0);
+    assert_eq!(out.dead_letters.num_rows(), 2);
+    assert!(out.rows.column(0).is_empty());
+}

@@ -1,0 +1,27 @@
+//! The crate error: one variant per boundary, each carrying the context an operator needs.
+
+use crate::config::ConfigError;
+use crate::sink::SinkError;
+use crate::source::SourceError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("pipeline '{pipeline}' stopped: {message}")]
+    Pipeline { pipeline: String, message: String },
+    #[error("task '{task}' panicked or was aborted: {message}")]
+    Task { task: String, message: String },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

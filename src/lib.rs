@@ -1,0 +1,19 @@
+//! lakestream: exactly-once streaming from Kafka into Delta Lake tables.
+//!
+//! Data flows `source` (Kafka consumer, replay producer) -> `decode` (JSON -> Arrow,
+//! dead letters) -> `pipeline` (micro-batch loop) -> `sink` (Delta writer and the
+//! exactly-once commit). `config` validates everything once at start-up and `app`
+//! wires the tasks together with signal handling.
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod decode;
+pub mod error;
+pub mod metrics;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+
+pub use error::{Error, Result};

@@ -1,0 +1,58 @@
+//! The `lakestream` binary: parse the command line, load the config, run the command.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use lakestream::cli::{Cli, Command};
+use lakestream::pipeline::RunOptions;
+use lakestream::{app, commands, config};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[tokio::main]
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = config::load(&cli.config, std::env::vars(), &cli.set)
+        .with_context(|| format!("loading {}", cli.config.display()))?;
+    match cli.command {
+        Command::Run(args) => {
+            let opts = RunOptions {
+                until_caught_up: args.until_caught_up,
+            };
+            let summaries = app::run(config, &args.pipelines, opts).await?;
+            commands::print_summary(&summaries, args.summary);
+        }
+        Command::Produce(args) => {
+            let (topic, report) = commands::produce(&config, args).await?;
+            println!(
+                "produced {} calls ({:.1} MB) to topic {topic} in {:.1}s: {:.0} calls/s",
+                report.sent,
+                report.bytes as f64 / 1e6,
+                report.elapsed.as_secs_f64(),
+                report.per_second()
+            );
+        }
+        Command::CountTopic(args) => {
+            let report = tokio::task::spawn_blocking(move || {
+                lakestream::source::count_topic(&config.kafka.brokers, &args.topic, &config.kafka.options)
+            })
+            .await??;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! One pipeline: consume -> decode -> commit, as three stages that overlap, so batch
+//! N+1 is read and decoded while batch N is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
+use crate::metrics::{PipelineMetrics, Snapshot};
+use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
+use crate::source::{ConsumerSettings, KafkaSource, OffsetRange, RawBatch, SourceHandle, StartOffsets};
+use crate::{Error, Result};
+
+/// How a run ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Stop once every assigned partition is committed up to its high watermark.
+    pub until_caught_up: bool,
+}
+
+/// A decoded batch on its way to the commit stage.
+struct Ready {
+    opened_at: Option<Instant>,
+    ranges: BTreeMap<i32, OffsetRange>,
+    records: usize,
+    bytes: usize,
+    decoded: Decoded,
+}
+
+pub struct Pipeline {
+    name: String,
+    config: Config,
+    metrics: Arc<PipelineMetrics>,
+}
+
+impl Pipeline {
+    pub fn new(name: &str, config: Config) -> Self {
+        Self {
+            name: name.to_string(),
+            config,
+            metrics: Arc::new(PipelineMetrics::default()),
+        }
+    }
+
+    pub fn metrics(&self) -> Arc<PipelineMetrics> {
+        self.metrics.clone()
+    }
+
+    fn fail(&self, message: impl ToString) -> Error {
+        Error::Pipeline {
+            pipeline: self.name.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Run until `shutdown` (or caught up); returns the final counters.
+    pub async fn run(self, opts: RunOptions, shutdown: CancellationToken) -> Result<Snapshot> {
+        let p = self.config.pipelines[&self.name].clone();
+        let source = self.config.sources[&p.source].clone();
+        let fields = source.field_specs(&p.source)?;
+        let decoder = JsonDecoder::new(fields, source.max_message_bytes, &self.name);
+        let sink_opts = SinkOptions {
+            root: self.config.storage.root.clone(),
+            storage_options: self.config.storage.options.clone().into_iter().collect(),
+            pipeline: self.name.clone(),
+            topic: source.topic.clone(),
+            partition_by: p.partition_by.clone(),
+            zstd_level: self.config.storage.zstd_level,
+            target_file_size: self.config.storage.target_file_size,
+            retry_timeout: p.commit_retry_timeout,
+        };
+        let mut table = DeltaSink::open(&p.table, &decoder.table_schema(), sink_opts.clone()).await?;
+        let dlq_opts = SinkOptions {
+            partition_by: Vec::new(),
+            ..sink_opts.clone()
+        };
+        let mut dead = DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
+
+        let settings = ConsumerSettings {
+            brokers: self.config.kafka.brokers.clone(),
+            group_id: self.config.group_id(&self.name),
+            topic: source.topic.clone(),
+            options: self.config.kafka.options.clone(),
+            starting: self.config.kafka.starting_offsets,
+            max_records: p.max_offsets_per_trigger,
+            trigger_interval: p.trigger_interval,
+            until_caught_up: opts.until_caught_up,
+        };
+        let (consumer, handle) = KafkaSource::new(settings, start_offsets(sink_opts, p.table.clone()))?;
+        info!(pipeline = %self.name, topic = %source.topic, table = %p.table, "pipeline started");
+
+        let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
+        let (ready_tx, mut ready_rx) = mpsc::channel::<Ready>(1);
+        let consume = tokio::task::spawn_blocking(move || consumer.run(raw_tx, shutdown));
+        let decode = tokio::spawn(decode_stage(decoder, raw_rx, ready_tx));
+
+        while let Some(ready) = ready_rx.recv().await {
+            self.commit(ready, &mut table, &mut dead, &handle).await?;
+        }
+        decode
+            .await
+            .map_err(|e| self.fail(format!("decode stage: {e}")))??;
+        consume
+            .await
+            .map_err(|e| self.fail(format!("consumer thread: {e}")))??;
+        Ok(self.metrics.snapshot(&self.name, &p.table))
+    }
+
+    /// Dead letters first, then the rows: the consumer resumes from the row table's
+    /// offsets, so a crash between the two replays the batch and the dead-letter table
+    /// skips what it already holds.
+    async fn commit(
+        &self,
+        ready: Ready,
+        table: &mut DeltaSink,
+        dead: &mut DeltaSink,
+        source: &SourceHandle,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let Ready {
+            opened_at,
+            ranges,
+            records,
+            bytes,
+            decoded,
+        } = ready;
+        let info = BatchInfo {
+            ranges: ranges.clone(),
+            with_batch_id: false,
+        };
+        let mut dead_rows = 0;
+        if decoded.dead_letters.num_rows() > 0 {
+            if let CommitOutcome::Committed { rows, .. } = dead.commit(&decoded.dead_letters, &info).await? {
+                dead_rows = rows;
+            }
+        }
+        let info = BatchInfo {
+            with_batch_id: true,
+            ..info
+        };
+        let outcome = table.commit(&decoded.rows, &info).await?;
+        source.commit_offsets(&ranges);
+
+        let m = &self.metrics;
+        m.committed(opened_at);
+        PipelineMetrics::add(&m.batches, 1);
+        PipelineMetrics::add(&m.records, records as u64);
+        PipelineMetrics::add(&m.bytes, bytes as u64);
+        PipelineMetrics::add(&m.dead_letters, dead_rows as u64);
+        match outcome {
+            CommitOutcome::Committed { version, batch_id, rows } => {
+                PipelineMetrics::add(&m.rows, rows as u64);
+                PipelineMetrics::add(&m.skipped, (decoded.rows.num_rows() - rows) as u64);
+                m.table_version.store(version, std::sync::atomic::Ordering::Relaxed);
+                info!(
+                    pipeline = %self.name,
+                    batch_id = batch_id.unwrap_or(-1),
+                    version,
+                    records,
+                    rows,
+                    dead_letters = dead_rows,
+                    ms = started.elapsed().as_millis() as u64,
+                    "committed batch"
+                );
+            }
+            CommitOutcome::AlreadyCommitted => {
+                PipelineMetrics::add(&m.skipped, decoded.rows.num_rows() as u64);
+                info!(pipeline = %self.name, records, "batch already in the table, skipped");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn decode_stage(
+    decoder: JsonDecoder,
+    mut raw_rx: mpsc::Receiver<RawBatch>,
+    ready_tx: mpsc::Sender<Ready>,
+) -> Result<()> {
+    let decoder = Arc::new(decoder);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    while let Some(raw) = raw_rx.recv().await {
+        let decoder = decoder.clone();
+        let ready = tokio::task::spawn_blocking(move || {
+            let decoded = decoder.decode(&raw, threads)?;
+            Ok::<_, crate::decode::DecodeError>(Ready {
+                opened_at: raw.opened_at,
+                ranges: raw.offset_ranges(),
+                records: raw.len(),
+                bytes: raw.byte_len(),
+                decoded,
+            })
+        })
+        .await
+        .map_err(|e| Error::Task {
+            task: "decode".into(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| Error::Task {
+            task: "decode".into(),
+            message: e.to_string(),
+        })?;
+        if ready_tx.send(ready).await.is_err() {
+            break; // the commit stage stopped; it reports why
+        }
+    }
+    Ok(())
+}
+
+/// Where assigned partitions start: right after the last offset the row table holds.
+fn start_offsets(opts: SinkOptions, table: String) -> StartOffsets {
+    let runtime = tokio::runtime::Handle::current();
+    Box::new(move |partitions: &[i32]| -> std::result::Result<HashMap<i32, Option<i64>>, String> {
+        runtime
+            .block_on(DeltaSink::read_committed(&opts, &table, partitions))
+            .map_err(|e| e.to_string())
+    })
+}

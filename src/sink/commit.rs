@@ -1,0 +1,384 @@
+//! The exactly-once micro-batch commit (see the module docs of `sink`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::{DeltaTable, DeltaTableError};
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::table::{open_or_create, table_url, write_files, writer_properties};
+use super::SinkError;
+use crate::source::OffsetRange;
+
+/// What a sink needs to know besides its schema.
+#[derive(Debug, Clone)]
+pub struct SinkOptions {
+    pub root: String,
+    pub storage_options: HashMap<String, String>,
+    pub pipeline: String,
+    pub topic: String,
+    pub partition_by: Vec<String>,
+    pub zstd_level: i32,
+    pub target_file_size: u64,
+    pub retry_timeout: Duration,
+}
+
+/// One micro-batch as the sink sees it.
+#[derive(Debug, Clone)]
+pub struct BatchInfo {
+    /// Offsets consumed per partition (the batch may hold fewer rows: dead letters).
+    pub ranges: BTreeMap<i32, OffsetRange>,
+    /// Record a batch id (a `txn` of its own) in this table.
+    pub with_batch_id: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed {
+        version: i64,
+        batch_id: Option<i64>,
+        rows: usize,
+    },
+    /// Every offset of the batch was already in the table (a replay after a crash, or
+    /// another process got there first).
+    AlreadyCommitted,
+}
+
+/// A Delta table that micro-batches of one pipeline and topic are committed to.
+pub struct DeltaSink {
+    name: String,
+    table: DeltaTable,
+    opts: SinkOptions,
+    props: WriterProperties,
+    /// `txn` versions read from `table`'s current snapshot, by partition.
+    committed: HashMap<i32, Option<i64>>,
+}
+
+impl DeltaSink {
+    pub async fn open(name: &str, schema: &SchemaRef, opts: SinkOptions) -> Result<Self, SinkError> {
+        let url = table_url(&opts.root, name)?;
+        let table =
+            open_or_create(&url, name, schema, &opts.partition_by, &opts.storage_options).await?;
+        Ok(Self {
+            name: name.to_string(),
+            table,
+            props: writer_properties(opts.zstd_level),
+            opts,
+            committed: HashMap::new(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn version(&self) -> Option<i64> {
+        self.table.version()
+    }
+
+    fn app_id(&self, partition: i32) -> String {
+        txn_app_id(&self.opts.pipeline, &self.opts.topic, partition)
+    }
+
+    /// Last offset the table holds for each of `partitions`, read fresh from storage
+    /// (not from this sink's snapshot): used when partitions are assigned.
+    pub async fn read_committed(
+        opts: &SinkOptions,
+        name: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, Option<i64>>, SinkError> {
+        let err = |source| SinkError::Delta {
+            table: name.to_string(),
+            source,
+        };
+        let url = table_url(&opts.root, name)?;
+        let table = deltalake::open_table_with_storage_options(url, opts.storage_options.clone())
+            .await
+            .map_err(err)?;
+        let snapshot = table.snapshot().map_err(err)?;
+        let log_store = table.log_store();
+        let mut out = HashMap::new();
+        for &p in partitions {
+            let app_id = txn_app_id(&opts.pipeline, &opts.topic, p);
+            let v = snapshot
+                .transaction_version(log_store.as_ref(), app_id)
+                .await
+                .map_err(err)?;
+            out.insert(p, v);
+        }
+        Ok(out)
+    }
+
+    fn batch_app_id(&self) -> String {
+        format!("lakestream.{}.batch", self.opts.pipeline)
+    }
+
+    fn err(&self, source: DeltaTableError) -> SinkError {
+        SinkError::Delta {
+            table: self.name.clone(),
+            source,
+        }
+    }
+
+    async fn txn_version(&self, app_id: String) -> Result<Option<i64>, DeltaTableError> {
+        let log_store = self.table.log_store();
+        self.table
+            .snapshot()?
+            .transaction_version(log_store.as_ref(), app_id)
+            .await
+    }
+
+    /// Last offset of `partition` the table holds, as of the loaded version.
+    pub async fn committed_offset(&mut self, partition: i32) -> Result<Option<i64>, SinkError> {
+        if let Some(v) = self.committed.get(&partition) {
+            return Ok(*v);
+        }
+        let v = self
+            .txn_version(self.app_id(partition))
+            .await
+            .map_err(|e| self.err(e))?;
+        self.committed.insert(partition, v);
+        Ok(v)
+    }
+
+    /// Load the latest table version (another process may have committed).
+    pub async fn refresh(&mut self) -> Result<(), SinkError> {
+        self.committed.clear();
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// Commit `rows` (which hold `kafka_partition` and `kafka_offset` columns) exactly
+    /// once. Retries conflicts at once and storage errors with backoff until
+    /// `retry_timeout`, re-reading the table each time.
+    pub async fn commit(
+        &mut self,
+        rows: &RecordBatch,
+        batch: &BatchInfo,
+    ) -> Result<CommitOutcome, SinkError> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        // Files written for a given set of new offset ranges, kept across retries.
+        let mut written: Option<Written> = None;
+        loop {
+            let result = self.try_commit(rows, batch, &mut written).await;
+            let error = match result {
+                Ok(outcome) => return Ok(outcome),
+                Err(e) => e,
+            };
+            let conflict = is_conflict(&error);
+            if !conflict {
+                if started.elapsed() > self.opts.retry_timeout {
+                    return Err(SinkError::GaveUp {
+                        table: self.name.clone(),
+                        seconds: started.elapsed().as_secs(),
+                        source: error,
+                    });
+                }
+                warn!(table = %self.name, error = %error, retry_in = ?backoff, "commit failed, will re-read the table and retry");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            } else {
+                debug!(table = %self.name, "concurrent commit, re-reading the table");
+            }
+            // A failed refresh is retried on the next turn like any other storage error.
+            if let Err(e) = self.refresh().await {
+                warn!(table = %self.name, error = %e, "cannot re-read the table");
+            }
+        }
+    }
+
+    async fn try_commit(
+        &mut self,
+        rows: &RecordBatch,
+        batch: &BatchInfo,
+        written: &mut Option<Written>,
+    ) -> Result<CommitOutcome, DeltaTableError> {
+        let mut committed = HashMap::new();
+        for &p in batch.ranges.keys() {
+            let v = self.committed_offset(p).await.map_err(inner)?;
+            committed.insert(p, v);
+        }
+        let Some(new_ranges) = new_ranges(&batch.ranges, &committed) else {
+            return Ok(CommitOutcome::AlreadyCommitted);
+        };
+        let files = match written.take() {
+            Some(files) if files.ranges == new_ranges => files,
+            _ => {
+                let keep = if new_ranges == batch.ranges {
+                    rows.clone()
+                } else {
+                    drop_committed(rows, &committed)?
+                };
+                let rows = keep.num_rows();
+                let adds = write_files(
+                    &self.table,
+                    keep,
+                    self.props.clone(),
+                    self.opts.target_file_size,
+                )
+                .await?;
+                Written {
+                    ranges: new_ranges.clone(),
+                    adds,
+                    rows,
+                }
+            }
+        };
+        let rows_added = files.rows;
+        let adds = files.adds.clone();
+        *written = Some(files);
+
+        let mut txns: Vec<Transaction> = new_ranges
+            .iter()
+            .map(|(&p, r)| Transaction::new(self.app_id(p), r.last))
+            .collect();
+        let batch_id = if batch.with_batch_id {
+            let last = self.txn_version(self.batch_app_id()).await?;
+            let id = last.map_or(0, |v| v + 1);
+            txns.push(Transaction::new(self.batch_app_id(), id));
+            Some(id)
+        } else {
+            None
+        };
+        let metadata = json!({
+            "pipeline": self.opts.pipeline,
+            "batchId": batch_id,
+            "topic": self.opts.topic,
+            "offsets": new_ranges.iter().map(|(p, r)| (p.to_string(), json!([r.first, r.last]))).collect::<serde_json::Map<_, _>>(),
+            "rows": rows_added,
+        });
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata([("lakestream".to_string(), metadata)])
+            .with_max_retries(0);
+        let operation = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: self.opts.pipeline.clone(),
+            epoch_id: batch_id.unwrap_or(-1),
+        };
+        let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        let finalized = CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(
+                Some(self.table.snapshot()?),
+                self.table.log_store(),
+                operation,
+            )
+            .await?;
+        self.table.state = Some(finalized.snapshot());
+        for (p, r) in &new_ranges {
+            self.committed.insert(*p, Some(r.last));
+        }
+        *written = None;
+        Ok(CommitOutcome::Committed {
+            version: finalized.version(),
+            batch_id,
+            rows: rows_added,
+        })
+    }
+}
+
+/// The `txn` app id under which a table records the last offset of a partition.
+pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+    format!("lakestream.{pipeline}.{topic}.{partition}")
+}
+
+/// Data files already written for the new part of a batch, reused when a retry finds
+/// the same part still missing from the table.
+struct Written {
+    ranges: BTreeMap<i32, OffsetRange>,
+    adds: Vec<Add>,
+    rows: usize,
+}
+
+fn inner(e: SinkError) -> DeltaTableError {
+    match e {
+        SinkError::Delta { source, .. } => source,
+        other => DeltaTableError::Generic(other.to_string()),
+    }
+}
+
+/// The part of each partition's range the table does not hold yet; `None` if nothing.
+fn new_ranges(
+    ranges: &BTreeMap<i32, OffsetRange>,
+    committed: &HashMap<i32, Option<i64>>,
+) -> Option<BTreeMap<i32, OffsetRange>> {
+    let new: BTreeMap<i32, OffsetRange> = ranges
+        .iter()
+        .filter_map(|(&p, r)| match committed.get(&p).copied().flatten() {
+            Some(c) if c >= r.last => None,
+            Some(c) if c >= r.first => Some((
+                p,
+                OffsetRange {
+                    first: c + 1,
+                    last: r.last,
+                },
+            )),
+            _ => Some((p, *r)),
+        })
+        .collect();
+    (!new.is_empty()).then_some(new)
+}
+
+/// Rows whose offset is above what the table holds for their partition.
+fn drop_committed(
+    rows: &RecordBatch,
+    committed: &HashMap<i32, Option<i64>>,
+) -> Result<RecordBatch, DeltaTableError> {
+    let column = |name: &str| {
+        rows.column_by_name(name)
+            .ok_or_else(|| DeltaTableError::Generic(format!("batch has no column {name}")))
+    };
+    let partitions = column("kafka_partition")?.as_primitive::<Int32Type>();
+    let offsets = column("kafka_offset")?.as_primitive::<Int64Type>();
+    let mask: BooleanArray = partitions
+        .values()
+        .iter()
+        .zip(offsets.values())
+        .map(|(p, o)| Some(committed.get(p).copied().flatten().is_none_or(|c| *o > c)))
+        .collect();
+    Ok(filter_record_batch(rows, &mask)?)
+}
+
+/// Another writer committed since our snapshot: re-read and redo, no backoff needed.
+fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(first: i64, last: i64) -> OffsetRange {
+        OffsetRange { first, last }
+    }
+
+    #[test]
+    fn new_ranges_skip_what_the_table_holds() {
+        let ranges = BTreeMap::from([(0, r(10, 19)), (1, r(5, 9)), (2, r(0, 3))]);
+        let committed = HashMap::from([(0, Some(14)), (1, Some(9)), (2, None)]);
+        let new = new_ranges(&ranges, &committed).unwrap();
+        assert_eq!(new, BTreeMap::from([(0, r(15, 19)), (2, r(0, 3))]));
+        let all = HashMap::from([(0, Some(30)), (1, Some(9)), (2, Some(3))]);
+        assert_eq!(new_ranges(&ranges, &all), None);
+    }
+}

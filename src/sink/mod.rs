@@ -1,0 +1,41 @@
+//! Delta sink: data files plus `txn` offsets in one atomic commit per micro-batch.
+//!
+//! Exactly once rests on three rules:
+//! 1. every commit carries, per Kafka partition, a `txn` action whose version is the last
+//!    offset the table now holds (app id `lakestream.<pipeline>.<topic>.<partition>`);
+//! 2. before committing, rows at or below the table's recorded offset are dropped, so a
+//!    replayed or concurrently processed batch adds nothing twice;
+//! 3. a commit is tried only against the latest version we checked (no blind retries in
+//!    delta-rs): on any conflict or doubtful failure we re-read the table and start over
+//!    from rule 2, which also tells whether a "failed" commit had in fact landed.
+
+mod commit;
+mod table;
+
+pub use commit::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
+pub use table::{open_or_create, table_url, writer_properties};
+
+use deltalake::DeltaTableError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("table '{table}': {source}")]
+    Delta {
+        table: String,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("table '{table}': bad location: {message}")]
+    Location { table: String, message: String },
+    #[error("table '{table}': schema mismatch: {message}")]
+    Schema { table: String, message: String },
+    #[error("table '{table}': commit kept failing for {seconds}s, last error: {source}")]
+    GaveUp {
+        table: String,
+        seconds: u64,
+        #[source]
+        source: DeltaTableError,
+    },
+    #[error("table '{table}': cannot filter batch: {message}")]
+    Filter { table: String, message: String },
+}

@@ -1,0 +1,193 @@
+//! The micro-batching consumer. It runs on its own OS thread with librdkafka's
+//! `BaseConsumer`: polling is a tight loop, and rebalance callbacks may block on the
+//! table lookup without stalling the async runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::batch::{OffsetRange, RawBatch};
+use super::context::{lock, AssignState, SourceContext};
+use super::SourceError;
+use crate::config::StartingOffsets;
+
+/// Looks up the last offset the output table holds for each partition (`None`: never
+/// seen). Called from the rebalance callback, on the consumer thread.
+pub type StartOffsets = Box<dyn Fn(&[i32]) -> Result<HashMap<i32, Option<i64>>, String> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub brokers: String,
+    pub group_id: String,
+    pub topic: String,
+    pub options: BTreeMap<String, String>,
+    pub starting: StartingOffsets,
+    pub max_records: usize,
+    pub trigger_interval: Duration,
+    /// Stop once every assigned partition is read up to its high watermark at assignment.
+    pub until_caught_up: bool,
+}
+
+/// The consumer thread's side.
+pub struct KafkaSource {
+    settings: ConsumerSettings,
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    state: Arc<Mutex<AssignState>>,
+}
+
+/// The pipeline's side: commits offsets to the group after a table commit.
+#[derive(Clone)]
+pub struct SourceHandle {
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    topic: String,
+}
+
+impl SourceHandle {
+    /// Mirror committed table offsets into the consumer group, for standard lag tools.
+    pub fn commit_offsets(&self, ranges: &BTreeMap<i32, OffsetRange>) {
+        let mut tpl = TopicPartitionList::new();
+        for (&p, r) in ranges {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(r.last + 1)) {
+                warn!(topic = %self.topic, partition = p, error = %e, "bad offset for group commit");
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            // After a rebalance the partition may belong to another member: harmless.
+            debug!(topic = %self.topic, error = %e, "group offset commit not sent");
+        }
+    }
+}
+
+impl KafkaSource {
+    pub fn new(
+        settings: ConsumerSettings,
+        start_offsets: StartOffsets,
+    ) -> Result<(Self, SourceHandle), SourceError> {
+        let state = Arc::new(Mutex::new(AssignState::default()));
+        let context = SourceContext {
+            topic: settings.topic.clone(),
+            starting: settings.starting,
+            start_offsets,
+            state: state.clone(),
+        };
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &settings.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "earliest");
+        for (k, v) in &settings.options {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer<SourceContext> = config
+            .create_with_context(context)
+            .map_err(SourceError::kafka(&settings.topic))?;
+        consumer
+            .subscribe(&[&settings.topic])
+            .map_err(SourceError::kafka(&settings.topic))?;
+        let consumer = Arc::new(consumer);
+        let handle = SourceHandle {
+            consumer: consumer.clone(),
+            topic: settings.topic.clone(),
+        };
+        Ok((
+            Self {
+                settings,
+                consumer,
+                state,
+            },
+            handle,
+        ))
+    }
+
+    /// Poll until shutdown (or caught up), sending closed micro-batches to `tx`. A
+    /// batch in progress when shutdown comes is still sent: it is complete as far as it
+    /// goes, and the commit makes it exactly once either way.
+    pub fn run(
+        self,
+        tx: mpsc::Sender<RawBatch>,
+        shutdown: CancellationToken,
+    ) -> Result<(), SourceError> {
+        let topic: Arc<str> = self.settings.topic.as_str().into();
+        let mut batch = RawBatch::new(topic.clone());
+        let mut generation = 0;
+        // Next offset to read per assigned partition, for the caught-up check.
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        let mut last_poll_error: Option<Instant> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                info!(topic = %topic, "consumer stopping on shutdown");
+                break;
+            }
+            let polled = self.consumer.poll(Duration::from_millis(50));
+            {
+                let mut state = lock(&self.state);
+                if let Some(message) = state.error.take() {
+                    return Err(SourceError::Assignment {
+                        topic: topic.to_string(),
+                        message,
+                    });
+                }
+                if state.generation != generation {
+                    generation = state.generation;
+                    batch.retain_partitions(|p| state.assigned.contains(&p));
+                    next = state.starts.clone();
+                }
+            }
+            match polled {
+                Some(Ok(m)) => {
+                    batch.push(
+                        m.partition(),
+                        m.offset(),
+                        m.timestamp().to_millis(),
+                        m.key(),
+                        m.payload(),
+                    );
+                    next.insert(m.partition(), m.offset() + 1);
+                }
+                Some(Err(e)) => {
+                    if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        warn!(topic = %topic, error = %e, "consumer error (librdkafka retries by itself)");
+                        last_poll_error = Some(Instant::now());
+                    }
+                }
+                None => {}
+            }
+            let full = batch.len() >= self.settings.max_records;
+            let due = batch
+                .opened_at
+                .is_some_and(|t| t.elapsed() >= self.settings.trigger_interval);
+            if !batch.is_empty() && (full || due) {
+                let closed = std::mem::replace(&mut batch, RawBatch::new(topic.clone()));
+                if tx.blocking_send(closed).is_err() {
+                    return Ok(()); // the pipeline is gone; it reports why
+                }
+            }
+            if self.settings.until_caught_up && generation > 0 && self.caught_up(&next) {
+                info!(topic = %topic, "caught up with the high watermarks seen at assignment");
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(batch);
+        }
+        Ok(())
+    }
+
+    fn caught_up(&self, next: &HashMap<i32, i64>) -> bool {
+        let state = lock(&self.state);
+        state.assigned.iter().all(|p| {
+            let target = state.targets.get(p).copied().unwrap_or(0);
+            next.get(p).copied().unwrap_or(0) >= target
+        })
+    }
+}

@@ -1,0 +1,211 @@
+//! Test harness: a fresh topic, group and table root per test, the real binary, and
+//! readers that check tables through DataFusion and through Python's `deltalake`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::Int64Type;
+use deltalake::datafusion::prelude::SessionContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
+use tempfile::TempDir;
+
+pub fn brokers() -> String {
+    std::env::var("LAKESTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub struct TestEnv {
+    pub dir: TempDir,
+    pub topic: String,
+    pub group: String,
+    /// Extra `--set` overrides for every command.
+    pub overrides: Vec<String>,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> Self {
+        let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
+        let env = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            topic: format!("it-{name}-{id}"),
+            group: format!("it-{name}-{id}"),
+            overrides: Vec::new(),
+        };
+        std::fs::create_dir_all(env.root()).expect("table root");
+        env
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("tables")
+    }
+
+    pub fn table_path(&self, table: &str) -> PathBuf {
+        self.root().join(table)
+    }
+
+    /// The binary with the shipped config and this test's topic, group and tables.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakestream"));
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");
+        cmd.arg("--config").arg(config);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LAKESTREAM__")) {
+            cmd.env_remove(k);
+        }
+        let sets = [
+            format!("kafka.brokers={}", brokers()),
+            format!("kafka.group_id={}", self.group),
+            format!("sources.police_calls.topic={}", self.topic),
+            format!("storage.root={}", self.root().display()),
+            // Short sessions: a killed consumer's partitions move on within seconds.
+            "kafka.options.session.timeout.ms=6000".to_string(),
+            "kafka.options.heartbeat.interval.ms=500".to_string(),
+            "pipelines.calls.trigger_interval=300ms".to_string(),
+            "pipelines.calls.max_offsets_per_trigger=5000".to_string(),
+        ];
+        for s in sets.iter().chain(&self.overrides) {
+            cmd.arg("--set").arg(s);
+        }
+        cmd.arg("--log").arg("info,deltalake=warn");
+        cmd.args(args);
+        cmd
+    }
+
+    pub fn run_ok(&self, args: &[&str]) -> Output {
+        let out = self.command(args).output().expect("spawn lakestream");
+        assert!(
+            out.status.success(),
+            "lakestream {args:?} failed: {}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            tail(&out.stderr)
+        );
+        out
+    }
+
+    pub fn spawn(&self, args: &[&str], log: &str) -> Child {
+        let file = std::fs::File::create(self.dir.path().join(log)).expect("log file");
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .spawn()
+            .expect("spawn lakestream")
+    }
+
+    pub fn produce_synthetic(&self, n: u64, seed: u64) {
+        let (n, seed) = (n.to_string(), seed.to_string());
+        self.run_ok(&["produce", "--synthetic", &n, "--seed", &seed, "--partitions", "4", "--no-progress"]);
+    }
+
+    /// `run --until-caught-up`, returning the JSON summary of the calls pipeline.
+    pub fn catch_up(&self) -> serde_json::Value {
+        let out = self.run_ok(&["run", "--until-caught-up", "--summary", "json"]);
+        parse_summary(&out.stdout)
+    }
+
+    /// Produce raw payloads, each to an explicit partition.
+    pub fn produce_raw(&self, records: &[(i32, Option<&[u8]>, &[u8])]) {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("producer");
+        for (partition, key, payload) in records {
+            let mut r = BaseRecord::<[u8], [u8]>::to(&self.topic)
+                .partition(*partition)
+                .payload(*payload);
+            if let Some(k) = key {
+                r = r.key(*k);
+            }
+            producer.send(r).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
+    /// Run SQL over table `table` registered as `t`.
+    pub async fn sql(&self, table: &str, query: &str) -> Vec<RecordBatch> {
+        let url = url::Url::from_directory_path(self.table_path(table)).expect("url");
+        let table = deltalake::open_table(url).await.expect("open table");
+        let ctx = SessionContext::new();
+        table.update_datafusion_session(&ctx.state()).expect("session");
+        let provider = table.table_provider().await.expect("provider");
+        ctx.register_table("t", provider).expect("register");
+        ctx.sql(query).await.expect("plan").collect().await.expect("run")
+    }
+
+    /// A query returning one i64 value.
+    pub async fn scalar(&self, table: &str, query: &str) -> i64 {
+        let batches = self.sql(table, query).await;
+        let column = batches[0].column(0).clone();
+        let column: Arc<dyn Array> = deltalake::arrow::compute::cast(&column, &deltalake::arrow::datatypes::DataType::Int64).expect("cast");
+        column.as_primitive::<Int64Type>().value(0)
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(table, "SELECT count(*) FROM t").await
+    }
+
+    /// Exactly-once check of the calls table against `expected` produced calls.
+    pub async fn assert_exactly_once(&self, expected: i64) {
+        let rows = self.count("calls").await;
+        let distinct_offsets = self
+            .scalar("calls", "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)")
+            .await;
+        let distinct_ids = self.scalar("calls", "SELECT count(DISTINCT crime_id) FROM t").await;
+        assert_eq!(distinct_offsets, rows, "duplicate (partition, offset) pairs");
+        assert_eq!(rows, expected, "rows in table vs produced");
+        assert_eq!(distinct_ids, expected, "distinct crime_ids vs produced");
+    }
+}
+
+pub fn parse_summary(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("\"pipeline\":\"calls\""))
+        .unwrap_or_else(|| panic!("no summary in: {text}"));
+    serde_json::from_str(line).expect("summary JSON")
+}
+
+/// Row count of a table read by the Python `deltalake` package (an independent reader).
+pub fn python_row_count(path: &Path) -> i64 {
+    let python = std::env::var("LAKESTREAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import sys; from deltalake import DeltaTable; print(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows)",
+        ])
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "python deltalake failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a number")
+}
+
+/// Poll `probe` until it returns true or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn tail(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}

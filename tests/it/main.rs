@@ -1,0 +1,10 @@
+//! Integration tests: one binary (the heavy crates link once), real broker, real tables.
+//! The broker comes from LAKESTREAM_TEST_BROKERS (default 127.0.0.1:9092); start one
+//! with scripts/services.sh.
+
+mod common;
+
+mod config_errors;
+mod crash;
+mod ingest;
+mod scale_out;
