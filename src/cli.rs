@@ -24,7 +24,12 @@ pub struct Cli {
     #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
     pub set: Vec<String>,
     /// Log filter (tracing syntax: `info`, `lakestream=debug,rdkafka=warn`, ...).
-    #[arg(long, global = true, env = "LAKESTREAM_LOG", default_value = "info")]
+    #[arg(
+        long,
+        global = true,
+        env = "LAKESTREAM_LOG",
+        default_value = "info,buoyant_kernel=warn,deltalake_core=warn"
+    )]
     pub log: String,
     #[command(subcommand)]
     pub command: Command,

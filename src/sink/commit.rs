@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitProperties, TableReference, TransactionError,
+};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
@@ -81,7 +83,7 @@ impl DeltaSink {
     }
 
     pub fn version(&self) -> Option<i64> {
-        self.table.version()
+        self.table.version().map(|v| v as i64)
     }
 
     fn app_id(&self, partition: i32) -> String {
@@ -268,13 +270,10 @@ impl DeltaSink {
             epoch_id: batch_id.unwrap_or(-1),
         };
         let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        let snapshot: &dyn TableReference = self.table.snapshot()?;
         let finalized = CommitBuilder::from(props)
             .with_actions(actions)
-            .build(
-                Some(self.table.snapshot()?),
-                self.table.log_store(),
-                operation,
-            )
+            .build(Some(snapshot), self.table.log_store(), operation)
             .await?;
         self.table.state = Some(finalized.snapshot());
         for (p, r) in &new_ranges {
@@ -282,7 +281,7 @@ impl DeltaSink {
         }
         *written = None;
         Ok(CommitOutcome::Committed {
-            version: finalized.version(),
+            version: finalized.version() as i64,
             batch_id,
             rows: rows_added,
         })

@@ -111,7 +111,7 @@ fn check_schema(
         });
     }
     let parts = snapshot.metadata().partition_columns();
-    if parts.as_slice() != partition_by {
+    if !parts.iter().eq(partition_by.iter()) {
         return Err(SinkError::Schema {
             table: name.to_string(),
             message: format!(

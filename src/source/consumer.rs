@@ -123,6 +123,7 @@ impl KafkaSource {
         // Next offset to read per assigned partition, for the caught-up check.
         let mut next: HashMap<i32, i64> = HashMap::new();
         let mut last_poll_error: Option<Instant> = None;
+        let mut drain = Drain::default();
         loop {
             if shutdown.is_cancelled() {
                 info!(topic = %topic, "consumer stopping on shutdown");
@@ -153,6 +154,7 @@ impl KafkaSource {
                         m.payload(),
                     );
                     next.insert(m.partition(), m.offset() + 1);
+                    drain.last_message = Instant::now();
                 }
                 Some(Err(e)) => {
                     if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
@@ -172,7 +174,10 @@ impl KafkaSource {
                     return Ok(()); // the pipeline is gone; it reports why
                 }
             }
-            if self.settings.until_caught_up && generation > 0 && self.caught_up(&next) {
+            if self.settings.until_caught_up
+                && generation > 0
+                && drain.done(self.caught_up(&next))
+            {
                 info!(topic = %topic, "caught up with the high watermarks seen at assignment");
                 break;
             }
@@ -183,11 +188,45 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Every assigned partition is read up to its target.
     fn caught_up(&self, next: &HashMap<i32, i64>) -> bool {
         let state = lock(&self.state);
         state.assigned.iter().all(|p| {
             let target = state.targets.get(p).copied().unwrap_or(0);
             next.get(p).copied().unwrap_or(0) >= target
         })
+    }
+}
+
+/// Once the targets are reached, keep reading while records still arrive (up to a cap).
+///
+/// tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch,
+/// not the log end, so its "high watermark" can be a few records short. Kafka and
+/// Redpanda report it exactly; for them this only adds one idle second at the end.
+struct Drain {
+    reached: Option<Instant>,
+    last_message: Instant,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            reached: None,
+            last_message: Instant::now(),
+        }
+    }
+}
+
+impl Drain {
+    const IDLE: Duration = Duration::from_secs(1);
+    const CAP: Duration = Duration::from_secs(10);
+
+    fn done(&mut self, targets_reached: bool) -> bool {
+        if !targets_reached {
+            self.reached = None;
+            return false;
+        }
+        let reached = *self.reached.get_or_insert_with(Instant::now);
+        self.last_message.elapsed() >= Self::IDLE || reached.elapsed() >= Self::CAP
     }
 }

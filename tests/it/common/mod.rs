@@ -68,7 +68,7 @@ impl TestEnv {
         for s in sets.iter().chain(&self.overrides) {
             cmd.arg("--set").arg(s);
         }
-        cmd.arg("--log").arg("info,deltalake=warn");
+        cmd.arg("--log").arg("info,buoyant_kernel=warn,deltalake_core=warn");
         cmd.args(args);
         cmd
     }
@@ -174,7 +174,8 @@ pub fn python_row_count(path: &Path) -> i64 {
     let out = Command::new(python)
         .args([
             "-c",
-            "import sys; from deltalake import DeltaTable; print(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows)",
+            // os._exit: the interpreter can abort in deltalake's teardown after printing.
+            "import os, sys; from deltalake import DeltaTable; print(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True); os._exit(0)",
         ])
         .arg(path)
         .output()
