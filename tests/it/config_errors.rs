@@ -24,6 +24,11 @@ fn bad_keys_are_named() {
         let err = stderr_of(&env, &["--set", set, "run", "--until-caught-up"]);
         assert!(err.contains(key), "--set {set}: error does not name {key}: {err}");
     }
-    let err = stderr_of(&env, &["--config", "/nonexistent.toml", "run"]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakestream"))
+        .args(["--config", "/nonexistent.toml", "run"])
+        .output()
+        .expect("spawn");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert!(err.contains("/nonexistent.toml"), "{err}");
 }

@@ -1,8 +1,6 @@
 //! Good and bad records in, exactly the good ones in the table, the bad ones dead-lettered.
 
-use deltalake::arrow::array::AsArray;
-
-use crate::common::{python_row_count, TestEnv};
+use crate::common::{python_row_count, strings, TestEnv};
 
 const GOOD: &[u8] = br#"{"crime_id":"999000001","original_crime_type_name":"Passing Call","report_date":"2018-12-31T00:00:00.000","call_date":"2018-12-31T00:00:00.000","offense_date":"2018-12-31T00:00:00.000","call_time":"23:57","call_date_time":"2018-12-31T23:57:00.000","disposition":"HAN","address":"100 Blk Howard St","city":"San Francisco","state":"CA","agency_id":"1","address_type":"Premise Address","common_location":""}"#;
 
@@ -48,10 +46,7 @@ async fn synthetic_calls_and_bad_records_land_exactly_once() {
     let dead = env
         .sql("calls_dead_letters", "SELECT kafka_partition, reason FROM t ORDER BY kafka_partition, kafka_offset")
         .await;
-    let reasons: Vec<String> = dead
-        .iter()
-        .flat_map(|b| b.column(1).as_string::<i32>().iter().map(|r| r.unwrap_or("").to_string()).collect::<Vec<_>>())
-        .collect();
+    let reasons = strings(&dead, 1);
     assert_eq!(reasons.len(), bad.len());
     for (_, expected) in &bad {
         assert!(reasons.iter().any(|r| r.contains(expected)), "no dead letter says '{expected}': {reasons:?}");

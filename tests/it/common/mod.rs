@@ -210,3 +210,19 @@ pub fn sigterm(child: &Child) {
         .expect("kill");
     assert!(status.success());
 }
+
+/// Column `index` of `batches` as strings (DataFusion may hand back Utf8View).
+pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
+    use deltalake::arrow::datatypes::DataType;
+    batches
+        .iter()
+        .flat_map(|b| {
+            let column = deltalake::arrow::compute::cast(b.column(index), &DataType::Utf8).expect("cast");
+            column
+                .as_string::<i32>()
+                .iter()
+                .map(|v| v.unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
