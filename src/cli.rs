@@ -28,7 +28,7 @@ pub struct Cli {
         long,
         global = true,
         env = "LAKESTREAM_LOG",
-        default_value = "info,buoyant_kernel=warn,deltalake_core=warn"
+        default_value = "info,buoyant_kernel=off,deltalake_core=error"
     )]
     pub log: String,
     #[command(subcommand)]

@@ -45,6 +45,13 @@ pub struct KafkaConfig {
     /// Where a pipeline starts on a partition its table has never seen.
     #[serde(default)]
     pub starting_offsets: StartingOffsets,
+    /// Position a partition this many records before the offset to resume from; the
+    /// records in between are skipped by the consumer. 0 is right for Kafka and Redpanda.
+    /// tansu 0.6 answers a fetch from the middle of a record batch with the *next*
+    /// batch, silently skipping the rest of the first; a rewind at least as large as a
+    /// producer batch (librdkafka: batch.num.messages, default 10000) avoids that.
+    #[serde(default)]
+    pub seek_rewind: u32,
     /// Extra librdkafka properties passed through as they are (e.g. `"fetch.wait.max.ms" = "5"`).
     #[serde(default = "defaults::kafka_options")]
     pub options: BTreeMap<String, String>,
@@ -151,6 +158,7 @@ impl Default for KafkaConfig {
             brokers: defaults::brokers(),
             group_id: defaults::group_id(),
             starting_offsets: StartingOffsets::default(),
+            seek_rewind: 0,
             options: defaults::kafka_options(),
         }
     }

@@ -87,6 +87,7 @@ impl Pipeline {
             topic: source.topic.clone(),
             options: self.config.kafka.options.clone(),
             starting: self.config.kafka.starting_offsets,
+            seek_rewind: self.config.kafka.seek_rewind,
             max_records: p.max_offsets_per_trigger,
             trigger_interval: p.trigger_interval,
             until_caught_up: opts.until_caught_up,

@@ -1,6 +1,6 @@
 //! A micro-batch of raw Kafka records, payloads packed into one buffer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,6 +14,8 @@ pub struct RawBatch {
     pub opened_at: Option<Instant>,
     buf: Vec<u8>,
     records: Vec<RawRecord>,
+    /// Highest offset held per partition.
+    last: HashMap<i32, i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -39,9 +41,14 @@ impl RawBatch {
             opened_at: None,
             buf: Vec::new(),
             records: Vec::new(),
+            last: HashMap::new(),
         }
     }
 
+    /// Add a record. A record at or below an offset the batch already holds for its
+    /// partition means the consumer was re-positioned (a rebalance seeks to the table's
+    /// offsets): the records from that offset on are dropped first, so a batch never
+    /// holds an offset twice.
     pub fn push(
         &mut self,
         partition: i32,
@@ -50,6 +57,11 @@ impl RawBatch {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) {
+        if self.last.get(&partition).is_some_and(|&last| offset <= last) {
+            self.records
+                .retain(|r| r.partition != partition || r.offset < offset);
+        }
+        self.last.insert(partition, offset);
         self.opened_at.get_or_insert_with(Instant::now);
         let key = key.map(|k| self.append(k));
         let payload = self.append(payload.unwrap_or_default());
@@ -105,6 +117,7 @@ impl RawBatch {
     pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) {
         // Buffer space of dropped records is reclaimed when the batch is sent; revokes are rare.
         self.records.retain(|r| keep(r.partition));
+        self.last.retain(|p, _| keep(*p));
     }
 
     /// The offset range each partition contributes.
@@ -146,5 +159,22 @@ mod tests {
         b.retain_partitions(|p| p == 0);
         assert_eq!(b.len(), 1);
         assert_eq!(b.offset(0), 3);
+    }
+
+    #[test]
+    fn a_rewound_partition_never_holds_an_offset_twice() {
+        let mut b = RawBatch::new("t".into());
+        for offset in 0..5 {
+            b.push(0, offset, None, None, Some(b"a"));
+            b.push(1, offset, None, None, Some(b"b"));
+        }
+        // Re-positioned to offset 2 after a rebalance: 2.. arrive again.
+        for offset in 2..6 {
+            b.push(0, offset, None, None, Some(b"c"));
+        }
+        let zero: Vec<i64> = (0..b.len()).filter(|&i| b.partition(i) == 0).map(|i| b.offset(i)).collect();
+        assert_eq!(zero, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(b.len(), 11);
+        assert_eq!(b.payload(b.len() - 1), b"c");
     }
 }

@@ -29,6 +29,8 @@ pub struct ConsumerSettings {
     pub topic: String,
     pub options: BTreeMap<String, String>,
     pub starting: StartingOffsets,
+    /// See `kafka.seek_rewind`.
+    pub seek_rewind: u32,
     pub max_records: usize,
     pub trigger_interval: Duration,
     /// Stop once every assigned partition is read up to its high watermark at assignment.
@@ -74,6 +76,7 @@ impl KafkaSource {
         let context = SourceContext {
             topic: settings.topic.clone(),
             starting: settings.starting,
+            seek_rewind: settings.seek_rewind,
             start_offsets,
             state: state.clone(),
         };
@@ -124,6 +127,8 @@ impl KafkaSource {
         let mut next: HashMap<i32, i64> = HashMap::new();
         let mut last_poll_error: Option<Instant> = None;
         let mut drain = Drain::default();
+        // First offset to keep per partition: records before it were rewound over.
+        let mut starts: HashMap<i32, i64> = HashMap::new();
         loop {
             if shutdown.is_cancelled() {
                 info!(topic = %topic, "consumer stopping on shutdown");
@@ -142,9 +147,11 @@ impl KafkaSource {
                     generation = state.generation;
                     batch.retain_partitions(|p| state.assigned.contains(&p));
                     next = state.starts.clone();
+                    starts = state.starts.clone();
                 }
             }
             match polled {
+                Some(Ok(m)) if starts.get(&m.partition()).is_some_and(|&s| m.offset() < s) => {}
                 Some(Ok(m)) => {
                     batch.push(
                         m.partition(),

@@ -30,6 +30,7 @@ pub struct AssignState {
 pub struct SourceContext {
     pub topic: String,
     pub starting: StartingOffsets,
+    pub seek_rewind: u32,
     pub start_offsets: StartOffsets,
     pub state: Arc<Mutex<AssignState>>,
 }
@@ -61,7 +62,8 @@ impl SourceContext {
                 (None, StartingOffsets::Earliest) => low,
                 (None, StartingOffsets::Latest) => high,
             };
-            tpl.set_partition_offset(&self.topic, p, Offset::Offset(start))
+            let seek = low.max(start - i64::from(self.seek_rewind));
+            tpl.set_partition_offset(&self.topic, p, Offset::Offset(seek))
                 .map_err(|e| format!("cannot position partition {p}: {e}"))?;
             positions.insert(p, (start, high));
         }

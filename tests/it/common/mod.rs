@@ -29,7 +29,11 @@ impl TestEnv {
     pub fn new(name: &str) -> Self {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let env = Self {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir: tempfile::Builder::new()
+                .prefix(&format!("lakestream-it-{name}-"))
+                .keep(std::env::var_os("LAKESTREAM_TEST_KEEP").is_some())
+                .tempdir()
+                .expect("temp dir"),
             topic: format!("it-{name}-{id}"),
             group: format!("it-{name}-{id}"),
             overrides: Vec::new(),
@@ -68,7 +72,7 @@ impl TestEnv {
         for s in sets.iter().chain(&self.overrides) {
             cmd.arg("--set").arg(s);
         }
-        cmd.arg("--log").arg("info,buoyant_kernel=warn,deltalake_core=warn");
+        cmd.arg("--log").arg("info,buoyant_kernel=off,deltalake_core=error");
         cmd.args(args);
         cmd
     }
