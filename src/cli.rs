@@ -18,7 +18,13 @@ use crate::source::dataset::ReplayOrder;
 )]
 pub struct Cli {
     /// Config file (TOML).
-    #[arg(long, short, global = true, env = "LAKESTREAM_CONFIG", default_value = "config/lakestream.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "LAKESTREAM_CONFIG",
+        default_value = "config/lakestream.toml"
+    )]
     pub config: PathBuf,
     /// Override a config key, e.g. `--set kafka.brokers=host:9092`; repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE", global = true)]

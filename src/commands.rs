@@ -9,7 +9,9 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Snapshot;
 use crate::source::dataset::{Dataset, DatasetOptions};
 use crate::source::synthetic::CallGenerator;
-use crate::source::{ensure_topic, produce as send_all, ProduceOptions, ProduceReport, Rate, SourceError};
+use crate::source::{
+    ensure_topic, produce as send_all, ProduceOptions, ProduceReport, Rate, SourceError,
+};
 use crate::{Error, Result};
 
 /// `lakestream produce`.
@@ -20,7 +22,9 @@ pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, Prod
             .sources
             .get(name)
             .map(|s| s.topic.clone())
-            .ok_or_else(|| ConfigError::key(format!("sources.{name}"), "no such source (see --source)"))?,
+            .ok_or_else(|| {
+                ConfigError::key(format!("sources.{name}"), "no such source (see --source)")
+            })?,
         (None, None) => config
             .sources
             .values()
@@ -56,8 +60,13 @@ pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, Prod
 
 fn produce_blocking(opts: &ProduceOptions, args: &ProduceArgs) -> Result<ProduceReport> {
     if let Some(n) = args.synthetic {
-        let start = NaiveDateTime::parse_from_str(&args.start, "%Y-%m-%dT%H:%M:%S")
-            .map_err(|e| bad_arg("--start", &format!("'{}': {e} (want 2018-10-01T00:00:00)", args.start)))?;
+        let start =
+            NaiveDateTime::parse_from_str(&args.start, "%Y-%m-%dT%H:%M:%S").map_err(|e| {
+                bad_arg(
+                    "--start",
+                    &format!("'{}': {e} (want 2018-10-01T00:00:00)", args.start),
+                )
+            })?;
         if args.mean_gap.is_nan() || args.mean_gap <= 0.0 {
             return Err(bad_arg("--mean-gap", "must be positive"));
         }
@@ -68,7 +77,10 @@ fn produce_blocking(opts: &ProduceOptions, args: &ProduceArgs) -> Result<Produce
         });
         return Ok(send_all(opts, n, records)?);
     }
-    let path = args.file.as_ref().ok_or_else(|| bad_arg("--file", "give --file or --synthetic"))?;
+    let path = args
+        .file
+        .as_ref()
+        .ok_or_else(|| bad_arg("--file", "give --file or --synthetic"))?;
     eprintln!("reading {} ...", path.display());
     let dataset = Dataset::load(
         path,

@@ -48,7 +48,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::CountTopic(args) => {
             let report = tokio::task::spawn_blocking(move || {
-                lakestream::source::count_topic(&config.kafka.brokers, &args.topic, &config.kafka.options)
+                lakestream::source::count_topic(
+                    &config.kafka.brokers,
+                    &args.topic,
+                    &config.kafka.options,
+                )
             })
             .await??;
             println!("{}", serde_json::to_string(&report)?);

@@ -92,7 +92,10 @@ impl FieldSpec {
 /// The Arrow schema of the decoded payload columns.
 pub fn arrow_schema(fields: &[FieldSpec]) -> SchemaRef {
     Arc::new(Schema::new(
-        fields.iter().map(FieldSpec::arrow_field).collect::<Vec<_>>(),
+        fields
+            .iter()
+            .map(FieldSpec::arrow_field)
+            .collect::<Vec<_>>(),
     ))
 }
 

@@ -33,10 +33,12 @@ pub fn load_str(
     env: impl IntoIterator<Item = (String, String)>,
     overrides: &[String],
 ) -> Result<Config, ConfigError> {
-    let mut table: Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-        path: origin.to_string(),
-        message: e.to_string(),
-    })?;
+    let mut table: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
     for (name, value) in env {
         if let Some(path) = env_key_to_path(&name) {
             apply_override(&mut table, &format!("{path}={value}"))?;

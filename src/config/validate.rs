@@ -64,7 +64,10 @@ impl Config {
             ));
         }
         if p.trigger_interval.is_zero() {
-            return Err(ConfigError::key(key("trigger_interval"), "must be positive"));
+            return Err(ConfigError::key(
+                key("trigger_interval"),
+                "must be positive",
+            ));
         }
         let fields = source.field_specs(&p.source)?;
         for column in &p.partition_by {

@@ -68,4 +68,3 @@ pub fn append_columns(
     columns.extend(self::columns(raw, indices));
     RecordBatch::try_new(schema.clone(), columns)
 }
-

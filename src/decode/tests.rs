@@ -25,7 +25,13 @@ fn good(id: u32) -> String {
 fn batch(payloads: &[&[u8]]) -> RawBatch {
     let mut raw = RawBatch::new("topic".into());
     for (i, p) in payloads.iter().enumerate() {
-        raw.push(i as i32 % 2, 100 + i as i64, Some(1_000), Some(b"key"), Some(p));
+        raw.push(
+            i as i32 % 2,
+            100 + i as i64,
+            Some(1_000),
+            Some(b"key"),
+            Some(p),
+        );
     }
     raw
 }
@@ -47,9 +53,16 @@ fn decodes_typed_rows_with_metadata() {
     let ts = ts.as_primitive::<TimestampMicrosecondType>();
     assert_eq!(ts.value(0), 1_546_300_620_000_000);
     let date = out.rows.column_by_name("call_date").unwrap();
-    assert_eq!(date.as_primitive::<deltalake::arrow::datatypes::Date32Type>().value(0), 17_896);
+    assert_eq!(
+        date.as_primitive::<deltalake::arrow::datatypes::Date32Type>()
+            .value(0),
+        17_896
+    );
     let kts = out.rows.column_by_name("kafka_timestamp").unwrap();
-    assert_eq!(kts.as_primitive::<TimestampMicrosecondType>().value(0), 1_000_000);
+    assert_eq!(
+        kts.as_primitive::<TimestampMicrosecondType>().value(0),
+        1_000_000
+    );
 }
 
 #[test]
@@ -82,10 +95,18 @@ fn isolates_every_kind_of_bad_record() {
     assert_eq!(offsets(&out.rows, "kafka_offset"), good_offsets);
     let bad_offsets: Vec<i64> = (0..cases.len() as i64).map(|i| 101 + 2 * i).collect();
     assert_eq!(offsets(&out.dead_letters, "kafka_offset"), bad_offsets);
-    let reasons = out.dead_letters.column_by_name("reason").unwrap().as_string::<i32>().clone();
+    let reasons = out
+        .dead_letters
+        .column_by_name("reason")
+        .unwrap()
+        .as_string::<i32>()
+        .clone();
     for (i, (_, expected)) in cases.iter().enumerate() {
         let reason = reasons.value(i);
-        assert!(reason.contains(expected), "case {i}: '{reason}' lacks '{expected}'");
+        assert!(
+            reason.contains(expected),
+            "case {i}: '{reason}' lacks '{expected}'"
+        );
     }
     let payload = out.dead_letters.column_by_name("payload").unwrap();
     assert_eq!(payload.as_binary::<i32>().value(1), b"not json");
@@ -94,7 +115,10 @@ fn isolates_every_kind_of_bad_record() {
 #[test]
 fn split_message_across_records_is_not_glued_together() {
     // Two halves of one object in consecutive messages must not decode as one row.
-    let raw = batch(&[br#"{"crime_id":"1","call_date":"2018-01-01","#, br#""call_date_time":"2018-01-01T00:00:00"}"#]);
+    let raw = batch(&[
+        br#"{"crime_id":"1","call_date":"2018-01-01","#,
+        br#""call_date_time":"2018-01-01T00:00:00"}"#,
+    ]);
     let out = decoder().decode(&raw, 1).unwrap();
     assert_eq!(out.rows.num_rows(), 0);
     assert_eq!(out.dead_letters.num_rows(), 2);

@@ -13,7 +13,9 @@ use crate::config::Config;
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
 use crate::metrics::{PipelineMetrics, Snapshot};
 use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
-use crate::source::{ConsumerSettings, KafkaSource, OffsetRange, RawBatch, SourceHandle, StartOffsets};
+use crate::source::{
+    ConsumerSettings, KafkaSource, OffsetRange, RawBatch, SourceHandle, StartOffsets,
+};
 use crate::{Error, Result};
 
 /// How a run ends.
@@ -74,12 +76,19 @@ impl Pipeline {
             target_file_size: self.config.storage.target_file_size,
             retry_timeout: p.commit_retry_timeout,
         };
-        let mut table = DeltaSink::open(&p.table, &decoder.table_schema(), sink_opts.clone()).await?;
+        let mut table =
+            DeltaSink::open(&p.table, &decoder.table_schema(), sink_opts.clone()).await?;
         let dlq_opts = SinkOptions {
             partition_by: Vec::new(),
             ..sink_opts.clone()
         };
-        let mut dead = DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
+        let mut dead =
+            DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
+        if let Some(v) = table.version() {
+            self.metrics
+                .table_version
+                .store(v, std::sync::atomic::Ordering::Relaxed);
+        }
 
         let settings = ConsumerSettings {
             brokers: self.config.kafka.brokers.clone(),
@@ -92,7 +101,8 @@ impl Pipeline {
             trigger_interval: p.trigger_interval,
             until_caught_up: opts.until_caught_up,
         };
-        let (consumer, handle) = KafkaSource::new(settings, start_offsets(sink_opts, p.table.clone()))?;
+        let (consumer, handle) =
+            KafkaSource::new(settings, start_offsets(sink_opts, p.table.clone()))?;
         info!(pipeline = %self.name, topic = %source.topic, table = %p.table, "pipeline started");
 
         let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
@@ -136,7 +146,9 @@ impl Pipeline {
         };
         let mut dead_rows = 0;
         if decoded.dead_letters.num_rows() > 0 {
-            if let CommitOutcome::Committed { rows, .. } = dead.commit(&decoded.dead_letters, &info).await? {
+            if let CommitOutcome::Committed { rows, .. } =
+                dead.commit(&decoded.dead_letters, &info).await?
+            {
                 dead_rows = rows;
             }
         }
@@ -154,10 +166,15 @@ impl Pipeline {
         PipelineMetrics::add(&m.bytes, bytes as u64);
         PipelineMetrics::add(&m.dead_letters, dead_rows as u64);
         match outcome {
-            CommitOutcome::Committed { version, batch_id, rows } => {
+            CommitOutcome::Committed {
+                version,
+                batch_id,
+                rows,
+            } => {
                 PipelineMetrics::add(&m.rows, rows as u64);
                 PipelineMetrics::add(&m.skipped, (decoded.rows.num_rows() - rows) as u64);
-                m.table_version.store(version, std::sync::atomic::Ordering::Relaxed);
+                m.table_version
+                    .store(version, std::sync::atomic::Ordering::Relaxed);
                 info!(
                     pipeline = %self.name,
                     batch_id = batch_id.unwrap_or(-1),
@@ -216,9 +233,11 @@ async fn decode_stage(
 /// Where assigned partitions start: right after the last offset the row table holds.
 fn start_offsets(opts: SinkOptions, table: String) -> StartOffsets {
     let runtime = tokio::runtime::Handle::current();
-    Box::new(move |partitions: &[i32]| -> std::result::Result<HashMap<i32, Option<i64>>, String> {
-        runtime
-            .block_on(DeltaSink::read_committed(&opts, &table, partitions))
-            .map_err(|e| e.to_string())
-    })
+    Box::new(
+        move |partitions: &[i32]| -> std::result::Result<HashMap<i32, Option<i64>>, String> {
+            runtime
+                .block_on(DeltaSink::read_committed(&opts, &table, partitions))
+                .map_err(|e| e.to_string())
+        },
+    )
 }

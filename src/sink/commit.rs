@@ -65,10 +65,20 @@ pub struct DeltaSink {
 }
 
 impl DeltaSink {
-    pub async fn open(name: &str, schema: &SchemaRef, opts: SinkOptions) -> Result<Self, SinkError> {
+    pub async fn open(
+        name: &str,
+        schema: &SchemaRef,
+        opts: SinkOptions,
+    ) -> Result<Self, SinkError> {
         let url = table_url(&opts.root, name)?;
-        let table =
-            open_or_create(&url, name, schema, &opts.partition_by, &opts.storage_options).await?;
+        let table = open_or_create(
+            &url,
+            name,
+            schema,
+            &opts.partition_by,
+            &opts.storage_options,
+        )
+        .await?;
         Ok(Self {
             name: name.to_string(),
             table,
@@ -97,10 +107,7 @@ impl DeltaSink {
         name: &str,
         partitions: &[i32],
     ) -> Result<HashMap<i32, Option<i64>>, SinkError> {
-        let err = |source| SinkError::Delta {
-            table: name.to_string(),
-            source,
-        };
+        let err = |source| SinkError::delta(name, source);
         let url = table_url(&opts.root, name)?;
         let table = deltalake::open_table_with_storage_options(url, opts.storage_options.clone())
             .await
@@ -124,10 +131,7 @@ impl DeltaSink {
     }
 
     fn err(&self, source: DeltaTableError) -> SinkError {
-        SinkError::Delta {
-            table: self.name.clone(),
-            source,
-        }
+        SinkError::delta(&self.name, source)
     }
 
     async fn txn_version(&self, app_id: String) -> Result<Option<i64>, DeltaTableError> {
@@ -184,7 +188,7 @@ impl DeltaSink {
                     return Err(SinkError::GaveUp {
                         table: self.name.clone(),
                         seconds: started.elapsed().as_secs(),
-                        source: error,
+                        source: Box::new(error),
                     });
                 }
                 warn!(table = %self.name, error = %error, retry_in = ?backoff, "commit failed, will re-read the table and retry");
@@ -303,7 +307,7 @@ struct Written {
 
 fn inner(e: SinkError) -> DeltaTableError {
     match e {
-        SinkError::Delta { source, .. } => source,
+        SinkError::Delta { source, .. } => *source,
         other => DeltaTableError::Generic(other.to_string()),
     }
 }

@@ -23,7 +23,7 @@ pub enum SinkError {
     Delta {
         table: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("table '{table}': bad location: {message}")]
     Location { table: String, message: String },
@@ -34,8 +34,17 @@ pub enum SinkError {
         table: String,
         seconds: u64,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("table '{table}': cannot filter batch: {message}")]
     Filter { table: String, message: String },
+}
+
+impl SinkError {
+    pub(crate) fn delta(table: &str, source: DeltaTableError) -> Self {
+        Self::Delta {
+            table: table.to_string(),
+            source: Box::new(source),
+        }
+    }
 }

@@ -45,10 +45,7 @@ pub async fn open_or_create(
     partition_by: &[String],
     options: &HashMap<String, String>,
 ) -> Result<DeltaTable, SinkError> {
-    let err = |source: DeltaTableError| SinkError::Delta {
-        table: name.to_string(),
-        source,
-    };
+    let err = |source: DeltaTableError| SinkError::delta(name, source);
     let table = DeltaTable::try_from_url_with_storage_options(url.clone(), options.clone())
         .await
         .map_err(err)?;
@@ -80,23 +77,21 @@ fn check_schema(
     schema: &SchemaRef,
     partition_by: &[String],
 ) -> Result<(), SinkError> {
-    let snapshot = table.snapshot().map_err(|source| SinkError::Delta {
-        table: name.to_string(),
-        source,
-    })?;
+    let snapshot = table
+        .snapshot()
+        .map_err(|source| SinkError::delta(name, source))?;
     let existing: Vec<(String, String)> = snapshot
         .schema()
         .fields()
         .map(|f| (f.name().clone(), f.data_type().to_string()))
         .collect();
-    let wanted: StructType =
-        schema
-            .as_ref()
-            .try_into_kernel()
-            .map_err(|e| SinkError::Schema {
-                table: name.to_string(),
-                message: e.to_string(),
-            })?;
+    let wanted: StructType = schema
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| SinkError::Schema {
+            table: name.to_string(),
+            message: e.to_string(),
+        })?;
     let wanted: Vec<(String, String)> = wanted
         .fields()
         .map(|f| (f.name().clone(), f.data_type().to_string()))

@@ -48,7 +48,12 @@ pub async fn ensure_topic(
         .find(|t| t.name() == topic)
         .map_or(0, |t| t.partitions().len());
     if count != partitions as usize {
-        warn!(topic, existing = count, requested = partitions, "topic exists with another partition count; using it as it is");
+        warn!(
+            topic,
+            existing = count,
+            requested = partitions,
+            "topic exists with another partition count; using it as it is"
+        );
     }
     Ok(count)
 }

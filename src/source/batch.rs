@@ -57,7 +57,11 @@ impl RawBatch {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) {
-        if self.last.get(&partition).is_some_and(|&last| offset <= last) {
+        if self
+            .last
+            .get(&partition)
+            .is_some_and(|&last| offset <= last)
+        {
             self.records
                 .retain(|r| r.partition != partition || r.offset < offset);
         }
@@ -154,7 +158,13 @@ mod tests {
         assert_eq!(b.payload(1), b"");
         assert_eq!(b.key(1), None);
         let ranges = b.offset_ranges();
-        assert_eq!(ranges[&1], OffsetRange { first: 10, last: 11 });
+        assert_eq!(
+            ranges[&1],
+            OffsetRange {
+                first: 10,
+                last: 11
+            }
+        );
         assert_eq!(ranges[&0], OffsetRange { first: 3, last: 3 });
         b.retain_partitions(|p| p == 0);
         assert_eq!(b.len(), 1);
@@ -172,7 +182,10 @@ mod tests {
         for offset in 2..6 {
             b.push(0, offset, None, None, Some(b"c"));
         }
-        let zero: Vec<i64> = (0..b.len()).filter(|&i| b.partition(i) == 0).map(|i| b.offset(i)).collect();
+        let zero: Vec<i64> = (0..b.len())
+            .filter(|&i| b.partition(i) == 0)
+            .map(|i| b.offset(i))
+            .collect();
         assert_eq!(zero, vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(b.len(), 11);
         assert_eq!(b.payload(b.len() - 1), b"c");

@@ -20,7 +20,8 @@ use crate::config::StartingOffsets;
 
 /// Looks up the last offset the output table holds for each partition (`None`: never
 /// seen). Called from the rebalance callback, on the consumer thread.
-pub type StartOffsets = Box<dyn Fn(&[i32]) -> Result<HashMap<i32, Option<i64>>, String> + Send + Sync>;
+pub type StartOffsets =
+    Box<dyn Fn(&[i32]) -> Result<HashMap<i32, Option<i64>>, String> + Send + Sync>;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -163,12 +164,13 @@ impl KafkaSource {
                     next.insert(m.partition(), m.offset() + 1);
                     drain.last_message = Instant::now();
                 }
-                Some(Err(e)) => {
-                    if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        warn!(topic = %topic, error = %e, "consumer error (librdkafka retries by itself)");
-                        last_poll_error = Some(Instant::now());
-                    }
+                Some(Err(e))
+                    if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
+                {
+                    warn!(topic = %topic, error = %e, "consumer error (librdkafka retries by itself)");
+                    last_poll_error = Some(Instant::now());
                 }
+                Some(Err(_)) => {}
                 None => {}
             }
             let full = batch.len() >= self.settings.max_records;
@@ -181,9 +183,7 @@ impl KafkaSource {
                     return Ok(()); // the pipeline is gone; it reports why
                 }
             }
-            if self.settings.until_caught_up
-                && generation > 0
-                && drain.done(self.caught_up(&next))
+            if self.settings.until_caught_up && generation > 0 && drain.done(self.caught_up(&next))
             {
                 info!(topic = %topic, "caught up with the high watermarks seen at assignment");
                 break;

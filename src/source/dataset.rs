@@ -255,10 +255,15 @@ mod tests {
         let d = Dataset::load(&path, &opts).unwrap();
         let (key, json) = d.record(0, 0).unwrap();
         assert_eq!(key.as_deref(), Some("1"));
-        assert_eq!(String::from_utf8(json).unwrap(), r#"{"crime_id":"1","t":"2018-01-01","x":"a"}"#);
+        assert_eq!(
+            String::from_utf8(json).unwrap(),
+            r#"{"crime_id":"1","t":"2018-01-01","x":"a"}"#
+        );
         let (key, json) = d.record(2, 1).unwrap();
         assert_eq!(key.as_deref(), Some("2000000002"));
-        assert!(String::from_utf8(json).unwrap().starts_with(r#"{"crime_id":"2000000002","#));
+        assert!(String::from_utf8(json)
+            .unwrap()
+            .starts_with(r#"{"crime_id":"2000000002","#));
         assert_eq!(fresh_id("abc", 1), "abc-r1");
     }
 }

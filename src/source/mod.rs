@@ -11,8 +11,8 @@ pub mod synthetic;
 
 pub use admin::ensure_topic;
 pub use batch::{OffsetRange, RawBatch};
-pub use count::{count_topic, CountReport};
 pub use consumer::{ConsumerSettings, KafkaSource, SourceHandle, StartOffsets};
+pub use count::{count_topic, CountReport};
 pub use producer::{produce, ProduceOptions, ProduceReport, Rate};
 
 use rdkafka::error::KafkaError;

@@ -61,7 +61,11 @@ impl ProducerContext for DeliveryCounter {
 }
 
 /// Send every record of `records` (key, JSON) to the topic and wait for delivery.
-pub fn produce<I>(opts: &ProduceOptions, total: u64, records: I) -> Result<ProduceReport, SourceError>
+pub fn produce<I>(
+    opts: &ProduceOptions,
+    total: u64,
+    records: I,
+) -> Result<ProduceReport, SourceError>
 where
     I: Iterator<Item = std::io::Result<(Option<String>, Vec<u8>)>>,
 {

@@ -74,12 +74,46 @@ const DISPOSITIONS: &[(&str, u32)] = &[
 ];
 
 const STREETS: &[&str] = &[
-    "Market St", "Mission St", "Howard St", "Geary Bl", "Van Ness Av", "Divisadero St",
-    "Valencia St", "Folsom St", "Turk St", "Eddy St", "Ellis St", "Polk St", "Larkin St",
-    "Hyde St", "Jones St", "Taylor St", "Powell St", "Stockton St", "Kearny St", "3rd St",
-    "6th St", "16th St", "24th St", "Haight St", "Fillmore St", "Irving St", "Judah St",
-    "Taraval St", "Ocean Av", "Geneva Av", "San Bruno Av", "Bayshore Bl", "Cesar Chavez St",
-    "Lombard St", "Columbus Av", "Broadway", "Bush St", "Sutter St", "Post St", "Castro St",
+    "Market St",
+    "Mission St",
+    "Howard St",
+    "Geary Bl",
+    "Van Ness Av",
+    "Divisadero St",
+    "Valencia St",
+    "Folsom St",
+    "Turk St",
+    "Eddy St",
+    "Ellis St",
+    "Polk St",
+    "Larkin St",
+    "Hyde St",
+    "Jones St",
+    "Taylor St",
+    "Powell St",
+    "Stockton St",
+    "Kearny St",
+    "3rd St",
+    "6th St",
+    "16th St",
+    "24th St",
+    "Haight St",
+    "Fillmore St",
+    "Irving St",
+    "Judah St",
+    "Taraval St",
+    "Ocean Av",
+    "Geneva Av",
+    "San Bruno Av",
+    "Bayshore Bl",
+    "Cesar Chavez St",
+    "Lombard St",
+    "Columbus Av",
+    "Broadway",
+    "Bush St",
+    "Sutter St",
+    "Post St",
+    "Castro St",
 ];
 
 const COMMON_LOCATIONS: &[&str] = &[
@@ -151,7 +185,10 @@ impl CallGenerator {
             return match code % 4 {
                 0 => format!("{code}"),
                 1 => format!("Code {code}"),
-                2 => format!("Poss {}", pick(&mut self.rng, CRIME_TYPES, self.crime_total)),
+                2 => format!(
+                    "Poss {}",
+                    pick(&mut self.rng, CRIME_TYPES, self.crime_total)
+                ),
                 _ => format!("Att {}", pick(&mut self.rng, CRIME_TYPES, self.crime_total)),
             };
         }
@@ -168,7 +205,11 @@ impl CallGenerator {
             ),
             55..=89 => {
                 let other = STREETS[self.rng.gen_range(0..STREETS.len())];
-                (format!("{street}/{}", other.to_lowercase()), "Intersection", "")
+                (
+                    format!("{street}/{}", other.to_lowercase()),
+                    "Intersection",
+                    "",
+                )
             }
             90..=95 => (
                 format!("{}00 Blk {street}", self.rng.gen_range(1..40)),
@@ -177,7 +218,11 @@ impl CallGenerator {
             ),
             _ => {
                 let place = COMMON_LOCATIONS[self.rng.gen_range(0..COMMON_LOCATIONS.len())];
-                (format!("{}00 Blk {street}", self.rng.gen_range(1..40)), "Common Location", place)
+                (
+                    format!("{}00 Blk {street}", self.rng.gen_range(1..40)),
+                    "Common Location",
+                    place,
+                )
             }
         }
     }
@@ -200,7 +245,8 @@ mod tests {
 
     #[test]
     fn calls_are_realistic_and_ordered() {
-        let start = NaiveDateTime::parse_from_str("2018-10-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+        let start =
+            NaiveDateTime::parse_from_str("2018-10-01 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
         let mut g = CallGenerator::new(7, start, 40.0);
         let mut last_time = String::new();
         let mut ids = std::collections::HashSet::new();

@@ -12,17 +12,29 @@ fn stderr_of(env: &TestEnv, args: &[&str]) -> String {
 fn bad_keys_are_named() {
     let env = TestEnv::new("config");
     let cases = [
-        ("pipelines.calls.max_offsets_per_trigger=0", "pipelines.calls.max_offsets_per_trigger"),
-        ("pipelines.calls.trigger_interval=soon", "pipelines.calls.trigger_interval"),
+        (
+            "pipelines.calls.max_offsets_per_trigger=0",
+            "pipelines.calls.max_offsets_per_trigger",
+        ),
+        (
+            "pipelines.calls.trigger_interval=soon",
+            "pipelines.calls.trigger_interval",
+        ),
         ("pipelines.calls.table=calls;drop", "pipelines.calls.table"),
         ("pipelines.calls.source=nope", "pipelines.calls.source"),
         ("kafka.no_such_key=1", "no_such_key"),
         ("storage.zstd_level=99", "storage.zstd_level"),
-        ("pipelines.calls.partition_by=[\"address\"]", "pipelines.calls.partition_by"),
+        (
+            "pipelines.calls.partition_by=[\"address\"]",
+            "pipelines.calls.partition_by",
+        ),
     ];
     for (set, key) in cases {
         let err = stderr_of(&env, &["--set", set, "run", "--until-caught-up"]);
-        assert!(err.contains(key), "--set {set}: error does not name {key}: {err}");
+        assert!(
+            err.contains(key),
+            "--set {set}: error does not name {key}: {err}"
+        );
     }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakestream"))
         .args(["--config", "/nonexistent.toml", "run"])

@@ -13,7 +13,16 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     // Create the topic first so every run below finds its 4 partitions.
     env.produce_synthetic(1, 30);
     let mut producer = env
-        .command(&["produce", "--synthetic", &(CALLS - 1).to_string(), "--seed", "31", "--rate", "2500", "--no-progress"])
+        .command(&[
+            "produce",
+            "--synthetic",
+            &(CALLS - 1).to_string(),
+            "--seed",
+            "31",
+            "--rate",
+            "2500",
+            "--no-progress",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -40,5 +49,8 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     env.assert_exactly_once(CALLS as i64).await;
     // Killed runs must have committed something, or the test proved nothing.
     let committed_before_final = CALLS as i64 - summary["rows"].as_i64().unwrap_or(0);
-    assert!(committed_before_final > 0, "the killed runs committed nothing");
+    assert!(
+        committed_before_final > 0,
+        "the killed runs committed nothing"
+    );
 }

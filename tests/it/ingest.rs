@@ -1,13 +1,14 @@
 //! Good and bad records in, exactly the good ones in the table, the bad ones dead-lettered.
 
-use crate::common::{python_row_count, strings, TestEnv};
+use crate::common::{python_row_count, strings, RawRecord, TestEnv};
 
 const GOOD: &[u8] = br#"{"crime_id":"999000001","original_crime_type_name":"Passing Call","report_date":"2018-12-31T00:00:00.000","call_date":"2018-12-31T00:00:00.000","offense_date":"2018-12-31T00:00:00.000","call_time":"23:57","call_date_time":"2018-12-31T23:57:00.000","disposition":"HAN","address":"100 Blk Howard St","city":"San Francisco","state":"CA","agency_id":"1","address_type":"Premise Address","common_location":""}"#;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn synthetic_calls_and_bad_records_land_exactly_once() {
     let mut env = TestEnv::new("ingest");
-    env.overrides.push("sources.police_calls.max_message_bytes=65536".into());
+    env.overrides
+        .push("sources.police_calls.max_message_bytes=65536".into());
     env.produce_synthetic(20_000, 11);
     let huge = format!(r#"{{"crime_id":"1","pad":"{}"}}"#, "x".repeat(100_000));
     let bad: Vec<(&[u8], &str)> = vec![
@@ -21,7 +22,7 @@ async fn synthetic_calls_and_bad_records_land_exactly_once() {
         (br#"{"crime_id": "8", "call_date": "2018-10-01", "call_date_time": "not a time"}"#, "wrong type"),
         (huge.as_bytes(), "exceeds max_message_bytes"),
     ];
-    let mut records: Vec<(i32, Option<&[u8]>, &[u8])> = Vec::new();
+    let mut records: Vec<RawRecord> = Vec::new();
     for (i, (payload, _)) in bad.iter().enumerate() {
         records.push((i as i32 % 4, Some(b"bad"), payload));
         // A good record right behind each bad one must survive its neighbour.
@@ -37,32 +38,51 @@ async fn synthetic_calls_and_bad_records_land_exactly_once() {
     // The GOOD record was sent once per bad one: same crime_id, distinct offsets.
     assert_eq!(env.count("calls").await, produced_good);
     let distinct = env
-        .scalar("calls", "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)")
+        .scalar(
+            "calls",
+            "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
+        )
         .await;
     assert_eq!(distinct, produced_good);
-    let ids = env.scalar("calls", "SELECT count(DISTINCT crime_id) FROM t").await;
+    let ids = env
+        .scalar("calls", "SELECT count(DISTINCT crime_id) FROM t")
+        .await;
     assert_eq!(ids, 20_001);
 
     let dead = env
-        .sql("calls_dead_letters", "SELECT kafka_partition, reason FROM t ORDER BY kafka_partition, kafka_offset")
+        .sql(
+            "calls_dead_letters",
+            "SELECT kafka_partition, reason FROM t ORDER BY kafka_partition, kafka_offset",
+        )
         .await;
     let reasons = strings(&dead, 1);
     assert_eq!(reasons.len(), bad.len());
     for (_, expected) in &bad {
-        assert!(reasons.iter().any(|r| r.contains(expected)), "no dead letter says '{expected}': {reasons:?}");
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no dead letter says '{expected}': {reasons:?}"
+        );
     }
 
     // Typed columns and partitioning as declared.
-    let days = env.scalar("calls", "SELECT count(DISTINCT call_date) FROM t").await;
+    let days = env
+        .scalar("calls", "SELECT count(DISTINCT call_date) FROM t")
+        .await;
     assert!(days > 3, "partitioned by call date: {days} days");
     let late = env
-        .scalar("calls", "SELECT count(*) FROM t WHERE call_date_time < TIMESTAMP '2018-10-01T00:00:00Z'")
+        .scalar(
+            "calls",
+            "SELECT count(*) FROM t WHERE call_date_time < TIMESTAMP '2018-10-01T00:00:00Z'",
+        )
         .await;
     assert_eq!(late, 0);
 
     // An independent reader sees the same tables.
     assert_eq!(python_row_count(&env.table_path("calls")), produced_good);
-    assert_eq!(python_row_count(&env.table_path("calls_dead_letters")), bad.len() as i64);
+    assert_eq!(
+        python_row_count(&env.table_path("calls_dead_letters")),
+        bad.len() as i64
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

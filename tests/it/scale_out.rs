@@ -10,7 +10,16 @@ async fn two_processes_one_stopped_halfway_stay_exactly_once() {
     const CALLS: u64 = 40_000;
     env.produce_synthetic(1, 40);
     let mut producer = env
-        .command(&["produce", "--synthetic", &(CALLS - 1).to_string(), "--seed", "41", "--rate", "3000", "--no-progress"])
+        .command(&[
+            "produce",
+            "--synthetic",
+            &(CALLS - 1).to_string(),
+            "--seed",
+            "41",
+            "--rate",
+            "3000",
+            "--no-progress",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("producer");
@@ -25,9 +34,11 @@ async fn two_processes_one_stopped_halfway_stay_exactly_once() {
     let a_summary = parse_summary(&a_out.stdout);
 
     assert!(producer.wait().expect("producer").success());
-    wait_until(Duration::from_secs(120), "B to ingest everything", || async {
-        env.count("calls").await >= CALLS as i64
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "B to ingest everything",
+        || async { env.count("calls").await >= CALLS as i64 },
+    )
     .await;
     sigterm(&b);
     let b_out = b.wait_with_output().expect("b");
@@ -37,7 +48,10 @@ async fn two_processes_one_stopped_halfway_stay_exactly_once() {
     env.assert_exactly_once(CALLS as i64).await;
     let a_rows = a_summary["rows"].as_i64().unwrap_or(0);
     let b_rows = b_summary["rows"].as_i64().unwrap_or(0);
-    assert!(a_rows > 0, "A committed nothing: partitions were not shared");
+    assert!(
+        a_rows > 0,
+        "A committed nothing: partitions were not shared"
+    );
     assert!(b_rows > 0, "B committed nothing");
     assert_eq!(a_rows + b_rows, CALLS as i64);
 }

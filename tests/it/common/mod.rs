@@ -17,6 +17,9 @@ pub fn brokers() -> String {
     std::env::var("LAKESTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// (partition, key, payload) of a message produced as it is.
+pub type RawRecord<'a> = (i32, Option<&'a [u8]>, &'a [u8]);
+
 pub struct TestEnv {
     pub dir: TempDir,
     pub topic: String,
@@ -31,7 +34,7 @@ impl TestEnv {
         let env = Self {
             dir: tempfile::Builder::new()
                 .prefix(&format!("lakestream-it-{name}-"))
-                .keep(std::env::var_os("LAKESTREAM_TEST_KEEP").is_some())
+                .disable_cleanup(std::env::var_os("LAKESTREAM_TEST_KEEP").is_some())
                 .tempdir()
                 .expect("temp dir"),
             topic: format!("it-{name}-{id}"),
@@ -72,7 +75,8 @@ impl TestEnv {
         for s in sets.iter().chain(&self.overrides) {
             cmd.arg("--set").arg(s);
         }
-        cmd.arg("--log").arg("info,buoyant_kernel=off,deltalake_core=error");
+        cmd.arg("--log")
+            .arg("info,buoyant_kernel=off,deltalake_core=error");
         cmd.args(args);
         cmd
     }
@@ -100,7 +104,16 @@ impl TestEnv {
 
     pub fn produce_synthetic(&self, n: u64, seed: u64) {
         let (n, seed) = (n.to_string(), seed.to_string());
-        self.run_ok(&["produce", "--synthetic", &n, "--seed", &seed, "--partitions", "4", "--no-progress"]);
+        self.run_ok(&[
+            "produce",
+            "--synthetic",
+            &n,
+            "--seed",
+            &seed,
+            "--partitions",
+            "4",
+            "--no-progress",
+        ]);
     }
 
     /// `run --until-caught-up`, returning the JSON summary of the calls pipeline.
@@ -110,7 +123,7 @@ impl TestEnv {
     }
 
     /// Produce raw payloads, each to an explicit partition.
-    pub fn produce_raw(&self, records: &[(i32, Option<&[u8]>, &[u8])]) {
+    pub fn produce_raw(&self, records: &[RawRecord]) {
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers())
             .create()
@@ -132,17 +145,26 @@ impl TestEnv {
         let url = url::Url::from_directory_path(self.table_path(table)).expect("url");
         let table = deltalake::open_table(url).await.expect("open table");
         let ctx = SessionContext::new();
-        table.update_datafusion_session(&ctx.state()).expect("session");
+        table
+            .update_datafusion_session(&ctx.state())
+            .expect("session");
         let provider = table.table_provider().await.expect("provider");
         ctx.register_table("t", provider).expect("register");
-        ctx.sql(query).await.expect("plan").collect().await.expect("run")
+        ctx.sql(query)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run")
     }
 
     /// A query returning one i64 value.
     pub async fn scalar(&self, table: &str, query: &str) -> i64 {
         let batches = self.sql(table, query).await;
         let column = batches[0].column(0).clone();
-        let column: Arc<dyn Array> = deltalake::arrow::compute::cast(&column, &deltalake::arrow::datatypes::DataType::Int64).expect("cast");
+        let column: Arc<dyn Array> =
+            deltalake::arrow::compute::cast(&column, &deltalake::arrow::datatypes::DataType::Int64)
+                .expect("cast");
         column.as_primitive::<Int64Type>().value(0)
     }
 
@@ -154,10 +176,18 @@ impl TestEnv {
     pub async fn assert_exactly_once(&self, expected: i64) {
         let rows = self.count("calls").await;
         let distinct_offsets = self
-            .scalar("calls", "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)")
+            .scalar(
+                "calls",
+                "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
+            )
             .await;
-        let distinct_ids = self.scalar("calls", "SELECT count(DISTINCT crime_id) FROM t").await;
-        assert_eq!(distinct_offsets, rows, "duplicate (partition, offset) pairs");
+        let distinct_ids = self
+            .scalar("calls", "SELECT count(DISTINCT crime_id) FROM t")
+            .await;
+        assert_eq!(
+            distinct_offsets, rows,
+            "duplicate (partition, offset) pairs"
+        );
         assert_eq!(rows, expected, "rows in table vs produced");
         assert_eq!(distinct_ids, expected, "distinct crime_ids vs produced");
     }
@@ -184,8 +214,15 @@ pub fn python_row_count(path: &Path) -> i64 {
         .arg(path)
         .output()
         .expect("python3");
-    assert!(out.status.success(), "python deltalake failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().expect("a number")
+    assert!(
+        out.status.success(),
+        "python deltalake failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a number")
 }
 
 /// Poll `probe` until it returns true or `timeout` passes.
@@ -221,7 +258,8 @@ pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
     batches
         .iter()
         .flat_map(|b| {
-            let column = deltalake::arrow::compute::cast(b.column(index), &DataType::Utf8).expect("cast");
+            let column =
+                deltalake::arrow::compute::cast(b.column(index), &DataType::Utf8).expect("cast");
             column
                 .as_string::<i32>()
                 .iter()
