@@ -37,9 +37,9 @@ sys.exit(r.returncode)' "$@"
 }
 
 echo "== (a) broker ceiling: count-only consumer" >&2
-a=$(peak_rss "$bin" "${sets[@]}" --log warn count-topic --topic "$topic")
+a=$(peak_rss "$bin" "${sets[@]}" --log "warn,buoyant_kernel=off,deltalake_core=error" count-topic --topic "$topic")
 echo "== (b) lakestream run --until-caught-up" >&2
-b=$(peak_rss "$bin" "${sets[@]}" --log warn run --until-caught-up --summary json)
+b=$(peak_rss "$bin" "${sets[@]}" --log "warn,buoyant_kernel=off,deltalake_core=error" run --until-caught-up --summary json)
 
 python3 - "$a" "$b" "$MAX_OFFSETS" "$TRIGGER" <<'PY'
 import json, sys

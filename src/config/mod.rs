@@ -123,6 +123,10 @@ pub struct PipelineConfig {
     pub dead_letter_table: Option<String>,
     /// Consumer group; default `<kafka.group_id>.<pipeline>`.
     pub group_id: Option<String>,
+    /// Columns with near-unique values (ids, exact timestamps) to write without dictionary
+    /// encoding; the Kafka offset, key and timestamp columns always are.
+    #[serde(default)]
+    pub no_dictionary_columns: Vec<String>,
     /// A micro-batch closes this long after its first record arrived.
     #[serde(default = "defaults::trigger_interval", with = "humantime_serde")]
     pub trigger_interval: Duration,

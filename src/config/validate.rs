@@ -70,6 +70,14 @@ impl Config {
             ));
         }
         let fields = source.field_specs(&p.source)?;
+        for column in &p.no_dictionary_columns {
+            if !fields.iter().any(|f| &f.name == column) {
+                return Err(ConfigError::key(
+                    key("no_dictionary_columns"),
+                    format!("'{column}' is not a field of source '{}'", p.source),
+                ));
+            }
+        }
         for column in &p.partition_by {
             let field = fields.iter().find(|f| &f.name == column).ok_or_else(|| {
                 ConfigError::key(

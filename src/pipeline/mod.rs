@@ -18,6 +18,9 @@ use crate::source::{
 };
 use crate::{Error, Result};
 
+/// Metadata columns whose values are (nearly) all distinct.
+const NEAR_UNIQUE_METADATA: [&str; 3] = ["kafka_offset", "kafka_key", "kafka_timestamp"];
+
 /// How a run ends.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -28,6 +31,8 @@ pub struct RunOptions {
 /// A decoded batch on its way to the commit stage.
 struct Ready {
     opened_at: Option<Instant>,
+    /// Time spent decoding.
+    decode_ms: u64,
     ranges: BTreeMap<i32, OffsetRange>,
     records: usize,
     bytes: usize,
@@ -74,6 +79,13 @@ impl Pipeline {
             partition_by: p.partition_by.clone(),
             zstd_level: self.config.storage.zstd_level,
             target_file_size: self.config.storage.target_file_size,
+            no_dictionary: p
+                .no_dictionary_columns
+                .iter()
+                .map(String::as_str)
+                .chain(NEAR_UNIQUE_METADATA)
+                .map(String::from)
+                .collect(),
             retry_timeout: p.commit_retry_timeout,
         };
         let mut table =
@@ -135,6 +147,7 @@ impl Pipeline {
         let started = Instant::now();
         let Ready {
             opened_at,
+            decode_ms,
             ranges,
             records,
             bytes,
@@ -182,7 +195,8 @@ impl Pipeline {
                     records,
                     rows,
                     dead_letters = dead_rows,
-                    ms = started.elapsed().as_millis() as u64,
+                    decode_ms,
+                    write_ms = started.elapsed().as_millis() as u64,
                     "committed batch"
                 );
             }
@@ -205,9 +219,11 @@ async fn decode_stage(
     while let Some(raw) = raw_rx.recv().await {
         let decoder = decoder.clone();
         let ready = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
             let decoded = decoder.decode(&raw, threads)?;
             Ok::<_, crate::decode::DecodeError>(Ready {
                 opened_at: raw.opened_at,
+                decode_ms: started.elapsed().as_millis() as u64,
                 ranges: raw.offset_ranges(),
                 records: raw.len(),
                 bytes: raw.byte_len(),

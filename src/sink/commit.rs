@@ -30,6 +30,8 @@ pub struct SinkOptions {
     pub partition_by: Vec<String>,
     pub zstd_level: i32,
     pub target_file_size: u64,
+    /// Columns written without dictionary encoding (near-unique values).
+    pub no_dictionary: Vec<String>,
     pub retry_timeout: Duration,
 }
 
@@ -82,7 +84,7 @@ impl DeltaSink {
         Ok(Self {
             name: name.to_string(),
             table,
-            props: writer_properties(opts.zstd_level),
+            props: writer_properties(opts.zstd_level, &opts.no_dictionary),
             opts,
             committed: HashMap::new(),
         })

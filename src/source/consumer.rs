@@ -177,14 +177,18 @@ impl KafkaSource {
             let due = batch
                 .opened_at
                 .is_some_and(|t| t.elapsed() >= self.settings.trigger_interval);
-            if !batch.is_empty() && (full || due) {
+            // A backfill commits what it holds the moment it reaches its targets, without
+            // waiting for the trigger; records of the tail drain, once they stop coming.
+            let reached = self.settings.until_caught_up && generation > 0 && self.caught_up(&next);
+            let just_reached = reached && !drain.draining();
+            let tail_idle = reached && drain.idle_for(Duration::from_millis(100));
+            if !batch.is_empty() && (full || due || just_reached || tail_idle) {
                 let closed = std::mem::replace(&mut batch, RawBatch::new(topic.clone()));
                 if tx.blocking_send(closed).is_err() {
                     return Ok(()); // the pipeline is gone; it reports why
                 }
             }
-            if self.settings.until_caught_up && generation > 0 && drain.done(self.caught_up(&next))
-            {
+            if self.settings.until_caught_up && generation > 0 && drain.done(reached) {
                 info!(topic = %topic, "caught up with the high watermarks seen at assignment");
                 break;
             }
@@ -227,6 +231,14 @@ impl Default for Drain {
 impl Drain {
     const IDLE: Duration = Duration::from_secs(1);
     const CAP: Duration = Duration::from_secs(10);
+
+    fn draining(&self) -> bool {
+        self.reached.is_some()
+    }
+
+    fn idle_for(&self, quiet: Duration) -> bool {
+        self.draining() && self.last_message.elapsed() >= quiet
+    }
 
     fn done(&mut self, targets_reached: bool) -> bool {
         if !targets_reached {
