@@ -237,7 +237,8 @@ impl Drain {
     }
 
     fn idle_for(&self, quiet: Duration) -> bool {
-        self.draining() && self.last_message.elapsed() >= quiet
+        self.reached
+            .is_some_and(|r| r.elapsed().min(self.last_message.elapsed()) >= quiet)
     }
 
     fn done(&mut self, targets_reached: bool) -> bool {
@@ -246,6 +247,9 @@ impl Drain {
             return false;
         }
         let reached = *self.reached.get_or_insert_with(Instant::now);
-        self.last_message.elapsed() >= Self::IDLE || reached.elapsed() >= Self::CAP
+        // Quiet since the later of reaching the targets and the last record: a partition
+        // that was already at its target when assigned still gets its full idle second.
+        let quiet = self.last_message.elapsed().min(reached.elapsed());
+        quiet >= Self::IDLE || reached.elapsed() >= Self::CAP
     }
 }

@@ -12,21 +12,19 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     const CALLS: u64 = 60_000;
     // Create the topic first so every run below finds its 4 partitions.
     env.produce_synthetic(1, 30);
-    let mut producer = env
-        .command(&[
-            "produce",
-            "--synthetic",
-            &(CALLS - 1).to_string(),
-            "--seed",
-            "31",
-            "--rate",
-            "2500",
-            "--no-progress",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("producer");
+    let mut cmd = env.command(&[
+        "produce",
+        "--synthetic",
+        &(CALLS - 1).to_string(),
+        "--seed",
+        "31",
+        "--rate",
+        "1200",
+        "--no-progress",
+    ]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut producer = env.spawn_command(cmd);
 
     let mut rng = rand::thread_rng();
     for round in 0..12 {

@@ -9,20 +9,18 @@ async fn two_processes_one_stopped_halfway_stay_exactly_once() {
     let env = TestEnv::new("scale");
     const CALLS: u64 = 40_000;
     env.produce_synthetic(1, 40);
-    let mut producer = env
-        .command(&[
-            "produce",
-            "--synthetic",
-            &(CALLS - 1).to_string(),
-            "--seed",
-            "41",
-            "--rate",
-            "3000",
-            "--no-progress",
-        ])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("producer");
+    let mut cmd = env.command(&[
+        "produce",
+        "--synthetic",
+        &(CALLS - 1).to_string(),
+        "--seed",
+        "41",
+        "--rate",
+        "3000",
+        "--no-progress",
+    ]);
+    cmd.stdout(std::process::Stdio::null());
+    let mut producer = env.spawn_command(cmd);
     let a = env.spawn(&["run", "--summary", "json"], "a.log");
     let b = env.spawn(&["run", "--summary", "json"], "b.log");
 

@@ -26,6 +26,18 @@ pub struct TestEnv {
     pub group: String,
     /// Extra `--set` overrides for every command.
     pub overrides: Vec<String>,
+    /// Processes spawned in the background, killed when the test ends (even by panic).
+    spawned: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let pids = self.spawned.lock().map(|p| p.clone()).unwrap_or_default();
+        for pid in pids {
+            // Already-reaped pids fail harmlessly.
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
 }
 
 impl TestEnv {
@@ -40,6 +52,7 @@ impl TestEnv {
             topic: format!("it-{name}-{id}"),
             group: format!("it-{name}-{id}"),
             overrides: Vec::new(),
+            spawned: std::sync::Mutex::new(Vec::new()),
         };
         std::fs::create_dir_all(env.root()).expect("table root");
         env
@@ -95,11 +108,18 @@ impl TestEnv {
 
     pub fn spawn(&self, args: &[&str], log: &str) -> Child {
         let file = std::fs::File::create(self.dir.path().join(log)).expect("log file");
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(file)
-            .spawn()
-            .expect("spawn lakestream")
+        let mut cmd = self.command(args);
+        cmd.stdout(Stdio::piped()).stderr(file);
+        self.spawn_command(cmd)
+    }
+
+    /// Spawn `cmd`, to be killed when the test ends.
+    pub fn spawn_command(&self, mut cmd: Command) -> Child {
+        let child = cmd.spawn().expect("spawn lakestream");
+        if let Ok(mut pids) = self.spawned.lock() {
+            pids.push(child.id());
+        }
+        child
     }
 
     pub fn produce_synthetic(&self, n: u64, seed: u64) {
