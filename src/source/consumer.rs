@@ -128,6 +128,7 @@ impl KafkaSource {
         let mut next: HashMap<i32, i64> = HashMap::new();
         let mut last_poll_error: Option<Instant> = None;
         let mut drain = Drain::default();
+        let mut empty_since = None;
         // First offset to keep per partition: records before it were rewound over.
         let mut starts: HashMap<i32, i64> = HashMap::new();
         loop {
@@ -179,7 +180,9 @@ impl KafkaSource {
                 .is_some_and(|t| t.elapsed() >= self.settings.trigger_interval);
             // A backfill commits what it holds the moment it reaches its targets, without
             // waiting for the trigger; records of the tail drain, once they stop coming.
-            let reached = self.settings.until_caught_up && generation > 0 && self.caught_up(&next);
+            let reached = self.settings.until_caught_up
+                && generation > 0
+                && self.caught_up(&next, &mut empty_since);
             let just_reached = reached && !drain.draining();
             let tail_idle = reached && drain.idle_for(Duration::from_millis(100));
             if !batch.is_empty() && (full || due || just_reached || tail_idle) {
@@ -199,13 +202,31 @@ impl KafkaSource {
         Ok(())
     }
 
-    /// Every assigned partition is read up to its target.
-    fn caught_up(&self, next: &HashMap<i32, i64>) -> bool {
+    /// Every assigned partition is read up to its target. An empty assignment counts
+    /// only once it has lasted a whole session timeout: right after a crash the group
+    /// still holds the dead member's partitions until its session expires, and a
+    /// rebalance then hands them over.
+    fn caught_up(&self, next: &HashMap<i32, i64>, empty_since: &mut Option<Instant>) -> bool {
         let state = lock(&self.state);
+        if state.assigned.is_empty() {
+            let since = *empty_since.get_or_insert_with(Instant::now);
+            return since.elapsed() > self.empty_assignment_grace();
+        }
+        *empty_since = None;
         state.assigned.iter().all(|p| {
             let target = state.targets.get(p).copied().unwrap_or(0);
             next.get(p).copied().unwrap_or(0) >= target
         })
+    }
+
+    fn empty_assignment_grace(&self) -> Duration {
+        let session_ms = self
+            .settings
+            .options
+            .get("session.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(45_000); // librdkafka's default
+        Duration::from_millis(session_ms) + Duration::from_secs(3)
     }
 }
 
