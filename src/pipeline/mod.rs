@@ -87,6 +87,7 @@ impl Pipeline {
                 .map(String::from)
                 .collect(),
             retry_timeout: p.commit_retry_timeout,
+            shutdown: shutdown.clone(),
         };
         let mut table =
             DeltaSink::open(&p.table, &decoder.table_schema(), sink_opts.clone()).await?;

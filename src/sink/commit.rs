@@ -14,6 +14,7 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::table::{open_or_create, table_url, write_files, writer_properties};
@@ -33,6 +34,8 @@ pub struct SinkOptions {
     /// Columns written without dictionary encoding (near-unique values).
     pub no_dictionary: Vec<String>,
     pub retry_timeout: Duration,
+    /// Cancelled on shutdown: a commit that is backing off gives up instead of waiting.
+    pub shutdown: CancellationToken,
 }
 
 /// One micro-batch as the sink sees it.
@@ -194,7 +197,15 @@ impl DeltaSink {
                     });
                 }
                 warn!(table = %self.name, error = %error, retry_in = ?backoff, "commit failed, will re-read the table and retry");
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = self.opts.shutdown.cancelled() => {
+                        return Err(SinkError::Abandoned {
+                            table: self.name.clone(),
+                            source: Box::new(error),
+                        });
+                    }
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             } else {
                 debug!(table = %self.name, "concurrent commit, re-reading the table");

@@ -36,8 +36,15 @@ pub enum SinkError {
         #[source]
         source: Box<DeltaTableError>,
     },
-    #[error("table '{table}': cannot filter batch: {message}")]
-    Filter { table: String, message: String },
+    #[error(
+        "table '{table}': shutdown while a commit was failing ({source}); the batch was \
+         abandoned whole and is read again on restart"
+    )]
+    Abandoned {
+        table: String,
+        #[source]
+        source: Box<DeltaTableError>,
+    },
 }
 
 impl SinkError {

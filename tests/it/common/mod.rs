@@ -35,7 +35,10 @@ impl Drop for TestEnv {
         let pids = self.spawned.lock().map(|p| p.clone()).unwrap_or_default();
         for pid in pids {
             // Already-reaped pids fail harmlessly.
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
