@@ -17,7 +17,7 @@ bin="$CARGO_TARGET_DIR/release/lakestream"
 # A new seed each run: re-running adds a fresh burst instead of repeating crime_ids.
 seed=$(date +%s)
 "$bin" produce --synthetic "$CALLS" --seed "$seed"
-"$bin" run --until-caught-up --log warn
+"$bin" run --until-caught-up --log "warn,buoyant_kernel=off,deltalake_core=error"
 echo
 python3 - <<'PY' || echo "(python deltalake not importable: skipped the independent read)"
 from deltalake import DeltaTable
