@@ -9,9 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Snapshot;
 use crate::source::dataset::{Dataset, DatasetOptions};
 use crate::source::synthetic::CallGenerator;
-use crate::source::{
-    ensure_topic, produce as send_all, ProduceOptions, ProduceReport, Rate, SourceError,
-};
+use crate::source::{ensure_topic, produce as send_all, ProduceOptions, ProduceReport, Rate};
 use crate::{Error, Result};
 
 /// `lakestream produce`.
@@ -98,11 +96,11 @@ fn produce_blocking(opts: &ProduceOptions, args: &ProduceArgs) -> Result<Produce
     Ok(send_all(opts, total, records)?)
 }
 
-fn bad_arg(name: &str, message: &str) -> Error {
-    Error::Source(SourceError::Input {
-        path: name.to_string(),
+fn bad_arg(option: &str, message: &str) -> Error {
+    Error::Usage {
+        option: option.to_string(),
         message: message.to_string(),
-    })
+    }
 }
 
 /// The summary `run` prints on exit.

@@ -16,6 +16,8 @@ pub enum Error {
     Sink(#[from] SinkError),
     #[error("pipeline '{pipeline}' stopped: {message}")]
     Pipeline { pipeline: String, message: String },
+    #[error("{option}: {message}")]
+    Usage { option: String, message: String },
     #[error("task '{task}' panicked or was aborted: {message}")]
     Task { task: String, message: String },
     #[error("I/O error on {path}: {source}")]

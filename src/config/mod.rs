@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use fields::{arrow_schema as fields_schema, FieldSpec, FieldType};
-pub use load::{apply_override, load, load_str, ENV_PREFIX};
+pub use load::{load, load_str};
 
 /// Everything lakestream reads from `config/lakestream.toml`.
 #[derive(Debug, Clone, Deserialize)]

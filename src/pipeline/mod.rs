@@ -2,6 +2,7 @@
 //! N+1 is read and decoded while batch N is written.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{Config, PipelineConfig};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
 use crate::metrics::{PipelineMetrics, Snapshot};
 use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
@@ -54,10 +55,6 @@ impl Pipeline {
         }
     }
 
-    pub fn metrics(&self) -> Arc<PipelineMetrics> {
-        self.metrics.clone()
-    }
-
     fn fail(&self, message: impl ToString) -> Error {
         Error::Pipeline {
             pipeline: self.name.clone(),
@@ -71,24 +68,7 @@ impl Pipeline {
         let source = self.config.sources[&p.source].clone();
         let fields = source.field_specs(&p.source)?;
         let decoder = JsonDecoder::new(fields, source.max_message_bytes, &self.name);
-        let sink_opts = SinkOptions {
-            root: self.config.storage.root.clone(),
-            storage_options: self.config.storage.options.clone().into_iter().collect(),
-            pipeline: self.name.clone(),
-            topic: source.topic.clone(),
-            partition_by: p.partition_by.clone(),
-            zstd_level: self.config.storage.zstd_level,
-            target_file_size: self.config.storage.target_file_size,
-            no_dictionary: p
-                .no_dictionary_columns
-                .iter()
-                .map(String::as_str)
-                .chain(NEAR_UNIQUE_METADATA)
-                .map(String::from)
-                .collect(),
-            retry_timeout: p.commit_retry_timeout,
-            shutdown: shutdown.clone(),
-        };
+        let sink_opts = self.sink_options(&p, &source.topic, shutdown.clone());
         let mut table =
             DeltaSink::open(&p.table, &decoder.table_schema(), sink_opts.clone()).await?;
         let dlq_opts = SinkOptions {
@@ -98,22 +78,10 @@ impl Pipeline {
         let mut dead =
             DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
         if let Some(v) = table.version() {
-            self.metrics
-                .table_version
-                .store(v, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.table_version.store(v, Ordering::Relaxed);
         }
 
-        let settings = ConsumerSettings {
-            brokers: self.config.kafka.brokers.clone(),
-            group_id: self.config.group_id(&self.name),
-            topic: source.topic.clone(),
-            options: self.config.kafka.options.clone(),
-            starting: self.config.kafka.starting_offsets,
-            seek_rewind: self.config.kafka.seek_rewind,
-            max_records: p.max_offsets_per_trigger,
-            trigger_interval: p.trigger_interval,
-            until_caught_up: opts.until_caught_up,
-        };
+        let settings = self.consumer_settings(&p, &source.topic, opts);
         let (consumer, handle) =
             KafkaSource::new(settings, start_offsets(sink_opts, p.table.clone()))?;
         info!(pipeline = %self.name, topic = %source.topic, table = %p.table, "pipeline started");
@@ -133,6 +101,53 @@ impl Pipeline {
             .await
             .map_err(|e| self.fail(format!("consumer thread: {e}")))??;
         Ok(self.metrics.snapshot(&self.name, &p.table))
+    }
+
+    fn sink_options(
+        &self,
+        p: &PipelineConfig,
+        topic: &str,
+        shutdown: CancellationToken,
+    ) -> SinkOptions {
+        let storage = &self.config.storage;
+        SinkOptions {
+            root: storage.root.clone(),
+            storage_options: storage.options.clone().into_iter().collect(),
+            pipeline: self.name.clone(),
+            topic: topic.to_string(),
+            partition_by: p.partition_by.clone(),
+            zstd_level: storage.zstd_level,
+            target_file_size: storage.target_file_size,
+            no_dictionary: p
+                .no_dictionary_columns
+                .iter()
+                .map(String::as_str)
+                .chain(NEAR_UNIQUE_METADATA)
+                .map(String::from)
+                .collect(),
+            retry_timeout: p.commit_retry_timeout,
+            shutdown,
+        }
+    }
+
+    fn consumer_settings(
+        &self,
+        p: &PipelineConfig,
+        topic: &str,
+        opts: RunOptions,
+    ) -> ConsumerSettings {
+        let kafka = &self.config.kafka;
+        ConsumerSettings {
+            brokers: kafka.brokers.clone(),
+            group_id: self.config.group_id(&self.name),
+            topic: topic.to_string(),
+            options: kafka.options.clone(),
+            starting: kafka.starting_offsets,
+            seek_rewind: kafka.seek_rewind,
+            max_records: p.max_offsets_per_trigger,
+            trigger_interval: p.trigger_interval,
+            until_caught_up: opts.until_caught_up,
+        }
     }
 
     /// Dead letters first, then the rows: the consumer resumes from the row table's

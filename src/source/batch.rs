@@ -28,7 +28,7 @@ struct RawRecord {
 }
 
 /// First and last offset of one partition within a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetRange {
     pub first: i64,
     pub last: i64,
