@@ -129,6 +129,7 @@ impl KafkaSource {
         let mut last_poll_error: Option<Instant> = None;
         let mut drain = Drain::default();
         let mut empty_since = None;
+        let mut polls: u64 = 0;
         // First offset to keep per partition: records before it were rewound over.
         let mut starts: HashMap<i32, i64> = HashMap::new();
         loop {
@@ -137,6 +138,11 @@ impl KafkaSource {
                 break;
             }
             let polled = self.consumer.poll(Duration::from_millis(50));
+            polls += 1;
+            // The caught-up check takes the assignment lock: on a busy topic, look now and
+            // then; at the end, when polls come back empty, look every time.
+            let check_caught_up = self.settings.until_caught_up
+                && (polled.is_none() || polls.is_multiple_of(4096) || drain.draining());
             {
                 let mut state = lock(&self.state);
                 if let Some(message) = state.error.take() {
@@ -180,9 +186,8 @@ impl KafkaSource {
                 .is_some_and(|t| t.elapsed() >= self.settings.trigger_interval);
             // A backfill commits what it holds the moment it reaches its targets, without
             // waiting for the trigger; records of the tail drain, once they stop coming.
-            let reached = self.settings.until_caught_up
-                && generation > 0
-                && self.caught_up(&next, &mut empty_since);
+            let reached =
+                check_caught_up && generation > 0 && self.caught_up(&next, &mut empty_since);
             let just_reached = reached && !drain.draining();
             let tail_idle = reached && drain.idle_for(Duration::from_millis(100));
             if !batch.is_empty() && (full || due || just_reached || tail_idle) {
