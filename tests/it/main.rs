@@ -8,3 +8,4 @@ mod config_errors;
 mod crash;
 mod ingest;
 mod scale_out;
+mod sink;
