@@ -20,10 +20,4 @@ pub enum Error {
     Usage { option: String, message: String },
     #[error("task '{task}' panicked or was aborted: {message}")]
     Task { task: String, message: String },
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
 }

@@ -19,9 +19,9 @@ pub fn load(
     env: impl IntoIterator<Item = (String, String)>,
     overrides: &[String],
 ) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.display().to_string(),
-        source,
+        cause,
     })?;
     load_str(&text, &path.display().to_string(), env, overrides)
 }

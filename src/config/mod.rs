@@ -221,10 +221,10 @@ mod defaults {
 /// A configuration problem, always naming the key (or file) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: String,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: String, message: String },

@@ -193,7 +193,7 @@ impl DeltaSink {
                     return Err(SinkError::GaveUp {
                         table: self.name.clone(),
                         seconds: started.elapsed().as_secs(),
-                        source: Box::new(error),
+                        cause: Box::new(error),
                     });
                 }
                 warn!(table = %self.name, error = %error, retry_in = ?backoff, "commit failed, will re-read the table and retry");
@@ -202,7 +202,7 @@ impl DeltaSink {
                     () = self.opts.shutdown.cancelled() => {
                         return Err(SinkError::Abandoned {
                             table: self.name.clone(),
-                            source: Box::new(error),
+                            cause: Box::new(error),
                         });
                     }
                 }
@@ -320,7 +320,7 @@ struct Written {
 
 fn inner(e: SinkError) -> DeltaTableError {
     match e {
-        SinkError::Delta { source, .. } => *source,
+        SinkError::Delta { cause, .. } => *cause,
         other => DeltaTableError::Generic(other.to_string()),
     }
 }

@@ -19,39 +19,36 @@ use deltalake::DeltaTableError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("table '{table}': {source}")]
+    #[error("table '{table}': {cause}")]
     Delta {
         table: String,
-        #[source]
-        source: Box<DeltaTableError>,
+        cause: Box<DeltaTableError>,
     },
     #[error("table '{table}': bad location: {message}")]
     Location { table: String, message: String },
     #[error("table '{table}': schema mismatch: {message}")]
     Schema { table: String, message: String },
-    #[error("table '{table}': commit kept failing for {seconds}s, last error: {source}")]
+    #[error("table '{table}': commit kept failing for {seconds}s, last error: {cause}")]
     GaveUp {
         table: String,
         seconds: u64,
-        #[source]
-        source: Box<DeltaTableError>,
+        cause: Box<DeltaTableError>,
     },
     #[error(
-        "table '{table}': shutdown while a commit was failing ({source}); the batch was \
+        "table '{table}': shutdown while a commit was failing ({cause}); the batch was \
          abandoned whole and is read again on restart"
     )]
     Abandoned {
         table: String,
-        #[source]
-        source: Box<DeltaTableError>,
+        cause: Box<DeltaTableError>,
     },
 }
 
 impl SinkError {
-    pub(crate) fn delta(table: &str, source: DeltaTableError) -> Self {
+    pub(crate) fn delta(table: &str, cause: DeltaTableError) -> Self {
         Self::Delta {
             table: table.to_string(),
-            source: Box::new(source),
+            cause: Box::new(cause),
         }
     }
 }

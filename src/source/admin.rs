@@ -20,6 +20,7 @@ pub async fn ensure_topic(
         .set("bootstrap.servers", brokers)
         .create()
         .map_err(SourceError::kafka(topic))?;
+    super::check_broker(admin.inner(), brokers, topic)?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin

@@ -95,6 +95,11 @@ impl KafkaSource {
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(context)
             .map_err(SourceError::kafka(&settings.topic))?;
+        let partitions =
+            super::check_broker(consumer.client(), &settings.brokers, &settings.topic)?;
+        if partitions == 0 {
+            warn!(topic = %settings.topic, "topic does not exist yet; waiting for it to be created");
+        }
         consumer
             .subscribe(&[&settings.topic])
             .map_err(SourceError::kafka(&settings.topic))?;

@@ -19,14 +19,15 @@ use rdkafka::error::KafkaError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("Kafka client for topic '{topic}': {source}")]
-    Kafka {
-        topic: String,
-        #[source]
-        source: KafkaError,
-    },
+    #[error("Kafka client for topic '{topic}': {cause}")]
+    Kafka { topic: String, cause: KafkaError },
     #[error("topic '{topic}': {message}")]
     Assignment { topic: String, message: String },
+    #[error(
+        "cannot reach Kafka at {brokers} ({cause}); check kafka.brokers, or start a local \
+         broker with scripts/services.sh"
+    )]
+    Unreachable { brokers: String, cause: KafkaError },
     #[error("cannot read {path}: {message}")]
     Input { path: String, message: String },
     #[error("producing to '{topic}': {message}")]
@@ -35,9 +36,30 @@ pub enum SourceError {
 
 impl SourceError {
     pub(crate) fn kafka(topic: &str) -> impl FnOnce(KafkaError) -> Self + '_ {
-        move |source| Self::Kafka {
+        move |cause| Self::Kafka {
             topic: topic.to_string(),
-            source,
+            cause,
         }
     }
+}
+
+/// Fail fast with a helpful message when no broker answers, instead of letting librdkafka
+/// retry silently forever. Returns the topic's partition count (0: it does not exist yet).
+pub(crate) fn check_broker<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    brokers: &str,
+    topic: &str,
+) -> Result<usize, SourceError> {
+    let metadata = client
+        .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
+        .map_err(|cause| SourceError::Unreachable {
+            brokers: brokers.to_string(),
+            cause,
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .sum())
 }
