@@ -67,6 +67,9 @@ pub struct DeltaSink {
     props: WriterProperties,
     /// `txn` versions read from `table`'s current snapshot, by partition.
     committed: HashMap<i32, Option<i64>>,
+    /// Last batch id, read from the same snapshot (outer `None`: not read yet). Reading
+    /// `txn` actions replays the log since the last checkpoint, so both are cached.
+    last_batch_id: Option<Option<i64>>,
 }
 
 impl DeltaSink {
@@ -90,6 +93,7 @@ impl DeltaSink {
             props: writer_properties(opts.zstd_level, &opts.no_dictionary),
             opts,
             committed: HashMap::new(),
+            last_batch_id: None,
         })
     }
 
@@ -163,6 +167,7 @@ impl DeltaSink {
     /// Load the latest table version (another process may have committed).
     pub async fn refresh(&mut self) -> Result<(), SinkError> {
         self.committed.clear();
+        self.last_batch_id = None;
         self.table
             .update_incremental(None)
             .await
@@ -263,7 +268,11 @@ impl DeltaSink {
             .map(|(&p, r)| Transaction::new(self.app_id(p), r.last))
             .collect();
         let batch_id = if batch.with_batch_id {
-            let last = self.txn_version(self.batch_app_id()).await?;
+            let last = match self.last_batch_id {
+                Some(last) => last,
+                None => self.txn_version(self.batch_app_id()).await?,
+            };
+            self.last_batch_id = Some(last);
             let id = last.map_or(0, |v| v + 1);
             txns.push(Transaction::new(self.batch_app_id(), id));
             Some(id)
@@ -297,6 +306,9 @@ impl DeltaSink {
             self.committed.insert(*p, Some(r.last));
         }
         *written = None;
+        if batch_id.is_some() {
+            self.last_batch_id = Some(batch_id);
+        }
         Ok(CommitOutcome::Committed {
             version: finalized.version() as i64,
             batch_id,
