@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::common::{tail, TestEnv};
+use crate::common::{produce_raw_to, tail, RawRecord, TestEnv};
+
+const BAD_ROUNDS: usize = 30;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
@@ -26,6 +28,22 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
         .stderr(std::process::Stdio::null());
     let mut producer = env.spawn_command(cmd);
 
+    // Bad records arrive throughout, so kills also land between a dead-letter commit and
+    // the row commit of the same batch.
+    let topic = env.topic.clone();
+    let bad_sender = std::thread::spawn(move || {
+        for round in 0..BAD_ROUNDS {
+            let payloads: Vec<String> = (0..4).map(|p| format!("not json {round}/{p}")).collect();
+            let records: Vec<RawRecord> = payloads
+                .iter()
+                .enumerate()
+                .map(|(p, text)| (p as i32, None, text.as_bytes()))
+                .collect();
+            produce_raw_to(&topic, &records);
+            std::thread::sleep(Duration::from_millis(1_000));
+        }
+    });
+
     let mut rng = rand::thread_rng();
     for round in 0..12 {
         let mut run = env.spawn(&["run"], &format!("run-{round}.log"));
@@ -36,6 +54,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     }
     let status = producer.wait().expect("producer");
     assert!(status.success(), "producer failed");
+    bad_sender.join().expect("bad-record sender");
     // The last killed member keeps its partitions until its session (6 s) expires; a
     // catch-up that joins before then is handed only the rest.
     tokio::time::sleep(Duration::from_secs(7)).await;
@@ -48,6 +67,19 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     }
     eprintln!("final catch-up: {summary}");
     env.assert_exactly_once(CALLS as i64).await;
+    let dead = env.count("calls_dead_letters").await;
+    let dead_distinct = env
+        .scalar(
+            "calls_dead_letters",
+            "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
+        )
+        .await;
+    assert_eq!(dead_distinct, dead, "duplicate dead letters");
+    assert_eq!(
+        dead,
+        4 * BAD_ROUNDS as i64,
+        "dead letters vs bad records produced"
+    );
     // Killed runs must have committed something, or the test proved nothing.
     let committed_before_final = CALLS as i64 - summary["rows"].as_i64().unwrap_or(0);
     assert!(

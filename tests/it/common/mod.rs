@@ -147,20 +147,7 @@ impl TestEnv {
 
     /// Produce raw payloads, each to an explicit partition.
     pub fn produce_raw(&self, records: &[RawRecord]) {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .expect("producer");
-        for (partition, key, payload) in records {
-            let mut r = BaseRecord::<[u8], [u8]>::to(&self.topic)
-                .partition(*partition)
-                .payload(*payload);
-            if let Some(k) = key {
-                r = r.key(*k);
-            }
-            producer.send(r).map_err(|(e, _)| e).expect("send");
-        }
-        producer.flush(Duration::from_secs(30)).expect("flush");
+        produce_raw_to(&self.topic, records);
     }
 
     /// Run SQL over table `table` registered as `t`.
@@ -290,4 +277,22 @@ pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Produce raw payloads to `topic`, each to an explicit partition.
+pub fn produce_raw_to(topic: &str, records: &[RawRecord]) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    for (partition, key, payload) in records {
+        let mut r = BaseRecord::<[u8], [u8]>::to(topic)
+            .partition(*partition)
+            .payload(*payload);
+        if let Some(k) = key {
+            r = r.key(*k);
+        }
+        producer.send(r).map_err(|(e, _)| e).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
 }
