@@ -153,13 +153,14 @@ impl DeltaSink {
 
     /// Last offset of `partition` the table holds, as of the loaded version.
     pub async fn committed_offset(&mut self, partition: i32) -> Result<Option<i64>, SinkError> {
+        self.cached_offset(partition).await.map_err(|e| self.err(e))
+    }
+
+    async fn cached_offset(&mut self, partition: i32) -> Result<Option<i64>, DeltaTableError> {
         if let Some(v) = self.committed.get(&partition) {
             return Ok(*v);
         }
-        let v = self
-            .txn_version(self.app_id(partition))
-            .await
-            .map_err(|e| self.err(e))?;
+        let v = self.txn_version(self.app_id(partition)).await?;
         self.committed.insert(partition, v);
         Ok(v)
     }
@@ -230,7 +231,7 @@ impl DeltaSink {
     ) -> Result<CommitOutcome, DeltaTableError> {
         let mut committed = HashMap::new();
         for &p in batch.ranges.keys() {
-            let v = self.committed_offset(p).await.map_err(inner)?;
+            let v = self.cached_offset(p).await?;
             committed.insert(p, v);
         }
         let Some(new_ranges) = new_ranges(&batch.ranges, &committed) else {
@@ -328,13 +329,6 @@ struct Written {
     ranges: BTreeMap<i32, OffsetRange>,
     adds: Vec<Add>,
     rows: usize,
-}
-
-fn inner(e: SinkError) -> DeltaTableError {
-    match e {
-        SinkError::Delta { cause, .. } => *cause,
-        other => DeltaTableError::Generic(other.to_string()),
-    }
 }
 
 /// The part of each partition's range the table does not hold yet; `None` if nothing.

@@ -14,19 +14,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     const CALLS: u64 = 60_000;
     // Create the topic first so every run below finds its 4 partitions.
     env.produce_synthetic(1, 30);
-    let mut cmd = env.command(&[
-        "produce",
-        "--synthetic",
-        &(CALLS - 1).to_string(),
-        "--seed",
-        "31",
-        "--rate",
-        "1200",
-        "--no-progress",
-    ]);
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut producer = env.spawn_command(cmd);
+    let mut producer = env.spawn_producer(CALLS - 1, 31, 1200);
 
     // Bad records arrive throughout, so kills also land between a dead-letter commit and
     // the row commit of the same batch.
@@ -68,12 +56,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     eprintln!("final catch-up: {summary}");
     env.assert_exactly_once(CALLS as i64).await;
     let dead = env.count("calls_dead_letters").await;
-    let dead_distinct = env
-        .scalar(
-            "calls_dead_letters",
-            "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
-        )
-        .await;
+    let dead_distinct = env.distinct_offsets("calls_dead_letters").await;
     assert_eq!(dead_distinct, dead, "duplicate dead letters");
     assert_eq!(
         dead,

@@ -9,18 +9,7 @@ async fn two_processes_one_stopped_halfway_stay_exactly_once() {
     let env = TestEnv::new("scale");
     const CALLS: u64 = 40_000;
     env.produce_synthetic(1, 40);
-    let mut cmd = env.command(&[
-        "produce",
-        "--synthetic",
-        &(CALLS - 1).to_string(),
-        "--seed",
-        "41",
-        "--rate",
-        "3000",
-        "--no-progress",
-    ]);
-    cmd.stdout(std::process::Stdio::null());
-    let mut producer = env.spawn_command(cmd);
+    let mut producer = env.spawn_producer(CALLS - 1, 41, 3000);
     let a = env.spawn(&["run", "--summary", "json"], "a.log");
     let b = env.spawn(&["run", "--summary", "json"], "b.log");
 

@@ -104,12 +104,7 @@ async fn replays_and_stale_writers_add_each_offset_once() {
     assert!(matches!(third, CommitOutcome::Committed { rows: 10, .. }));
 
     assert_eq!(env.count("events").await, 160);
-    let distinct = env
-        .scalar(
-            "events",
-            "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
-        )
-        .await;
+    let distinct = env.distinct_offsets("events").await;
     assert_eq!(distinct, 160);
     assert_eq!(b.committed_offset(0).await.expect("txn"), Some(149));
 }

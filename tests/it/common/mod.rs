@@ -182,15 +182,37 @@ impl TestEnv {
         self.scalar(table, "SELECT count(*) FROM t").await
     }
 
+    /// Distinct (partition, offset) pairs in `table`: equal to its row count when no
+    /// record landed twice.
+    pub async fn distinct_offsets(&self, table: &str) -> i64 {
+        self.scalar(
+            table,
+            "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
+        )
+        .await
+    }
+
+    /// `produce --synthetic n` at `rate` calls/s in the background, killed with the test.
+    pub fn spawn_producer(&self, n: u64, seed: u64, rate: u32) -> Child {
+        let (n, seed, rate) = (n.to_string(), seed.to_string(), rate.to_string());
+        let mut cmd = self.command(&[
+            "produce",
+            "--synthetic",
+            &n,
+            "--seed",
+            &seed,
+            "--rate",
+            &rate,
+            "--no-progress",
+        ]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        self.spawn_command(cmd)
+    }
+
     /// Exactly-once check of the calls table against `expected` produced calls.
     pub async fn assert_exactly_once(&self, expected: i64) {
         let rows = self.count("calls").await;
-        let distinct_offsets = self
-            .scalar(
-                "calls",
-                "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
-            )
-            .await;
+        let distinct_offsets = self.distinct_offsets("calls").await;
         let distinct_ids = self
             .scalar("calls", "SELECT count(DISTINCT crime_id) FROM t")
             .await;
