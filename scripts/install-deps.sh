@@ -19,7 +19,8 @@ fi
 
 if ! command -v tansu >/dev/null; then
   log "installing the tansu Kafka-compatible broker from crates.io (about 10 minutes)"
-  cargo install tansu --locked --features dynostore,libsql
+  # Its own throw-away target dir, not the project's (CARGO_TARGET_DIR may be exported).
+  env -u CARGO_TARGET_DIR cargo install tansu --locked --features dynostore,libsql
 fi
 
 if [ ! -x /usr/sbin/mariadbd ] && ! command -v mariadbd >/dev/null; then

@@ -14,6 +14,8 @@ pub enum Error {
     Source(#[from] SourceError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("pipeline '{pipeline}' stopped: {message}")]
     Pipeline { pipeline: String, message: String },
     #[error("{option}: {message}")]

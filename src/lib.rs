@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod decode;
+pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;

@@ -15,6 +15,10 @@ pub struct PipelineMetrics {
     /// Rows of replayed batches that the table already held.
     pub skipped: AtomicU64,
     pub table_version: AtomicI64,
+    /// Stateful pipelines: rows dropped as late, open state rows, watermark (µs, or MIN).
+    pub late_rows: AtomicU64,
+    pub state_rows: AtomicU64,
+    pub watermark: AtomicI64,
     /// When the first record of the run arrived, and when the last batch was committed:
     /// throughput is measured between the two, not over group-join time.
     pub first_record: OnceLock<Instant>,
@@ -32,6 +36,9 @@ impl Default for PipelineMetrics {
             dead_letters: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             table_version: AtomicI64::new(-1),
+            late_rows: AtomicU64::new(0),
+            state_rows: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
             first_record: OnceLock::new(),
             last_commit: Mutex::new(None),
         }
@@ -50,6 +57,10 @@ pub struct Snapshot {
     pub dead_letters: u64,
     pub skipped: u64,
     pub table_version: i64,
+    pub late_rows: u64,
+    pub state_rows: u64,
+    /// Watermark as RFC 3339 (stateful pipelines that have one).
+    pub watermark: Option<String>,
     /// Since the pipeline started.
     pub seconds: f64,
     /// From the first record read to the last batch committed.
@@ -85,6 +96,9 @@ impl PipelineMetrics {
             dead_letters: get(&self.dead_letters),
             skipped: get(&self.skipped),
             table_version: self.table_version.load(Ordering::Relaxed),
+            late_rows: get(&self.late_rows),
+            state_rows: get(&self.state_rows),
+            watermark: format_micros(self.watermark.load(Ordering::Relaxed)),
             seconds: self.started.elapsed().as_secs_f64(),
             active_seconds: active,
         }
@@ -99,4 +113,12 @@ impl Snapshot {
     pub fn megabytes_per_second(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.active_seconds.max(1e-9)
     }
+}
+
+/// A timestamp in µs as RFC 3339 (`None` for `i64::MIN`, "not set").
+pub fn format_micros(us: i64) -> Option<String> {
+    if us == i64::MIN {
+        return None;
+    }
+    chrono::DateTime::from_timestamp_micros(us).map(|t| t.to_rfc3339())
 }

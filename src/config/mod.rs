@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use fields::{arrow_schema as fields_schema, FieldSpec, FieldType};
+pub use fields::{arrow_schema as fields_schema, is_identifier, FieldSpec, FieldType};
 pub use load::{load, load_str};
 
 /// Everything lakestream reads from `config/lakestream.toml`.
@@ -30,6 +30,9 @@ pub struct Config {
     /// Streaming pipelines, by pipeline name.
     #[serde(default)]
     pub pipelines: BTreeMap<String, PipelineConfig>,
+    /// Static lookup tables that pipeline SQL can join with, by table name.
+    #[serde(default)]
+    pub lookups: BTreeMap<String, LookupConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -101,9 +104,47 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputMode {
-    /// Every micro-batch appends its new rows.
+    /// Every micro-batch appends its new rows; an aggregate appends each window once,
+    /// when the watermark passes its end.
     #[default]
     Append,
+    /// Every micro-batch MERGEs the aggregate rows it changed (absolute values) by `keys`.
+    Update,
+    /// Every micro-batch atomically replaces the whole aggregate result.
+    Complete,
+}
+
+impl OutputMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Update => "update",
+            Self::Complete => "complete",
+        }
+    }
+}
+
+/// A static table loaded from a file (or a Delta table) and reloaded when it changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    /// A `.json` file (an array of objects, or one object per line), a `.csv` file with a
+    /// header line, or the folder of a Delta table.
+    pub path: String,
+    /// `json`, `csv` or `delta`; by default taken from the path's extension (a folder
+    /// with a `_delta_log` is `delta`).
+    pub format: Option<LookupFormat>,
+    /// How often the source is checked for a change (file size and time, Delta version).
+    #[serde(default = "defaults::lookup_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupFormat {
+    Json,
+    Csv,
+    Delta,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -116,6 +157,20 @@ pub struct PipelineConfig {
     /// How each micro-batch changes the table.
     #[serde(default)]
     pub mode: OutputMode,
+    /// SQL file run over each micro-batch (the source is a table named after the source,
+    /// lookups are tables too). Without it, the decoded records are written as they are.
+    pub sql: Option<String>,
+    /// Key columns of an update-mode result (the query's GROUP BY columns).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Event-time column of the source that drives the watermark.
+    pub event_time: Option<String>,
+    /// How late an event may arrive: watermark = latest event time seen - this delay.
+    #[serde(default, with = "humantime_serde")]
+    pub watermark: Option<Duration>,
+    /// A partition that delivers nothing for this long stops holding the watermark back.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Partition columns of the output table.
     #[serde(default)]
     pub partition_by: Vec<String>,
@@ -149,6 +204,11 @@ impl Config {
 }
 
 impl PipelineConfig {
+    /// Event-time column and watermark delay, when both are set.
+    pub fn watermark_spec(&self) -> Option<(&str, Duration)> {
+        Some((self.event_time.as_deref()?, self.watermark?))
+    }
+
     pub fn dead_letter_table(&self) -> String {
         self.dead_letter_table
             .clone()
@@ -215,6 +275,12 @@ mod defaults {
     }
     pub fn commit_retry_timeout() -> Duration {
         Duration::from_secs(300)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn lookup_refresh() -> Duration {
+        Duration::from_secs(10)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Start-up validation: every check names the key and says what is allowed.
 
 use super::fields::{is_identifier, FieldSpec, FieldType};
-use super::{Config, ConfigError, SourceConfig};
+use super::{Config, ConfigError, LookupConfig, LookupFormat, OutputMode, SourceConfig};
 use crate::decode::METADATA_COLUMNS;
 
 impl Config {
@@ -31,6 +31,22 @@ impl Config {
         }
         for name in self.pipelines.keys() {
             self.validate_pipeline(name)?;
+        }
+        for (name, lookup) in &self.lookups {
+            check_name(&format!("lookups.{name}"), name, true)?;
+            if self.sources.contains_key(name) {
+                return Err(ConfigError::key(
+                    format!("lookups.{name}"),
+                    "a source has the same name; SQL could not tell them apart",
+                ));
+            }
+            lookup.resolved_format(name)?;
+            if lookup.refresh_interval.is_zero() {
+                return Err(ConfigError::key(
+                    format!("lookups.{name}.refresh_interval"),
+                    "must be positive",
+                ));
+            }
         }
         Ok(())
     }
@@ -70,6 +86,11 @@ impl Config {
             ));
         }
         let fields = source.field_specs(&p.source)?;
+        self.validate_streaming(name, &fields)?;
+        if p.sql.is_some() {
+            // Output columns come from the query: checked when it is planned at start-up.
+            return Ok(());
+        }
         for column in &p.no_dictionary_columns {
             if !fields.iter().any(|f| &f.name == column) {
                 return Err(ConfigError::key(
@@ -97,6 +118,88 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Mode, SQL, keys and watermark settings that belong together.
+    fn validate_streaming(&self, name: &str, fields: &[FieldSpec]) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("pipelines.{name}.{k}");
+        let p = &self.pipelines[name];
+        if p.sql.is_none() && p.mode != OutputMode::Append {
+            return Err(ConfigError::key(
+                key("mode"),
+                format!(
+                    "'{}' needs an aggregate query: set pipelines.{name}.sql",
+                    p.mode.name()
+                ),
+            ));
+        }
+        if let Some(sql) = &p.sql {
+            if sql.trim().is_empty() {
+                return Err(ConfigError::key(key("sql"), "must name a SQL file"));
+            }
+        }
+        if p.mode == OutputMode::Update && p.keys.is_empty() {
+            return Err(ConfigError::key(
+                key("keys"),
+                "update mode MERGEs by key: list the query's GROUP BY columns",
+            ));
+        }
+        if p.mode != OutputMode::Update && !p.keys.is_empty() {
+            return Err(ConfigError::key(key("keys"), "only update mode uses keys"));
+        }
+        match (&p.event_time, p.watermark) {
+            (Some(column), Some(_)) => {
+                let field = fields.iter().find(|f| &f.name == column);
+                if !field.is_some_and(|f| f.ty == FieldType::Timestamp) {
+                    return Err(ConfigError::key(
+                        key("event_time"),
+                        format!("'{column}' is not a TIMESTAMP field of source '{}'", p.source),
+                    ));
+                }
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(ConfigError::key(
+                    key("watermark"),
+                    "event_time is set: also set the watermark delay, e.g. \"1h\"",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::key(
+                    key("event_time"),
+                    "a watermark needs the event-time column it is measured on",
+                ))
+            }
+        }
+        if p.idle_timeout.is_zero() {
+            return Err(ConfigError::key(key("idle_timeout"), "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+impl LookupConfig {
+    /// The declared format, or the one the path implies.
+    pub fn resolved_format(&self, name: &str) -> Result<LookupFormat, ConfigError> {
+        if let Some(f) = self.format {
+            return Ok(f);
+        }
+        let path = std::path::Path::new(&self.path);
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext.to_ascii_lowercase().as_str() {
+            "json" | "ndjson" => Ok(LookupFormat::Json),
+            "csv" => Ok(LookupFormat::Csv),
+            _ if path.join("_delta_log").is_dir() => Ok(LookupFormat::Delta),
+            _ => Err(ConfigError::key(
+                format!("lookups.{name}.format"),
+                format!(
+                    "cannot tell the format of '{}': set format = \"json\", \"csv\" or \"delta\"",
+                    self.path
+                ),
+            )),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use tracing::info;
 
 use crate::config::{Config, PipelineConfig};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
+use crate::engine::Engine;
 use crate::metrics::{PipelineMetrics, Snapshot};
 use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
 use crate::source::{
@@ -68,9 +69,15 @@ impl Pipeline {
         let source = self.config.sources[&p.source].clone();
         let fields = source.field_specs(&p.source)?;
         let decoder = JsonDecoder::new(fields, source.max_message_bytes, &self.name);
+        let mut engine = match &p.sql {
+            Some(_) => Some(Engine::compile(&self.config, &self.name, decoder.table_schema()).await?),
+            None => None,
+        };
+        let schema = engine
+            .as_ref()
+            .map_or_else(|| decoder.table_schema(), Engine::output_schema);
         let sink_opts = self.sink_options(&p, &source.topic, shutdown.clone());
-        let mut table =
-            DeltaSink::open(&p.table, &decoder.table_schema(), sink_opts.clone()).await?;
+        let mut table = DeltaSink::open(&p.table, &schema, sink_opts.clone()).await?;
         let dlq_opts = SinkOptions {
             partition_by: Vec::new(),
             ..sink_opts.clone()
@@ -84,6 +91,9 @@ impl Pipeline {
         let settings = self.consumer_settings(&p, &source.topic, opts);
         let (consumer, handle) =
             KafkaSource::new(settings, start_offsets(sink_opts, p.table.clone()))?;
+        if let Some(engine) = engine.as_mut() {
+            engine.set_partitions(handle.partitions());
+        }
         info!(pipeline = %self.name, topic = %source.topic, table = %p.table, "pipeline started");
 
         let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
@@ -92,7 +102,8 @@ impl Pipeline {
         let decode = tokio::spawn(decode_stage(decoder, raw_rx, ready_tx));
 
         while let Some(ready) = ready_rx.recv().await {
-            self.commit(ready, &mut table, &mut dead, &handle).await?;
+            self.commit(ready, &mut table, &mut dead, &handle, engine.as_mut())
+                .await?;
         }
         decode
             .await
@@ -159,6 +170,7 @@ impl Pipeline {
         table: &mut DeltaSink,
         dead: &mut DeltaSink,
         source: &SourceHandle,
+        engine: Option<&mut Engine>,
     ) -> Result<()> {
         let started = Instant::now();
         let Ready {
@@ -176,7 +188,7 @@ impl Pipeline {
         let mut dead_rows = 0;
         if decoded.dead_letters.num_rows() > 0 {
             if let CommitOutcome::Committed { rows, .. } =
-                dead.commit(&decoded.dead_letters, &info).await?
+                dead.commit(&decoded.dead_letters, &info, None).await?
             {
                 dead_rows = rows;
             }
@@ -185,7 +197,7 @@ impl Pipeline {
             with_batch_id: true,
             ..info
         };
-        let outcome = table.commit(&decoded.rows, &info).await?;
+        let outcome = table.commit(&decoded.rows, &info, engine).await?;
         source.commit_offsets(&ranges);
 
         let m = &self.metrics;
@@ -199,11 +211,22 @@ impl Pipeline {
                 version,
                 batch_id,
                 rows,
+                input_rows,
+                late_rows,
+                state_rows,
+                watermark,
             } => {
                 PipelineMetrics::add(&m.rows, rows as u64);
-                PipelineMetrics::add(&m.skipped, (decoded.rows.num_rows() - rows) as u64);
-                m.table_version
-                    .store(version, std::sync::atomic::Ordering::Relaxed);
+                PipelineMetrics::add(
+                    &m.skipped,
+                    decoded.rows.num_rows().saturating_sub(input_rows) as u64,
+                );
+                PipelineMetrics::add(&m.late_rows, late_rows);
+                m.state_rows.store(state_rows as u64, Ordering::Relaxed);
+                if let Some(w) = watermark {
+                    m.watermark.store(w, Ordering::Relaxed);
+                }
+                m.table_version.store(version, Ordering::Relaxed);
                 info!(
                     pipeline = %self.name,
                     batch_id = batch_id.unwrap_or(-1),
@@ -211,6 +234,9 @@ impl Pipeline {
                     records,
                     rows,
                     dead_letters = dead_rows,
+                    late_rows,
+                    state_rows,
+                    watermark = crate::metrics::format_micros(watermark.unwrap_or(i64::MIN)),
                     decode_ms,
                     write_ms = started.elapsed().as_millis() as u64,
                     "committed batch"

@@ -9,16 +9,18 @@ use deltalake::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitProperties, TableReference, TransactionError,
 };
+use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
-use deltalake::{DeltaTable, DeltaTableError};
-use serde_json::json;
+use deltalake::{DeltaTable, DeltaTableError, Path};
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::table::{open_or_create, table_url, write_files, writer_properties};
-use super::SinkError;
+use super::{state, SinkError};
+use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
 use crate::source::OffsetRange;
 
 /// What a sink needs to know besides its schema.
@@ -52,7 +54,14 @@ pub enum CommitOutcome {
     Committed {
         version: i64,
         batch_id: Option<i64>,
+        /// Rows written (for an aggregate: rows appended, merged or in the new result).
         rows: usize,
+        /// Input rows of the batch the table did not hold yet.
+        input_rows: usize,
+        /// Stateful pipelines: rows dropped as late, open state rows, the watermark.
+        late_rows: u64,
+        state_rows: usize,
+        watermark: Option<i64>,
     },
     /// Every offset of the batch was already in the table (a replay after a crash, or
     /// another process got there first).
@@ -70,6 +79,31 @@ pub struct DeltaSink {
     /// Last batch id, read from the same snapshot (outer `None`: not read yet). Reading
     /// `txn` actions replays the log since the last checkpoint, so both are cached.
     last_batch_id: Option<Option<i64>>,
+    /// A stateful pipeline's state and the version of the commit that recorded it
+    /// (-1: none yet); `None` until loaded, and again after another writer committed.
+    stream: Option<(i64, StreamState)>,
+    /// State snapshots this sink wrote, oldest first; all but the last two are deleted.
+    snapshots: std::collections::VecDeque<Path>,
+    /// False after a refresh: `stream` must be checked against the table again.
+    stream_checked: bool,
+}
+
+/// Why one commit attempt failed: storage and conflicts are retried, the query is not.
+enum AttemptError {
+    Delta(DeltaTableError),
+    Engine(EngineError),
+}
+
+impl From<DeltaTableError> for AttemptError {
+    fn from(e: DeltaTableError) -> Self {
+        Self::Delta(e)
+    }
+}
+
+impl From<deltalake::arrow::error::ArrowError> for AttemptError {
+    fn from(e: deltalake::arrow::error::ArrowError) -> Self {
+        Self::Delta(e.into())
+    }
 }
 
 impl DeltaSink {
@@ -94,6 +128,9 @@ impl DeltaSink {
             opts,
             committed: HashMap::new(),
             last_batch_id: None,
+            stream: None,
+            snapshots: Default::default(),
+            stream_checked: false,
         })
     }
 
@@ -169,6 +206,7 @@ impl DeltaSink {
     pub async fn refresh(&mut self) -> Result<(), SinkError> {
         self.committed.clear();
         self.last_batch_id = None;
+        self.stream_checked = false;
         self.table
             .update_incremental(None)
             .await
@@ -176,22 +214,28 @@ impl DeltaSink {
     }
 
     /// Commit `rows` (which hold `kafka_partition` and `kafka_offset` columns) exactly
-    /// once. Retries conflicts at once and storage errors with backoff until
-    /// `retry_timeout`, re-reading the table each time.
+    /// once, through `engine` when the pipeline has a query. Retries conflicts at once
+    /// and storage errors with backoff until `retry_timeout`, re-reading the table (and
+    /// recomputing the batch from the then current state) each time.
     pub async fn commit(
         &mut self,
         rows: &RecordBatch,
         batch: &BatchInfo,
+        mut engine: Option<&mut Engine>,
     ) -> Result<CommitOutcome, SinkError> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
         // Files written for a given set of new offset ranges, kept across retries.
         let mut written: Option<Written> = None;
         loop {
-            let result = self.try_commit(rows, batch, &mut written).await;
+            let result = match engine.as_deref_mut() {
+                Some(engine) => self.try_stream(rows, batch, engine).await,
+                None => self.try_commit(rows, batch, &mut written).await,
+            };
             let error = match result {
                 Ok(outcome) => return Ok(outcome),
-                Err(e) => e,
+                Err(AttemptError::Engine(e)) => return Err(e.into()),
+                Err(AttemptError::Delta(e)) => e,
             };
             let conflict = is_conflict(&error);
             if !conflict {
@@ -223,18 +267,100 @@ impl DeltaSink {
         }
     }
 
-    async fn try_commit(
+    /// Offsets the table holds for the batch's partitions, and the part it lacks.
+    async fn new_part(
         &mut self,
-        rows: &RecordBatch,
         batch: &BatchInfo,
-        written: &mut Option<Written>,
-    ) -> Result<CommitOutcome, DeltaTableError> {
+    ) -> Result<(HashMap<i32, Option<i64>>, Option<BTreeMap<i32, OffsetRange>>), DeltaTableError>
+    {
         let mut committed = HashMap::new();
         for &p in batch.ranges.keys() {
             let v = self.cached_offset(p).await?;
             committed.insert(p, v);
         }
-        let Some(new_ranges) = new_ranges(&batch.ranges, &committed) else {
+        let new = new_ranges(&batch.ranges, &committed);
+        Ok((committed, new))
+    }
+
+    /// The id the next batch commit gets.
+    async fn next_batch_id(&mut self) -> Result<i64, DeltaTableError> {
+        let last = match self.last_batch_id {
+            Some(last) => last,
+            None => self.txn_version(self.batch_app_id()).await?,
+        };
+        self.last_batch_id = Some(last);
+        Ok(last.map_or(0, |v| v + 1))
+    }
+
+    fn properties(
+        &self,
+        new_ranges: &BTreeMap<i32, OffsetRange>,
+        batch_id: Option<i64>,
+        rows: usize,
+        extra: Option<(&str, Value)>,
+    ) -> CommitProperties {
+        let mut txns: Vec<Transaction> = new_ranges
+            .iter()
+            .map(|(&p, r)| Transaction::new(self.app_id(p), r.last))
+            .collect();
+        if let Some(id) = batch_id {
+            txns.push(Transaction::new(self.batch_app_id(), id));
+        }
+        let mut metadata = json!({
+            "pipeline": self.opts.pipeline,
+            "batchId": batch_id,
+            "topic": self.opts.topic,
+            "offsets": new_ranges.iter().map(|(p, r)| (p.to_string(), json!([r.first, r.last]))).collect::<serde_json::Map<_, _>>(),
+            "rows": rows,
+        });
+        if let Some((key, value)) = extra {
+            metadata[key] = value;
+        }
+        CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata([("lakestream".to_string(), metadata)])
+            .with_max_retries(0)
+    }
+
+    /// Commit `actions` against the loaded snapshot (never a later one).
+    async fn commit_actions(
+        &mut self,
+        actions: Vec<Action>,
+        props: CommitProperties,
+        output_mode: OutputMode,
+        batch_id: Option<i64>,
+    ) -> Result<i64, DeltaTableError> {
+        let operation = DeltaOperation::StreamingUpdate {
+            output_mode,
+            query_id: self.opts.pipeline.clone(),
+            epoch_id: batch_id.unwrap_or(-1),
+        };
+        let snapshot: &dyn TableReference = self.table.snapshot()?;
+        let finalized = CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await?;
+        self.table.state = Some(finalized.snapshot());
+        Ok(finalized.version() as i64)
+    }
+
+    fn landed(&mut self, new_ranges: &BTreeMap<i32, OffsetRange>, batch_id: Option<i64>) {
+        for (p, r) in new_ranges {
+            self.committed.insert(*p, Some(r.last));
+        }
+        if batch_id.is_some() {
+            self.last_batch_id = Some(batch_id);
+        }
+    }
+
+    async fn try_commit(
+        &mut self,
+        rows: &RecordBatch,
+        batch: &BatchInfo,
+        written: &mut Option<Written>,
+    ) -> Result<CommitOutcome, AttemptError> {
+        let (committed, new_ranges) = self.new_part(batch).await?;
+        let Some(new_ranges) = new_ranges else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
         let files = match written.take() {
@@ -263,58 +389,195 @@ impl DeltaSink {
         let rows_added = files.rows;
         let adds = files.adds.clone();
         *written = Some(files);
-
-        let mut txns: Vec<Transaction> = new_ranges
-            .iter()
-            .map(|(&p, r)| Transaction::new(self.app_id(p), r.last))
-            .collect();
         let batch_id = if batch.with_batch_id {
-            let last = match self.last_batch_id {
-                Some(last) => last,
-                None => self.txn_version(self.batch_app_id()).await?,
-            };
-            self.last_batch_id = Some(last);
-            let id = last.map_or(0, |v| v + 1);
-            txns.push(Transaction::new(self.batch_app_id(), id));
-            Some(id)
+            Some(self.next_batch_id().await?)
         } else {
             None
         };
-        let metadata = json!({
-            "pipeline": self.opts.pipeline,
-            "batchId": batch_id,
-            "topic": self.opts.topic,
-            "offsets": new_ranges.iter().map(|(p, r)| (p.to_string(), json!([r.first, r.last]))).collect::<serde_json::Map<_, _>>(),
-            "rows": rows_added,
-        });
-        let props = CommitProperties::default()
-            .with_application_transactions(txns)
-            .with_metadata([("lakestream".to_string(), metadata)])
-            .with_max_retries(0);
-        let operation = DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
-            query_id: self.opts.pipeline.clone(),
-            epoch_id: batch_id.unwrap_or(-1),
-        };
-        let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
-        let snapshot: &dyn TableReference = self.table.snapshot()?;
-        let finalized = CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
+        let props = self.properties(&new_ranges, batch_id, rows_added, None);
+        let actions = adds.into_iter().map(Action::Add).collect();
+        let version = self
+            .commit_actions(actions, props, OutputMode::Append, batch_id)
             .await?;
-        self.table.state = Some(finalized.snapshot());
-        for (p, r) in &new_ranges {
-            self.committed.insert(*p, Some(r.last));
-        }
         *written = None;
-        if batch_id.is_some() {
-            self.last_batch_id = Some(batch_id);
-        }
+        self.landed(&new_ranges, batch_id);
         Ok(CommitOutcome::Committed {
-            version: finalized.version() as i64,
+            version,
             batch_id,
             rows: rows_added,
+            input_rows: rows_added,
+            late_rows: 0,
+            state_rows: 0,
+            watermark: None,
         })
+    }
+
+    /// The state as of the table's latest commit by this pipeline.
+    async fn stream_state(&mut self, engine: &Engine) -> Result<StreamState, DeltaTableError> {
+        if self.stream_checked {
+            if let Some((_, s)) = &self.stream {
+                return Ok(s.clone());
+            }
+        }
+        let latest = state::latest_commit_info(&self.table, &self.opts.pipeline).await?;
+        let version = latest.as_ref().map_or(-1, |(v, _)| *v);
+        let current = match self.stream.take() {
+            Some((v, s)) if v == version => s,
+            _ => match &latest {
+                Some((_, info)) => {
+                    let s = state::load(
+                        &self.table,
+                        info,
+                        &engine.output_schema(),
+                        engine.empty_state(),
+                    )
+                    .await?;
+                    StreamState {
+                        clock: s.clock.restarted(Instant::now()),
+                        ..s
+                    }
+                }
+                None => engine.empty_state(),
+            },
+        };
+        self.stream = Some((version, current.clone()));
+        self.stream_checked = true;
+        Ok(current)
+    }
+
+    async fn try_stream(
+        &mut self,
+        rows: &RecordBatch,
+        batch: &BatchInfo,
+        engine: &mut Engine,
+    ) -> Result<CommitOutcome, AttemptError> {
+        let (committed, new_ranges) = self.new_part(batch).await?;
+        let Some(new_ranges) = new_ranges else {
+            return Ok(CommitOutcome::AlreadyCommitted);
+        };
+        let input = if new_ranges == batch.ranges {
+            rows.clone()
+        } else {
+            drop_committed(rows, &committed)?
+        };
+        let current = self.stream_state(engine).await?;
+        let step = engine
+            .process(&input, &current)
+            .await
+            .map_err(AttemptError::Engine)?;
+        let batch_id = self.next_batch_id().await?;
+        let (mut entry, snapshot) =
+            state::save(&self.table, &self.opts.pipeline, batch_id, &step.state).await?;
+        entry["lateRows"] = json!(step.late_rows);
+        entry["watermark"] = json!(step.state.clock.watermark);
+        let emitted = step.emit.rows().num_rows();
+        let props = self.properties(&new_ranges, Some(batch_id), emitted, Some(("state", entry)));
+        let version = match &step.emit {
+            Emit::Append(out) => {
+                let adds = self.write(out).await?;
+                let actions = adds.into_iter().map(Action::Add).collect();
+                self.commit_actions(actions, props, OutputMode::Append, Some(batch_id))
+                    .await?
+            }
+            Emit::Replace(out) => {
+                let mut actions: Vec<Action> = self
+                    .table
+                    .snapshot()?
+                    .log_data()
+                    .into_iter()
+                    .map(|f| Action::Remove(f.remove_action(true)))
+                    .collect();
+                actions.extend(self.write(out).await?.into_iter().map(Action::Add));
+                self.commit_actions(actions, props, OutputMode::Complete, Some(batch_id))
+                    .await?
+            }
+            Emit::Merge(out) if out.num_rows() == 0 => {
+                self.commit_actions(Vec::new(), props, OutputMode::Update, Some(batch_id))
+                    .await?
+            }
+            Emit::Merge(out) => self.merge(out, engine.shape(), props).await?,
+        };
+        self.landed(&new_ranges, Some(batch_id));
+        let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
+        let watermark = step.state.clock.watermark;
+        self.stream = Some((version, step.state));
+        if let Some(path) = snapshot {
+            self.snapshots.push_back(path);
+            // The previous snapshot stays for a writer that read the table just before us.
+            while self.snapshots.len() > 2 {
+                if let Some(old) = self.snapshots.pop_front() {
+                    state::delete(&self.table, &old).await;
+                }
+            }
+        }
+        Ok(CommitOutcome::Committed {
+            version,
+            batch_id: Some(batch_id),
+            rows: emitted,
+            input_rows: input.num_rows(),
+            late_rows: step.late_rows,
+            state_rows,
+            watermark,
+        })
+    }
+
+    async fn write(&self, rows: &RecordBatch) -> Result<Vec<Add>, DeltaTableError> {
+        write_files(
+            &self.table,
+            rows.clone(),
+            self.props.clone(),
+            self.opts.target_file_size,
+        )
+        .await
+    }
+
+    /// MERGE `rows` by the query's keys: matched rows take the new (absolute) values,
+    /// new keys are inserted. Keys compare null-safe: a NULL crime type is a group too.
+    async fn merge(
+        &mut self,
+        rows: &RecordBatch,
+        shape: &Shape,
+        props: CommitProperties,
+    ) -> Result<i64, DeltaTableError> {
+        let Shape::Aggregate { keys, values } = shape else {
+            return Err(DeltaTableError::Generic("update mode needs an aggregate".into()));
+        };
+        let predicate = keys
+            .iter()
+            .map(|k| format!("target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\""))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let source = SessionContext::new().read_batch(rows.clone())?;
+        let columns: Vec<String> = rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let (table, _metrics) = self
+            .table
+            .clone()
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(props)
+            .when_matched_update(|mut u| {
+                for (v, _) in values {
+                    u = u.update(format!("\"{v}\""), format!("source.\"{v}\""));
+                }
+                u
+            })?
+            .when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(format!("\"{c}\""), format!("source.\"{c}\""));
+                }
+                i
+            })?
+            .await?;
+        self.table = table;
+        self.table
+            .version()
+            .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
     }
 }
 

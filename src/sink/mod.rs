@@ -10,6 +10,7 @@
 //!    from rule 2, which also tells whether a "failed" commit had in fact landed.
 
 mod commit;
+mod state;
 mod table;
 
 pub use commit::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
@@ -34,6 +35,8 @@ pub enum SinkError {
         seconds: u64,
         cause: Box<DeltaTableError>,
     },
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error(
         "table '{table}': shutdown while a commit was failing ({cause}); the batch was \
          abandoned whole and is read again on restart"

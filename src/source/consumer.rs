@@ -53,6 +53,25 @@ pub struct SourceHandle {
 }
 
 impl SourceHandle {
+    /// Partition ids of the topic, from the cluster's metadata.
+    pub fn partitions(&self) -> Vec<i32> {
+        match self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+        {
+            Ok(m) => m
+                .topics()
+                .iter()
+                .filter(|t| t.name() == self.topic)
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect(),
+            Err(e) => {
+                warn!(topic = %self.topic, error = %e, "cannot read the topic's partitions");
+                Vec::new()
+            }
+        }
+    }
+
     /// Mirror committed table offsets into the consumer group, for standard lag tools.
     pub fn commit_offsets(&self, ranges: &BTreeMap<i32, OffsetRange>) {
         let mut tpl = TopicPartitionList::new();

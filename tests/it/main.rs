@@ -8,4 +8,6 @@ mod config_errors;
 mod crash;
 mod ingest;
 mod scale_out;
+mod replay;
 mod sink;
+mod streaming;

@@ -66,7 +66,7 @@ async fn replays_and_stale_writers_add_each_offset_once() {
     let mut b = open(&env).await; // a second process, its snapshot soon stale
 
     let (batch, info) = rows(0, 0, 99);
-    let first = a.commit(&batch, &info).await.expect("commit");
+    let first = a.commit(&batch, &info, None).await.expect("commit");
     assert!(matches!(
         first,
         CommitOutcome::Committed {
@@ -78,7 +78,7 @@ async fn replays_and_stale_writers_add_each_offset_once() {
 
     // B never saw A's commit and holds 0..149: only 100..149 are new.
     let (batch, info) = rows(0, 0, 149);
-    let second = b.commit(&batch, &info).await.expect("commit");
+    let second = b.commit(&batch, &info, None).await.expect("commit");
     assert!(
         matches!(
             second,
@@ -94,13 +94,13 @@ async fn replays_and_stale_writers_add_each_offset_once() {
     // A replays 100..149 (as after a crash whose commit had in fact landed).
     let (batch, info) = rows(0, 100, 149);
     assert_eq!(
-        a.commit(&batch, &info).await.expect("commit"),
+        a.commit(&batch, &info, None).await.expect("commit"),
         CommitOutcome::AlreadyCommitted
     );
 
     // Another partition is independent.
     let (batch, info) = rows(1, 0, 9);
-    let third = a.commit(&batch, &info).await.expect("commit");
+    let third = a.commit(&batch, &info, None).await.expect("commit");
     assert!(matches!(third, CommitOutcome::Committed { rows: 10, .. }));
 
     assert_eq!(env.count("events").await, 160);

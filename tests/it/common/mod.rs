@@ -26,6 +26,8 @@ pub struct TestEnv {
     pub group: String,
     /// Extra `--set` overrides for every command.
     pub overrides: Vec<String>,
+    /// Pipelines `run` starts (all configured ones when empty).
+    pub pipelines: Vec<String>,
     /// Processes spawned in the background, killed when the test ends (even by panic).
     spawned: std::sync::Mutex<Vec<u32>>,
 }
@@ -55,6 +57,7 @@ impl TestEnv {
             topic: format!("it-{name}-{id}"),
             group: format!("it-{name}-{id}"),
             overrides: Vec::new(),
+            pipelines: vec!["calls".to_string()],
             spawned: std::sync::Mutex::new(Vec::new()),
         };
         std::fs::create_dir_all(env.root()).expect("table root");
@@ -85,15 +88,25 @@ impl TestEnv {
             // Short sessions: a killed consumer's partitions move on within seconds.
             "kafka.options.session.timeout.ms=6000".to_string(),
             "kafka.options.heartbeat.interval.ms=500".to_string(),
-            "pipelines.calls.trigger_interval=300ms".to_string(),
-            "pipelines.calls.max_offsets_per_trigger=5000".to_string(),
         ];
-        for s in sets.iter().chain(&self.overrides) {
+        let pipelines = ["calls", "crime_type_windows", "crime_type_hourly", "disposition_summary"];
+        let speed = pipelines.iter().flat_map(|p| {
+            [
+                format!("pipelines.{p}.trigger_interval=300ms"),
+                format!("pipelines.{p}.max_offsets_per_trigger=5000"),
+            ]
+        });
+        for s in sets.into_iter().chain(speed).chain(self.overrides.clone()) {
             cmd.arg("--set").arg(s);
         }
         cmd.arg("--log")
             .arg("info,buoyant_kernel=off,deltalake_core=error");
         cmd.args(args);
+        if args.first() == Some(&"run") {
+            for p in &self.pipelines {
+                cmd.arg("--pipeline").arg(p);
+            }
+        }
         cmd
     }
 
@@ -226,12 +239,35 @@ impl TestEnv {
 }
 
 pub fn parse_summary(stdout: &[u8]) -> serde_json::Value {
+    summary_of(stdout, "calls")
+}
+
+/// The JSON summary line of `pipeline` in `run --summary json` output.
+pub fn summary_of(stdout: &[u8], pipeline: &str) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);
+    let needle = format!("\"pipeline\":\"{pipeline}\"");
     let line = text
         .lines()
-        .find(|l| l.contains("\"pipeline\":\"calls\""))
-        .unwrap_or_else(|| panic!("no summary in: {text}"));
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no summary of {pipeline} in: {text}"));
     serde_json::from_str(line).expect("summary JSON")
+}
+
+/// Every row as one `a|b|c` string (columns cast to text), sorted: tables compare
+/// without caring about file order.
+pub fn row_strings(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let columns: Vec<Vec<String>> = (0..b.num_columns())
+            .map(|i| strings(std::slice::from_ref(b), i))
+            .collect();
+        for r in 0..b.num_rows() {
+            let cells: Vec<&str> = columns.iter().map(|c| c[r].as_str()).collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    rows.sort();
+    rows
 }
 
 /// Row count of a table read by the Python `deltalake` package (an independent reader).

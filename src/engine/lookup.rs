@@ -1,0 +1,161 @@
+//! Static lookup tables (e.g. `radio_code`) that pipeline SQL joins with. Each is loaded
+//! whole into memory and reloaded when its source changes (file size or time, Delta
+//! version), checked at most once per `refresh_interval`.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::json::reader::infer_json_schema_from_iterator;
+use deltalake::arrow::json::ReaderBuilder;
+use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::prelude::{CsvReadOptions, SessionContext};
+use tracing::info;
+
+use super::EngineError;
+use crate::config::{LookupConfig, LookupFormat};
+
+/// What identifies one version of a lookup's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stamp {
+    File { len: u64, modified: Option<SystemTime> },
+    Delta(Option<i64>),
+}
+
+#[derive(Debug)]
+pub struct Lookup {
+    name: String,
+    config: LookupConfig,
+    format: LookupFormat,
+    stamp: Option<Stamp>,
+    checked: Option<Instant>,
+    pub rows: usize,
+}
+
+impl Lookup {
+    pub fn new(name: &str, config: &LookupConfig) -> Result<Self, EngineError> {
+        let format = config
+            .resolved_format(name)
+            .map_err(|e| EngineError::Lookup {
+                name: name.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            name: name.to_string(),
+            config: config.clone(),
+            format,
+            stamp: None,
+            checked: None,
+            rows: 0,
+        })
+    }
+
+    fn err(&self, message: impl ToString) -> EngineError {
+        EngineError::Lookup {
+            name: self.name.clone(),
+            message: format!("{}: {}", self.config.path, message.to_string()),
+        }
+    }
+
+    /// (Re)register the table in `ctx` if its source changed; the first call loads it.
+    pub async fn refresh(&mut self, ctx: &SessionContext) -> Result<(), EngineError> {
+        if self
+            .checked
+            .is_some_and(|t| t.elapsed() < self.config.refresh_interval)
+        {
+            return Ok(());
+        }
+        self.checked = Some(Instant::now());
+        let stamp = self.stamp().await?;
+        if self.stamp.as_ref() == Some(&stamp) {
+            return Ok(());
+        }
+        let batches = self.load(ctx).await?;
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => return Err(self.err("the table is empty")),
+        };
+        self.rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let table = MemTable::try_new(schema, vec![batches]).map_err(|e| self.err(e))?;
+        ctx.deregister_table(self.name.as_str())
+            .map_err(|e| self.err(e))?;
+        ctx.register_table(self.name.as_str(), Arc::new(table))
+            .map_err(|e| self.err(e))?;
+        if self.stamp.is_some() {
+            info!(lookup = %self.name, rows = self.rows, "lookup table changed, reloaded");
+        }
+        self.stamp = Some(stamp);
+        Ok(())
+    }
+
+    async fn stamp(&self) -> Result<Stamp, EngineError> {
+        if self.format == LookupFormat::Delta {
+            let table = deltalake::open_table(self.delta_url()?)
+                .await
+                .map_err(|e| self.err(e))?;
+            return Ok(Stamp::Delta(table.version()));
+        }
+        let meta = std::fs::metadata(&self.config.path).map_err(|e| self.err(e))?;
+        Ok(Stamp::File {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    fn delta_url(&self) -> Result<url::Url, EngineError> {
+        let path = &self.config.path;
+        if path.contains("://") {
+            return url::Url::parse(path).map_err(|e| self.err(e));
+        }
+        let dir = std::path::absolute(path).map_err(|e| self.err(e))?;
+        url::Url::from_directory_path(dir).map_err(|()| self.err("not a directory"))
+    }
+
+    async fn load(&self, ctx: &SessionContext) -> Result<Vec<RecordBatch>, EngineError> {
+        match self.format {
+            LookupFormat::Json => self.load_json(),
+            LookupFormat::Csv => ctx
+                .read_csv(&self.config.path, CsvReadOptions::new())
+                .await
+                .map_err(|e| self.err(e))?
+                .collect()
+                .await
+                .map_err(|e| self.err(e)),
+            LookupFormat::Delta => {
+                let table = deltalake::open_table(self.delta_url()?)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                let provider = table.table_provider().await.map_err(|e| self.err(e))?;
+                let scratch = SessionContext::new();
+                scratch
+                    .read_table(provider)
+                    .map_err(|e| self.err(e))?
+                    .collect()
+                    .await
+                    .map_err(|e| self.err(e))
+            }
+        }
+    }
+
+    /// A JSON array of objects, or one object per line.
+    fn load_json(&self) -> Result<Vec<RecordBatch>, EngineError> {
+        let text = std::fs::read_to_string(&self.config.path).map_err(|e| self.err(e))?;
+        let values: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+            Ok(serde_json::Value::Array(items)) => items,
+            _ => serde_json::Deserializer::from_str(&text)
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err(format!("not a JSON array or JSON lines: {e}")))?,
+        };
+        if let Some(bad) = values.iter().find(|v| !v.is_object()) {
+            return Err(self.err(format!("every entry must be an object, found {bad}")));
+        }
+        let schema = infer_json_schema_from_iterator(values.iter().map(Ok))
+            .map_err(|e| self.err(e))?;
+        let mut decoder = ReaderBuilder::new(Arc::new(schema))
+            .build_decoder()
+            .map_err(|e| self.err(e))?;
+        decoder.serialize(&values).map_err(|e| self.err(e))?;
+        Ok(decoder.flush().map_err(|e| self.err(e))?.into_iter().collect())
+    }
+}
