@@ -155,7 +155,10 @@ impl Config {
                 if !field.is_some_and(|f| f.ty == FieldType::Timestamp) {
                     return Err(ConfigError::key(
                         key("event_time"),
-                        format!("'{column}' is not a TIMESTAMP field of source '{}'", p.source),
+                        format!(
+                            "'{column}' is not a TIMESTAMP field of source '{}'",
+                            p.source
+                        ),
                     ));
                 }
             }

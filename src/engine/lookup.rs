@@ -18,7 +18,10 @@ use crate::config::{LookupConfig, LookupFormat};
 /// What identifies one version of a lookup's source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Stamp {
-    File { len: u64, modified: Option<SystemTime> },
+    File {
+        len: u64,
+        modified: Option<SystemTime>,
+    },
     Delta(Option<i64>),
 }
 
@@ -93,7 +96,7 @@ impl Lookup {
             let table = deltalake::open_table(self.delta_url()?)
                 .await
                 .map_err(|e| self.err(e))?;
-            return Ok(Stamp::Delta(table.version()));
+            return Ok(Stamp::Delta(table.version().map(|v| v as i64)));
         }
         let meta = std::fs::metadata(&self.config.path).map_err(|e| self.err(e))?;
         Ok(Stamp::File {
@@ -150,12 +153,16 @@ impl Lookup {
         if let Some(bad) = values.iter().find(|v| !v.is_object()) {
             return Err(self.err(format!("every entry must be an object, found {bad}")));
         }
-        let schema = infer_json_schema_from_iterator(values.iter().map(Ok))
-            .map_err(|e| self.err(e))?;
+        let schema =
+            infer_json_schema_from_iterator(values.iter().map(Ok)).map_err(|e| self.err(e))?;
         let mut decoder = ReaderBuilder::new(Arc::new(schema))
             .build_decoder()
             .map_err(|e| self.err(e))?;
         decoder.serialize(&values).map_err(|e| self.err(e))?;
-        Ok(decoder.flush().map_err(|e| self.err(e))?.into_iter().collect())
+        Ok(decoder
+            .flush()
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .collect())
     }
 }

@@ -181,7 +181,8 @@ impl Engine {
     /// Plan on an empty batch: the shape of the query and its output schema.
     async fn plan(&mut self, file: &str) -> Result<(), EngineError> {
         let empty = RecordBatch::new_empty(self.input_schema.clone());
-        self.bind(&empty, None).map_err(|e| self.sql_error(file, &e))?;
+        self.bind(&empty, None)
+            .map_err(|e| self.sql_error(file, &e))?;
         let plan = self
             .ctx
             .state()
@@ -271,11 +272,12 @@ impl Engine {
     /// Run the query on a synthetic batch under a time limit: a query that cannot keep
     /// up (an accidental cross join, say) fails now rather than stalling the stream.
     async fn try_sample(&mut self, file: &str) -> Result<(), EngineError> {
-        let sample = sample_batch(&self.input_schema, CHECK_ROWS).map_err(|e| EngineError::Sql {
-            file: file.to_string(),
-            line: None,
-            message: format!("cannot build a test batch: {e}"),
-        })?;
+        let sample =
+            sample_batch(&self.input_schema, CHECK_ROWS).map_err(|e| EngineError::Sql {
+                file: file.to_string(),
+                line: None,
+                message: format!("cannot build a test batch: {e}"),
+            })?;
         self.bind(&sample, None)
             .map_err(|e| self.sql_error(file, &e))?;
         // On its own task, so the time limit holds even if the query never yields.
@@ -342,7 +344,8 @@ impl Engine {
         }
         let table = MemTable::try_new(batch.schema(), vec![vec![batch.clone()]])?;
         self.ctx.deregister_table(self.stream.as_str())?;
-        self.ctx.register_table(self.stream.as_str(), Arc::new(table))?;
+        self.ctx
+            .register_table(self.stream.as_str(), Arc::new(table))?;
         Ok(())
     }
 
@@ -416,8 +419,8 @@ impl Engine {
         let windowed = self.output_schema.column_with_name("window_end").is_some();
         let (emit, open) = match self.mode {
             OutputMode::Append => {
-                let (closed, open) = state::split_closed(&merged, clock.watermark)
-                    .map_err(|e| self.run_error(e))?;
+                let (closed, open) =
+                    state::split_closed(&merged, clock.watermark).map_err(|e| self.run_error(e))?;
                 (Emit::Append(closed), open)
             }
             OutputMode::Update => {
@@ -462,11 +465,17 @@ impl Engine {
         let schema = self.output_schema.clone();
         ctx.register_table(
             "state",
-            Arc::new(MemTable::try_new(schema.clone(), vec![vec![previous.clone()]])?),
+            Arc::new(MemTable::try_new(
+                schema.clone(),
+                vec![vec![previous.clone()]],
+            )?),
         )?;
         ctx.register_table(
             "batch",
-            Arc::new(MemTable::try_new(schema.clone(), vec![vec![partial.clone()]])?),
+            Arc::new(MemTable::try_new(
+                schema.clone(),
+                vec![vec![partial.clone()]],
+            )?),
         )?;
         let select: Vec<String> = schema
             .fields()
@@ -510,6 +519,8 @@ fn line_in_message(message: &str) -> Option<u64> {
 /// groups behave like real data), numbers and times counting up.
 fn sample_batch(schema: &SchemaRef, rows: usize) -> Result<RecordBatch, ArrowError> {
     let counter = Int64Array::from_iter_values((0..rows as i64).map(|i| i * 60_000_000));
+    let days =
+        deltalake::arrow::array::Int32Array::from_iter_values((0..rows as i32).map(|i| i % 365));
     let columns = schema
         .fields()
         .iter()
@@ -518,6 +529,7 @@ fn sample_batch(schema: &SchemaRef, rows: usize) -> Result<RecordBatch, ArrowErr
                 DataType::Utf8 => Arc::new(StringArray::from_iter_values(
                     (0..rows).map(|i| format!("v{}", i % 100)),
                 )),
+                t @ (DataType::Date32 | DataType::Int32) => cast(&days, t)?,
                 t if can_cast_types(&DataType::Int64, t) => cast(&counter, t)?,
                 t => new_null_array(t, rows),
             })

@@ -113,8 +113,7 @@ fn merge_rule(e: &Expr) -> Result<Merge, String> {
 }
 
 fn contains_aggregate(plan: &LogicalPlan) -> bool {
-    matches!(plan, LogicalPlan::Aggregate(_))
-        || plan.inputs().into_iter().any(contains_aggregate)
+    matches!(plan, LogicalPlan::Aggregate(_)) || plan.inputs().into_iter().any(contains_aggregate)
 }
 
 fn unsupported(plan: &LogicalPlan) -> String {

@@ -72,10 +72,7 @@ impl Clock {
 }
 
 /// Latest event time per partition in `rows` (`kafka_partition` and `column`).
-pub fn max_event_times(
-    rows: &RecordBatch,
-    column: &str,
-) -> Result<BTreeMap<i32, i64>, ArrowError> {
+pub fn max_event_times(rows: &RecordBatch, column: &str) -> Result<BTreeMap<i32, i64>, ArrowError> {
     let missing = |c: &str| ArrowError::SchemaError(format!("batch has no column {c}"));
     let parts = rows
         .column_by_name("kafka_partition")
@@ -138,8 +135,8 @@ pub fn changed_rows(
         .map(|c| SortField::new(c.data_type().clone()))
         .collect();
     let converter = RowConverter::new(fields)?;
-    let touched = converter.convert_columns(&key_columns(partial)?)?;
-    let touched: HashSet<&[u8]> = touched.iter().map(|r| r.as_ref()).collect();
+    let partial_rows = converter.convert_columns(&key_columns(partial)?)?;
+    let touched: HashSet<Vec<u8>> = partial_rows.iter().map(|r| r.as_ref().to_vec()).collect();
     let all = converter.convert_columns(&key_columns(merged)?)?;
     let mask: BooleanArray = all
         .iter()
@@ -159,10 +156,13 @@ pub fn split_closed(
     let ends = rows
         .column_by_name("window_end")
         .ok_or_else(|| ArrowError::SchemaError("no window_end column".into()))?;
-    let ends = cast(ends, &deltalake::arrow::datatypes::DataType::Timestamp(
-        deltalake::arrow::datatypes::TimeUnit::Microsecond,
-        None,
-    ))?;
+    let ends = cast(
+        ends,
+        &deltalake::arrow::datatypes::DataType::Timestamp(
+            deltalake::arrow::datatypes::TimeUnit::Microsecond,
+            None,
+        ),
+    )?;
     let w = TimestampMicrosecondArray::new_scalar(w);
     let closed = lt_eq(&ends, &w)?;
     let open = gt(&ends, &w)?;
@@ -210,16 +210,40 @@ mod tests {
         let idle = Duration::from_secs(60);
         let mut c = Clock::default();
         let parts = [0, 1];
-        c.advance(&BTreeMap::from([(0, 100 * MIN)]), &parts, 60 * MIN, idle, now);
+        c.advance(
+            &BTreeMap::from([(0, 100 * MIN)]),
+            &parts,
+            60 * MIN,
+            idle,
+            now,
+        );
         assert_eq!(c.watermark, None, "partition 1 has not delivered yet");
-        c.advance(&BTreeMap::from([(1, 70 * MIN)]), &parts, 60 * MIN, idle, now);
+        c.advance(
+            &BTreeMap::from([(1, 70 * MIN)]),
+            &parts,
+            60 * MIN,
+            idle,
+            now,
+        );
         assert_eq!(c.watermark, Some(10 * MIN));
         // Partition 1 goes quiet: after the idle timeout only partition 0 counts.
         let later = now + Duration::from_secs(61);
-        c.advance(&BTreeMap::from([(0, 130 * MIN)]), &parts, 60 * MIN, idle, later);
+        c.advance(
+            &BTreeMap::from([(0, 130 * MIN)]),
+            &parts,
+            60 * MIN,
+            idle,
+            later,
+        );
         assert_eq!(c.watermark, Some(70 * MIN));
         // Partition 1 comes back far behind: the watermark does not go back.
-        c.advance(&BTreeMap::from([(1, 75 * MIN)]), &parts, 60 * MIN, idle, later);
+        c.advance(
+            &BTreeMap::from([(1, 75 * MIN)]),
+            &parts,
+            60 * MIN,
+            idle,
+            later,
+        );
         assert_eq!(c.watermark, Some(70 * MIN));
     }
 

@@ -88,10 +88,9 @@ impl WindowFunction {
 impl TableFunctionImpl for WindowFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let (table, column, spec) = self.parse_args(args.exprs())?;
-        let mut input = self
-            .slot
-            .lock()
-            .map_err(|_| deltalake::datafusion::error::DataFusionError::Internal("window slot poisoned".into()))?;
+        let mut input = self.slot.lock().map_err(|_| {
+            deltalake::datafusion::error::DataFusionError::Internal("window slot poisoned".into())
+        })?;
         if table != input.table {
             return plan_err!(
                 "{}() windows the stream table '{}', not '{table}'",
@@ -127,7 +126,9 @@ fn duration_arg(e: &Expr, usage: &str) -> Result<i64> {
         Expr::Literal(ScalarValue::IntervalDayTime(Some(i)), _) => {
             i64::from(i.days) * 86_400_000_000 + i64::from(i.milliseconds) * 1000
         }
-        other => return plan_err!("expected a duration such as '10 minutes', got {other}: {usage}"),
+        other => {
+            return plan_err!("expected a duration such as '10 minutes', got {other}: {usage}")
+        }
     };
     if micros <= 0 {
         return plan_err!("window durations must be positive: {usage}");
@@ -154,7 +155,10 @@ fn explode(
         return plan_err!("the stream has no column '{column}' to window on");
     };
     let DataType::Timestamp(TimeUnit::Microsecond, _) = times.data_type() else {
-        return plan_err!("column '{column}' is {}, not a timestamp", times.data_type());
+        return plan_err!(
+            "column '{column}' is {}, not a timestamp",
+            times.data_type()
+        );
     };
     let times = times.as_primitive::<TimestampMicrosecondType>();
     let mut indices = Vec::with_capacity(batch.num_rows() * 2);
@@ -225,7 +229,10 @@ mod tests {
             size: 60 * MIN,
             slide: 60 * MIN,
         };
-        assert_eq!(window_starts(-1, tumble).collect::<Vec<_>>(), vec![-60 * MIN]);
+        assert_eq!(
+            window_starts(-1, tumble).collect::<Vec<_>>(),
+            vec![-60 * MIN]
+        );
     }
 
     #[test]
@@ -235,8 +242,8 @@ mod tests {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             false,
         )]));
-        let t = TimestampMicrosecondArray::from(vec![2 * MIN, 7 * MIN, 20 * MIN])
-            .with_timezone("UTC");
+        let t =
+            TimestampMicrosecondArray::from(vec![2 * MIN, 7 * MIN, 20 * MIN]).with_timezone("UTC");
         let batch = RecordBatch::try_new(schema, vec![Arc::new(t)]).unwrap();
         let spec = WindowSpec {
             size: 10 * MIN,

@@ -70,7 +70,9 @@ impl Pipeline {
         let fields = source.field_specs(&p.source)?;
         let decoder = JsonDecoder::new(fields, source.max_message_bytes, &self.name);
         let mut engine = match &p.sql {
-            Some(_) => Some(Engine::compile(&self.config, &self.name, decoder.table_schema()).await?),
+            Some(_) => {
+                Some(Engine::compile(&self.config, &self.name, decoder.table_schema()).await?)
+            }
             None => None,
         };
         let schema = engine

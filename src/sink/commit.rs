@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
+use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitProperties, TableReference, TransactionError,
 };
-use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
@@ -271,8 +271,13 @@ impl DeltaSink {
     async fn new_part(
         &mut self,
         batch: &BatchInfo,
-    ) -> Result<(HashMap<i32, Option<i64>>, Option<BTreeMap<i32, OffsetRange>>), DeltaTableError>
-    {
+    ) -> Result<
+        (
+            HashMap<i32, Option<i64>>,
+            Option<BTreeMap<i32, OffsetRange>>,
+        ),
+        DeltaTableError,
+    > {
         let mut committed = HashMap::new();
         for &p in batch.ranges.keys() {
             let v = self.cached_offset(p).await?;
@@ -540,11 +545,13 @@ impl DeltaSink {
         props: CommitProperties,
     ) -> Result<i64, DeltaTableError> {
         let Shape::Aggregate { keys, values } = shape else {
-            return Err(DeltaTableError::Generic("update mode needs an aggregate".into()));
+            return Err(DeltaTableError::Generic(
+                "update mode needs an aggregate".into(),
+            ));
         };
         let predicate = keys
             .iter()
-            .map(|k| format!("target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\""))
+            .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
             .collect::<Vec<_>>()
             .join(" AND ");
         let source = SessionContext::new().read_batch(rows.clone())?;
@@ -577,6 +584,7 @@ impl DeltaSink {
         self.table = table;
         self.table
             .version()
+            .map(|v| v as i64)
             .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
     }
 }

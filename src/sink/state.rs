@@ -7,10 +7,11 @@
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::logstore::object_store::PutPayload;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
-use deltalake::{DeltaTable, DeltaTableError, ObjectStore as _, Path};
+use deltalake::{DeltaTable, DeltaTableError, Path};
 use serde_json::{json, Value};
 
 use crate::engine::{Aggregate, Clock, StreamState};
@@ -35,7 +36,7 @@ pub async fn latest_commit_info(
             };
             let info = &action["commitInfo"]["lakestream"];
             if info["pipeline"].as_str() == Some(pipeline) {
-                return Ok(Some((version, info.clone())));
+                return Ok(Some((version as i64, info.clone())));
             }
         }
     }

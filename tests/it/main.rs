@@ -7,7 +7,7 @@ mod common;
 mod config_errors;
 mod crash;
 mod ingest;
-mod scale_out;
 mod replay;
+mod scale_out;
 mod sink;
 mod streaming;

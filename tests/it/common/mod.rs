@@ -89,7 +89,12 @@ impl TestEnv {
             "kafka.options.session.timeout.ms=6000".to_string(),
             "kafka.options.heartbeat.interval.ms=500".to_string(),
         ];
-        let pipelines = ["calls", "crime_type_windows", "crime_type_hourly", "disposition_summary"];
+        let pipelines = [
+            "calls",
+            "crime_type_windows",
+            "crime_type_hourly",
+            "disposition_summary",
+        ];
         let speed = pipelines.iter().flat_map(|p| {
             [
                 format!("pipelines.{p}.trigger_interval=300ms"),
