@@ -313,10 +313,6 @@ impl Engine {
         &self.shape
     }
 
-    pub fn is_stateful(&self) -> bool {
-        matches!(self.shape, Shape::Aggregate { .. }) || self.watermark.is_some()
-    }
-
     /// Partitions of the source topic: each holds the watermark back until it delivers
     /// an event or goes idle.
     pub fn set_partitions(&mut self, partitions: Vec<i32>) {
