@@ -23,7 +23,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 topic="bench-$(date +%s)"
 sets=(--set "sources.police_calls.topic=$topic" --set "storage.root=$work/tables"
-      --set "kafka.group_id=$topic")
+      --set "kafka.group_id=$topic" --set mysql.enabled=false)
 for p in calls crime_type_windows crime_type_hourly disposition_summary; do
   sets+=(--set "pipelines.$p.max_offsets_per_trigger=$MAX_OFFSETS" --set "pipelines.$p.trigger_interval=$TRIGGER")
 done

@@ -1,4 +1,5 @@
-//! Wiring for `lakestream run`: one task per pipeline, signals, fail-fast.
+//! Wiring for `lakestream run`: one task per pipeline and the MySQL sync task, signals,
+//! fail-fast.
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -7,6 +8,10 @@ use tracing::{error, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Snapshot;
 use crate::pipeline::{Pipeline, RunOptions};
+use crate::sync::SyncTask;
+
+/// How long `run --until-caught-up` keeps retrying the last MySQL sync.
+const FINAL_SYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 use crate::{Error, Result};
 
 /// Run `selected` pipelines (all when empty) until a signal, or until caught up.
@@ -34,6 +39,15 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
+    let sync_stop = shutdown.child_token();
+    let sync = SyncTask::new(&config)
+        .filter(|t| t.has_targets() && config.mysql.as_ref().is_some_and(|m| m.enabled))
+        .map(|task| {
+            // A backfill ends with the mirror caught up too; a signal just stops it.
+            let final_pass = opts.until_caught_up.then_some(FINAL_SYNC_PATIENCE);
+            tokio::spawn(task.run(sync_stop.clone(), final_pass))
+        });
+
     let mut tasks = JoinSet::new();
     for name in names {
         let pipeline = Pipeline::new(&name, config.clone());
@@ -59,13 +73,31 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             }
         }
     }
+    if first_error.is_some() {
+        shutdown.cancel();
+    }
+    sync_stop.cancel();
+    if let Some(sync) = sync {
+        match sync.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e.into());
+            }
+            Err(e) => {
+                first_error.get_or_insert(Error::Task {
+                    task: "mysql sync".into(),
+                    message: e.to_string(),
+                });
+            }
+        }
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(summaries),
     }
 }
 
-async fn watch_signals(shutdown: CancellationToken) {
+pub(crate) async fn watch_signals(shutdown: CancellationToken) {
     let mut count = 0;
     loop {
         if wait_for_signal().await.is_err() {

@@ -47,9 +47,19 @@ pub enum Command {
     Run(RunArgs),
     /// Write calls to a topic: from a file in the SF dataset format, or synthetic ones.
     Produce(ProduceArgs),
+    /// Mirror the tables listed in mysql.mirror into MySQL/MariaDB and apply the BI views
+    /// (what `run` does in the background), then keep syncing until SIGINT/SIGTERM.
+    Sync(SyncArgs),
     /// Benchmark helper: read a topic to its end with the pipelines' client settings,
     /// counting messages and bytes (no group offsets, nothing written). Prints JSON.
     CountTopic(CountTopicArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Catch up once (every mirrored table to its latest Delta version) and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,29 @@ use crate::metrics::Snapshot;
 use crate::source::dataset::{Dataset, DatasetOptions};
 use crate::source::synthetic::CallGenerator;
 use crate::source::{ensure_topic, produce as send_all, ProduceOptions, ProduceReport, Rate};
+use crate::sync::SyncTask;
 use crate::{Error, Result};
+
+/// `lakestream sync [--once]`.
+pub async fn sync(config: &Config, once: bool) -> Result<()> {
+    let mut task = SyncTask::new(config)
+        .filter(SyncTask::has_targets)
+        .ok_or_else(|| {
+            ConfigError::key(
+                "mysql.mirror",
+                "nothing to mirror: add a [mysql] section listing pipelines in mirror",
+            )
+        })?;
+    if !once {
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(crate::app::watch_signals(stop.clone()));
+        return Ok(task.run(stop, None).await?);
+    }
+    for t in task.pass().await? {
+        println!("{}", serde_json::to_string(&t).unwrap_or_default());
+    }
+    Ok(())
+}
 
 /// `lakestream produce`.
 pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, ProduceReport)> {

@@ -16,6 +16,8 @@ pub enum Error {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    Sync(#[from] crate::sync::SyncError),
     #[error("pipeline '{pipeline}' stopped: {message}")]
     Pipeline { pipeline: String, message: String },
     #[error("{option}: {message}")]

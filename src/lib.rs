@@ -3,7 +3,8 @@
 //! Data flows `source` (Kafka consumer, replay producer) -> `decode` (JSON -> Arrow,
 //! dead letters) -> `pipeline` (micro-batch loop) -> `sink` (Delta writer and the
 //! exactly-once commit). `config` validates everything once at start-up and `app`
-//! wires the tasks together with signal handling.
+//! wires the tasks together with signal handling. `engine` runs pipeline SQL (windows,
+//! watermarks, state); `sync` mirrors tables into MySQL for BI tools.
 
 pub mod app;
 pub mod cli;
@@ -16,5 +17,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod sink;
 pub mod source;
+pub mod sync;
 
 pub use error::{Error, Result};

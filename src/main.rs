@@ -46,6 +46,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 report.per_second()
             );
         }
+        Command::Sync(args) => commands::sync(&config, args.once).await?,
         Command::CountTopic(args) => {
             let report = tokio::task::spawn_blocking(move || {
                 lakestream::source::count_topic(

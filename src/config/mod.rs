@@ -33,6 +33,52 @@ pub struct Config {
     /// Static lookup tables that pipeline SQL can join with, by table name.
     #[serde(default)]
     pub lookups: BTreeMap<String, LookupConfig>,
+    /// The MySQL/MariaDB mirror of pipeline tables and the BI views over it.
+    pub mysql: Option<MysqlConfig>,
+}
+
+/// Where the mirror lives and what it holds. Passwords never come from this file: they
+/// are read from the environment variable or file named here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// Off: `run` starts no sync task (`lakestream sync` still works).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    #[serde(default = "defaults::mysql_host")]
+    pub host: String,
+    #[serde(default = "defaults::mysql_port")]
+    pub port: u16,
+    #[serde(default = "defaults::mysql_user")]
+    pub user: String,
+    /// Environment variable holding the sync user's password (unset: empty password).
+    #[serde(default = "defaults::mysql_password_env")]
+    pub password_env: String,
+    /// A file holding the password (first line), instead of the environment variable.
+    pub password_file: Option<String>,
+    /// Database of the mirrored tables and views; created when missing.
+    #[serde(default = "defaults::mysql_database")]
+    pub database: String,
+    /// Pipelines whose output tables are mirrored (same table names in MySQL).
+    #[serde(default)]
+    pub mirror: Vec<String>,
+    /// How often the sync task looks for new Delta versions.
+    #[serde(default = "defaults::sync_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows per INSERT statement.
+    #[serde(default = "defaults::sync_batch_rows")]
+    pub batch_rows: usize,
+    /// Folder of the BI layer's SQL files, applied in name order at start-up.
+    #[serde(default = "defaults::mysql_sql_dir")]
+    pub sql_dir: String,
+    /// Read-only account for dashboards: SELECT on the views only. Unset: not managed.
+    pub bi_user: Option<String>,
+    /// Environment variable holding the BI account's password.
+    #[serde(default = "defaults::bi_password_env")]
+    pub bi_password_env: String,
+    /// Host part of the BI account (`%` = from anywhere).
+    #[serde(default = "defaults::bi_host")]
+    pub bi_host: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,7 +206,9 @@ pub struct PipelineConfig {
     /// SQL file run over each micro-batch (the source is a table named after the source,
     /// lookups are tables too). Without it, the decoded records are written as they are.
     pub sql: Option<String>,
-    /// Key columns of an update-mode result (the query's GROUP BY columns).
+    /// Columns that identify an output row: required for update mode (the query's GROUP
+    /// BY columns, the MERGE keys); elsewhere optional, used as the MySQL mirror's
+    /// primary key (default for a table without SQL: kafka_partition, kafka_offset).
     #[serde(default)]
     pub keys: Vec<String>,
     /// Event-time column of the source that drives the watermark.
@@ -207,6 +255,14 @@ impl PipelineConfig {
     /// Event-time column and watermark delay, when both are set.
     pub fn watermark_spec(&self) -> Option<(&str, Duration)> {
         Some((self.event_time.as_deref()?, self.watermark?))
+    }
+
+    /// Columns identifying an output row (see `keys`).
+    pub fn row_keys(&self) -> Vec<String> {
+        match (&self.sql, self.keys.is_empty()) {
+            (None, true) => vec!["kafka_partition".into(), "kafka_offset".into()],
+            _ => self.keys.clone(),
+        }
     }
 
     pub fn dead_letter_table(&self) -> String {
@@ -281,6 +337,39 @@ mod defaults {
     }
     pub fn lookup_refresh() -> Duration {
         Duration::from_secs(10)
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn mysql_host() -> String {
+        "127.0.0.1".into()
+    }
+    pub fn mysql_port() -> u16 {
+        3306
+    }
+    pub fn mysql_user() -> String {
+        "root".into()
+    }
+    pub fn mysql_password_env() -> String {
+        "LAKESTREAM_MYSQL_PASSWORD".into()
+    }
+    pub fn mysql_database() -> String {
+        "lakestream".into()
+    }
+    pub fn sync_interval() -> Duration {
+        Duration::from_secs(2)
+    }
+    pub fn sync_batch_rows() -> usize {
+        1000
+    }
+    pub fn mysql_sql_dir() -> String {
+        "sql/mysql".into()
+    }
+    pub fn bi_password_env() -> String {
+        "LAKESTREAM_BI_PASSWORD".into()
+    }
+    pub fn bi_host() -> String {
+        "%".into()
     }
 }
 

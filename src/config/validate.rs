@@ -1,7 +1,9 @@
 //! Start-up validation: every check names the key and says what is allowed.
 
 use super::fields::{is_identifier, FieldSpec, FieldType};
-use super::{Config, ConfigError, LookupConfig, LookupFormat, OutputMode, SourceConfig};
+use super::{
+    Config, ConfigError, LookupConfig, LookupFormat, MysqlConfig, OutputMode, SourceConfig,
+};
 use crate::decode::METADATA_COLUMNS;
 
 impl Config {
@@ -47,6 +49,59 @@ impl Config {
                     "must be positive",
                 ));
             }
+        }
+        if let Some(mysql) = &self.mysql {
+            self.validate_mysql(mysql)?;
+        }
+        Ok(())
+    }
+
+    fn validate_mysql(&self, m: &MysqlConfig) -> Result<(), ConfigError> {
+        if m.host.trim().is_empty() {
+            return Err(ConfigError::key("mysql.host", "must not be empty"));
+        }
+        check_name("mysql.user", &m.user, false)?;
+        check_name("mysql.database", &m.database, true)?;
+        for name in &m.mirror {
+            let p = self.pipelines.get(name).ok_or_else(|| {
+                ConfigError::key(
+                    "mysql.mirror",
+                    format!("'{name}' is not a configured pipeline"),
+                )
+            })?;
+            if p.mode != OutputMode::Complete && p.row_keys().is_empty() {
+                return Err(ConfigError::key(
+                    format!("pipelines.{name}.keys"),
+                    "a mirrored append table needs the columns that identify a row (the \
+                     MySQL primary key, so a re-read file cannot duplicate rows)",
+                ));
+            }
+        }
+        if m.batch_rows == 0 {
+            return Err(ConfigError::key("mysql.batch_rows", "must be at least 1"));
+        }
+        if m.interval.is_zero() {
+            return Err(ConfigError::key("mysql.interval", "must be positive"));
+        }
+        if let Some(bi) = &m.bi_user {
+            check_name("mysql.bi_user", bi, true)?;
+            if bi == &m.user {
+                return Err(ConfigError::key(
+                    "mysql.bi_user",
+                    "must differ from mysql.user (it gets read-only grants)",
+                ));
+            }
+        }
+        let host_ok = !m.bi_host.is_empty()
+            && m.bi_host.len() <= 60
+            && m.bi_host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "%._-:".contains(c));
+        if !host_ok {
+            return Err(ConfigError::key(
+                "mysql.bi_host",
+                format!("'{}' is not a host name, address or '%'", m.bi_host),
+            ));
         }
         Ok(())
     }
@@ -146,8 +201,8 @@ impl Config {
                 "update mode MERGEs by key: list the query's GROUP BY columns",
             ));
         }
-        if p.mode != OutputMode::Update && !p.keys.is_empty() {
-            return Err(ConfigError::key(key("keys"), "only update mode uses keys"));
+        for k in &p.keys {
+            check_name(&key("keys"), k, true)?;
         }
         match (&p.event_time, p.watermark) {
             (Some(column), Some(_)) => {

@@ -236,7 +236,10 @@ impl Engine {
                     )));
                 }
             }
-            (Shape::Aggregate { keys, .. }, OutputMode::Update) => {
+            (Shape::Aggregate { .. }, OutputMode::Update | OutputMode::Complete) => {}
+        }
+        match &self.shape {
+            Shape::Aggregate { keys, .. } if !p.keys.is_empty() => {
                 let mut want = p.keys.clone();
                 let mut have = keys.clone();
                 want.sort();
@@ -248,7 +251,14 @@ impl Engine {
                     )));
                 }
             }
-            (Shape::Aggregate { .. }, OutputMode::Complete) => {}
+            _ => {
+                if let Some(k) = p.keys.iter().find(|k| !names.contains(&k.as_str())) {
+                    return Err(bad(format!(
+                        "key '{k}' (pipelines.{pipeline}.keys) is not an output column; \
+                         the query returns {names:?}"
+                    )));
+                }
+            }
         }
         for column in p.partition_by.iter().chain(&p.no_dictionary_columns) {
             if !names.contains(&column.as_str()) {
@@ -280,28 +290,37 @@ impl Engine {
             })?;
         self.bind(&sample, None)
             .map_err(|e| self.sql_error(file, &e))?;
-        // On its own task, so the time limit holds even if the query never yields.
+        // On its own thread and runtime: a query that never yields cannot hold up the
+        // time limit, nor the process's exit when start-up fails (the thread is left
+        // behind and dies with the process).
         let (ctx, sql) = (self.ctx.clone(), self.sql.clone());
-        let task = tokio::spawn(async move { ctx.sql(&sql).await?.collect().await });
-        let abort = task.abort_handle();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("sql-check".into())
+            .spawn(move || {
+                let result = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| DataFusionError::External(Box::new(e)))
+                    .and_then(|rt| rt.block_on(async { ctx.sql(&sql).await?.collect().await }));
+                let _ = tx.send(result);
+            })
+            .map_err(|e| self.run_error(format!("cannot start the query check: {e}")))?;
         let started = Instant::now();
-        match tokio::time::timeout(CHECK_TIMEOUT, task).await {
+        match tokio::time::timeout(CHECK_TIMEOUT, rx).await {
             Ok(Ok(Ok(_))) => Ok(()),
             Ok(Ok(Err(e))) => Err(self.sql_error(file, &e)),
             Ok(Err(e)) => Err(self.run_error(format!("query check failed: {e}"))),
-            Err(_) => {
-                abort.abort();
-                Err(EngineError::Sql {
-                    file: file.to_string(),
-                    line: None,
-                    message: format!(
-                        "the query took over {}s on a {CHECK_ROWS}-row test batch (gave up \
-                         after {:.1}s); it would not keep up with the stream: check its joins",
-                        CHECK_TIMEOUT.as_secs(),
-                        started.elapsed().as_secs_f64()
-                    ),
-                })
-            }
+            Err(_) => Err(EngineError::Sql {
+                file: file.to_string(),
+                line: None,
+                message: format!(
+                    "the query took over {}s on a {CHECK_ROWS}-row test batch (gave up \
+                     after {:.1}s); it would not keep up with the stream: check its joins",
+                    CHECK_TIMEOUT.as_secs(),
+                    started.elapsed().as_secs_f64()
+                ),
+            }),
         }
     }
 

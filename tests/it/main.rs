@@ -7,6 +7,7 @@ mod common;
 mod config_errors;
 mod crash;
 mod ingest;
+mod mirror;
 mod replay;
 mod scale_out;
 mod sink;

@@ -1,0 +1,138 @@
+//! What a Delta table holds beyond a mirrored version: the rows of the data files its
+//! later commits added and that are still live, read through delta-rs (so partition
+//! columns come back). Reading a file twice is harmless: the mirror upserts by key.
+
+use std::collections::{BTreeSet, HashMap};
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::delta_datafusion::{FileSelection, MissingSelectedFilePolicy};
+use deltalake::DeltaTable;
+
+use crate::sink::table_url;
+
+/// Rows to bring into the mirror.
+pub enum Change {
+    /// The table does not exist yet (its pipeline has not started).
+    NoTable,
+    /// Nothing committed since the mirrored version.
+    UpToDate { version: u64 },
+    /// Rows of the files added after the mirrored version (upsert them).
+    Rows {
+        version: u64,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// The whole table at `version` (first sync, complete mode, or the log entries
+    /// needed were cleaned up).
+    Full {
+        version: u64,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+}
+
+/// Open `name` under `root` at its latest version.
+pub async fn open(
+    root: &str,
+    name: &str,
+    options: &HashMap<String, String>,
+) -> Result<DeltaTable, String> {
+    let url = table_url(root, name).map_err(|e| e.to_string())?;
+    DeltaTable::try_from_url_with_storage_options(url, options.clone())
+        .await
+        .map_err(|e| format!("table '{name}': {e}"))
+}
+
+/// The change of `table` since `mirrored`; `full` asks for the whole table.
+pub async fn since(
+    table: &DeltaTable,
+    mirrored: Option<u64>,
+    full: bool,
+) -> Result<Change, String> {
+    let Some(version) = table.version() else {
+        return Ok(Change::NoTable);
+    };
+    if mirrored == Some(version) {
+        return Ok(Change::UpToDate { version });
+    }
+    let schema = table
+        .snapshot()
+        .map_err(|e| e.to_string())?
+        .snapshot()
+        .arrow_schema();
+    let paths = match mirrored {
+        Some(from) if !full && from < version => added_files(table, from, version).await?,
+        _ => None,
+    };
+    let Some(paths) = paths else {
+        let batches = scan(table, None).await?;
+        return Ok(Change::Full {
+            version,
+            schema,
+            batches,
+        });
+    };
+    let batches = if paths.is_empty() {
+        Vec::new()
+    } else {
+        scan(table, Some(paths)).await?
+    };
+    Ok(Change::Rows {
+        version,
+        schema,
+        batches,
+    })
+}
+
+/// Paths of files added by commits `from+1..=to` (None when an entry is gone).
+async fn added_files(
+    table: &DeltaTable,
+    from: u64,
+    to: u64,
+) -> Result<Option<BTreeSet<String>>, String> {
+    let store = table.log_store();
+    let mut paths = BTreeSet::new();
+    for v in from + 1..=to {
+        let entry = store
+            .read_commit_entry(v)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(bytes) = entry else {
+            return Ok(None);
+        };
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let action: serde_json::Value =
+                serde_json::from_slice(line).map_err(|e| format!("commit {v}: {e}"))?;
+            // Rewrites (dataChange false, e.g. compaction) count too: a file added and
+            // compacted away before we looked lives on only in the rewrite.
+            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
+                paths.insert(path.to_string());
+            }
+        }
+    }
+    Ok(Some(paths))
+}
+
+/// The table's rows, or only those of `paths` (files no longer live are skipped: their
+/// rows are in the files that replaced them, which are in `paths` too).
+async fn scan(
+    table: &DeltaTable,
+    paths: Option<BTreeSet<String>>,
+) -> Result<Vec<RecordBatch>, String> {
+    let ctx = SessionContext::new();
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| e.to_string())?;
+    let mut builder = table.table_provider();
+    if let Some(paths) = paths {
+        builder = builder.with_file_selection(
+            FileSelection::from_file_paths(paths)
+                .with_missing_file_policy(MissingSelectedFilePolicy::Ignore),
+        );
+    }
+    let provider = builder.await.map_err(|e| e.to_string())?;
+    let df = ctx.read_table(provider).map_err(|e| e.to_string())?;
+    df.collect().await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,327 @@
+//! The sync task: mirrors pipeline tables from Delta into MySQL/MariaDB for BI tools.
+//!
+//! Each tick, per mirrored table: read the Delta version MySQL reflects (from
+//! `lakestream_sync_state`), read only the files committed since, and write their rows
+//! plus the new version in one MySQL transaction. A crash anywhere leaves MySQL at the
+//! old version or the new one, never between; rows are upserted with absolute values,
+//! so reading a file again cannot count twice. Complete-mode tables are replaced whole.
+//! MySQL being down only delays the mirror: the task retries with backoff and ingestion
+//! into Delta never waits for it.
+
+mod bi;
+mod changes;
+mod mysql;
+mod types;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::DeltaTable;
+use mysql_async::Conn;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, MysqlConfig, OutputMode};
+use changes::Change;
+use mysql::Layout;
+
+pub use bi::sql_files;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("MySQL at {address} is unreachable: {message} (is it running? check mysql.host/port and the password variable)")]
+    Unreachable { address: String, message: String },
+    #[error("MySQL error in `{statement}`: {cause}")]
+    Mysql {
+        statement: String,
+        cause: Box<mysql_async::Error>,
+    },
+    #[error("{file}: {message}")]
+    BiSql { file: String, message: String },
+    #[error("'{0}' cannot be a MySQL name: it must match [A-Za-z_][A-Za-z0-9_]{{0,63}}")]
+    Name(String),
+    #[error("mirror of '{table}': another sync moved it first; retrying")]
+    Conflict { table: String },
+    #[error("{message}")]
+    Setup { message: String },
+    #[error("table '{table}': {message}")]
+    Delta { table: String, message: String },
+}
+
+impl SyncError {
+    fn mysql(statement: &str, cause: mysql_async::Error) -> Self {
+        let mut short: String = statement.chars().take(120).collect();
+        if short.len() < statement.len() {
+            short.push_str("...");
+        }
+        Self::Mysql {
+            statement: short,
+            cause: Box::new(cause),
+        }
+    }
+}
+
+/// One mirrored table.
+#[derive(Debug, Clone)]
+struct Target {
+    table: String,
+    mode: OutputMode,
+    keys: Vec<String>,
+}
+
+/// Per-table outcome of one pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableSync {
+    pub table: String,
+    pub version: Option<u64>,
+    pub rows: u64,
+    pub replaced: bool,
+}
+
+/// What the task has done, for logs, the exit summary and the status page.
+#[derive(Debug, Default)]
+pub struct SyncMetrics {
+    pub passes: AtomicU64,
+    pub rows: AtomicU64,
+    pub errors: AtomicU64,
+    /// Unix ms of the last pass that reached every table (-1: none yet).
+    pub last_success_ms: AtomicI64,
+}
+
+pub struct SyncTask {
+    mysql: MysqlConfig,
+    root: String,
+    storage_options: HashMap<String, String>,
+    targets: Vec<Target>,
+    conn: Option<Conn>,
+    /// Open tables, brought up to date incrementally on each pass.
+    tables: HashMap<String, DeltaTable>,
+    bi_ready: bool,
+    pub metrics: Arc<SyncMetrics>,
+}
+
+impl SyncTask {
+    /// The task for `config`'s `[mysql]` section (None when there is none).
+    pub fn new(config: &Config) -> Option<Self> {
+        let mysql = config.mysql.clone()?;
+        let targets = mysql
+            .mirror
+            .iter()
+            .filter_map(|name| config.pipelines.get(name))
+            .map(|p| Target {
+                table: p.table.clone(),
+                mode: p.mode,
+                keys: p.row_keys(),
+            })
+            .collect();
+        Some(Self {
+            root: config.storage.root.clone(),
+            storage_options: config.storage.options.clone().into_iter().collect(),
+            mysql,
+            targets,
+            conn: None,
+            tables: HashMap::new(),
+            bi_ready: false,
+            metrics: Arc::new(SyncMetrics::default()),
+        })
+    }
+
+    pub fn has_targets(&self) -> bool {
+        !self.targets.is_empty()
+    }
+
+    /// One pass over every mirrored table; connects (and sets up) first if needed.
+    pub async fn pass(&mut self) -> Result<Vec<TableSync>, SyncError> {
+        let mut conn = match self.conn.take() {
+            Some(c) => c,
+            None => mysql::connect(&self.mysql).await?,
+        };
+        let result = self.pass_on(&mut conn).await;
+        if result.is_ok() {
+            self.conn = Some(conn);
+            self.metrics.passes.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .last_success_ms
+                .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        }
+        // On error the connection is dropped: the next pass starts from a fresh one.
+        result
+    }
+
+    async fn pass_on(&mut self, conn: &mut Conn) -> Result<Vec<TableSync>, SyncError> {
+        let mut out = Vec::new();
+        let mut all_exist = true;
+        for target in self.targets.clone() {
+            let batch_rows = self.mysql.batch_rows;
+            let done = match self.table(&target.table).await? {
+                Some(table) => sync_table(conn, table, &target, batch_rows).await?,
+                None => TableSync {
+                    table: target.table.clone(),
+                    version: None,
+                    rows: 0,
+                    replaced: false,
+                },
+            };
+            all_exist &= done.version.is_some();
+            self.metrics.rows.fetch_add(done.rows, Ordering::Relaxed);
+            out.push(done);
+        }
+        // Views read the mirrored tables: create them once those exist.
+        if all_exist && !self.bi_ready {
+            let files = bi::apply(conn, &self.mysql.sql_dir).await?;
+            bi::ensure_account(conn, &self.mysql).await?;
+            info!(files, dir = %self.mysql.sql_dir, "BI views applied");
+            self.bi_ready = true;
+        }
+        Ok(out)
+    }
+
+    /// The table `name` at its latest version (None: its pipeline has not created it).
+    async fn table(&mut self, name: &str) -> Result<Option<&DeltaTable>, SyncError> {
+        let delta_err = |message: String| SyncError::Delta {
+            table: name.to_string(),
+            message,
+        };
+        let table = match self.tables.remove(name) {
+            Some(mut t) => {
+                t.update_incremental(None)
+                    .await
+                    .map_err(|e| delta_err(e.to_string()))?;
+                t
+            }
+            None => changes::open(&self.root, name, &self.storage_options)
+                .await
+                .map_err(delta_err)?,
+        };
+        if table.version().is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.tables.entry(name.to_string()).or_insert(table)))
+    }
+
+    /// Sync every `interval` until `stop`; then, if `final_pass`, once more so the
+    /// mirror reflects everything the pipelines committed (retrying up to `patience`).
+    pub async fn run(
+        mut self,
+        stop: CancellationToken,
+        final_pass: Option<Duration>,
+    ) -> Result<(), SyncError> {
+        let mut backoff = Duration::from_secs(1);
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            let wait = if failing_since.is_some() {
+                backoff
+            } else {
+                self.mysql.interval
+            };
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            match self.pass().await {
+                Ok(tables) => {
+                    if let Some(since) = failing_since.take() {
+                        info!(
+                            down_for_s = since.elapsed().as_secs(),
+                            "MySQL mirror back in sync"
+                        );
+                    }
+                    backoff = Duration::from_secs(1);
+                    log_pass(&tables);
+                }
+                Err(e) => {
+                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    failing_since.get_or_insert_with(Instant::now);
+                    warn!(error = %e, retry_in_s = backoff.as_secs(), "MySQL sync failed; ingestion goes on, retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        let Some(patience) = final_pass else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + patience;
+        loop {
+            match self.pass().await {
+                Ok(tables) => {
+                    log_pass(&tables);
+                    return Ok(());
+                }
+                Err(e) if Instant::now() < deadline => {
+                    warn!(error = %e, "final MySQL sync failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn log_pass(tables: &[TableSync]) {
+    for t in tables.iter().filter(|t| t.rows > 0 || t.replaced) {
+        info!(table = %t.table, version = t.version, rows = t.rows, replaced = t.replaced, "mirrored to MySQL");
+    }
+}
+
+/// Bring one table's mirror up to the table's version.
+async fn sync_table(
+    conn: &mut Conn,
+    table: &DeltaTable,
+    t: &Target,
+    batch_rows: usize,
+) -> Result<TableSync, SyncError> {
+    let delta_err = |message: String| SyncError::Delta {
+        table: t.table.clone(),
+        message,
+    };
+    let mirrored = mysql::mirrored_version(conn, &t.table).await?;
+    let complete = t.mode == OutputMode::Complete;
+    let change = changes::since(table, mirrored, complete)
+        .await
+        .map_err(delta_err)?;
+    let mut done = TableSync {
+        table: t.table.clone(),
+        version: mirrored,
+        rows: 0,
+        replaced: false,
+    };
+    let (version, schema, batches, full) = match change {
+        Change::NoTable => return Ok(done),
+        Change::UpToDate { version } => {
+            let schema = table
+                .snapshot()
+                .map_err(|e| delta_err(e.to_string()))?
+                .snapshot()
+                .arrow_schema();
+            // Still make sure the MySQL table is there (it may have been dropped).
+            mysql::ensure_table(conn, &Layout::new(&t.table, schema, t.keys.clone())?).await?;
+            done.version = Some(version);
+            return Ok(done);
+        }
+        Change::Rows {
+            version,
+            schema,
+            batches,
+        } => (version, schema, batches, false),
+        Change::Full {
+            version,
+            schema,
+            batches,
+        } => (version, schema, batches, true),
+    };
+    let layout = Layout::new(&t.table, schema, t.keys.clone())?;
+    mysql::ensure_table(conn, &layout).await?;
+    // ensure_table forgets the state of a table it had to create: read it again.
+    let from = mysql::mirrored_version(conn, &t.table).await?;
+    if from != mirrored {
+        return Ok(done); // next pass starts over from the whole table
+    }
+    let replace = complete || (full && t.keys.is_empty());
+    done.rows = mysql::write(conn, &layout, &batches, replace, from, version, batch_rows).await?;
+    done.version = Some(version);
+    done.replaced = replace;
+    Ok(done)
+}

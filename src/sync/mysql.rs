@@ -1,0 +1,416 @@
+//! The MySQL side of the mirror: connection, table DDL from the Delta schema, and the
+//! transaction that writes rows together with the Delta version they reflect.
+
+use std::time::Duration;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::{DataType, SchemaRef};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Params, TxOpts, Value};
+
+use super::types::{fixed_key_bytes, mysql_type, string_key_chars, values};
+use super::SyncError;
+use crate::config::{is_identifier, MysqlConfig};
+
+/// Rows of every mirrored table's sync state: the Delta version each one reflects.
+pub const STATE_TABLE: &str = "lakestream_sync_state";
+/// Hidden primary key of a table whose key columns may hold NULL (a MySQL primary key
+/// cannot): SHA-256 of the key values, NULL-safe.
+pub const HASH_KEY: &str = "lakestream_key";
+/// Bound values per statement stay below the protocol's 65,535 placeholders.
+const MAX_PLACEHOLDERS: usize = 60_000;
+
+/// `name` as a quoted identifier, after checking it against the strict pattern (quoting
+/// alone would also do; the check keeps odd names out of BI tools too).
+pub fn ident(name: &str) -> Result<String, SyncError> {
+    if is_identifier(name) {
+        Ok(format!("`{name}`"))
+    } else {
+        Err(SyncError::Name(name.to_string()))
+    }
+}
+
+/// The password: from the file named in config, else the environment variable.
+pub fn password(cfg: &MysqlConfig) -> Result<Option<String>, SyncError> {
+    if let Some(path) = &cfg.password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| SyncError::Setup {
+            message: format!("cannot read mysql.password_file {path}: {e}"),
+        })?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    }
+    Ok(std::env::var(&cfg.password_env).ok())
+}
+
+/// Connect, create the database if needed and select it. The session runs in UTC, so
+/// DATETIME columns hold the same instants as the Delta timestamps.
+pub async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(cfg.host.clone())
+        .tcp_port(cfg.port)
+        .user(Some(cfg.user.clone()))
+        .pass(password(cfg)?)
+        .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
+    let connecting = Conn::new(opts);
+    let mut conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .map_err(|_| SyncError::Unreachable {
+            address: format!("{}:{}", cfg.host, cfg.port),
+            message: "no answer within 10s".into(),
+        })?
+        .map_err(|e| SyncError::Unreachable {
+            address: format!("{}:{}", cfg.host, cfg.port),
+            message: e.to_string(),
+        })?;
+    let db = ident(&cfg.database)?;
+    run(
+        &mut conn,
+        &format!("CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4"),
+    )
+    .await?;
+    run(&mut conn, &format!("USE {db}")).await?;
+    run(
+        &mut conn,
+        &format!(
+            "CREATE TABLE IF NOT EXISTS {STATE_TABLE} (\
+               table_name VARCHAR(64) NOT NULL PRIMARY KEY, \
+               delta_version BIGINT NOT NULL, \
+               rows_written BIGINT NOT NULL, \
+               synced_at DATETIME(6) NOT NULL) ENGINE=InnoDB"
+        ),
+    )
+    .await?;
+    Ok(conn)
+}
+
+pub async fn run(conn: &mut Conn, sql: &str) -> Result<(), SyncError> {
+    conn.query_drop(sql)
+        .await
+        .map_err(|e| SyncError::mysql(sql, e))
+}
+
+/// How a Delta table is laid out in MySQL.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub table: String,
+    pub schema: SchemaRef,
+    /// Columns identifying a row (empty: none, the table is only ever replaced).
+    pub keys: Vec<String>,
+    /// Whether the key is the hidden hash column (some key column is nullable).
+    pub hashed: bool,
+}
+
+impl Layout {
+    pub fn new(table: &str, schema: SchemaRef, keys: Vec<String>) -> Result<Self, SyncError> {
+        for k in &keys {
+            if schema.field_with_name(k).is_err() {
+                return Err(SyncError::Setup {
+                    message: format!("key column '{k}' is not a column of table '{table}'"),
+                });
+            }
+        }
+        let hashed = keys
+            .iter()
+            .any(|k| schema.field_with_name(k).is_ok_and(|f| f.is_nullable()));
+        Ok(Self {
+            table: table.to_string(),
+            schema,
+            keys,
+            hashed,
+        })
+    }
+
+    fn columns(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        if self.hashed {
+            names.push(HASH_KEY);
+        }
+        names
+    }
+
+    fn ddl(&self) -> Result<String, SyncError> {
+        let is_string =
+            |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+        let key_types: Vec<&DataType> = self
+            .keys
+            .iter()
+            .filter_map(|k| self.schema.field_with_name(k).ok().map(|f| f.data_type()))
+            .collect();
+        let string_keys = key_types.iter().filter(|t| is_string(t)).count();
+        let fixed: usize = key_types
+            .iter()
+            .filter(|t| !is_string(t))
+            .map(|t| fixed_key_bytes(t))
+            .sum();
+        let key_chars = string_key_chars(string_keys, fixed);
+        let mut lines = Vec::new();
+        for f in self.schema.fields() {
+            let key = self.keys.contains(f.name());
+            let sized = (key && !self.hashed).then_some(key_chars);
+            let ty = mysql_type(f.data_type(), sized).ok_or_else(|| SyncError::Setup {
+                message: format!(
+                    "table '{}': column '{}' has type {} that the mirror cannot store",
+                    self.table,
+                    f.name(),
+                    f.data_type()
+                ),
+            })?;
+            let null = if f.is_nullable() { "NULL" } else { "NOT NULL" };
+            lines.push(format!("{} {ty} {null}", ident(f.name())?));
+        }
+        if self.hashed {
+            lines.push(format!("{HASH_KEY} BINARY(32) NOT NULL PRIMARY KEY"));
+            let cols: Vec<String> = self
+                .keys
+                .iter()
+                .map(|k| {
+                    let t = self
+                        .schema
+                        .field_with_name(k)
+                        .map(|f| f.data_type().clone());
+                    // Long text is indexed by a prefix: enough to find a key's rows.
+                    match t {
+                        Ok(t) if is_string(&t) => Ok(format!("{}(191)", ident(k)?)),
+                        _ => ident(k),
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            lines.push(format!("KEY lakestream_keys ({})", cols.join(", ")));
+        } else if !self.keys.is_empty() {
+            let cols: Vec<String> = self
+                .keys
+                .iter()
+                .map(|k| ident(k))
+                .collect::<Result<_, _>>()?;
+            lines.push(format!("PRIMARY KEY ({})", cols.join(", ")));
+        }
+        Ok(format!(
+            "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            ident(&self.table)?,
+            lines.join(",\n  ")
+        ))
+    }
+}
+
+/// Create the table if it is missing; an existing one must have the same columns. A
+/// table created now has no rows, so any sync state left for it is dropped.
+pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<(), SyncError> {
+    let sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+               WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+    let existing: Vec<String> = conn
+        .exec(sql, (layout.table.as_str(),))
+        .await
+        .map_err(|e| SyncError::mysql(sql, e))?;
+    if existing.is_empty() {
+        run(conn, &layout.ddl()?).await?;
+        let forget = format!("DELETE FROM {STATE_TABLE} WHERE table_name = ?");
+        conn.exec_drop(&forget, (layout.table.as_str(),))
+            .await
+            .map_err(|e| SyncError::mysql(&forget, e))?;
+        return Ok(());
+    }
+    let wanted = layout.columns();
+    if existing
+        .iter()
+        .map(String::as_str)
+        .ne(wanted.iter().copied())
+    {
+        return Err(SyncError::Setup {
+            message: format!(
+                "MySQL table '{}' has columns {existing:?} but the Delta table has {wanted:?}: \
+                 drop it (DROP TABLE `{}`) and the sync recreates and refills it",
+                layout.table, layout.table
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The Delta version `table` reflects in MySQL (None: never synced).
+pub async fn mirrored_version(conn: &mut Conn, table: &str) -> Result<Option<u64>, SyncError> {
+    let sql = format!("SELECT delta_version FROM {STATE_TABLE} WHERE table_name = ?");
+    let v: Option<i64> = conn
+        .exec_first(&sql, (table,))
+        .await
+        .map_err(|e| SyncError::mysql(&sql, e))?;
+    Ok(v.map(|v| v as u64))
+}
+
+/// Write `batches` and the new version in one transaction: upsert by key, or (with
+/// `replace`) swap the whole content. Readers see the old rows or the new, never a
+/// mix. Fails with `Conflict` when the recorded version is no longer `from` (another
+/// sync got there first); nothing is written then.
+pub async fn write(
+    conn: &mut Conn,
+    layout: &Layout,
+    batches: &[RecordBatch],
+    replace: bool,
+    from: Option<u64>,
+    version: u64,
+    batch_rows: usize,
+) -> Result<u64, SyncError> {
+    let mut tx = conn
+        .start_transaction(TxOpts::default())
+        .await
+        .map_err(|e| SyncError::mysql("START TRANSACTION", e))?;
+    let check = format!("SELECT delta_version FROM {STATE_TABLE} WHERE table_name = ? FOR UPDATE");
+    let current: Option<i64> = tx
+        .exec_first(&check, (layout.table.as_str(),))
+        .await
+        .map_err(|e| SyncError::mysql(&check, e))?;
+    if current.map(|v| v as u64) != from {
+        return Err(SyncError::Conflict {
+            table: layout.table.clone(),
+        });
+    }
+    if replace {
+        let sql = format!("DELETE FROM {}", ident(&layout.table)?);
+        tx.query_drop(&sql)
+            .await
+            .map_err(|e| SyncError::mysql(&sql, e))?;
+    }
+    let mut written = 0u64;
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        written += insert_batch(&mut tx, layout, batch, batch_rows).await?;
+    }
+    let state = format!(
+        "INSERT INTO {STATE_TABLE} (table_name, delta_version, rows_written, synced_at) \
+         VALUES (?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
+         delta_version = VALUES(delta_version), \
+         rows_written = rows_written + VALUES(rows_written), synced_at = VALUES(synced_at)"
+    );
+    tx.exec_drop(
+        &state,
+        (layout.table.as_str(), version as i64, written as i64),
+    )
+    .await
+    .map_err(|e| SyncError::mysql(&state, e))?;
+    tx.commit()
+        .await
+        .map_err(|e| SyncError::mysql("COMMIT", e))?;
+    Ok(written)
+}
+
+async fn insert_batch(
+    tx: &mut mysql_async::Transaction<'_>,
+    layout: &Layout,
+    batch: &RecordBatch,
+    batch_rows: usize,
+) -> Result<u64, SyncError> {
+    let columns: Vec<Vec<Value>> = batch
+        .columns()
+        .iter()
+        .zip(batch.schema().fields())
+        .map(|(c, f)| {
+            values(c).map_err(|message| SyncError::Setup {
+                message: format!("table '{}', column '{}': {message}", layout.table, f.name()),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let key_index: Vec<usize> = layout
+        .keys
+        .iter()
+        .filter_map(|k| batch.schema().index_of(k).ok())
+        .collect();
+    let per_row = columns.len() + usize::from(layout.hashed);
+    let chunk = batch_rows.min(MAX_PLACEHOLDERS / per_row.max(1)).max(1);
+    let rows = batch.num_rows();
+    let mut start = 0;
+    while start < rows {
+        let end = (start + chunk).min(rows);
+        let sql = insert_sql(layout, end - start)?;
+        let mut params = Vec::with_capacity((end - start) * per_row);
+        for r in start..end {
+            params.extend(columns.iter().map(|c| c[r].clone()));
+            if layout.hashed {
+                let key: Vec<&Value> = key_index.iter().map(|&i| &columns[i][r]).collect();
+                params.push(Value::Bytes(key_text(&key)));
+            }
+        }
+        tx.exec_drop(&sql, Params::Positional(params))
+            .await
+            .map_err(|e| SyncError::mysql(&sql, e))?;
+        start = end;
+    }
+    Ok(rows as u64)
+}
+
+/// `INSERT ... VALUES (...), ... ON DUPLICATE KEY UPDATE` for `rows` rows: values are
+/// absolute, so writing a row twice leaves it as written once.
+fn insert_sql(layout: &Layout, rows: usize) -> Result<String, SyncError> {
+    let names: Vec<String> = layout
+        .columns()
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Result<_, _>>()?;
+    let mut one: Vec<&str> = vec!["?"; layout.schema.fields().len()];
+    if layout.hashed {
+        one.push("UNHEX(SHA2(?, 256))");
+    }
+    let one = format!("({})", one.join(", "));
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        ident(&layout.table)?,
+        names.join(", "),
+        vec![one.as_str(); rows].join(", ")
+    );
+    if !layout.keys.is_empty() {
+        let updates: Vec<String> = names.iter().map(|n| format!("{n} = VALUES({n})")).collect();
+        sql.push_str(" ON DUPLICATE KEY UPDATE ");
+        sql.push_str(&updates.join(", "));
+    }
+    Ok(sql)
+}
+
+/// A NULL-safe, unambiguous text of a key tuple: each value tagged and length-prefixed.
+fn key_text(values: &[&Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in values {
+        let text = match v {
+            Value::NULL => {
+                out.push(b'N');
+                continue;
+            }
+            Value::Bytes(b) => b.clone(),
+            Value::Int(i) => i.to_string().into_bytes(),
+            Value::UInt(u) => u.to_string().into_bytes(),
+            Value::Float(f) => f.to_bits().to_string().into_bytes(),
+            Value::Double(f) => f.to_bits().to_string().into_bytes(),
+            Value::Date(y, mo, d, h, mi, s, us) => {
+                format!("{y}-{mo}-{d} {h}:{mi}:{s}.{us}").into_bytes()
+            }
+            Value::Time(neg, d, h, mi, s, us) => format!("{neg}{d} {h}:{mi}:{s}.{us}").into_bytes(),
+        };
+        out.push(b'V');
+        out.extend_from_slice(text.len().to_string().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_text_keeps_null_apart_from_empty_and_is_unambiguous() {
+        let (null, empty) = (Value::NULL, Value::Bytes(Vec::new()));
+        assert_ne!(key_text(&[&null]), key_text(&[&empty]));
+        let (ab, c) = (Value::Bytes(b"ab".to_vec()), Value::Bytes(b"c".to_vec()));
+        let (a, bc) = (Value::Bytes(b"a".to_vec()), Value::Bytes(b"bc".to_vec()));
+        assert_ne!(key_text(&[&ab, &c]), key_text(&[&a, &bc]));
+    }
+
+    #[test]
+    fn hostile_names_never_reach_sql() {
+        for name in ["a`b", "x'; DROP TABLE t; --", "t;", &"n".repeat(65), ""] {
+            assert!(ident(name).is_err(), "{name}");
+        }
+        assert_eq!(ident("calls").expect("ok"), "`calls`");
+    }
+}

@@ -1,0 +1,147 @@
+//! A private MariaDB server per test (its own data folder and port), so a test can stop
+//! and restart it without touching anyone else's database.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder};
+
+pub struct MariaDb {
+    pub port: u16,
+    dir: PathBuf,
+    server: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn server_binary() -> String {
+    std::env::var("LAKESTREAM_TEST_MARIADBD").unwrap_or_else(|_| "/usr/sbin/mariadbd".into())
+}
+
+impl MariaDb {
+    /// Initialise a data folder under `parent` and start a server on a free port.
+    pub fn start(parent: &Path) -> Self {
+        let dir = parent.join("mariadb");
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--skip-test-db"])
+            .arg("--auth-root-authentication-method=normal")
+            .arg(format!("--datadir={}", dir.join("data").display()))
+            .output()
+            .expect("mariadb-install-db (install MariaDB: scripts/install-deps.sh)");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut db = Self {
+            port: free_port(),
+            dir,
+            server: None,
+        };
+        db.resume();
+        db
+    }
+
+    /// Start the server on the existing data folder and wait until it answers.
+    pub fn resume(&mut self) {
+        let d = &self.dir;
+        let child = Command::new(server_binary())
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--socket={}", d.join("sock").display()))
+            .arg(format!("--pid-file={}", d.join("pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--port={}", self.port))
+            .args(["--bind-address=127.0.0.1", "--user=root"])
+            .arg("--innodb-buffer-pool-size=64M")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB did not start: see {}",
+                d.join("error.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop the server abruptly (as a crash or a pulled cable would).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.server.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `--set` overrides pointing lakestream at this server and database `database`.
+    pub fn overrides(&self, database: &str) -> Vec<String> {
+        vec![
+            "mysql.enabled=true".into(),
+            "mysql.host=127.0.0.1".into(),
+            format!("mysql.port={}", self.port),
+            "mysql.user=root".into(),
+            format!("mysql.database={database}"),
+            "mysql.interval=300ms".into(),
+        ]
+    }
+
+    pub async fn conn(
+        &self,
+        user: &str,
+        password: Option<&str>,
+        database: &str,
+    ) -> mysql_async::Result<Conn> {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname("127.0.0.1")
+            .tcp_port(self.port)
+            .user(Some(user))
+            .pass(password)
+            .db_name(Some(database))
+            .init(vec!["SET time_zone = '+00:00'"]);
+        Conn::new(opts).await
+    }
+
+    /// Every row of `query` as one `a|b|c` string, sorted (NULL as empty).
+    pub async fn rows(&self, database: &str, query: &str) -> Vec<String> {
+        let mut conn = self.conn("root", None, database).await.expect("connect");
+        let rows: Vec<mysql_async::Row> = conn.query(query).await.expect("query");
+        let mut out: Vec<String> = rows
+            .into_iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| match row.as_ref(i) {
+                        Some(mysql_async::Value::NULL) | None => String::new(),
+                        Some(mysql_async::Value::Bytes(b)) => {
+                            String::from_utf8_lossy(b).to_string()
+                        }
+                        Some(mysql_async::Value::Int(v)) => v.to_string(),
+                        Some(mysql_async::Value::UInt(v)) => v.to_string(),
+                        Some(v) => v.as_sql(true),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,219 @@
+//! The MySQL mirror against a real (private) MariaDB: tables equal their Delta tables
+//! row by row, views equal the same queries on Delta, the BI account is read-only, and
+//! neither kill -9 nor a MariaDB outage makes the mirror diverge.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use rand::Rng;
+
+use crate::common::mariadb::MariaDb;
+use crate::common::{row_strings, TestEnv};
+
+const DB: &str = "lakestream_it";
+const BI_PASSWORD: &str = "bi-Secret-42";
+
+/// A test environment with all four pipelines and its own MariaDB (in its folder).
+fn env(name: &str) -> (TestEnv, MariaDb) {
+    let mut env = TestEnv::new(name);
+    let db = MariaDb::start(env.dir.path());
+    env.pipelines = [
+        "calls",
+        "crime_type_windows",
+        "crime_type_hourly",
+        "disposition_summary",
+    ]
+    .map(String::from)
+    .to_vec();
+    env.overrides.extend(db.overrides(DB));
+    env.env_vars
+        .push(("LAKESTREAM_BI_PASSWORD".into(), BI_PASSWORD.into()));
+    (env, db)
+}
+
+/// Each mirrored table read from Delta and from MySQL as sorted `a|b|c` rows.
+async fn assert_mirror_equals_delta(env: &TestEnv, db: &MariaDb) {
+    const TS: &str = "'%Y-%m-%dT%H:%i:%sZ'";
+    for table in ["crime_type_windows", "crime_type_hourly"] {
+        let delta = row_strings(
+            &env.sql(
+                table,
+                "SELECT window_start, window_end, original_crime_type_name, calls FROM t",
+            )
+            .await,
+        );
+        let mysql = db
+            .rows(
+                DB,
+                &format!(
+                    "SELECT DATE_FORMAT(window_start, {TS}), DATE_FORMAT(window_end, {TS}), \
+                     original_crime_type_name, calls FROM {table}"
+                ),
+            )
+            .await;
+        assert_eq!(delta.len(), mysql.len(), "{table}: row count");
+        assert!(delta == mysql, "{table}: MySQL differs from Delta");
+    }
+    let delta = row_strings(
+        &env.sql(
+            "disposition_summary",
+            "SELECT disposition, description, calls FROM t",
+        )
+        .await,
+    );
+    let mysql = db
+        .rows(
+            DB,
+            "SELECT disposition, description, calls FROM disposition_summary",
+        )
+        .await;
+    assert_eq!(delta, mysql, "disposition_summary");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_equals_delta_views_match_and_bi_account_is_read_only() {
+    let (env, mut db) = env("mirror");
+    env.produce_synthetic(3_000, 11);
+    env.run_ok(&["run", "--until-caught-up"]);
+    assert_mirror_equals_delta(&env, &db).await;
+    assert!(
+        env.count("crime_type_windows").await > 100,
+        "too few windows"
+    );
+
+    // Views: the same numbers as the same query on Delta.
+    const TS: &str = "'%Y-%m-%dT%H:%i:%sZ'";
+    let per_hour = row_strings(
+        &env.sql(
+            "crime_type_hourly",
+            "SELECT window_start, sum(calls) FROM t GROUP BY window_start",
+        )
+        .await,
+    );
+    let view = db
+        .rows(
+            DB,
+            &format!("SELECT DATE_FORMAT(hour_start, {TS}), calls FROM v_calls_per_hour"),
+        )
+        .await;
+    assert_eq!(per_hour, view, "v_calls_per_hour");
+    let top = row_strings(
+        &env.sql(
+            "crime_type_hourly",
+            "SELECT original_crime_type_name, sum(calls) AS c FROM t \
+             WHERE window_start >= date_trunc('day', (SELECT max(window_start) FROM t)) \
+             GROUP BY 1 ORDER BY c DESC, 1 LIMIT 10",
+        )
+        .await,
+    );
+    let view = db
+        .rows(
+            DB,
+            "SELECT crime_type, calls FROM v_top_crime_types_latest_day",
+        )
+        .await;
+    assert_eq!(top, view, "v_top_crime_types_latest_day");
+    let per_disposition = db
+        .rows(
+            DB,
+            "SELECT disposition, description, calls FROM v_calls_per_disposition",
+        )
+        .await;
+    assert_eq!(
+        per_disposition.len() as i64,
+        env.count("disposition_summary").await
+    );
+    assert!(!db
+        .rows(DB, "SELECT * FROM v_latest_closed_windows")
+        .await
+        .is_empty());
+
+    // The BI account reads the views and nothing else.
+    let mut bi = db
+        .conn("lakestream_bi", Some(BI_PASSWORD), DB)
+        .await
+        .expect("BI login");
+    let n: Option<i64> = bi
+        .query_first("SELECT count(*) FROM v_calls_per_disposition")
+        .await
+        .expect("BI reads a view");
+    assert!(n.unwrap_or(0) > 0);
+    for forbidden in [
+        "SELECT count(*) FROM crime_type_hourly",
+        "SELECT count(*) FROM lakestream_sync_state",
+        "INSERT INTO v_calls_per_disposition VALUES ('X', 'x', 1)",
+        "DELETE FROM crime_type_hourly",
+        "DROP VIEW v_calls_per_hour",
+        "CREATE TABLE evil (x INT)",
+    ] {
+        let r: mysql_async::Result<Vec<mysql_async::Row>> = bi.query(forbidden).await;
+        assert!(r.is_err(), "the BI account could run: {forbidden}");
+    }
+    drop(bi);
+
+    // A second catch-up with nothing new writes nothing, and hostile names are refused
+    // before anything reaches MySQL.
+    let out = env.run_ok(&["sync", "--once"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().all(|l| l.contains("\"rows\":0")), "{text}");
+    for (key, value) in [
+        ("mysql.database", "lake`stream"),
+        ("mysql.database", "x; DROP DATABASE mysql"),
+        ("mysql.bi_user", "bi'@'%"),
+        ("mysql.database", &"d".repeat(65)),
+    ] {
+        let out = env
+            .command(&["sync", "--once"])
+            .arg("--set")
+            .arg(format!("{key}={value}"))
+            .output()
+            .expect("spawn");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(key),
+            "{key}={value}: {err}"
+        );
+    }
+    db.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_and_a_mariadb_outage_leave_no_divergence() {
+    let (env, mut db) = env("mirror-kill");
+    const CALLS: u64 = 60_000;
+    env.produce_synthetic(1, 20);
+    let mut producer = env.spawn_producer(CALLS - 1, 21, 1500);
+    let mut rng = rand::thread_rng();
+    for round in 0..12 {
+        let mut run = env.spawn(&["run"], &format!("run-{round}.log"));
+        if round == 2 {
+            // MariaDB goes away for a while: ingestion into Delta must go on. (First
+            // wait out the session of the member killed last round, which holds
+            // partitions until then.)
+            tokio::time::sleep(Duration::from_secs(8)).await;
+            db.kill();
+            let before = env.count("calls").await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let during = env.count("calls").await;
+            assert!(during > before, "ingestion stalled while MariaDB was down");
+            db.resume();
+        }
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1_500..4_000))).await;
+        run.kill().expect("kill -9");
+        run.wait().expect("reap");
+    }
+    assert!(
+        producer.wait().expect("producer").success(),
+        "producer failed"
+    );
+    // The last killed member holds its partitions until its session (6 s) expires.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    env.run_ok(&["run", "--until-caught-up"]);
+    env.assert_exactly_once(CALLS as i64).await;
+    assert_mirror_equals_delta(&env, &db).await;
+    let synced: Vec<String> = db
+        .rows(DB, "SELECT table_name FROM lakestream_sync_state")
+        .await;
+    assert_eq!(synced.len(), 3, "{synced:?}");
+    db.kill();
+}
