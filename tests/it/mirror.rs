@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use rand::Rng;
 
 use crate::common::mariadb::MariaDb;
-use crate::common::{row_strings, TestEnv};
+use crate::common::{row_strings, wait_until, TestEnv};
 
 const DB: &str = "lakestream_it";
 const BI_PASSWORD: &str = "bi-Secret-42";
@@ -187,15 +187,23 @@ async fn kill_9_and_a_mariadb_outage_leave_no_divergence() {
     for round in 0..12 {
         let mut run = env.spawn(&["run"], &format!("run-{round}.log"));
         if round == 2 {
-            // MariaDB goes away for a while: ingestion into Delta must go on. (First
-            // wait out the session of the member killed last round, which holds
-            // partitions until then.)
-            tokio::time::sleep(Duration::from_secs(8)).await;
+            // MariaDB goes away for a while: ingestion into Delta must go on. First let
+            // this run get its partitions (the member killed last round holds them until
+            // its session expires) and commit.
+            let start = env.count("calls").await;
+            wait_until(Duration::from_secs(60), "the run to commit", || async {
+                env.count("calls").await > start
+            })
+            .await;
             db.kill();
             let before = env.count("calls").await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let during = env.count("calls").await;
-            assert!(during > before, "ingestion stalled while MariaDB was down");
+            wait_until(
+                Duration::from_secs(30),
+                "ingestion with MariaDB down",
+                || async { env.count("calls").await > before },
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
             db.resume();
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(1_500..4_000))).await;
