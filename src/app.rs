@@ -73,9 +73,6 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             }
         }
     }
-    if first_error.is_some() {
-        shutdown.cancel();
-    }
     sync_stop.cancel();
     if let Some(sync) = sync {
         match sync.await {

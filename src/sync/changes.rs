@@ -5,32 +5,19 @@
 use std::collections::{BTreeSet, HashMap};
 
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::delta_datafusion::{FileSelection, MissingSelectedFilePolicy};
 use deltalake::DeltaTable;
 
 use crate::sink::table_url;
 
-/// Rows to bring into the mirror.
-pub enum Change {
-    /// The table does not exist yet (its pipeline has not started).
-    NoTable,
-    /// Nothing committed since the mirrored version.
-    UpToDate { version: u64 },
-    /// Rows of the files added after the mirrored version (upsert them).
-    Rows {
-        version: u64,
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
-    },
-    /// The whole table at `version` (first sync, complete mode, or the log entries
-    /// needed were cleaned up).
-    Full {
-        version: u64,
-        schema: SchemaRef,
-        batches: Vec<RecordBatch>,
-    },
+/// Rows to bring into the mirror at `version`.
+pub struct Change {
+    pub version: u64,
+    pub batches: Vec<RecordBatch>,
+    /// The whole table (first sync, complete mode, or the log entries needed were
+    /// cleaned up) rather than only what is new.
+    pub full: bool,
 }
 
 /// Open `name` under `root` at its latest version.
@@ -45,45 +32,39 @@ pub async fn open(
         .map_err(|e| format!("table '{name}': {e}"))
 }
 
-/// The change of `table` since `mirrored`; `full` asks for the whole table.
+/// The change of `table` (at `version`) since `mirrored`; None when there is none.
+/// `full` asks for the whole table.
 pub async fn since(
     table: &DeltaTable,
+    version: u64,
     mirrored: Option<u64>,
     full: bool,
-) -> Result<Change, String> {
-    let Some(version) = table.version() else {
-        return Ok(Change::NoTable);
-    };
+) -> Result<Option<Change>, String> {
     if mirrored == Some(version) {
-        return Ok(Change::UpToDate { version });
+        return Ok(None);
     }
-    let schema = table
-        .snapshot()
-        .map_err(|e| e.to_string())?
-        .snapshot()
-        .arrow_schema();
     let paths = match mirrored {
         Some(from) if !full && from < version => added_files(table, from, version).await?,
         _ => None,
     };
-    let Some(paths) = paths else {
-        let batches = scan(table, None).await?;
-        return Ok(Change::Full {
+    let change = match paths {
+        None => Change {
             version,
-            schema,
-            batches,
-        });
+            batches: scan(table, None).await?,
+            full: true,
+        },
+        Some(paths) if paths.is_empty() => Change {
+            version,
+            batches: Vec::new(),
+            full: false,
+        },
+        Some(paths) => Change {
+            version,
+            batches: scan(table, Some(paths)).await?,
+            full: false,
+        },
     };
-    let batches = if paths.is_empty() {
-        Vec::new()
-    } else {
-        scan(table, Some(paths)).await?
-    };
-    Ok(Change::Rows {
-        version,
-        schema,
-        batches,
-    })
+    Ok(Some(change))
 }
 
 /// Paths of files added by commits `from+1..=to` (None when an entry is gone).

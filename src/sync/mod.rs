@@ -277,51 +277,47 @@ async fn sync_table(
         table: t.table.clone(),
         message,
     };
-    let mirrored = mysql::mirrored_version(conn, &t.table).await?;
-    let complete = t.mode == OutputMode::Complete;
-    let change = changes::since(table, mirrored, complete)
-        .await
-        .map_err(delta_err)?;
     let mut done = TableSync {
         table: t.table.clone(),
-        version: mirrored,
+        version: None,
         rows: 0,
         replaced: false,
     };
-    let (version, schema, batches, full) = match change {
-        Change::NoTable => return Ok(done),
-        Change::UpToDate { version } => {
-            let schema = table
-                .snapshot()
-                .map_err(|e| delta_err(e.to_string()))?
-                .snapshot()
-                .arrow_schema();
-            // Still make sure the MySQL table is there (it may have been dropped).
-            mysql::ensure_table(conn, &Layout::new(&t.table, schema, t.keys.clone())?).await?;
-            done.version = Some(version);
-            return Ok(done);
-        }
-        Change::Rows {
-            version,
-            schema,
-            batches,
-        } => (version, schema, batches, false),
-        Change::Full {
-            version,
-            schema,
-            batches,
-        } => (version, schema, batches, true),
+    let Some(version) = table.version() else {
+        return Ok(done);
     };
+    let schema = table
+        .snapshot()
+        .map_err(|e| delta_err(e.to_string()))?
+        .snapshot()
+        .arrow_schema();
     let layout = Layout::new(&t.table, schema, t.keys.clone())?;
-    mysql::ensure_table(conn, &layout).await?;
-    // ensure_table forgets the state of a table it had to create: read it again.
-    let from = mysql::mirrored_version(conn, &t.table).await?;
-    if from != mirrored {
-        return Ok(done); // next pass starts over from the whole table
-    }
-    let replace = complete || (full && t.keys.is_empty());
-    done.rows = mysql::write(conn, &layout, &batches, replace, from, version, batch_rows).await?;
+    // A table created now (first sync, or dropped by someone) has no rows: start over
+    // from the whole Delta table.
+    let created = mysql::ensure_table(conn, &layout).await?;
+    let mirrored = if created {
+        None
+    } else {
+        mysql::mirrored_version(conn, &t.table).await?
+    };
+    let complete = t.mode == OutputMode::Complete;
+    let change = changes::since(table, version, mirrored, complete)
+        .await
+        .map_err(delta_err)?;
     done.version = Some(version);
+    let Some(Change {
+        version,
+        batches,
+        full,
+    }) = change
+    else {
+        return Ok(done);
+    };
+    let replace = complete || (full && t.keys.is_empty());
+    done.rows = mysql::write(
+        conn, &layout, &batches, replace, mirrored, version, batch_rows,
+    )
+    .await?;
     done.replaced = replace;
     Ok(done)
 }

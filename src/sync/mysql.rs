@@ -196,9 +196,10 @@ impl Layout {
     }
 }
 
-/// Create the table if it is missing; an existing one must have the same columns. A
-/// table created now has no rows, so any sync state left for it is dropped.
-pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<(), SyncError> {
+/// Create the table if it is missing (true: created); an existing one must have the
+/// same columns. A table created now has no rows, so any sync state left for it is
+/// dropped.
+pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<bool, SyncError> {
     let sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
                WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
     let existing: Vec<String> = conn
@@ -211,7 +212,7 @@ pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<(), SyncEr
         conn.exec_drop(&forget, (layout.table.as_str(),))
             .await
             .map_err(|e| SyncError::mysql(&forget, e))?;
-        return Ok(());
+        return Ok(true);
     }
     let wanted = layout.columns();
     if existing
@@ -227,7 +228,7 @@ pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<(), SyncEr
             ),
         });
     }
-    Ok(())
+    Ok(false)
 }
 
 /// The Delta version `table` reflects in MySQL (None: never synced).

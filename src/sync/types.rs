@@ -71,7 +71,8 @@ pub fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
         }};
     }
     match array.data_type() {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+        // Decimals travel as their exact text, which MySQL parses into DECIMAL.
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Decimal128(_, _) => {
             let a = cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
             for v in a.as_string::<i32>() {
                 out.push(v.map_or(Value::NULL, |s| Value::Bytes(s.as_bytes().to_vec())));
@@ -98,12 +99,6 @@ pub fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
         DataType::UInt64 => ints!(UInt64Type, v, Value::UInt(v)),
         DataType::Float32 => ints!(Float32Type, v, Value::Float(v)),
         DataType::Float64 => ints!(Float64Type, v, Value::Double(v)),
-        DataType::Decimal128(_, _) => {
-            let a = cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
-            for v in a.as_string::<i32>() {
-                out.push(v.map_or(Value::NULL, |s| Value::Bytes(s.as_bytes().to_vec())));
-            }
-        }
         DataType::Date32 => ints!(Date32Type, v, date_value(v)?),
         DataType::Timestamp(unit, _) => {
             let micros = if *unit == TimeUnit::Microsecond {
