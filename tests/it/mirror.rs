@@ -186,10 +186,15 @@ async fn kill_9_and_a_mariadb_outage_leave_no_divergence() {
     let mut rng = rand::thread_rng();
     for round in 0..12 {
         let mut run = env.spawn(&["run"], &format!("run-{round}.log"));
-        if round == 2 {
-            // MariaDB goes away for a while: ingestion into Delta must go on. First let
-            // this run get its partitions (the member killed last round holds them until
-            // its session expires) and commit.
+        if round == 0 {
+            // MariaDB goes away for a while: ingestion into Delta must go on. The first
+            // run gets its partitions at once (no killed member holds them yet); let it
+            // commit first.
+            let log = env.table_path("calls").join("_delta_log");
+            wait_until(Duration::from_secs(60), "the calls table", || async {
+                log.is_dir()
+            })
+            .await;
             let start = env.count("calls").await;
             wait_until(Duration::from_secs(60), "the run to commit", || async {
                 env.count("calls").await > start

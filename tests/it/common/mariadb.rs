@@ -30,10 +30,14 @@ impl MariaDb {
     /// Initialise a data folder under `parent` and start a server on a free port.
     pub fn start(parent: &Path) -> Self {
         let dir = parent.join("mariadb");
+        // Its own tmpdir: two bootstraps sharing /tmp collide on temporary table names.
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmpdir");
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
             .arg("--auth-root-authentication-method=normal")
             .arg(format!("--datadir={}", dir.join("data").display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .expect("mariadb-install-db (install MariaDB: scripts/install-deps.sh)");
         assert!(
@@ -59,6 +63,7 @@ impl MariaDb {
             .arg(format!("--socket={}", d.join("sock").display()))
             .arg(format!("--pid-file={}", d.join("pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()))
             .arg(format!("--port={}", self.port))
             .args(["--bind-address=127.0.0.1", "--user=root"])
             .arg("--innodb-buffer-pool-size=64M")
