@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what lakestream's tests and demo need on a fresh Debian/Ubuntu machine that has
 # the Rust toolchain and Python: the tansu broker (crates.io), MariaDB (apt), the Python
-# `deltalake` reader (PyPI) and a C toolchain for librdkafka. Skips what is already there.
+# `deltalake` reader and `moto_server` (PyPI), and a C toolchain for librdkafka. Skips
+# what is already there.
 set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -31,5 +32,9 @@ fi
 if ! python3 -c 'import deltalake, pyarrow' 2>/dev/null; then
   log "installing the Python deltalake reader (independent check of our tables)"
   python3 -m pip install --quiet --disable-pip-version-check deltalake pyarrow
+fi
+if ! command -v moto_server >/dev/null; then
+  log "installing moto_server (a local S3-compatible server for the object-storage tests)"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1'
 fi
 log "all dependencies present"

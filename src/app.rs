@@ -48,6 +48,17 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             tokio::spawn(task.run(sync_stop.clone(), final_pass))
         });
 
+    let tables: Vec<String> = names
+        .iter()
+        .flat_map(|n| {
+            let p = &config.pipelines[n];
+            [p.table.clone(), p.dead_letter_table()]
+        })
+        .collect();
+    let maintenance_stop = shutdown.child_token();
+    let mut maintenance =
+        crate::maintenance::spawn_schedules(&config, &tables, maintenance_stop.clone());
+
     let mut tasks = JoinSet::new();
     for name in names {
         let pipeline = Pipeline::new(&name, config.clone());
@@ -73,6 +84,8 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             }
         }
     }
+    maintenance_stop.cancel();
+    while maintenance.join_next().await.is_some() {}
     sync_stop.cancel();
     if let Some(sync) = sync {
         match sync.await {

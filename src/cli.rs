@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::query::OutputFormat;
 use crate::source::dataset::ReplayOrder;
 
 #[derive(Debug, Parser)]
@@ -50,9 +51,81 @@ pub enum Command {
     /// Mirror the tables listed in mysql.mirror into MySQL/MariaDB and apply the BI views
     /// (what `run` does in the background), then keep syncing until SIGINT/SIGTERM.
     Sync(SyncArgs),
+    /// Run SQL over the tables (by name), now or as they were at a version or time.
+    /// `calls@v12` in the SQL reads one table at a version.
+    Query(QueryArgs),
+    /// A table's commits, newest first: time, operation, rows and files added and
+    /// removed, and the micro-batch (batch id, Kafka offsets) each carried.
+    History(HistoryArgs),
+    /// Bin-pack small files (or Z-order) of one table or all, where it pays.
+    Compact(CompactArgs),
+    /// Delete data files no version within the retention needs (also files a crashed
+    /// writer never committed).
+    Vacuum(VacuumArgs),
+    /// Write a checkpoint of one table or all now, and clean up expired log entries.
+    Checkpoint(TableArg),
     /// Benchmark helper: read a topic to its end with the pipelines' client settings,
     /// counting messages and bytes (no group offsets, nothing written). Prints JSON.
     CountTopic(CountTopicArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("when").args(["version", "as_of"])))]
+pub struct QueryArgs {
+    /// The SQL, e.g. "SELECT crime_type, sum(calls) FROM crime_type_hourly GROUP BY 1".
+    pub sql: String,
+    /// Read every table as of this version.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+    /// Read every table as of this time: RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC) or a date.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// Output format; default: table on a terminal, CSV otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Table name.
+    pub table: String,
+    /// Newest commits to show.
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub limit: usize,
+    /// Output format; default: table on a terminal, JSON lines otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+pub struct TableArg {
+    /// Table name; default: every table the pipelines write.
+    pub table: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// Table name; default: every table the pipelines write.
+    pub table: Option<String>,
+    /// Z-order by these columns (comma separated) instead of the configured ones.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    pub zorder_by: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct VacuumArgs {
+    /// Table name; default: every table the pipelines write.
+    pub table: Option<String>,
+    /// Keep files needed by versions younger than this (default:
+    /// maintenance.vacuum.retention), e.g. 7d, 12h.
+    #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub retention: Option<std::time::Duration>,
+    /// Allow a retention below maintenance.vacuum.min_retention.
+    #[arg(long)]
+    pub force: bool,
+    /// List the files that would be deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,6 +18,10 @@ pub enum Error {
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),
+    #[error(transparent)]
+    Maintenance(#[from] crate::maintenance::MaintenanceError),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
     #[error("pipeline '{pipeline}' stopped: {message}")]
     Pipeline { pipeline: String, message: String },
     #[error("{option}: {message}")]

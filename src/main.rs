@@ -47,6 +47,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Sync(args) => commands::sync(&config, args.once).await?,
+        Command::Query(args) => commands::query(&config, args).await?,
+        Command::History(args) => commands::history(&config, args).await?,
+        Command::Compact(args) => commands::compact(&config, args).await?,
+        Command::Vacuum(args) => commands::vacuum(&config, args).await?,
+        Command::Checkpoint(args) => commands::checkpoint(&config, args).await?,
         Command::CountTopic(args) => {
             let report = tokio::task::spawn_blocking(move || {
                 lakestream::source::count_topic(

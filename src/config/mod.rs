@@ -4,6 +4,7 @@
 
 mod fields;
 mod load;
+mod schedule;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use serde::Deserialize;
 
 pub use fields::{arrow_schema as fields_schema, is_identifier, FieldSpec, FieldType};
 pub use load::{load, load_str};
+pub use schedule::{Cron, Schedule};
 
 /// Everything lakestream reads from `config/lakestream.toml`.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +37,81 @@ pub struct Config {
     pub lookups: BTreeMap<String, LookupConfig>,
     /// The MySQL/MariaDB mirror of pipeline tables and the BI views over it.
     pub mysql: Option<MysqlConfig>,
+    /// Compaction, vacuum and checkpoints of the tables, scheduled inside `run`.
+    #[serde(default)]
+    pub maintenance: MaintenanceConfig,
+}
+
+/// Table upkeep. Compaction and vacuum run on a schedule beside ingestion; checkpoints
+/// follow the commit count.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Off: `run` schedules no compaction or vacuum (the commands still work;
+    /// checkpoints are still written every `checkpoint_interval` commits).
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Write a checkpoint every this many commits of a table (0: never), so opening a
+    /// table reads one Parquet file instead of thousands of JSON entries.
+    #[serde(default = "defaults::checkpoint_interval")]
+    pub checkpoint_interval: u64,
+    /// Log entries older than this (and behind a checkpoint) are removed after a
+    /// checkpoint; time travel reaches back this far at most.
+    #[serde(default = "defaults::log_retention", with = "humantime_serde")]
+    pub log_retention: Duration,
+    #[serde(default)]
+    pub compact: CompactConfig,
+    #[serde(default)]
+    pub vacuum: VacuumConfig,
+    /// Per-table overrides, by table name.
+    #[serde(default)]
+    pub tables: BTreeMap<String, TableMaintenance>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompactConfig {
+    /// When to compact every table: an interval ("10m"), a cron expression in UTC
+    /// ("0 3 * * *") or "off".
+    #[serde(default = "defaults::compact_schedule")]
+    pub schedule: Schedule,
+    /// Files are bin-packed up to this size; default `storage.target_file_size`.
+    pub target_file_size: Option<u64>,
+    /// A partition is rewritten only once it holds this many files below the target
+    /// size: compaction must pay for the rewrite.
+    #[serde(default = "defaults::min_small_files")]
+    pub min_small_files: usize,
+    /// A compaction that conflicts with a concurrent commit is retried from a fresh
+    /// snapshot this many times.
+    #[serde(default = "defaults::maintenance_retries")]
+    pub max_retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VacuumConfig {
+    #[serde(default = "defaults::vacuum_schedule")]
+    pub schedule: Schedule,
+    /// Unreferenced files older than this are deleted; time travel to versions whose
+    /// files were deleted fails.
+    #[serde(default = "defaults::vacuum_retention", with = "humantime_serde")]
+    pub retention: Duration,
+    /// A retention below this is refused unless `--force`: in-flight writers and
+    /// long-running readers need their files.
+    #[serde(default = "defaults::vacuum_min_retention", with = "humantime_serde")]
+    pub min_retention: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableMaintenance {
+    /// Overrides `maintenance.compact.schedule` for this table.
+    pub compact: Option<Schedule>,
+    /// Overrides `maintenance.vacuum.schedule` for this table.
+    pub vacuum: Option<Schedule>,
+    /// Z-order the table by these columns when compacting (rewrites whole partitions).
+    #[serde(default)]
+    pub zorder_by: Vec<String>,
 }
 
 /// Where the mirror lives and what it holds. Passwords never come from this file: they
@@ -242,6 +319,20 @@ pub struct PipelineConfig {
 }
 
 impl Config {
+    /// Every table the pipelines write (outputs and dead letters), with the pipeline
+    /// that writes it.
+    pub fn tables(&self) -> BTreeMap<String, String> {
+        self.pipelines
+            .iter()
+            .flat_map(|(name, p)| {
+                [
+                    (p.table.clone(), name.clone()),
+                    (p.dead_letter_table(), name.clone()),
+                ]
+            })
+            .collect()
+    }
+
     /// The consumer group a pipeline reads with.
     pub fn group_id(&self, pipeline: &str) -> String {
         self.pipelines
@@ -265,6 +356,18 @@ impl PipelineConfig {
         }
     }
 
+    /// Columns written without dictionary encoding: the configured ones and the Kafka
+    /// metadata columns that are near-unique.
+    pub fn no_dictionary(&self) -> Vec<String> {
+        const NEAR_UNIQUE_METADATA: [&str; 3] = ["kafka_offset", "kafka_key", "kafka_timestamp"];
+        self.no_dictionary_columns
+            .iter()
+            .map(String::as_str)
+            .chain(NEAR_UNIQUE_METADATA)
+            .map(String::from)
+            .collect()
+    }
+
     pub fn dead_letter_table(&self) -> String {
         self.dead_letter_table
             .clone()
@@ -281,6 +384,46 @@ impl Default for KafkaConfig {
             seek_rewind: 0,
             options: defaults::kafka_options(),
         }
+    }
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            checkpoint_interval: defaults::checkpoint_interval(),
+            log_retention: defaults::log_retention(),
+            compact: CompactConfig::default(),
+            vacuum: VacuumConfig::default(),
+            tables: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for CompactConfig {
+    fn default() -> Self {
+        Self {
+            schedule: defaults::compact_schedule(),
+            target_file_size: None,
+            min_small_files: defaults::min_small_files(),
+            max_retries: defaults::maintenance_retries(),
+        }
+    }
+}
+
+impl Default for VacuumConfig {
+    fn default() -> Self {
+        Self {
+            schedule: defaults::vacuum_schedule(),
+            retention: defaults::vacuum_retention(),
+            min_retention: defaults::vacuum_min_retention(),
+        }
+    }
+}
+
+impl MaintenanceConfig {
+    pub fn table(&self, name: &str) -> TableMaintenance {
+        self.tables.get(name).cloned().unwrap_or_default()
     }
 }
 
@@ -340,6 +483,32 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn checkpoint_interval() -> u64 {
+        100
+    }
+    pub fn log_retention() -> Duration {
+        // As long as vacuum's retention: older versions have usually lost data files by
+        // then, and every commit lists the log, so a month of per-second commits costs.
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn compact_schedule() -> super::Schedule {
+        super::Schedule::Every(Duration::from_secs(600))
+    }
+    pub fn min_small_files() -> usize {
+        8
+    }
+    pub fn maintenance_retries() -> u32 {
+        10
+    }
+    pub fn vacuum_schedule() -> super::Schedule {
+        super::Schedule::Every(Duration::from_secs(24 * 3600))
+    }
+    pub fn vacuum_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn vacuum_min_retention() -> Duration {
+        Duration::from_secs(3600)
     }
     pub fn mysql_host() -> String {
         "127.0.0.1".into()

@@ -53,6 +53,51 @@ impl Config {
         if let Some(mysql) = &self.mysql {
             self.validate_mysql(mysql)?;
         }
+        self.validate_maintenance()
+    }
+
+    fn validate_maintenance(&self) -> Result<(), ConfigError> {
+        let m = &self.maintenance;
+        if m.compact.target_file_size == Some(0) {
+            return Err(ConfigError::key(
+                "maintenance.compact.target_file_size",
+                "must be at least 1 byte",
+            ));
+        }
+        if m.compact.min_small_files < 2 {
+            return Err(ConfigError::key(
+                "maintenance.compact.min_small_files",
+                "must be at least 2 (one file cannot be bin-packed)",
+            ));
+        }
+        if m.vacuum.retention < m.vacuum.min_retention {
+            return Err(ConfigError::key(
+                "maintenance.vacuum.retention",
+                format!(
+                    "{} is below maintenance.vacuum.min_retention ({}); lower the minimum \
+                     only if no writer takes that long to commit",
+                    humantime::format_duration(m.vacuum.retention),
+                    humantime::format_duration(m.vacuum.min_retention)
+                ),
+            ));
+        }
+        let tables = self.tables();
+        for (name, t) in &m.tables {
+            if !tables.contains_key(name) {
+                let known: Vec<&str> = tables.keys().map(String::as_str).collect();
+                return Err(ConfigError::key(
+                    format!("maintenance.tables.{name}"),
+                    format!("no such table (known: {})", known.join(", ")),
+                ));
+            }
+            for column in &t.zorder_by {
+                check_name(
+                    &format!("maintenance.tables.{name}.zorder_by"),
+                    column,
+                    true,
+                )?;
+            }
+        }
         Ok(())
     }
 

@@ -20,9 +20,6 @@ use crate::source::{
 };
 use crate::{Error, Result};
 
-/// Metadata columns whose values are (nearly) all distinct.
-const NEAR_UNIQUE_METADATA: [&str; 3] = ["kafka_offset", "kafka_key", "kafka_timestamp"];
-
 /// How a run ends.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -131,14 +128,10 @@ impl Pipeline {
             partition_by: p.partition_by.clone(),
             zstd_level: storage.zstd_level,
             target_file_size: storage.target_file_size,
-            no_dictionary: p
-                .no_dictionary_columns
-                .iter()
-                .map(String::as_str)
-                .chain(NEAR_UNIQUE_METADATA)
-                .map(String::from)
-                .collect(),
+            no_dictionary: p.no_dictionary(),
             retry_timeout: p.commit_retry_timeout,
+            checkpoint_interval: self.config.maintenance.checkpoint_interval,
+            log_retention: self.config.maintenance.log_retention,
             shutdown,
         }
     }

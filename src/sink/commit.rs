@@ -36,6 +36,10 @@ pub struct SinkOptions {
     /// Columns written without dictionary encoding (near-unique values).
     pub no_dictionary: Vec<String>,
     pub retry_timeout: Duration,
+    /// Checkpoint every this many versions (0: never) and drop log entries older than
+    /// `log_retention` behind it.
+    pub checkpoint_interval: u64,
+    pub log_retention: Duration,
     /// Cancelled on shutdown: a commit that is backing off gives up instead of waiting.
     pub shutdown: CancellationToken,
 }
@@ -86,6 +90,8 @@ pub struct DeltaSink {
     snapshots: std::collections::VecDeque<Path>,
     /// False after a refresh: `stream` must be checked against the table again.
     stream_checked: bool,
+    /// Version of this sink's last commit (decides when a checkpoint is due).
+    last_commit: Option<u64>,
 }
 
 /// Why one commit attempt failed: storage and conflicts are retried, the query is not.
@@ -131,6 +137,7 @@ impl DeltaSink {
             stream: None,
             snapshots: Default::default(),
             stream_checked: false,
+            last_commit: None,
         })
     }
 
@@ -233,7 +240,12 @@ impl DeltaSink {
                 None => self.try_commit(rows, batch, &mut written).await,
             };
             let error = match result {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    if let CommitOutcome::Committed { version, .. } = outcome {
+                        self.checkpoint_if_due(version as u64).await;
+                    }
+                    return Ok(outcome);
+                }
                 Err(AttemptError::Engine(e)) => return Err(e.into()),
                 Err(AttemptError::Delta(e)) => e,
             };
@@ -265,6 +277,18 @@ impl DeltaSink {
                 warn!(table = %self.name, error = %e, "cannot re-read the table");
             }
         }
+    }
+
+    async fn checkpoint_if_due(&mut self, version: u64) {
+        crate::maintenance::after_commit(
+            &self.table,
+            &self.name,
+            self.last_commit,
+            self.opts.checkpoint_interval,
+            self.opts.log_retention,
+        )
+        .await;
+        self.last_commit = Some(version);
     }
 
     /// Offsets the table holds for the batch's partitions, and the part it lacks.
@@ -325,6 +349,9 @@ impl DeltaSink {
             .with_application_transactions(txns)
             .with_metadata([("lakestream".to_string(), metadata)])
             .with_max_retries(0)
+            // Checkpoints are ours (`checkpoint_if_due`), on the configured interval.
+            .with_create_checkpoint(false)
+            .with_cleanup_expired_logs(Some(false))
     }
 
     /// Commit `actions` against the loaded snapshot (never a later one).
@@ -645,7 +672,7 @@ fn drop_committed(
 }
 
 /// Another writer committed since our snapshot: re-read and redo, no backoff needed.
-fn is_conflict(e: &DeltaTableError) -> bool {
+pub(crate) fn is_conflict(e: &DeltaTableError) -> bool {
     matches!(
         e,
         DeltaTableError::VersionAlreadyExists(_)

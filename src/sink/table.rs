@@ -36,6 +36,18 @@ pub fn table_url(root: &str, name: &str) -> Result<Url, SinkError> {
     Url::from_directory_path(&dir).map_err(|()| bad(format!("bad path {}", dir.display())))
 }
 
+/// Open the existing table `name` under `root` at its latest version.
+pub async fn open_existing(
+    root: &str,
+    name: &str,
+    options: &HashMap<String, String>,
+) -> Result<DeltaTable, SinkError> {
+    let url = table_url(root, name)?;
+    DeltaTable::try_from_url_with_storage_options(url, options.clone())
+        .await
+        .map_err(|e| SinkError::delta(name, e))
+}
+
 /// Load the table at `url`, creating it with `schema` if there is none. Two processes
 /// may race to create it: the loser finds the winner's table and checks it.
 pub async fn open_or_create(

@@ -2,14 +2,12 @@
 //! later commits added and that are still live, read through delta-rs (so partition
 //! columns come back). Reading a file twice is harmless: the mirror upserts by key.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::delta_datafusion::{FileSelection, MissingSelectedFilePolicy};
 use deltalake::DeltaTable;
-
-use crate::sink::table_url;
 
 /// Rows to bring into the mirror at `version`.
 pub struct Change {
@@ -18,18 +16,6 @@ pub struct Change {
     /// The whole table (first sync, complete mode, or the log entries needed were
     /// cleaned up) rather than only what is new.
     pub full: bool,
-}
-
-/// Open `name` under `root` at its latest version.
-pub async fn open(
-    root: &str,
-    name: &str,
-    options: &HashMap<String, String>,
-) -> Result<DeltaTable, String> {
-    let url = table_url(root, name).map_err(|e| e.to_string())?;
-    DeltaTable::try_from_url_with_storage_options(url, options.clone())
-        .await
-        .map_err(|e| format!("table '{name}': {e}"))
 }
 
 /// The change of `table` (at `version`) since `mirrored`; None when there is none.

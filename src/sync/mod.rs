@@ -192,9 +192,9 @@ impl SyncTask {
                     .map_err(|e| delta_err(e.to_string()))?;
                 t
             }
-            None => changes::open(&self.root, name, &self.storage_options)
+            None => crate::sink::open_existing(&self.root, name, &self.storage_options)
                 .await
-                .map_err(delta_err)?,
+                .map_err(|e| delta_err(e.to_string()))?,
         };
         if table.version().is_none() {
             return Ok(None);

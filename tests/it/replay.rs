@@ -54,7 +54,7 @@ fn close_all_windows(env: &TestEnv) {
     env.produce_raw(&records);
 }
 
-async fn dump(env: &TestEnv, table: &str) -> Vec<String> {
+pub(crate) async fn dump(env: &TestEnv, table: &str) -> Vec<String> {
     let query = match table {
         "calls" => "SELECT kafka_partition, kafka_offset, crime_id FROM t",
         "disposition_summary" => "SELECT disposition, description, calls FROM t",
@@ -125,7 +125,7 @@ async fn replay_with_kill_9_equals_uninterrupted_run_and_batch_query() {
 }
 
 /// The same statistics, computed in one batch query over the raw calls table.
-async fn check_against_batch_query(env: &TestEnv) {
+pub(crate) async fn check_against_batch_query(env: &TestEnv) {
     let raw = |q: &str| {
         let q = q.to_string();
         async move { row_strings(&env.sql("calls", &q).await) }

@@ -21,7 +21,7 @@ fn schema() -> SchemaRef {
 }
 
 /// Rows for offsets `first..=last` of partition `p`.
-fn rows(p: i32, first: i64, last: i64) -> (RecordBatch, BatchInfo) {
+pub fn rows(p: i32, first: i64, last: i64) -> (RecordBatch, BatchInfo) {
     let offsets: Vec<i64> = (first..=last).collect();
     let batch = RecordBatch::try_new(
         schema(),
@@ -42,6 +42,17 @@ fn rows(p: i32, first: i64, last: i64) -> (RecordBatch, BatchInfo) {
 }
 
 async fn open(env: &TestEnv) -> DeltaSink {
+    open_table(env, "events", 100, Duration::from_secs(30 * 24 * 3600)).await
+}
+
+/// A sink writing table `name` of `env` that checkpoints every `checkpoint_interval`
+/// and then drops log entries older than `log_retention`.
+pub async fn open_table(
+    env: &TestEnv,
+    name: &str,
+    checkpoint_interval: u64,
+    log_retention: Duration,
+) -> DeltaSink {
     let opts = SinkOptions {
         root: env.root().display().to_string(),
         storage_options: Default::default(),
@@ -52,9 +63,11 @@ async fn open(env: &TestEnv) -> DeltaSink {
         target_file_size: 1 << 27,
         no_dictionary: Vec::new(),
         retry_timeout: Duration::from_secs(10),
+        checkpoint_interval,
+        log_retention,
         shutdown: CancellationToken::new(),
     };
-    DeltaSink::open("events", &schema(), opts)
+    DeltaSink::open(name, &schema(), opts)
         .await
         .expect("open sink")
 }

@@ -1,7 +1,7 @@
 //! The SQL pipelines: golden inputs with hand-computed tables (window boundaries, late
 //! data, duplicates, dispositions without a radio code), and a bad SQL file.
 
-use crate::common::{python_row_count, row_strings, summary_of, RawRecord, TestEnv};
+use crate::common::{python_count, row_strings, summary_of, RawRecord, TestEnv};
 
 /// One call in the SF export format.
 fn call(id: u32, crime_type: &str, time: &str, disposition: &str) -> String {
@@ -162,7 +162,7 @@ async fn golden_windows_watermarks_and_output_modes() {
         ("crime_type_hourly", 4),
         ("disposition_summary", 5),
     ] {
-        assert_eq!(python_row_count(&env.table_path(name)), n, "{name}");
+        assert_eq!(python_count(&env, name, None) as i64, n, "{name}");
     }
 }
 

@@ -14,6 +14,7 @@ use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
 pub mod mariadb;
+pub mod s3;
 
 pub fn brokers() -> String {
     std::env::var("LAKESTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
@@ -32,8 +33,16 @@ pub struct TestEnv {
     pub pipelines: Vec<String>,
     /// Environment variables for every command (e.g. passwords).
     pub env_vars: Vec<(String, String)>,
+    /// Tables on an S3-compatible server instead of the local folder.
+    pub s3: Option<S3Target>,
     /// Processes spawned in the background, killed when the test ends (even by panic).
     spawned: std::sync::Mutex<Vec<u32>>,
+}
+
+/// A table root on an S3-compatible server and the options to reach it.
+pub struct S3Target {
+    pub root: String,
+    pub options: Vec<(String, String)>,
 }
 
 impl Drop for TestEnv {
@@ -63,6 +72,7 @@ impl TestEnv {
             overrides: Vec::new(),
             pipelines: vec!["calls".to_string()],
             env_vars: Vec::new(),
+            s3: None,
             spawned: std::sync::Mutex::new(Vec::new()),
         };
         std::fs::create_dir_all(env.root()).expect("table root");
@@ -77,6 +87,35 @@ impl TestEnv {
         self.root().join(table)
     }
 
+    /// Put this test's tables under `s3://<bucket>/<test id>/` on `server`.
+    pub fn use_s3(&mut self, server: &s3::S3Server) {
+        self.s3 = Some(S3Target {
+            root: format!("s3://{}/{}", s3::BUCKET, self.group),
+            options: server.options(),
+        });
+    }
+
+    pub fn table_url(&self, table: &str) -> url::Url {
+        match &self.s3 {
+            Some(s3) => url::Url::parse(&format!("{}/{table}/", s3.root)).expect("url"),
+            None => url::Url::from_directory_path(self.table_path(table)).expect("url"),
+        }
+    }
+
+    pub fn storage_options(&self) -> std::collections::HashMap<String, String> {
+        self.s3
+            .as_ref()
+            .map(|s| s.options.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Table `table` at its latest version, read in-process.
+    pub async fn open_table(&self, table: &str) -> deltalake::DeltaTable {
+        deltalake::open_table_with_storage_options(self.table_url(table), self.storage_options())
+            .await
+            .expect("open table")
+    }
+
     /// The binary with the shipped config and this test's topic, group and tables.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakestream"));
@@ -85,11 +124,25 @@ impl TestEnv {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LAKESTREAM__")) {
             cmd.env_remove(k);
         }
+        let root = match &self.s3 {
+            Some(s3) => {
+                for (k, v) in &s3.options {
+                    // Credentials the documented way (environment), the rest as config.
+                    match k.as_str() {
+                        "aws_access_key_id" => cmd.env("AWS_ACCESS_KEY_ID", v),
+                        "aws_secret_access_key" => cmd.env("AWS_SECRET_ACCESS_KEY", v),
+                        _ => cmd.arg("--set").arg(format!("storage.options.{k}={v}")),
+                    };
+                }
+                s3.root.clone()
+            }
+            None => self.root().display().to_string(),
+        };
         let sets = [
             format!("kafka.brokers={}", brokers()),
             format!("kafka.group_id={}", self.group),
             format!("sources.police_calls.topic={}", self.topic),
-            format!("storage.root={}", self.root().display()),
+            format!("storage.root={root}"),
             // Short sessions: a killed consumer's partitions move on within seconds.
             "kafka.options.session.timeout.ms=6000".to_string(),
             "kafka.options.heartbeat.interval.ms=500".to_string(),
@@ -178,8 +231,7 @@ impl TestEnv {
 
     /// Run SQL over table `table` registered as `t`.
     pub async fn sql(&self, table: &str, query: &str) -> Vec<RecordBatch> {
-        let url = url::Url::from_directory_path(self.table_path(table)).expect("url");
-        let table = deltalake::open_table(url).await.expect("open table");
+        let table = self.open_table(table).await;
         let ctx = SessionContext::new();
         table
             .update_datafusion_session(&ctx.state())
@@ -289,16 +341,23 @@ pub fn row_strings(batches: &[RecordBatch]) -> Vec<String> {
     rows
 }
 
-/// Row count of a table read by the Python `deltalake` package (an independent reader).
-pub fn python_row_count(path: &Path) -> i64 {
+/// Rows of `table` (at `version`, or the latest) read by Python's `deltalake`, on the
+/// local folder or the S3 server alike.
+pub fn python_count(env: &TestEnv, table: &str, version: Option<u64>) -> u64 {
+    let script = "import json, os, sys; from deltalake import DeltaTable; \
+        v = None if sys.argv[2] == '-' else int(sys.argv[2]); \
+        t = DeltaTable(sys.argv[1], version=v, storage_options=json.loads(sys.argv[3]) or None); \
+        print(t.to_pyarrow_table().num_rows, flush=True); os._exit(0)";
+    let options: serde_json::Map<String, serde_json::Value> = env
+        .storage_options()
+        .into_iter()
+        .map(|(k, v)| (k, v.into()))
+        .collect();
     let python = std::env::var("LAKESTREAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(python)
-        .args([
-            "-c",
-            // os._exit: the interpreter can abort in deltalake's teardown after printing.
-            "import os, sys; from deltalake import DeltaTable; print(DeltaTable(sys.argv[1]).to_pyarrow_table().num_rows, flush=True); os._exit(0)",
-        ])
-        .arg(path)
+        .args(["-c", script, env.table_url(table).as_str()])
+        .arg(version.map_or("-".to_string(), |v| v.to_string()))
+        .arg(serde_json::Value::Object(options).to_string())
         .output()
         .expect("python3");
     assert!(

@@ -1,5 +1,9 @@
 //! The glue behind each CLI command.
 
+mod lake;
+
+pub use lake::{checkpoint, compact, history, query, vacuum};
+
 use std::io::IsTerminal;
 
 use chrono::NaiveDateTime;

@@ -1,0 +1,206 @@
+//! Table upkeep beside live ingestion: compaction (bin-packing or Z-order), vacuum, and
+//! checkpoints with log cleanup; scheduled inside `run` or run as commands.
+//!
+//! None of it may make an ingestion commit fail or change data: compaction commits only
+//! rewrite files (`dataChange: false`, row counts checked), a conflicting one is retried
+//! from a fresh snapshot, and ingestion retries its own commit after any concurrent one.
+
+mod checkpoint;
+mod compact;
+mod scheduler;
+mod vacuum;
+
+pub use checkpoint::{after_commit, checkpoint, CheckpointReport};
+pub use compact::{compact, CompactOptions, CompactReport};
+pub use scheduler::spawn_schedules;
+pub use vacuum::{vacuum, VacuumOptions, VacuumReport};
+
+use std::collections::HashMap;
+
+use deltalake::{DeltaTable, DeltaTableError};
+
+use crate::config::Config;
+pub(crate) use crate::sink::is_conflict;
+use crate::sink::SinkError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaintenanceError {
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("table '{table}': {cause}")]
+    Delta {
+        table: String,
+        cause: Box<DeltaTableError>,
+    },
+    #[error("table '{table}': {message}")]
+    Refused { table: String, message: String },
+    #[error("table '{table}': still conflicting with concurrent commits after {attempts} attempts ({cause}); try again later")]
+    GaveUp {
+        table: String,
+        attempts: u32,
+        cause: Box<DeltaTableError>,
+    },
+    #[error("unknown table '{table}' (known: {known})")]
+    UnknownTable { table: String, known: String },
+}
+
+impl MaintenanceError {
+    fn delta(table: &str, cause: DeltaTableError) -> Self {
+        Self::Delta {
+            table: table.to_string(),
+            cause: Box::new(cause),
+        }
+    }
+}
+
+/// Where tables live, as maintenance and queries need it.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub root: String,
+    pub options: HashMap<String, String>,
+}
+
+impl Storage {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            root: config.storage.root.clone(),
+            options: config.storage.options.clone().into_iter().collect(),
+        }
+    }
+
+    /// The table `name` at its latest version; an error when it has no commit yet.
+    pub async fn open(&self, name: &str) -> Result<DeltaTable, MaintenanceError> {
+        let table = crate::sink::open_existing(&self.root, name, &self.options).await?;
+        if table.version().is_none() {
+            return Err(MaintenanceError::Refused {
+                table: name.to_string(),
+                message: format!(
+                    "no Delta table under {} yet (has its pipeline run?)",
+                    self.root
+                ),
+            });
+        }
+        Ok(table)
+    }
+}
+
+/// The configured tables named by `selected` (all when None), or which name is unknown.
+pub fn select_tables(
+    config: &Config,
+    selected: Option<&str>,
+) -> Result<Vec<String>, MaintenanceError> {
+    let tables = config.tables();
+    match selected {
+        None => Ok(tables.into_keys().collect()),
+        Some(t) if tables.contains_key(t) => Ok(vec![t.to_string()]),
+        Some(t) => Err(MaintenanceError::UnknownTable {
+            table: t.to_string(),
+            known: tables.into_keys().collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+/// Run `op` on a freshly opened `name` until it does not lose to a concurrent commit
+/// (at most `max_retries` redos); returns its result and the attempts made.
+async fn retrying<T, F, Fut>(
+    storage: &Storage,
+    name: &str,
+    max_retries: u32,
+    op: F,
+) -> Result<(T, u32), MaintenanceError>
+where
+    F: Fn(DeltaTable) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DeltaTableError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let table = storage.open(name).await?;
+        match op(table).await {
+            Ok(value) => return Ok((value, attempt)),
+            Err(e) if is_conflict(&e) && attempt <= max_retries => {
+                tracing::debug!(table = %name, attempt, error = %e, "lost to a concurrent commit; retrying from a fresh snapshot");
+                let pause = std::time::Duration::from_millis(200 * u64::from(attempt));
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) if is_conflict(&e) => {
+                return Err(MaintenanceError::GaveUp {
+                    table: name.to_string(),
+                    attempts: attempt,
+                    cause: Box::new(e),
+                })
+            }
+            Err(e) => return Err(MaintenanceError::delta(name, e)),
+        }
+    }
+}
+
+/// Live files, their bytes and rows (from file statistics) of the loaded version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    pub files: usize,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+pub fn table_stats(table: &DeltaTable) -> Result<TableStats, DeltaTableError> {
+    let mut stats = TableStats::default();
+    for file in table.snapshot()?.log_data().iter() {
+        stats.files += 1;
+        stats.bytes += file.size().max(0) as u64;
+        stats.rows += file.num_records().unwrap_or(0) as u64;
+    }
+    Ok(stats)
+}
+
+/// Compaction settings of `table` from the config (`zorder_by` overrides the table's).
+pub fn compact_options(
+    config: &Config,
+    table: &str,
+    zorder_by: Option<Vec<String>>,
+) -> CompactOptions {
+    let m = &config.maintenance;
+    let no_dictionary = config
+        .pipelines
+        .values()
+        .find(|p| p.table == table)
+        .map(|p| p.no_dictionary())
+        .unwrap_or_default();
+    CompactOptions {
+        target_file_size: m
+            .compact
+            .target_file_size
+            .unwrap_or(config.storage.target_file_size),
+        min_small_files: m.compact.min_small_files,
+        zorder_by: zorder_by.unwrap_or_else(|| m.table(table).zorder_by),
+        max_retries: m.compact.max_retries,
+        writer_properties: crate::sink::writer_properties(
+            config.storage.zstd_level,
+            &no_dictionary,
+        ),
+    }
+}
+
+/// Vacuum settings from the config; `retention` overrides the configured one.
+pub fn vacuum_options(
+    config: &Config,
+    retention: Option<std::time::Duration>,
+    force: bool,
+    dry_run: bool,
+) -> VacuumOptions {
+    let v = &config.maintenance.vacuum;
+    VacuumOptions {
+        retention: retention.unwrap_or(v.retention),
+        min_retention: v.min_retention,
+        force,
+        dry_run,
+        max_retries: config.maintenance.compact.max_retries,
+    }
+}
+
+/// Paths in log entries are percent-encoded; snapshot paths are not.
+pub(crate) fn decode_path(path: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())
+        .next()
+        .map_or_else(|| path.to_string(), |(_, v)| v.into_owned())
+}

@@ -1,0 +1,109 @@
+//! Maintenance inside `run`: one loop per task and table, so a run never overlaps
+//! itself (the next one is planned only when the last has finished; a run longer than
+//! the interval skips the ticks it missed instead of queueing them).
+
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{compact, compact_options, vacuum, vacuum_options, Storage};
+use crate::config::{Config, Schedule};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Task {
+    Compact,
+    Vacuum,
+}
+
+/// Start the compaction and vacuum schedules of `tables`; they stop on `shutdown`.
+pub fn spawn_schedules(
+    config: &Config,
+    tables: &[String],
+    shutdown: CancellationToken,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    if !config.maintenance.enabled {
+        return set;
+    }
+    let config = Arc::new(config.clone());
+    for table in tables {
+        let overrides = config.maintenance.table(table);
+        let plans = [
+            (
+                Task::Compact,
+                overrides
+                    .compact
+                    .unwrap_or_else(|| config.maintenance.compact.schedule.clone()),
+            ),
+            (
+                Task::Vacuum,
+                overrides
+                    .vacuum
+                    .unwrap_or_else(|| config.maintenance.vacuum.schedule.clone()),
+            ),
+        ];
+        for (task, schedule) in plans {
+            if schedule != Schedule::Off {
+                let (config, table) = (config.clone(), table.clone());
+                set.spawn(run_schedule(
+                    config,
+                    table,
+                    task,
+                    schedule,
+                    shutdown.clone(),
+                ));
+            }
+        }
+    }
+    set
+}
+
+async fn run_schedule(
+    config: Arc<Config>,
+    table: String,
+    task: Task,
+    schedule: Schedule,
+    shutdown: CancellationToken,
+) {
+    debug!(table = %table, task = ?task, schedule = %schedule, "maintenance scheduled");
+    let storage = Storage::from_config(&config);
+    while let Some(wait) = schedule.wait(chrono::Utc::now()) {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
+        }
+        // A run in progress is let finish: its commit is atomic either way, and
+        // stopping between the vacuum's delete and its END commit is harmless too.
+        match task {
+            Task::Compact => {
+                let opts = compact_options(&config, &table, None);
+                match compact(&storage, &table, &opts).await {
+                    Ok(r) if r.version.is_some() => info!(
+                        table = %table, version = r.version, files_before = r.before.files,
+                        files_after = r.after.files, attempts = r.attempts,
+                        seconds = format!("{:.2}", r.seconds), "compacted"
+                    ),
+                    Ok(r) => {
+                        debug!(table = %table, reason = r.skipped.as_deref(), "compaction skipped")
+                    }
+                    Err(e) => {
+                        warn!(table = %table, error = %e, "compaction failed; next try on schedule")
+                    }
+                }
+            }
+            Task::Vacuum => {
+                let opts = vacuum_options(&config, None, false, false);
+                match vacuum(&storage, &table, &opts).await {
+                    Ok(r) => {
+                        info!(table = %table, files_deleted = r.files.len(), version = r.version, "vacuumed")
+                    }
+                    Err(e) => {
+                        warn!(table = %table, error = %e, "vacuum failed; next try on schedule")
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! A table's commits, newest first: what each one did and which micro-batch it was.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use deltalake::{DeltaTable, DeltaTableError};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::travel::oldest_version;
+use super::QueryError;
+use crate::maintenance::{decode_path, Storage};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub version: u64,
+    /// Commit time, milliseconds since the epoch.
+    pub timestamp: Option<i64>,
+    pub operation: String,
+    pub rows_added: u64,
+    /// None when the removed files were added before the oldest log entry kept.
+    pub rows_removed: Option<u64>,
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub pipeline: Option<String>,
+    pub batch_id: Option<i64>,
+    /// Kafka offsets the commit added, `partition:first-last`.
+    pub offsets: Option<String>,
+}
+
+/// The last `limit` commits of table `name`, newest first.
+pub async fn history(
+    storage: &Storage,
+    name: &str,
+    limit: usize,
+) -> Result<Vec<HistoryEntry>, QueryError> {
+    let err = |e| QueryError::delta(name, e);
+    let mut table = storage.open(name).await?;
+    let latest = table.version().unwrap_or(0);
+    let oldest = oldest_version(&table).await.map_err(err)?;
+    let from = latest
+        .saturating_sub(limit.saturating_sub(1) as u64)
+        .max(oldest);
+    // Rows of each live file before `from`, so removals can be counted in rows.
+    let mut rows_by_file = HashMap::new();
+    if from > oldest {
+        table.load_version(from - 1).await.map_err(err)?;
+        for f in table.snapshot().map_err(err)?.log_data().iter() {
+            rows_by_file.insert(f.path().to_string(), f.num_records().unwrap_or(0) as u64);
+        }
+    }
+    let complete = from == 0 || from > oldest;
+    let mut entries = Vec::new();
+    for version in from..=latest {
+        let e = entry(&table, version, &mut rows_by_file, complete).await;
+        entries.push(e.map_err(err)?);
+    }
+    entries.reverse();
+    Ok(entries)
+}
+
+async fn entry(
+    table: &DeltaTable,
+    version: u64,
+    rows_by_file: &mut HashMap<String, u64>,
+    complete: bool,
+) -> Result<HistoryEntry, DeltaTableError> {
+    let bytes = table
+        .log_store()
+        .read_commit_entry(version)
+        .await?
+        .unwrap_or_default();
+    let mut e = HistoryEntry {
+        version,
+        timestamp: None,
+        operation: String::new(),
+        rows_added: 0,
+        rows_removed: complete.then_some(0),
+        files_added: 0,
+        files_removed: 0,
+        pipeline: None,
+        batch_id: None,
+        offsets: None,
+    };
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(action) = serde_json::from_slice::<Value>(line) else {
+            continue;
+        };
+        if let Some(add) = action.get("add") {
+            let rows = add["stats"]
+                .as_str()
+                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                .and_then(|s| s["numRecords"].as_u64())
+                .unwrap_or(0);
+            e.files_added += 1;
+            e.rows_added += rows;
+            if let Some(path) = add["path"].as_str() {
+                rows_by_file.insert(decode_path(path), rows);
+            }
+        } else if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
+            e.files_removed += 1;
+            let rows = rows_by_file.remove(&decode_path(path));
+            e.rows_removed = match (e.rows_removed, rows) {
+                (Some(total), Some(r)) => Some(total + r),
+                _ => None,
+            };
+        } else if let Some(info) = action.get("commitInfo") {
+            e.timestamp = info["timestamp"].as_i64();
+            e.operation = info["operation"].as_str().unwrap_or("").to_string();
+            let ours = &info["lakestream"];
+            e.pipeline = ours["pipeline"].as_str().map(String::from);
+            e.batch_id = ours["batchId"].as_i64();
+            e.offsets = ours["offsets"].as_object().map(|o| {
+                o.iter()
+                    .map(|(p, r)| format!("{p}:{}-{}", r[0], r[1]))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+        }
+    }
+    Ok(e)
+}
+
+/// The entries as a table, for the same output formats as queries.
+pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch, QueryError> {
+    let schema = Schema::new(vec![
+        Field::new("version", DataType::UInt64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("operation", DataType::Utf8, false),
+        Field::new("rows_added", DataType::UInt64, false),
+        Field::new("rows_removed", DataType::UInt64, true),
+        Field::new("files_added", DataType::UInt64, false),
+        Field::new("files_removed", DataType::UInt64, false),
+        Field::new("pipeline", DataType::Utf8, true),
+        Field::new("batch_id", DataType::Int64, true),
+        Field::new("offsets", DataType::Utf8, true),
+    ]);
+    let col = |f: fn(&HistoryEntry) -> u64| {
+        Arc::new(UInt64Array::from_iter_values(entries.iter().map(f)))
+    };
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![
+            col(|e| e.version),
+            Arc::new(
+                TimestampMillisecondArray::from_iter(entries.iter().map(|e| e.timestamp))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                entries.iter().map(|e| e.operation.as_str()),
+            )),
+            col(|e| e.rows_added),
+            Arc::new(UInt64Array::from_iter(
+                entries.iter().map(|e| e.rows_removed),
+            )),
+            col(|e| e.files_added),
+            col(|e| e.files_removed),
+            Arc::new(StringArray::from_iter(
+                entries.iter().map(|e| e.pipeline.as_deref()),
+            )),
+            Arc::new(Int64Array::from_iter(entries.iter().map(|e| e.batch_id))),
+            Arc::new(StringArray::from_iter(
+                entries.iter().map(|e| e.offsets.as_deref()),
+            )),
+        ],
+    )
+    .map_err(|e| QueryError::Output(e.to_string()))
+}

@@ -1,0 +1,255 @@
+//! Maintenance beside live ingestion: compaction every few seconds, vacuum and
+//! checkpoints while four pipelines commit, on a local folder and on S3; and what
+//! checkpoints do for opening a table after thousands of commits.
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use deltalake::logstore::object_store::ObjectStore as _;
+use futures::TryStreamExt as _;
+use serde_json::Value;
+
+use crate::common::s3::S3Server;
+use crate::common::{python_count, sigterm, tail, TestEnv};
+use crate::replay::check_against_batch_query;
+use crate::sink::{open_table, rows};
+use lakestream::maintenance::{compact, CompactOptions, Storage};
+use lakestream::sink::writer_properties;
+
+const PIPELINES: [&str; 4] = [
+    "calls",
+    "crime_type_windows",
+    "crime_type_hourly",
+    "disposition_summary",
+];
+const RATE: u64 = 300;
+
+/// How long the ingestion runs (LAKESTREAM_SOAK_SECS, default 10 minutes).
+fn soak_secs() -> u64 {
+    std::env::var("LAKESTREAM_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_and_vacuum_beside_ingestion_local() {
+    soak(TestEnv::new("soak-local")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_and_vacuum_beside_ingestion_on_s3() {
+    let mut env = TestEnv::new("soak-s3");
+    let server = S3Server::start(env.dir.path());
+    env.use_s3(&server);
+    soak(env).await;
+    drop(server);
+}
+
+/// Files (live in the table, and stored) of `table`.
+async fn file_counts(env: &TestEnv, table: &str) -> (usize, usize) {
+    let t = env.open_table(table).await;
+    let live = t.snapshot().expect("snapshot").log_data().num_files();
+    let stored: Vec<_> = t
+        .object_store()
+        .list(None)
+        .try_collect()
+        .await
+        .expect("list table");
+    let data = stored
+        .iter()
+        .filter(|m| {
+            let p = m.location.as_ref();
+            p.ends_with(".parquet") && !p.starts_with("_delta_log") && !p.starts_with("_lakestream")
+        })
+        .count();
+    (live, data)
+}
+
+async fn soak(mut env: TestEnv) {
+    let secs = soak_secs();
+    env.pipelines = PIPELINES.iter().map(|p| p.to_string()).collect();
+    env.overrides.extend(
+        [
+            // One folder: "bounded" is then a plain number of files.
+            "pipelines.calls.partition_by=[]",
+            // One commit a second per table: two of these tests share 2 cores.
+            "pipelines.calls.trigger_interval=1s",
+            "pipelines.crime_type_windows.trigger_interval=1s",
+            "pipelines.crime_type_hourly.trigger_interval=1s",
+            "pipelines.disposition_summary.trigger_interval=1s",
+            "maintenance.compact.schedule=3s",
+            "maintenance.compact.min_small_files=4",
+            "maintenance.tables.crime_type_hourly.compact=3s",
+            "maintenance.vacuum.schedule=15s",
+            "maintenance.vacuum.retention=20s",
+            "maintenance.vacuum.min_retention=10s",
+            "maintenance.checkpoint_interval=25",
+        ]
+        .map(String::from),
+    );
+    let calls = RATE * secs;
+    env.produce_synthetic(1, 50); // the topic, before anyone subscribes
+    let mut producer = env.spawn_producer(calls, 51, RATE as u32);
+    let mut run = env.spawn(&["run"], "run.log");
+
+    let started = Instant::now();
+    let (mut max_live, mut max_stored, mut samples) = (0, 0, 0);
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_running(&mut run, &env);
+        if started.elapsed() > Duration::from_secs(60) {
+            let (live, stored) = file_counts(&env, "calls").await;
+            max_live = max_live.max(live);
+            max_stored = max_stored.max(stored);
+            samples += 1;
+        }
+        if producer.try_wait().expect("producer").is_some() {
+            break;
+        }
+    }
+    assert!(
+        producer.wait().expect("producer").success(),
+        "producer failed"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sigterm(&run);
+    let status = run.wait().expect("run");
+    let log = std::fs::read_to_string(env.dir.path().join("run.log")).unwrap_or_default();
+    assert!(status.success(), "run failed: {}", tail(log.as_bytes()));
+    // Conflicts with compaction are retried silently; a failed commit logs this warning.
+    assert_eq!(
+        log.matches("commit failed").count(),
+        0,
+        "{}",
+        tail(log.as_bytes())
+    );
+    let compactions = log.matches("compacted").count();
+    let vacuums = log.matches("vacuumed").count();
+    assert!(
+        compactions >= secs as usize / 20,
+        "only {compactions} compactions"
+    );
+    assert!(vacuums >= secs as usize / 30, "only {vacuums} vacuums");
+
+    env.catch_up();
+    env.assert_exactly_once(calls as i64 + 1).await;
+    assert_eq!(
+        python_count(&env, "calls", None),
+        calls + 1,
+        "Python deltalake"
+    );
+    check_against_batch_query(&env).await;
+
+    let history: Vec<Value> = String::from_utf8_lossy(
+        &env.run_ok(&["history", "calls", "--limit", "100000", "--format", "json"])
+            .stdout,
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).expect("json"))
+    .collect();
+    let added: u64 = history
+        .iter()
+        .filter(|e| e["operation"] != "OPTIMIZE")
+        .map(|e| e["files_added"].as_u64().unwrap_or(0))
+        .sum();
+    let optimize: Vec<&Value> = history
+        .iter()
+        .filter(|e| e["operation"] == "OPTIMIZE")
+        .collect();
+    assert!(!optimize.is_empty());
+    for e in &optimize {
+        assert_eq!(
+            e["rows_added"], e["rows_removed"],
+            "compaction changed data: {e}"
+        );
+    }
+    let checkpoints = history.len() / 25;
+    eprintln!(
+        "soak {secs}s: {calls} calls, {} commits on calls ({} compactions, ~{checkpoints} \
+         checkpoints), {added} files written by ingestion; at most {max_live} live and \
+         {max_stored} stored data files over {samples} samples",
+        history.len(),
+        optimize.len()
+    );
+    assert!(max_live <= 40, "live files not bounded: {max_live}");
+    assert!(max_stored <= 400, "stored files not bounded: {max_stored}");
+    assert!(
+        added as usize > 3 * max_stored,
+        "too few files written to prove a bound"
+    );
+}
+
+fn assert_running(run: &mut Child, env: &TestEnv) {
+    if let Some(status) = run.try_wait().expect("try_wait") {
+        let log = std::fs::read(env.dir.path().join("run.log")).unwrap_or_default();
+        panic!("run exited early ({status}): {}", tail(&log));
+    }
+}
+
+/// Median wall time of opening `table` at its latest version.
+async fn open_time(env: &TestEnv, table: &str) -> Duration {
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        let opened = env.open_table(table).await;
+        times.push(t.elapsed());
+        assert!(opened.version().is_some());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// `commits` micro-batch commits of 10 rows each through the real sink, compacted every
+/// 100 commits as `run` does on its schedule. Log entries older than a second are
+/// dropped behind each checkpoint: that keeps *building* the table fast (every commit
+/// lists the log folder), and opening it still reads a checkpoint plus up to 99 entries.
+async fn commit_many(env: &TestEnv, table: &str, commits: i64) {
+    let storage = Storage {
+        root: env.root().display().to_string(),
+        options: Default::default(),
+    };
+    let compaction = CompactOptions {
+        target_file_size: 1 << 27,
+        min_small_files: 2,
+        zorder_by: Vec::new(),
+        max_retries: 3,
+        writer_properties: writer_properties(1, &[]),
+    };
+    let mut sink = open_table(env, table, 100, Duration::from_secs(1)).await;
+    for i in 0..commits {
+        let (batch, info) = rows(0, i * 10, i * 10 + 9);
+        sink.commit(&batch, &info, None).await.expect("commit");
+        if i % 100 == 99 {
+            compact(&storage, table, &compaction)
+                .await
+                .expect("compact");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checkpoints_keep_opening_a_5000_commit_table_fast() {
+    let env = TestEnv::new("checkpoints");
+    commit_many(&env, "few", 50).await;
+    commit_many(&env, "many", 5_000).await;
+    let few = open_time(&env, "few").await;
+    let many = open_time(&env, "many").await;
+    eprintln!(
+        "open time: 50 commits {few:?}; 5,000 commits with checkpoints {many:?} ({:.2}x)",
+        many.as_secs_f64() / few.as_secs_f64(),
+    );
+    assert!(
+        many.as_secs_f64() <= 2.0 * few.as_secs_f64(),
+        "5,000 commits with checkpoints open in {many:?}, 50 commits in {few:?}"
+    );
+    let log = std::fs::read_dir(env.table_path("many").join("_delta_log"))
+        .expect("log")
+        .count();
+    assert!(
+        log < 400,
+        "log entries were not cleaned up behind checkpoints: {log}"
+    );
+    let version = env.open_table("many").await.version();
+    assert!(version >= Some(5_000), "{version:?}");
+}
