@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install what lakestream's tests and demo need on a fresh Debian/Ubuntu machine that has
 # the Rust toolchain and Python: the tansu broker (crates.io), MariaDB (apt), the Python
-# `deltalake` reader and `moto_server` (PyPI), and a C toolchain for librdkafka. Skips
-# what is already there.
+# `deltalake` reader and `moto_server` (PyPI), Chromium (apt) and a C toolchain for
+# librdkafka. Skips what is already there.
 set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -27,6 +27,11 @@ fi
 if [ ! -x /usr/sbin/mariadbd ] && ! command -v mariadbd >/dev/null; then
   log "installing MariaDB"
   apt_install mariadb-server
+fi
+
+if ! command -v chromium >/dev/null; then
+  log "installing Chromium (the status page is tested in headless Chromium)"
+  apt_install chromium
 fi
 
 if ! python3 -c 'import deltalake, pyarrow' 2>/dev/null; then

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
+use crate::http::{Observed, ObservedPipeline};
 use crate::metrics::Snapshot;
 use crate::pipeline::{Pipeline, RunOptions};
 use crate::sync::SyncTask;
@@ -40,13 +41,14 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
     tokio::spawn(watch_signals(shutdown.clone()));
 
     let sync_stop = shutdown.child_token();
-    let sync = SyncTask::new(&config)
-        .filter(|t| t.has_targets() && config.mysql.as_ref().is_some_and(|m| m.enabled))
-        .map(|task| {
-            // A backfill ends with the mirror caught up too; a signal just stops it.
-            let final_pass = opts.until_caught_up.then_some(FINAL_SYNC_PATIENCE);
-            tokio::spawn(task.run(sync_stop.clone(), final_pass))
-        });
+    let sync_task = SyncTask::new(&config)
+        .filter(|t| t.has_targets() && config.mysql.as_ref().is_some_and(|m| m.enabled));
+    let sync_metrics = sync_task.as_ref().map(|t| t.metrics.clone());
+    let sync = sync_task.map(|task| {
+        // A backfill ends with the mirror caught up too; a signal just stops it.
+        let final_pass = opts.until_caught_up.then_some(FINAL_SYNC_PATIENCE);
+        tokio::spawn(task.run(sync_stop.clone(), final_pass))
+    });
 
     let tables: Vec<String> = names
         .iter()
@@ -59,9 +61,16 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
     let mut maintenance =
         crate::maintenance::spawn_schedules(&config, &tables, maintenance_stop.clone());
 
+    let pipelines: Vec<Pipeline> = names
+        .iter()
+        .map(|name| Pipeline::new(name, config.clone()))
+        .collect();
+    let http_stop = shutdown.child_token();
+    if config.http.enabled {
+        serve_status(&config, &names, &pipelines, sync_metrics, http_stop.clone()).await;
+    }
     let mut tasks = JoinSet::new();
-    for name in names {
-        let pipeline = Pipeline::new(&name, config.clone());
+    for (name, pipeline) in names.into_iter().zip(pipelines) {
         let token = shutdown.clone();
         tasks.spawn(async move { (name, pipeline.run(opts, token).await) });
     }
@@ -85,6 +94,7 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
         }
     }
     maintenance_stop.cancel();
+    http_stop.cancel();
     while maintenance.join_next().await.is_some() {}
     sync_stop.cancel();
     if let Some(sync) = sync {
@@ -104,6 +114,40 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
     match first_error {
         Some(e) => Err(e),
         None => Ok(summaries),
+    }
+}
+
+/// Start the status page; a port that is taken is a warning, not a reason to stop
+/// ingesting (several processes may share a host).
+async fn serve_status(
+    config: &Config,
+    names: &[String],
+    pipelines: &[Pipeline],
+    sync: Option<std::sync::Arc<crate::sync::SyncMetrics>>,
+    stop: CancellationToken,
+) {
+    let observed = Observed {
+        pipelines: names
+            .iter()
+            .zip(pipelines)
+            .map(|(name, p)| {
+                let pc = &config.pipelines[name];
+                ObservedPipeline {
+                    name: name.clone(),
+                    table: pc.table.clone(),
+                    dead_letter_table: pc.dead_letter_table(),
+                    metrics: p.metrics(),
+                }
+            })
+            .collect(),
+        sync,
+        storage: crate::maintenance::Storage::from_config(config),
+        max_ready_lag: config.http.max_ready_lag,
+        started: chrono::Utc::now(),
+        tables: Default::default(),
+    };
+    if let Err(e) = crate::http::start(&config.http.listen, observed.into(), stop).await {
+        warn!(error = %e, "status page not served; set http.listen to a free address");
     }
 }
 

@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Format of the summary printed on exit.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
     pub summary: SummaryFormat,
+    /// Each micro-batch's progress record: a compact log line (text) or one JSON line
+    /// on stderr with Spark's StreamingQueryProgress fields (json).
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+    pub progress: SummaryFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

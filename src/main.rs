@@ -7,13 +7,17 @@ use clap::Parser;
 use lakestream::cli::{Cli, Command};
 use lakestream::pipeline::RunOptions;
 use lakestream::{app, commands, config};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(lakestream::metrics::ErrorLayer)
+        .with(filter)
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -32,6 +36,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let opts = RunOptions {
                 until_caught_up: args.until_caught_up,
+                progress_json: args.progress == lakestream::cli::SummaryFormat::Json,
             };
             let summaries = app::run(config, &args.pipelines, opts).await?;
             commands::print_summary(&summaries, args.summary);

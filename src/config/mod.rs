@@ -40,6 +40,33 @@ pub struct Config {
     /// Compaction, vacuum and checkpoints of the tables, scheduled inside `run`.
     #[serde(default)]
     pub maintenance: MaintenanceConfig,
+    /// The status page, `/status`, `/metrics` and `/health` served by `run`.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default = "defaults::yes")]
+    pub enabled: bool,
+    /// Address to listen on; keep it on loopback unless a proxy guards it (port 0: any
+    /// free port, printed at start-up).
+    #[serde(default = "defaults::http_listen")]
+    pub listen: String,
+    /// Not ready (`/health` 503) when a pipeline is this many records behind.
+    #[serde(default = "defaults::max_ready_lag")]
+    pub max_ready_lag: i64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: defaults::http_listen(),
+            max_ready_lag: defaults::max_ready_lag(),
+        }
+    }
 }
 
 /// Table upkeep. Compaction and vacuum run on a schedule beside ingestion; checkpoints
@@ -483,6 +510,12 @@ mod defaults {
     }
     pub fn yes() -> bool {
         true
+    }
+    pub fn http_listen() -> String {
+        "127.0.0.1:8321".into()
+    }
+    pub fn max_ready_lag() -> i64 {
+        1_000_000
     }
     pub fn checkpoint_interval() -> u64 {
         100

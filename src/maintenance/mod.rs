@@ -204,3 +204,21 @@ pub(crate) fn decode_path(path: &str) -> String {
         .next()
         .map_or_else(|| path.to_string(), |(_, v)| v.into_owned())
 }
+
+/// Scheduled maintenance runs of this process, for `/metrics` and the status page.
+#[derive(Debug, Default)]
+pub struct MaintenanceCounters {
+    pub compactions: std::sync::atomic::AtomicU64,
+    pub compactions_skipped: std::sync::atomic::AtomicU64,
+    pub vacuums: std::sync::atomic::AtomicU64,
+    pub files_deleted: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
+pub static COUNTERS: MaintenanceCounters = MaintenanceCounters {
+    compactions: std::sync::atomic::AtomicU64::new(0),
+    compactions_skipped: std::sync::atomic::AtomicU64::new(0),
+    vacuums: std::sync::atomic::AtomicU64::new(0),
+    files_deleted: std::sync::atomic::AtomicU64::new(0),
+    failures: std::sync::atomic::AtomicU64::new(0),
+};

@@ -8,7 +8,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{compact, compact_options, vacuum, vacuum_options, Storage};
+use std::sync::atomic::Ordering;
+
+use super::{compact, compact_options, vacuum, vacuum_options, Storage, COUNTERS};
 use crate::config::{Config, Schedule};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +81,14 @@ async fn run_schedule(
         match task {
             Task::Compact => {
                 let opts = compact_options(&config, &table, None);
-                match compact(&storage, &table, &opts).await {
+                let result = compact(&storage, &table, &opts).await;
+                let counter = match &result {
+                    Ok(r) if r.version.is_some() => &COUNTERS.compactions,
+                    Ok(_) => &COUNTERS.compactions_skipped,
+                    Err(_) => &COUNTERS.failures,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                match result {
                     Ok(r) if r.version.is_some() => info!(
                         table = %table, version = r.version, files_before = r.before.files,
                         files_after = r.after.files, attempts = r.attempts,

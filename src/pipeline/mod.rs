@@ -13,24 +13,40 @@ use tracing::info;
 use crate::config::{Config, PipelineConfig};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
 use crate::engine::Engine;
-use crate::metrics::{PipelineMetrics, Snapshot};
+use crate::metrics::{
+    Durations, EventTime, PipelineMetrics, PipelineState, Progress, SinkProgress, Snapshot,
+    SourceProgress,
+};
 use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
 use crate::source::{
     ConsumerSettings, KafkaSource, OffsetRange, RawBatch, SourceHandle, StartOffsets,
 };
 use crate::{Error, Result};
 
-/// How a run ends.
+/// How a run ends, and how it reports.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
     /// Stop once every assigned partition is committed up to its high watermark.
     pub until_caught_up: bool,
+    /// Progress records as JSON lines on stderr instead of a human log line.
+    pub progress_json: bool,
+}
+
+/// What the progress record needs to know about a batch besides the commit outcome.
+struct BatchReport<'a> {
+    opened_at: Option<Instant>,
+    fetch_ms: u64,
+    decode_ms: u64,
+    records: usize,
+    dead_letters: usize,
+    ranges: &'a BTreeMap<i32, OffsetRange>,
 }
 
 /// A decoded batch on its way to the commit stage.
 struct Ready {
     opened_at: Option<Instant>,
-    /// Time spent decoding.
+    /// First record to the batch closing, and time spent decoding.
+    fetch_ms: u64,
     decode_ms: u64,
     ranges: BTreeMap<i32, OffsetRange>,
     records: usize,
@@ -51,6 +67,11 @@ impl Pipeline {
             config,
             metrics: Arc::new(PipelineMetrics::default()),
         }
+    }
+
+    /// The counters this pipeline updates while it runs (for the status page).
+    pub fn metrics(&self) -> Arc<PipelineMetrics> {
+        self.metrics.clone()
     }
 
     fn fail(&self, message: impl ToString) -> Error {
@@ -100,10 +121,20 @@ impl Pipeline {
         let consume = tokio::task::spawn_blocking(move || consumer.run(raw_tx, shutdown));
         let decode = tokio::spawn(decode_stage(decoder, raw_rx, ready_tx));
 
+        self.metrics.set_state(PipelineState::Running);
+        let lag_watch = tokio::spawn(watch_high_watermarks(handle.clone(), self.metrics.clone()));
         while let Some(ready) = ready_rx.recv().await {
-            self.commit(ready, &mut table, &mut dead, &handle, engine.as_mut())
-                .await?;
+            let committed = self
+                .commit(ready, &mut table, &mut dead, &handle, engine.as_mut(), opts)
+                .await;
+            if let Err(e) = committed {
+                lag_watch.abort();
+                self.metrics.set_state(PipelineState::Failed);
+                return Err(e);
+            }
         }
+        lag_watch.abort();
+        self.metrics.set_state(PipelineState::Stopped);
         decode
             .await
             .map_err(|e| self.fail(format!("decode stage: {e}")))??;
@@ -166,10 +197,11 @@ impl Pipeline {
         dead: &mut DeltaSink,
         source: &SourceHandle,
         engine: Option<&mut Engine>,
+        opts: RunOptions,
     ) -> Result<()> {
-        let started = Instant::now();
         let Ready {
             opened_at,
+            fetch_ms,
             decode_ms,
             ranges,
             records,
@@ -204,12 +236,12 @@ impl Pipeline {
         match outcome {
             CommitOutcome::Committed {
                 version,
-                batch_id,
                 rows,
                 input_rows,
                 late_rows,
                 state_rows,
                 watermark,
+                ..
             } => {
                 PipelineMetrics::add(&m.rows, rows as u64);
                 PipelineMetrics::add(
@@ -222,27 +254,102 @@ impl Pipeline {
                     m.watermark.store(w, Ordering::Relaxed);
                 }
                 m.table_version.store(version, Ordering::Relaxed);
-                info!(
-                    pipeline = %self.name,
-                    batch_id = batch_id.unwrap_or(-1),
-                    version,
-                    records,
-                    rows,
-                    dead_letters = dead_rows,
-                    late_rows,
-                    state_rows,
-                    watermark = crate::metrics::format_micros(watermark.unwrap_or(i64::MIN)),
-                    decode_ms,
-                    write_ms = started.elapsed().as_millis() as u64,
-                    "committed batch"
-                );
             }
             CommitOutcome::AlreadyCommitted => {
                 PipelineMetrics::add(&m.skipped, decoded.rows.num_rows() as u64);
                 info!(pipeline = %self.name, records, "batch already in the table, skipped");
             }
         }
+        let batch = BatchReport {
+            opened_at,
+            fetch_ms,
+            decode_ms,
+            records,
+            dead_letters: dead_rows,
+            ranges: &ranges,
+        };
+        let progress = self.progress(&batch, &outcome, table, source);
+        if opts.progress_json {
+            eprintln!("{}", serde_json::to_string(&progress).unwrap_or_default());
+        } else {
+            info!(pipeline = %self.name, "{}", progress.line());
+        }
+        m.record(progress);
         Ok(())
+    }
+
+    /// The progress record of a committed (or skipped) batch.
+    fn progress(
+        &self,
+        batch: &BatchReport<'_>,
+        outcome: &CommitOutcome,
+        table: &DeltaSink,
+        source: &SourceHandle,
+    ) -> Progress {
+        let m = &self.metrics;
+        let now = Instant::now();
+        let opened = batch.opened_at.unwrap_or(now);
+        let total = now.saturating_duration_since(opened);
+        let previous = m.previous_batch(opened);
+        let since_previous = previous.map_or(total, |p| opened.saturating_duration_since(p));
+        let per_second = |secs: f64| batch.records as f64 / secs.max(1e-3);
+        let timings = table.timings();
+        let latest = source.high_watermarks();
+        let (version, batch_id, late, state_rows) = match outcome {
+            CommitOutcome::Committed {
+                version,
+                batch_id,
+                late_rows,
+                state_rows,
+                ..
+            } => (
+                Some(*version),
+                batch_id.unwrap_or(-1),
+                *late_rows,
+                *state_rows as u64,
+            ),
+            CommitOutcome::AlreadyCommitted => (None, -1, 0, 0),
+        };
+        let started = chrono::Utc::now() - chrono::Duration::from_std(total).unwrap_or_default();
+        Progress {
+            name: self.name.clone(),
+            run_id: m.run_id.clone(),
+            batch_id,
+            timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            num_input_rows: batch.records as u64,
+            input_rows_per_second: per_second(since_previous.as_secs_f64()),
+            processed_rows_per_second: per_second(total.as_secs_f64()),
+            duration_ms: Durations {
+                fetch: batch.fetch_ms,
+                decode: batch.decode_ms,
+                query: timings.query_ms,
+                write: timings.write_ms,
+                commit: timings.commit_ms,
+                total: total.as_millis() as u64,
+            },
+            sources: vec![SourceProgress {
+                description: format!("KafkaSource[{}]", source.topic()),
+                start_offset: batch.ranges.iter().map(|(&p, r)| (p, r.first)).collect(),
+                end_offset: batch.ranges.iter().map(|(&p, r)| (p, r.last)).collect(),
+                lag: batch
+                    .ranges
+                    .iter()
+                    .filter_map(|(p, r)| Some((*p, (latest.get(p)? - r.last - 1).max(0))))
+                    .collect(),
+                latest_offset: latest.into_iter().collect(),
+            }],
+            event_time: EventTime {
+                watermark: crate::metrics::format_micros(m.watermark.load(Ordering::Relaxed)),
+            },
+            state_rows,
+            late_rows_dropped: late,
+            dead_letters: batch.dead_letters as u64,
+            sink: SinkProgress {
+                description: format!("DeltaSink[{}]", table.name()),
+                table: table.name().to_string(),
+                version,
+            },
+        }
     }
 }
 
@@ -255,11 +362,13 @@ async fn decode_stage(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     while let Some(raw) = raw_rx.recv().await {
         let decoder = decoder.clone();
+        let fetch_ms = raw.opened_at.map_or(0, |t| t.elapsed().as_millis() as u64);
         let ready = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let decoded = decoder.decode(&raw, threads)?;
             Ok::<_, crate::decode::DecodeError>(Ready {
                 opened_at: raw.opened_at,
+                fetch_ms,
                 decode_ms: started.elapsed().as_millis() as u64,
                 ranges: raw.offset_ranges(),
                 records: raw.len(),
@@ -281,6 +390,15 @@ async fn decode_stage(
         }
     }
     Ok(())
+}
+
+/// Copy the broker's latest offsets into the metrics every second, so the lag shown
+/// keeps moving while no batch commits (a stalled pipeline falls behind visibly).
+async fn watch_high_watermarks(handle: SourceHandle, metrics: Arc<PipelineMetrics>) {
+    loop {
+        metrics.set_high_watermarks(handle.high_watermarks());
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// Where assigned partitions start: right after the last offset the row table holds.

@@ -92,6 +92,20 @@ pub struct DeltaSink {
     stream_checked: bool,
     /// Version of this sink's last commit (decides when a checkpoint is due).
     last_commit: Option<u64>,
+    /// Where the last `commit` call spent its time (all attempts).
+    timings: CommitTimings,
+}
+
+/// Milliseconds a commit spent in the query, writing files and committing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitTimings {
+    pub query_ms: u64,
+    pub write_ms: u64,
+    pub commit_ms: u64,
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
 }
 
 /// Why one commit attempt failed: storage and conflicts are retried, the query is not.
@@ -138,6 +152,7 @@ impl DeltaSink {
             snapshots: Default::default(),
             stream_checked: false,
             last_commit: None,
+            timings: CommitTimings::default(),
         })
     }
 
@@ -147,6 +162,11 @@ impl DeltaSink {
 
     pub fn version(&self) -> Option<i64> {
         self.table.version().map(|v| v as i64)
+    }
+
+    /// Where the last `commit` spent its time.
+    pub fn timings(&self) -> CommitTimings {
+        self.timings
     }
 
     fn app_id(&self, partition: i32) -> String {
@@ -231,6 +251,7 @@ impl DeltaSink {
         mut engine: Option<&mut Engine>,
     ) -> Result<CommitOutcome, SinkError> {
         let started = Instant::now();
+        self.timings = CommitTimings::default();
         let mut backoff = Duration::from_millis(100);
         // Files written for a given set of new offset ranges, kept across retries.
         let mut written: Option<Written> = None;
@@ -367,11 +388,13 @@ impl DeltaSink {
             query_id: self.opts.pipeline.clone(),
             epoch_id: batch_id.unwrap_or(-1),
         };
+        let t = Instant::now();
         let snapshot: &dyn TableReference = self.table.snapshot()?;
         let finalized = CommitBuilder::from(props)
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)
             .await?;
+        self.timings.commit_ms += ms_since(t);
         self.table.state = Some(finalized.snapshot());
         Ok(finalized.version() as i64)
     }
@@ -404,6 +427,7 @@ impl DeltaSink {
                     drop_committed(rows, &committed)?
                 };
                 let rows = keep.num_rows();
+                let t = Instant::now();
                 let adds = write_files(
                     &self.table,
                     keep,
@@ -411,6 +435,7 @@ impl DeltaSink {
                     self.opts.target_file_size,
                 )
                 .await?;
+                self.timings.write_ms += ms_since(t);
                 Written {
                     ranges: new_ranges.clone(),
                     adds,
@@ -492,14 +517,18 @@ impl DeltaSink {
         } else {
             drop_committed(rows, &committed)?
         };
+        let t = Instant::now();
         let current = self.stream_state(engine).await?;
         let step = engine
             .process(&input, &current)
             .await
             .map_err(AttemptError::Engine)?;
+        self.timings.query_ms += ms_since(t);
         let batch_id = self.next_batch_id().await?;
+        let t = Instant::now();
         let (mut entry, snapshot) =
             state::save(&self.table, &self.opts.pipeline, batch_id, &step.state).await?;
+        self.timings.write_ms += ms_since(t);
         entry["lateRows"] = json!(step.late_rows);
         entry["watermark"] = json!(step.state.clock.watermark);
         let emitted = step.emit.rows().num_rows();
@@ -553,14 +582,17 @@ impl DeltaSink {
         })
     }
 
-    async fn write(&self, rows: &RecordBatch) -> Result<Vec<Add>, DeltaTableError> {
-        write_files(
+    async fn write(&mut self, rows: &RecordBatch) -> Result<Vec<Add>, DeltaTableError> {
+        let t = Instant::now();
+        let adds = write_files(
             &self.table,
             rows.clone(),
             self.props.clone(),
             self.opts.target_file_size,
         )
-        .await
+        .await;
+        self.timings.write_ms += ms_since(t);
+        adds
     }
 
     /// MERGE `rows` by the query's keys: matched rows take the new (absolute) values,
@@ -581,6 +613,7 @@ impl DeltaSink {
             .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
             .collect::<Vec<_>>()
             .join(" AND ");
+        let t = Instant::now();
         let source = SessionContext::new().read_batch(rows.clone())?;
         let columns: Vec<String> = rows
             .schema()
@@ -608,6 +641,7 @@ impl DeltaSink {
                 i
             })?
             .await?;
+        self.timings.commit_ms += ms_since(t);
         self.table = table;
         self.table
             .version()

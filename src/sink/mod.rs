@@ -14,7 +14,7 @@ mod state;
 mod table;
 
 pub(crate) use commit::is_conflict;
-pub use commit::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
+pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
 pub use table::{open_existing, open_or_create, table_url, writer_properties};
 
 use deltalake::DeltaTableError;

@@ -53,6 +53,10 @@ pub struct SourceHandle {
 }
 
 impl SourceHandle {
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Partition ids of the topic, from the cluster's metadata.
     pub fn partitions(&self) -> Vec<i32> {
         match self
@@ -70,6 +74,17 @@ impl SourceHandle {
                 Vec::new()
             }
         }
+    }
+
+    /// Latest known high watermark of each partition this member reads.
+    pub fn high_watermarks(&self) -> HashMap<i32, i64> {
+        let state = self.consumer.context().lock();
+        state
+            .high
+            .iter()
+            .filter(|(p, _)| state.assigned.contains(p))
+            .map(|(&p, &h)| (p, h))
+            .collect()
     }
 
     /// Mirror committed table offsets into the consumer group, for standard lag tools.
@@ -107,7 +122,9 @@ impl KafkaSource {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest");
+            .set("auto.offset.reset", "earliest")
+            // High watermarks for the lag in progress records and /metrics.
+            .set("statistics.interval.ms", "1000");
         for (k, v) in &settings.options {
             config.set(k, v);
         }

@@ -25,6 +25,8 @@ pub struct AssignState {
     pub targets: HashMap<i32, i64>,
     /// A failure the consumer loop must stop on.
     pub error: Option<String>,
+    /// Latest high watermark per partition, from librdkafka's statistics (for lag).
+    pub high: HashMap<i32, i64>,
 }
 
 pub struct SourceContext {
@@ -76,7 +78,21 @@ pub fn lock(state: &Mutex<AssignState>) -> MutexGuard<'_, AssignState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`) carry each partition's
+    /// high watermark: lag without a request per batch.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut state = self.lock();
+        for (&p, partition) in &topic.partitions {
+            if p >= 0 && partition.hi_offset >= 0 {
+                state.high.insert(p, partition.hi_offset);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn rebalance(

@@ -89,6 +89,8 @@ pub struct SyncMetrics {
     pub errors: AtomicU64,
     /// Unix ms of the last pass that reached every table (-1: none yet).
     pub last_success_ms: AtomicI64,
+    /// The Delta version each table's mirror holds.
+    pub mirrored: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 pub struct SyncTask {
@@ -167,6 +169,14 @@ impl SyncTask {
             };
             all_exist &= done.version.is_some();
             self.metrics.rows.fetch_add(done.rows, Ordering::Relaxed);
+            if let Some(v) = done.version {
+                let mut mirrored = self
+                    .metrics
+                    .mirrored
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                mirrored.insert(done.table.clone(), v);
+            }
             out.push(done);
         }
         // Views read the mirrored tables: create them once those exist.

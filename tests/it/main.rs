@@ -12,5 +12,6 @@ mod mirror;
 mod replay;
 mod scale_out;
 mod sink;
+mod status;
 mod streaming;
 mod time_travel;

@@ -148,6 +148,8 @@ impl TestEnv {
             "kafka.options.heartbeat.interval.ms=500".to_string(),
             // Tests of the MySQL mirror turn it on with their own database.
             "mysql.enabled=false".to_string(),
+            // Tests run side by side: each status page on a port of its own.
+            "http.listen=127.0.0.1:0".to_string(),
         ];
         let pipelines = [
             "calls",

@@ -1,0 +1,197 @@
+//! What the status endpoints show: pipelines, tables, the MySQL mirror, maintenance and
+//! recent errors, read from the counters the tasks keep.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::maintenance::{table_stats, Storage, TableStats, COUNTERS};
+use crate::metrics::{recent_errors, PipelineMetrics, PipelineState};
+use crate::sync::SyncMetrics;
+
+/// Progress records shown per pipeline (the charts' last minutes).
+const CHART_POINTS: usize = 120;
+
+pub struct ObservedPipeline {
+    pub name: String,
+    pub table: String,
+    pub dead_letter_table: String,
+    pub metrics: Arc<PipelineMetrics>,
+}
+
+/// Everything the endpoints read.
+pub struct Observed {
+    pub pipelines: Vec<ObservedPipeline>,
+    pub sync: Option<Arc<SyncMetrics>>,
+    pub storage: Storage,
+    pub max_ready_lag: i64,
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// Table versions and file counts, refreshed in the background (opening a table per
+    /// page refresh would cost more than the page is worth).
+    pub tables: Mutex<BTreeMap<String, (u64, TableStats)>>,
+}
+
+impl Observed {
+    /// Re-read every table's version and files every 10 s until `stop`.
+    pub async fn refresh_tables(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            for p in &self.pipelines {
+                for name in [&p.table, &p.dead_letter_table] {
+                    if let Ok(t) = self.storage.open(name).await {
+                        if let (Some(v), Ok(stats)) = (t.version(), table_stats(&t)) {
+                            let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+                            tables.insert(name.clone(), (v, stats));
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Why this process is not ready (empty: ready).
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        for p in &self.pipelines {
+            let state = p.metrics.state();
+            if state != PipelineState::Running {
+                reasons.push(format!("pipeline {} is {state:?}", p.name).to_lowercase());
+            }
+            let lag: i64 = p.metrics.lag().values().sum();
+            if lag > self.max_ready_lag {
+                reasons.push(format!(
+                    "pipeline {} is {lag} records behind (http.max_ready_lag {})",
+                    p.name, self.max_ready_lag
+                ));
+            }
+        }
+        reasons
+    }
+
+    pub fn health_json(&self) -> (bool, String) {
+        let reasons = self.not_ready();
+        let ready = reasons.is_empty();
+        let body = json!({ "live": true, "ready": ready, "reasons": reasons });
+        (ready, body.to_string())
+    }
+
+    pub fn status_json(&self) -> String {
+        let pipelines: Vec<Value> = self.pipelines.iter().map(pipeline_json).collect();
+        let tables: Vec<Value> = self
+            .tables
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(name, (version, s))| {
+                json!({ "name": name, "version": version, "files": s.files, "bytes": s.bytes, "rows": s.rows })
+            })
+            .collect();
+        let (errors, _) = recent_errors();
+        json!({
+            "started": self.started.to_rfc3339(),
+            "uptimeSeconds": (chrono::Utc::now() - self.started).num_seconds(),
+            "ready": self.not_ready().is_empty(),
+            "pipelines": pipelines,
+            "tables": tables,
+            "mysql": self.sync_json(),
+            "maintenance": {
+                "compactions": COUNTERS.compactions.load(Ordering::Relaxed),
+                "compactionsSkipped": COUNTERS.compactions_skipped.load(Ordering::Relaxed),
+                "vacuums": COUNTERS.vacuums.load(Ordering::Relaxed),
+                "filesDeleted": COUNTERS.files_deleted.load(Ordering::Relaxed),
+                "failures": COUNTERS.failures.load(Ordering::Relaxed),
+            },
+            "errors": errors,
+        })
+        .to_string()
+    }
+
+    /// The mirror's state: per table, the version it holds and how far Delta is ahead.
+    pub fn sync_lag(&self) -> Vec<(String, u64, u64)> {
+        let Some(sync) = &self.sync else {
+            return Vec::new();
+        };
+        let mirrored = sync
+            .mirrored
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        mirrored
+            .into_iter()
+            .map(|(name, v)| {
+                let latest = tables.get(&name).map_or(v, |(latest, _)| *latest);
+                (name, v, latest.saturating_sub(v))
+            })
+            .collect()
+    }
+
+    /// Seconds since the mirror last reached every table (None: never, or no mirror).
+    pub fn sync_seconds_behind(&self) -> Option<f64> {
+        let last = self.sync.as_ref()?.last_success_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| (chrono::Utc::now().timestamp_millis() - last) as f64 / 1000.0)
+    }
+
+    fn sync_json(&self) -> Value {
+        let Some(sync) = &self.sync else {
+            return json!({ "enabled": false });
+        };
+        let tables: Vec<Value> = self
+            .sync_lag()
+            .into_iter()
+            .map(|(name, v, behind)| json!({ "name": name, "mirroredVersion": v, "versionsBehind": behind }))
+            .collect();
+        json!({
+            "enabled": true,
+            "passes": sync.passes.load(Ordering::Relaxed),
+            "rows": sync.rows.load(Ordering::Relaxed),
+            "errors": sync.errors.load(Ordering::Relaxed),
+            "secondsBehind": self.sync_seconds_behind(),
+            "tables": tables,
+        })
+    }
+}
+
+fn pipeline_json(p: &ObservedPipeline) -> Value {
+    let s = p.metrics.snapshot(&p.name, &p.table);
+    let recent = p.metrics.recent();
+    let points: Vec<Value> = recent
+        .iter()
+        .skip(recent.len().saturating_sub(CHART_POINTS))
+        .map(|r| {
+            json!({
+                "batchId": r.batch_id,
+                "timestamp": r.timestamp,
+                "numInputRows": r.num_input_rows,
+                "inputRowsPerSecond": r.input_rows_per_second,
+                "processedRowsPerSecond": r.processed_rows_per_second,
+                "durationMs": r.duration_ms,
+            })
+        })
+        .collect();
+    let lag = p.metrics.lag();
+    json!({
+        "name": p.name,
+        "table": p.table,
+        "state": p.metrics.state(),
+        "batches": s.batches,
+        "records": s.records,
+        "rows": s.rows,
+        "deadLetters": s.dead_letters,
+        "lateRows": s.late_rows,
+        "stateRows": s.state_rows,
+        "watermark": s.watermark,
+        "tableVersion": s.table_version,
+        "lag": lag,
+        "totalLag": lag.values().sum::<i64>(),
+        "last": recent.last(),
+        "recent": points,
+    })
+}

@@ -1,0 +1,263 @@
+//! Progress records, `/metrics`, `/status`, `/health` and the status page in headless
+//! Chromium, against a running `lakestream run`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::common::{sigterm, tail, wait_until, TestEnv};
+
+const CALLS: u64 = 3_000;
+
+/// (status code, body) of `GET path`.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("read");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP reply");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status code");
+    (code, body.to_string())
+}
+
+/// Samples of a Prometheus text exposition, checked line by line: `name{labels}` -> value.
+fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+    let mut typed = std::collections::BTreeSet::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            typed.insert(parts.next().expect("name").to_string());
+            let kind = parts.next().expect("type");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line: {line}"));
+        let name = series.split('{').next().expect("name");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}'),
+                    "bad labels: {line}"
+                );
+                for pair in labels[1..labels.len() - 1].split("\",") {
+                    let (k, v) = pair
+                        .split_once("=\"")
+                        .unwrap_or_else(|| panic!("bad label: {line}"));
+                    assert!(!k.is_empty() && !v.contains('\n'), "bad label: {line}");
+                }
+            }
+        }
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|b| typed.contains(*b))
+            .unwrap_or(name);
+        assert!(typed.contains(base), "{name} has no # TYPE line");
+        samples.insert(series.to_string(), value.parse().expect("a number"));
+    }
+    samples
+}
+
+fn port_from_log(env: &TestEnv) -> Option<u16> {
+    let log = std::fs::read_to_string(env.dir.path().join("run.log")).ok()?;
+    let at = log.find("status page on http://127.0.0.1:")?;
+    let rest = &log[at + "status page on http://127.0.0.1:".len()..];
+    rest.split('/').next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_status_health_and_the_page_in_chromium() {
+    let mut env = TestEnv::new("status");
+    env.pipelines = vec!["calls".into(), "crime_type_hourly".into()];
+    env.overrides
+        .push("pipelines.calls.max_offsets_per_trigger=500".into());
+    env.produce_synthetic(CALLS, 60);
+    let mut cmd = env.command(&["run", "--progress", "json"]);
+    let log = std::fs::File::create(env.dir.path().join("run.log")).expect("log");
+    cmd.stdout(std::process::Stdio::null()).stderr(log);
+    let mut run = env.spawn_command(cmd);
+
+    let mut port = None;
+    wait_until(Duration::from_secs(60), "the status page's address", || {
+        port = port_from_log(&env);
+        std::future::ready(port.is_some())
+    })
+    .await;
+    let port = port.expect("port");
+    wait_until(Duration::from_secs(120), "all calls ingested", || {
+        let (_, body) = get(port, "/status");
+        let status: Value = serde_json::from_str(&body).expect("status JSON");
+        let done = status["pipelines"]
+            .as_array()
+            .expect("pipelines")
+            .iter()
+            .all(|p| p["records"].as_u64() == Some(CALLS));
+        std::future::ready(done)
+    })
+    .await;
+    // Table versions and file counts are refreshed every 10 s.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+
+    let (code, text) = get(port, "/metrics");
+    assert_eq!(code, 200);
+    let m = parse_prometheus(&text);
+    let rows = env.count("calls").await as f64;
+    assert_eq!(
+        m["lakestream_input_records_total{pipeline=\"calls\"}"],
+        CALLS as f64
+    );
+    assert_eq!(m["lakestream_output_rows_total{pipeline=\"calls\"}"], rows);
+    assert_eq!(rows, CALLS as f64);
+    let batches = m["lakestream_batches_total{pipeline=\"calls\"}"];
+    assert!(batches >= 6.0, "{batches} batches");
+    assert_eq!(
+        m["lakestream_batch_duration_seconds_count{pipeline=\"calls\"}"],
+        batches
+    );
+    assert_eq!(
+        m["lakestream_batch_duration_seconds_bucket{pipeline=\"calls\",le=\"+Inf\"}"],
+        batches
+    );
+    assert_eq!(m["lakestream_pipeline_up{pipeline=\"calls\"}"], 1.0);
+    let lag: Vec<f64> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("lakestream_consumer_lag_records{pipeline=\"calls\""))
+        .map(|(_, v)| *v)
+        .collect();
+    assert_eq!(lag, vec![0.0; 4], "caught up on 4 partitions, so no lag");
+    let version = env.open_table("calls").await.version().expect("version") as f64;
+    assert_eq!(m["lakestream_table_version{table=\"calls\"}"], version);
+
+    let (code, body) = get(port, "/health");
+    assert_eq!(code, 200, "{body}");
+    let health: Value = serde_json::from_str(&body).expect("health JSON");
+    assert_eq!(health["ready"], true);
+
+    let (_, body) = get(port, "/status");
+    let status: Value = serde_json::from_str(&body).expect("status JSON");
+    let calls = &status["pipelines"][0];
+    assert_eq!(calls["name"], "calls");
+    let last = &calls["last"];
+    for field in [
+        "batchId",
+        "numInputRows",
+        "inputRowsPerSecond",
+        "processedRowsPerSecond",
+        "durationMs",
+        "sources",
+        "sink",
+    ] {
+        assert!(
+            !last[field].is_null(),
+            "progress record lacks {field}: {last}"
+        );
+    }
+    assert_eq!(last["sink"]["version"], version as i64);
+
+    // One JSON progress line per batch on stderr, with Spark's field names.
+    let log = std::fs::read_to_string(env.dir.path().join("run.log")).expect("log");
+    let records: Vec<Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("progress JSON"))
+        .filter(|p: &Value| p["name"] == "calls")
+        .collect();
+    let input: u64 = records
+        .iter()
+        .map(|p| p["numInputRows"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(input, CALLS, "progress records' input rows");
+
+    page_in_chromium(port);
+    sigterm(&run);
+    let status = run.wait().expect("run");
+    assert!(status.success(), "run: {}", tail(log.as_bytes()));
+}
+
+/// Load the page headless: no script errors, the pipelines shown, charts drawn; save a
+/// screenshot under the target's test artifacts.
+fn page_in_chromium(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/");
+    let chromium = std::env::var("LAKESTREAM_TEST_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let base = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--virtual-time-budget=5000",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let out = Command::new(&chromium)
+        .args(base)
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .expect("chromium (install it: scripts/install-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let console = String::from_utf8_lossy(&out.stderr);
+    let script_errors: Vec<&str> = console
+        .lines()
+        .filter(|l| l.contains("CONSOLE") && (l.contains("Uncaught") || l.contains("rror")))
+        .collect();
+    assert!(
+        script_errors.is_empty(),
+        "console errors: {script_errors:?}"
+    );
+    assert!(
+        dom.contains("<pre id=\"js-errors\" class=\"bad\"></pre>"),
+        "script errors on the page"
+    );
+    assert!(
+        dom.contains("<td>calls</td>") && dom.contains("<td>crime_type_hourly</td>"),
+        "pipelines missing"
+    );
+    assert!(dom.contains(">running<"), "pipeline state missing");
+    let drawn = dom.matches("<path d=\"M").count();
+    assert!(drawn >= 4, "charts not drawn ({drawn} paths)");
+    assert!(dom.contains(" L"), "charts have a single point");
+
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts dir");
+    let shot = dir.join("status-page.png");
+    let out = Command::new(&chromium)
+        .args(base)
+        .arg("--window-size=1280,1600")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .expect("chromium");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "screenshot too small: {size} bytes");
+    eprintln!("status page screenshot: {}", shot.display());
+}
