@@ -83,12 +83,14 @@ impl Progress {
     pub fn line(&self) -> String {
         let d = &self.duration_ms;
         format!(
-            "{} batch {} v{}: {} rows, {:.0} in/s, {:.0} processed/s, lag {}, {} ms \
-             (fetch {} decode {} query {} write {} commit {})",
+            "{} batch {} v{}: {} rows ({} dead letters, {} late), {:.0} in/s, {:.0} \
+             processed/s, lag {}, {} ms (fetch {} decode {} query {} write {} commit {})",
             self.name,
             self.batch_id,
             self.sink.version.map_or("-".into(), |v| v.to_string()),
             self.num_input_rows,
+            self.dead_letters,
+            self.late_rows_dropped,
             self.input_rows_per_second,
             self.processed_rows_per_second,
             self.lag(),

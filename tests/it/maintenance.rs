@@ -133,10 +133,26 @@ async fn soak(mut env: TestEnv) {
     assert!(vacuums >= secs as usize / 30, "only {vacuums} vacuums");
 
     env.catch_up();
-    env.assert_exactly_once(calls as i64 + 1).await;
+    // The producer is at-least-once: under load its retries can store a call twice, at
+    // two offsets (seen: ~15 of 180,000). Exactly once means each (partition, offset)
+    // once and no call missing. (The topic's own record count cannot serve as the
+    // reference: tansu can answer a fetch from the middle of a record batch with the
+    // next batch, so a plain reader may undercount.)
+    let records = env.count("calls").await;
+    env.assert_each_offset_once(records).await;
+    let ids = env
+        .scalar("calls", "SELECT count(DISTINCT crime_id) FROM t")
+        .await;
+    assert_eq!(ids, calls as i64 + 1, "distinct calls");
+    let repeated = records - ids;
+    assert!(
+        repeated * 1000 <= records,
+        "{repeated} calls stored twice by the producer"
+    );
+    eprintln!("producer stored {repeated} calls twice (at two offsets each)");
     assert_eq!(
         python_count(&env, "calls", None),
-        calls + 1,
+        records as u64,
         "Python deltalake"
     );
     check_against_batch_query(&env).await;
