@@ -11,7 +11,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{decode_path, retrying, table_stats, MaintenanceError, Storage, TableStats};
+use super::{add_rows, decode_path, retrying, table_stats, MaintenanceError, Storage, TableStats};
 
 #[derive(Debug, Clone)]
 pub struct CompactOptions {
@@ -150,11 +150,7 @@ async fn check_rows_kept(
     for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let action: Value = serde_json::from_slice(line)?;
         if let Some(add) = action.get("add") {
-            added += add["stats"]
-                .as_str()
-                .and_then(|s| serde_json::from_str::<Value>(s).ok())
-                .and_then(|s| s["numRecords"].as_u64())
-                .unwrap_or(0);
+            added += add_rows(add);
         }
         if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
             let rows = rows_by_file

@@ -198,6 +198,15 @@ pub fn vacuum_options(
     }
 }
 
+/// Rows of a log entry's `add` action, from its statistics (0 when it has none).
+pub(crate) fn add_rows(add: &serde_json::Value) -> u64 {
+    add["stats"]
+        .as_str()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|s| s["numRecords"].as_u64())
+        .unwrap_or(0)
+}
+
 /// Paths in log entries are percent-encoded; snapshot paths are not.
 pub(crate) fn decode_path(path: &str) -> String {
     url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())

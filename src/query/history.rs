@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::travel::oldest_version;
 use super::QueryError;
-use crate::maintenance::{decode_path, Storage};
+use crate::maintenance::{add_rows, decode_path, Storage};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
@@ -91,11 +91,7 @@ async fn entry(
             continue;
         };
         if let Some(add) = action.get("add") {
-            let rows = add["stats"]
-                .as_str()
-                .and_then(|s| serde_json::from_str::<Value>(s).ok())
-                .and_then(|s| s["numRecords"].as_u64())
-                .unwrap_or(0);
+            let rows = add_rows(add);
             e.files_added += 1;
             e.rows_added += rows;
             if let Some(path) = add["path"].as_str() {
