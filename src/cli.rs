@@ -144,10 +144,17 @@ pub struct CountTopicArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Stop cleanly once every assigned partition is committed up to the high watermark
-    /// seen when it was assigned (backfills, demos, tests).
+    /// Stop cleanly once each pipeline's table holds every partition of its topic up to
+    /// the end it had when the run started, whichever member of the group read it
+    /// (backfills, demos, tests). Partitions a dead member still owns are waited for
+    /// until the group hands them over (after its session.timeout.ms); the wait is
+    /// logged every 10 s.
     #[arg(long)]
     pub until_caught_up: bool,
+    /// With --until-caught-up: exit with an error (status 1, naming the partitions not
+    /// caught up) if the tables are not caught up this long after start, e.g. "10m".
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "until_caught_up")]
+    pub deadline: Option<std::time::Duration>,
     /// Run only these pipelines (repeatable); default: all configured.
     #[arg(long = "pipeline", value_name = "NAME")]
     pub pipelines: Vec<String>,

@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let opts = RunOptions {
                 until_caught_up: args.until_caught_up,
+                deadline: args.deadline,
                 progress_json: args.progress == lakestream::cli::SummaryFormat::Json,
             };
             let summaries = app::run(config, &args.pipelines, opts).await?;

@@ -205,6 +205,14 @@ pub struct KafkaConfig {
     /// producer batch (librdkafka: batch.num.messages, default 10000) avoids that.
     #[serde(default)]
     pub seek_rewind: u32,
+    /// Stop a pipeline when records it has not ingested can no longer be read: its
+    /// table's resume offset is below the partition's first retained record (retention
+    /// deleted them), beyond its end (topic deleted and recreated), or a partition skips
+    /// offsets that retention removed while it was being read (Spark's `failOnDataLoss`).
+    /// With `false` the pipeline logs and counts each case and goes on from the
+    /// earliest record still there.
+    #[serde(default = "defaults::yes")]
+    pub fail_on_data_loss: bool,
     /// Extra librdkafka properties passed through as they are (e.g. `"fetch.wait.max.ms" = "5"`).
     #[serde(default = "defaults::kafka_options")]
     pub options: BTreeMap<String, String>,
@@ -343,6 +351,13 @@ pub struct PipelineConfig {
     /// How long a failing commit is retried (with backoff) before the pipeline stops.
     #[serde(default = "defaults::commit_retry_timeout", with = "humantime_serde")]
     pub commit_retry_timeout: Duration,
+    /// Take over a table whose commits were made under another pipeline name or topic.
+    /// Without it such a table refuses to start: offsets are recorded per pipeline and
+    /// topic, so a renamed pipeline (or a changed topic) would re-ingest its whole topic
+    /// into the table. With it the pipeline starts its own offsets (per
+    /// `kafka.starting_offsets`) next to what the table holds.
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 impl Config {
@@ -409,6 +424,7 @@ impl Default for KafkaConfig {
             group_id: defaults::group_id(),
             starting_offsets: StartingOffsets::default(),
             seek_rewind: 0,
+            fail_on_data_loss: true,
             options: defaults::kafka_options(),
         }
     }

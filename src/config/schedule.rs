@@ -89,7 +89,7 @@ impl Cron {
         if weekdays[7] {
             weekdays[0] = true;
         }
-        Ok(Self {
+        let cron = Self {
             text: text.to_string(),
             minutes: field(m, 0, 59, "minute")?,
             hours: field(h, 0, 23, "hour")?,
@@ -98,7 +98,23 @@ impl Cron {
             weekdays,
             days_any: dom == "*",
             weekdays_any: dow == "*",
-        })
+        };
+        if !cron.can_fire() {
+            return Err(format!(
+                "cron '{text}' never fires: no selected month has the selected day"
+            ));
+        }
+        Ok(cron)
+    }
+
+    /// A day-of-month list alone (weekdays unrestricted) can name only days that the
+    /// selected months lack, e.g. `0 0 31 2 *`; such a task would silently never run.
+    fn can_fire(&self) -> bool {
+        if self.days_any || !self.weekdays_any {
+            return true;
+        }
+        const LONGEST: [usize; 13] = [0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        (1..=12).any(|m| self.months[m] && (1..=LONGEST[m]).any(|d| self.days[d]))
     }
 
     /// The first whole minute strictly after `now` that matches.
@@ -208,5 +224,7 @@ mod tests {
         assert!(Schedule::parse("0 25 * * *").unwrap_err().contains("hour"));
         assert!(Schedule::parse("soon").unwrap_err().contains("cron"));
         assert!(Schedule::parse("0s").is_err());
+        assert!(Schedule::parse("0 0 31 2 *").unwrap_err().contains("never fires"));
+        assert!(Schedule::parse("0 0 30 4,6 *").is_ok());
     }
 }

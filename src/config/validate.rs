@@ -6,6 +6,9 @@ use super::{
 };
 use crate::decode::METADATA_COLUMNS;
 
+/// How much longer than the slowest commit retry a vacuum retention must be.
+const VACUUM_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Config {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.kafka.brokers.trim().is_empty() {
@@ -34,6 +37,7 @@ impl Config {
         for name in self.pipelines.keys() {
             self.validate_pipeline(name)?;
         }
+        self.validate_table_owners()?;
         for (name, lookup) in &self.lookups {
             check_name(&format!("lookups.{name}"), name, true)?;
             if self.sources.contains_key(name) {
@@ -81,6 +85,31 @@ impl Config {
                 ),
             ));
         }
+        // A commit that keeps failing retries with the data files it already wrote; a
+        // vacuum in between must not delete them, or the commit would point at nothing.
+        if let Some((pipeline, timeout)) = self
+            .pipelines
+            .iter()
+            .map(|(n, p)| (n, p.commit_retry_timeout))
+            .max_by_key(|(_, t)| *t)
+        {
+            let needed = timeout + VACUUM_MARGIN;
+            if m.vacuum.retention < needed {
+                return Err(ConfigError::key(
+                    "maintenance.vacuum.retention",
+                    format!(
+                        "{} is shorter than pipelines.{pipeline}.commit_retry_timeout ({}) \
+                         plus {} margin: a vacuum could delete the files of a commit that \
+                         is still being retried; raise the retention to at least {} or \
+                         lower the timeout",
+                        humantime::format_duration(m.vacuum.retention),
+                        humantime::format_duration(timeout),
+                        humantime::format_duration(VACUUM_MARGIN),
+                        humantime::format_duration(needed),
+                    ),
+                ));
+            }
+        }
         let tables = self.tables();
         for (name, t) in &m.tables {
             if !tables.contains_key(name) {
@@ -96,6 +125,27 @@ impl Config {
                     column,
                     true,
                 )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each table has one writer: two pipelines committing to one table would each skip
+    /// what the other's offsets say nothing about, or fight over its state.
+    fn validate_table_owners(&self) -> Result<(), ConfigError> {
+        let mut owners: std::collections::BTreeMap<String, (String, &str)> = Default::default();
+        for (name, p) in &self.pipelines {
+            for (table, key) in [(p.table.clone(), "table"), (p.dead_letter_table(), "dead_letter_table")] {
+                if let Some((other, other_key)) = owners.get(&table) {
+                    return Err(ConfigError::key(
+                        format!("pipelines.{name}.{key}"),
+                        format!(
+                            "table '{table}' is already written by pipelines.{other}.{other_key}; \
+                             each table must have exactly one pipeline"
+                        ),
+                    ));
+                }
+                owners.insert(table, (name.clone(), key));
             }
         }
         Ok(())

@@ -105,6 +105,8 @@ pub struct Engine {
     /// Event-time column, delay (µs) and idle timeout.
     watermark: Option<(String, i64, Duration)>,
     partitions: Vec<i32>,
+    /// Partitions known to be behind their high watermark: never idle (see `Clock`).
+    behind: std::collections::HashSet<i32>,
 }
 
 impl Engine {
@@ -157,6 +159,7 @@ impl Engine {
                 .watermark_spec()
                 .map(|(c, d)| (c.to_string(), micros(d), p.idle_timeout)),
             partitions: Vec::new(),
+            behind: Default::default(),
         };
         engine.plan(&path).await?;
         engine.check(config, pipeline, &path)?;
@@ -338,6 +341,19 @@ impl Engine {
         self.partitions = partitions;
     }
 
+    /// Partitions that have records left to read: a partition that is merely behind
+    /// (a backfill, slow commits) must hold the watermark, or its on-time records would
+    /// be dropped as late.
+    pub fn set_behind(&mut self, behind: std::collections::HashSet<i32>) {
+        self.behind = behind;
+    }
+
+    /// Whether batches depend on what earlier batches left: an event-time clock or an
+    /// open aggregate (the sink then snapshots the state with every commit).
+    pub fn keeps_state(&self) -> bool {
+        self.watermark.is_some() || matches!(self.shape, Shape::Aggregate { .. })
+    }
+
     /// The initial state of a pipeline whose table has none recorded.
     pub fn empty_state(&self) -> StreamState {
         StreamState {
@@ -410,7 +426,13 @@ impl Engine {
                     self.partitions.push(*p);
                 }
             }
-            clock.advance(&batch_max, &self.partitions, delay, idle, Instant::now());
+            clock.advance(
+                &batch_max,
+                &self.partitions,
+                &self.behind,
+                (delay, idle),
+                Instant::now(),
+            );
         }
         let Shape::Aggregate { keys, values } = &self.shape else {
             return Ok(Step {

@@ -33,13 +33,15 @@ pub struct Clock {
 
 impl Clock {
     /// Take in the latest event time per partition of a batch (`None` for partitions
-    /// that delivered nothing) and move the watermark.
+    /// that delivered nothing) and move the watermark by `delay` (µs) behind it. A
+    /// partition silent for `idle` stops holding it back, unless it is in `behind`
+    /// (records are waiting to be read: silence there is slowness, not idleness).
     pub fn advance(
         &mut self,
         batch_max: &BTreeMap<i32, i64>,
         partitions: &[i32],
-        delay: i64,
-        idle: Duration,
+        behind: &HashSet<i32>,
+        (delay, idle): (i64, Duration),
         now: Instant,
     ) {
         for (&p, &t) in batch_max {
@@ -50,7 +52,7 @@ impl Clock {
         let mut lowest: Option<i64> = None;
         for p in partitions {
             let seen = *self.last_seen.entry(*p).or_insert(now);
-            if now.duration_since(seen) >= idle {
+            if now.duration_since(seen) >= idle && !behind.contains(p) {
                 continue; // idle: stops holding the watermark back
             }
             match self.max_event.get(p) {
@@ -207,43 +209,24 @@ mod tests {
     #[test]
     fn watermark_is_the_minimum_over_active_partitions_and_never_goes_back() {
         let now = Instant::now();
-        let idle = Duration::from_secs(60);
+        let spec = (60 * MIN, Duration::from_secs(60));
+        let none = HashSet::new();
         let mut c = Clock::default();
         let parts = [0, 1];
-        c.advance(
-            &BTreeMap::from([(0, 100 * MIN)]),
-            &parts,
-            60 * MIN,
-            idle,
-            now,
-        );
+        c.advance(&BTreeMap::from([(0, 100 * MIN)]), &parts, &none, spec, now);
         assert_eq!(c.watermark, None, "partition 1 has not delivered yet");
-        c.advance(
-            &BTreeMap::from([(1, 70 * MIN)]),
-            &parts,
-            60 * MIN,
-            idle,
-            now,
-        );
+        c.advance(&BTreeMap::from([(1, 70 * MIN)]), &parts, &none, spec, now);
         assert_eq!(c.watermark, Some(10 * MIN));
-        // Partition 1 goes quiet: after the idle timeout only partition 0 counts.
+        // Partition 1 goes quiet while behind: it still holds the watermark.
         let later = now + Duration::from_secs(61);
-        c.advance(
-            &BTreeMap::from([(0, 130 * MIN)]),
-            &parts,
-            60 * MIN,
-            idle,
-            later,
-        );
+        let behind = HashSet::from([1]);
+        c.advance(&BTreeMap::from([(0, 130 * MIN)]), &parts, &behind, spec, later);
+        assert_eq!(c.watermark, Some(10 * MIN));
+        // Caught up and quiet: after the idle timeout only partition 0 counts.
+        c.advance(&BTreeMap::from([(0, 130 * MIN)]), &parts, &none, spec, later);
         assert_eq!(c.watermark, Some(70 * MIN));
         // Partition 1 comes back far behind: the watermark does not go back.
-        c.advance(
-            &BTreeMap::from([(1, 75 * MIN)]),
-            &parts,
-            60 * MIN,
-            idle,
-            later,
-        );
+        c.advance(&BTreeMap::from([(1, 75 * MIN)]), &parts, &none, spec, later);
         assert_eq!(c.watermark, Some(70 * MIN));
     }
 
@@ -253,8 +236,8 @@ mod tests {
         c.advance(
             &BTreeMap::from([(3, 5)]),
             &[3],
-            1,
-            Duration::from_secs(1),
+            &HashSet::new(),
+            (1, Duration::from_secs(1)),
             Instant::now(),
         );
         let text = serde_json::to_string(&c).unwrap();

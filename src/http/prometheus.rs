@@ -50,7 +50,7 @@ pub fn render(observed: &Observed) -> String {
 
 fn pipelines(out: &mut Out, observed: &Observed) {
     type Counter = fn(&crate::metrics::PipelineMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Counter); 6] = [
+    let counters: [(&str, &str, Counter); 8] = [
         ("lakestream_batches_total", "Micro-batches committed", |m| {
             &m.batches
         }),
@@ -78,6 +78,16 @@ fn pipelines(out: &mut Out, observed: &Observed) {
             "lakestream_late_rows_total",
             "Rows dropped behind the watermark",
             |m| &m.late_rows,
+        ),
+        (
+            "lakestream_data_loss_events_total",
+            "Times records were found lost before ingestion (retention, recreated topic)",
+            |m| m.data_loss_events.as_ref(),
+        ),
+        (
+            "lakestream_commit_conflicts_total",
+            "Commit attempts redone because another writer committed first",
+            |m| &m.conflicts,
         ),
     ];
     for (name, help, counter) in counters {

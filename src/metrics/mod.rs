@@ -67,6 +67,10 @@ pub struct PipelineMetrics {
     pub late_rows: AtomicU64,
     pub state_rows: AtomicU64,
     pub watermark: AtomicI64,
+    /// Records found lost (deleted or recreated under us), shared with the consumer.
+    pub data_loss_events: std::sync::Arc<AtomicU64>,
+    /// Commit attempts lost to another writer.
+    pub conflicts: AtomicU64,
     /// When the first record of the run arrived, and when the last batch was committed:
     /// throughput is measured between the two, not over group-join time.
     pub first_record: OnceLock<Instant>,
@@ -99,6 +103,8 @@ impl Default for PipelineMetrics {
             late_rows: AtomicU64::new(0),
             state_rows: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
+            data_loss_events: Default::default(),
+            conflicts: AtomicU64::new(0),
             first_record: OnceLock::new(),
             last_commit: Mutex::new(None),
             run_id: uuid::Uuid::new_v4().to_string(),
@@ -126,6 +132,8 @@ pub struct Snapshot {
     pub table_version: i64,
     pub late_rows: u64,
     pub state_rows: u64,
+    pub data_loss_events: u64,
+    pub conflicts: u64,
     /// Watermark as RFC 3339 (stateful pipelines that have one).
     pub watermark: Option<String>,
     /// Since the pipeline started.
@@ -217,6 +225,8 @@ impl PipelineMetrics {
             table_version: self.table_version.load(Ordering::Relaxed),
             late_rows: get(&self.late_rows),
             state_rows: get(&self.state_rows),
+            data_loss_events: get(&self.data_loss_events),
+            conflicts: get(&self.conflicts),
             watermark: format_micros(self.watermark.load(Ordering::Relaxed)),
             seconds: self.started.elapsed().as_secs_f64(),
             active_seconds: active,

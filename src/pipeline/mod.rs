@@ -1,7 +1,9 @@
 //! One pipeline: consume -> decode -> commit, as three stages that overlap, so batch
 //! N+1 is read and decoded while batch N is written.
 
-use std::collections::{BTreeMap, HashMap};
+mod catchup;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,15 +21,19 @@ use crate::metrics::{
 };
 use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
 use crate::source::{
-    ConsumerSettings, KafkaSource, OffsetRange, RawBatch, SourceHandle, StartOffsets,
+    ConsumerSettings, DataLossPolicy, KafkaSource, OffsetRange, OffsetStore, RawBatch,
+    SourceHandle,
 };
+use catchup::CatchUp;
 use crate::{Error, Result};
 
 /// How a run ends, and how it reports.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
-    /// Stop once every assigned partition is committed up to its high watermark.
+    /// Stop once the table holds every partition of the topic up to its end at start.
     pub until_caught_up: bool,
+    /// With `until_caught_up`: fail when not caught up this long after start.
+    pub deadline: Option<std::time::Duration>,
     /// Progress records as JSON lines on stderr instead of a human log line.
     pub progress_json: bool,
 }
@@ -49,6 +55,8 @@ struct Ready {
     fetch_ms: u64,
     decode_ms: u64,
     ranges: BTreeMap<i32, OffsetRange>,
+    /// The consumer's positions when the batch closed.
+    positions: HashMap<i32, i64>,
     records: usize,
     bytes: usize,
     decoded: Decoded,
@@ -108,22 +116,55 @@ impl Pipeline {
             self.metrics.table_version.store(v, Ordering::Relaxed);
         }
 
-        let settings = self.consumer_settings(&p, &source.topic, opts);
-        let (consumer, handle) =
-            KafkaSource::new(settings, start_offsets(sink_opts, p.table.clone()))?;
+        let mut catch_up = match opts.until_caught_up {
+            true => Some(self.catch_up(&source.topic, opts).await?),
+            false => None,
+        };
+        let targets = catch_up.as_ref().map(|c| Arc::new(c.targets()));
+        let settings = self.consumer_settings(&p, &source.topic, targets);
+        let store = TableOffsets {
+            opts: sink_opts,
+            table: p.table.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
+        let partitions = handle.partitions();
+        table.check_owner(&partitions, p.adopt).await?;
         if let Some(engine) = engine.as_mut() {
-            engine.set_partitions(handle.partitions());
+            engine.set_partitions(partitions);
+            // A missing state refuses to start here, not at the first batch.
+            table.stream_state(engine).await?;
         }
         info!(pipeline = %self.name, topic = %source.topic, table = %p.table, "pipeline started");
 
         let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
         let (ready_tx, mut ready_rx) = mpsc::channel::<Ready>(1);
-        let consume = tokio::task::spawn_blocking(move || consumer.run(raw_tx, shutdown));
+        let stop = shutdown.child_token();
+        let consume = {
+            let stop = stop.clone();
+            tokio::task::spawn_blocking(move || consumer.run(raw_tx, stop))
+        };
         let decode = tokio::spawn(decode_stage(decoder, raw_rx, ready_tx));
 
         self.metrics.set_state(PipelineState::Running);
         let lag_watch = tokio::spawn(watch_high_watermarks(handle.clone(), self.metrics.clone()));
-        while let Some(ready) = ready_rx.recv().await {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut late_error = None;
+        loop {
+            let ready = tokio::select! {
+                ready = ready_rx.recv() => ready,
+                _ = tick.tick(), if catch_up.is_some() => {
+                    // Other members commit too: look at the table as it is now.
+                    if let Err(e) = table.refresh().await {
+                        tracing::warn!(table = %p.table, error = %e, "cannot re-read the table");
+                        continue;
+                    }
+                    self.check_caught_up(&mut catch_up, &mut table, &handle, &stop, &mut late_error).await;
+                    continue;
+                }
+            };
+            let Some(ready) = ready else { break };
+            let positions = ready.positions.clone();
             let committed = self
                 .commit(ready, &mut table, &mut dead, &handle, engine.as_mut(), opts)
                 .await;
@@ -132,16 +173,73 @@ impl Pipeline {
                 self.metrics.set_state(PipelineState::Failed);
                 return Err(e);
             }
+            if let Some(c) = catch_up.as_mut() {
+                c.covered(&positions);
+                self.check_caught_up(&mut catch_up, &mut table, &handle, &stop, &mut late_error).await;
+            }
         }
         lag_watch.abort();
+        let stopped = decode
+            .await
+            .map_err(|e| self.fail(format!("decode stage: {e}")))
+            .and_then(|r| r)
+            .and(
+                consume
+                    .await
+                    .map_err(|e| self.fail(format!("consumer thread: {e}")))
+                    .and_then(|r| r.map_err(Error::from)),
+            )
+            .and(late_error.map_or(Ok(()), Err));
+        if let Err(e) = stopped {
+            self.metrics.set_state(PipelineState::Failed);
+            return Err(e);
+        }
         self.metrics.set_state(PipelineState::Stopped);
-        decode
-            .await
-            .map_err(|e| self.fail(format!("decode stage: {e}")))??;
-        consume
-            .await
-            .map_err(|e| self.fail(format!("consumer thread: {e}")))??;
         Ok(self.metrics.snapshot(&self.name, &p.table))
+    }
+
+    /// The ends of every partition of the topic, read before consuming starts.
+    async fn catch_up(&self, topic: &str, opts: RunOptions) -> Result<CatchUp> {
+        let kafka = &self.config.kafka;
+        let probe = crate::source::probe_config(&kafka.brokers, &kafka.options);
+        let owned_topic = topic.to_string();
+        let bounds = tokio::task::spawn_blocking(move || {
+            crate::source::topic_bounds(&probe, &owned_topic)
+        })
+        .await
+        .map_err(|e| self.fail(format!("reading the topic's ends: {e}")))??;
+        let session_ms = kafka
+            .options
+            .get("session.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(45_000); // librdkafka's default
+        Ok(CatchUp::new(
+            bounds,
+            kafka.starting_offsets == crate::config::StartingOffsets::Earliest,
+            opts.deadline,
+            std::time::Duration::from_millis(session_ms),
+        ))
+    }
+
+    /// Stop the consumer once caught up (the batches in flight still commit), or when
+    /// the deadline passes (the run then fails with what is missing).
+    async fn check_caught_up(
+        &self,
+        catch_up: &mut Option<CatchUp>,
+        table: &mut DeltaSink,
+        handle: &SourceHandle,
+        stop: &CancellationToken,
+        late_error: &mut Option<Error>,
+    ) {
+        let Some(c) = catch_up.as_mut() else { return };
+        let assigned = handle.assigned();
+        match c.check(table, &assigned).await {
+            Ok(false) => return,
+            Ok(true) => {}
+            Err(message) => *late_error = Some(self.fail(message)),
+        }
+        *catch_up = None;
+        stop.cancel();
     }
 
     fn sink_options(
@@ -171,7 +269,7 @@ impl Pipeline {
         &self,
         p: &PipelineConfig,
         topic: &str,
-        opts: RunOptions,
+        targets: Option<Arc<BTreeMap<i32, i64>>>,
     ) -> ConsumerSettings {
         let kafka = &self.config.kafka;
         ConsumerSettings {
@@ -183,7 +281,11 @@ impl Pipeline {
             seek_rewind: kafka.seek_rewind,
             max_records: p.max_offsets_per_trigger,
             trigger_interval: p.trigger_interval,
-            until_caught_up: opts.until_caught_up,
+            targets,
+            data_loss: DataLossPolicy {
+                fail: kafka.fail_on_data_loss,
+                events: self.metrics.data_loss_events.clone(),
+            },
         }
     }
 
@@ -196,7 +298,7 @@ impl Pipeline {
         table: &mut DeltaSink,
         dead: &mut DeltaSink,
         source: &SourceHandle,
-        engine: Option<&mut Engine>,
+        mut engine: Option<&mut Engine>,
         opts: RunOptions,
     ) -> Result<()> {
         let Ready {
@@ -204,10 +306,17 @@ impl Pipeline {
             fetch_ms,
             decode_ms,
             ranges,
+            positions,
             records,
             bytes,
             decoded,
         } = ready;
+        if records == 0 {
+            return Ok(()); // positions only: the consumer reached the end of partitions
+        }
+        if let Some(engine) = engine.as_deref_mut() {
+            engine.set_behind(behind(&source.high_watermarks(), &positions));
+        }
         let info = BatchInfo {
             ranges: ranges.clone(),
             with_batch_id: false,
@@ -228,6 +337,7 @@ impl Pipeline {
         source.commit_offsets(&ranges);
 
         let m = &self.metrics;
+        PipelineMetrics::add(&m.conflicts, table.timings().conflicts + dead.timings().conflicts);
         m.committed(opened_at);
         PipelineMetrics::add(&m.batches, 1);
         PipelineMetrics::add(&m.records, records as u64);
@@ -371,6 +481,7 @@ async fn decode_stage(
                 fetch_ms,
                 decode_ms: started.elapsed().as_millis() as u64,
                 ranges: raw.offset_ranges(),
+                positions: raw.positions.clone(),
                 records: raw.len(),
                 bytes: raw.byte_len(),
                 decoded,
@@ -401,14 +512,36 @@ async fn watch_high_watermarks(handle: SourceHandle, metrics: Arc<PipelineMetric
     }
 }
 
-/// Where assigned partitions start: right after the last offset the row table holds.
-fn start_offsets(opts: SinkOptions, table: String) -> StartOffsets {
-    let runtime = tokio::runtime::Handle::current();
-    Box::new(
-        move |partitions: &[i32]| -> std::result::Result<HashMap<i32, Option<i64>>, String> {
-            runtime
-                .block_on(DeltaSink::read_committed(&opts, &table, partitions))
-                .map_err(|e| e.to_string())
-        },
-    )
+/// Partitions with records left to read beyond what the consumer had reached.
+fn behind(high: &HashMap<i32, i64>, positions: &HashMap<i32, i64>) -> HashSet<i32> {
+    positions
+        .iter()
+        .filter(|(p, pos)| high.get(p).is_some_and(|h| h > pos))
+        .map(|(p, _)| *p)
+        .collect()
+}
+
+/// The row table's offsets, for the consumer's rebalance callback (on its own thread).
+struct TableOffsets {
+    opts: SinkOptions,
+    table: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl OffsetStore for TableOffsets {
+    fn committed(&self, partitions: &[i32]) -> std::result::Result<HashMap<i32, Option<i64>>, String> {
+        self.runtime
+            .block_on(crate::sink::read_committed(&self.opts, &self.table, partitions))
+            .map_err(|e| e.to_string())
+    }
+
+    fn record(
+        &self,
+        last: &BTreeMap<i32, i64>,
+        overwrite: bool,
+    ) -> std::result::Result<BTreeMap<i32, i64>, String> {
+        self.runtime
+            .block_on(crate::sink::record_offsets(&self.opts, &self.table, last, overwrite))
+            .map_err(|e| e.to_string())
+    }
 }

@@ -13,13 +13,14 @@ use deltalake::kernel::transaction::{
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
-use deltalake::{DeltaTable, DeltaTableError, Path};
+use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::table::{open_or_create, table_url, write_files, writer_properties};
-use super::{state, SinkError};
+use super::state::{self, StateRef};
+use super::SinkError;
 use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
 use crate::source::OffsetRange;
 
@@ -83,11 +84,9 @@ pub struct DeltaSink {
     /// Last batch id, read from the same snapshot (outer `None`: not read yet). Reading
     /// `txn` actions replays the log since the last checkpoint, so both are cached.
     last_batch_id: Option<Option<i64>>,
-    /// A stateful pipeline's state and the version of the commit that recorded it
-    /// (-1: none yet); `None` until loaded, and again after another writer committed.
-    stream: Option<(i64, StreamState)>,
-    /// State snapshots this sink wrote, oldest first; all but the last two are deleted.
-    snapshots: std::collections::VecDeque<Path>,
+    /// A stateful pipeline's state and the snapshot the table named for it (`None`: no
+    /// batch yet); `None` until loaded.
+    stream: Option<(Option<StateRef>, StreamState)>,
     /// False after a refresh: `stream` must be checked against the table again.
     stream_checked: bool,
     /// Version of this sink's last commit (decides when a checkpoint is due).
@@ -102,16 +101,19 @@ pub struct CommitTimings {
     pub query_ms: u64,
     pub write_ms: u64,
     pub commit_ms: u64,
+    /// Attempts lost to another writer's commit.
+    pub conflicts: u64,
 }
 
 fn ms_since(t: Instant) -> u64 {
     t.elapsed().as_millis() as u64
 }
 
-/// Why one commit attempt failed: storage and conflicts are retried, the query is not.
+/// Why one commit attempt failed: storage and conflicts are retried, the rest is not.
 enum AttemptError {
     Delta(DeltaTableError),
     Engine(EngineError),
+    Fatal(SinkError),
 }
 
 impl From<DeltaTableError> for AttemptError {
@@ -149,7 +151,6 @@ impl DeltaSink {
             committed: HashMap::new(),
             last_batch_id: None,
             stream: None,
-            snapshots: Default::default(),
             stream_checked: false,
             last_commit: None,
             timings: CommitTimings::default(),
@@ -164,6 +165,11 @@ impl DeltaSink {
         self.table.version().map(|v| v as i64)
     }
 
+    /// Refuse a table that another pipeline or topic wrote (see `offsets::check_owner`).
+    pub async fn check_owner(&self, partitions: &[i32], adopt: bool) -> Result<(), SinkError> {
+        super::offsets::check_owner(&self.table, &self.name, &self.opts, partitions, adopt).await
+    }
+
     /// Where the last `commit` spent its time.
     pub fn timings(&self) -> CommitTimings {
         self.timings
@@ -173,34 +179,8 @@ impl DeltaSink {
         txn_app_id(&self.opts.pipeline, &self.opts.topic, partition)
     }
 
-    /// Last offset the table holds for each of `partitions`, read fresh from storage
-    /// (not from this sink's snapshot): used when partitions are assigned.
-    pub async fn read_committed(
-        opts: &SinkOptions,
-        name: &str,
-        partitions: &[i32],
-    ) -> Result<HashMap<i32, Option<i64>>, SinkError> {
-        let err = |source| SinkError::delta(name, source);
-        let url = table_url(&opts.root, name)?;
-        let table = deltalake::open_table_with_storage_options(url, opts.storage_options.clone())
-            .await
-            .map_err(err)?;
-        let snapshot = table.snapshot().map_err(err)?;
-        let log_store = table.log_store();
-        let mut out = HashMap::new();
-        for &p in partitions {
-            let app_id = txn_app_id(&opts.pipeline, &opts.topic, p);
-            let v = snapshot
-                .transaction_version(log_store.as_ref(), app_id)
-                .await
-                .map_err(err)?;
-            out.insert(p, v);
-        }
-        Ok(out)
-    }
-
     fn batch_app_id(&self) -> String {
-        format!("lakestream.{}.batch", self.opts.pipeline)
+        batch_app_id(&self.opts.pipeline)
     }
 
     fn err(&self, source: DeltaTableError) -> SinkError {
@@ -252,7 +232,7 @@ impl DeltaSink {
     ) -> Result<CommitOutcome, SinkError> {
         let started = Instant::now();
         self.timings = CommitTimings::default();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         // Files written for a given set of new offset ranges, kept across retries.
         let mut written: Option<Written> = None;
         loop {
@@ -268,30 +248,36 @@ impl DeltaSink {
                     return Ok(outcome);
                 }
                 Err(AttemptError::Engine(e)) => return Err(e.into()),
+                Err(AttemptError::Fatal(e)) => return Err(e),
                 Err(AttemptError::Delta(e)) => e,
             };
+            if started.elapsed() > self.opts.retry_timeout {
+                return Err(SinkError::GaveUp {
+                    table: self.name.clone(),
+                    seconds: started.elapsed().as_secs(),
+                    cause: Box::new(error),
+                });
+            }
+            // Conflicts back off too (briefly, jittered): writers that retry in step
+            // would otherwise keep colliding.
             let conflict = is_conflict(&error);
-            if !conflict {
-                if started.elapsed() > self.opts.retry_timeout {
-                    return Err(SinkError::GaveUp {
+            let wait = if conflict {
+                self.timings.conflicts += 1;
+                debug!(table = %self.name, "concurrent commit, re-reading the table");
+                backoff.conflict()
+            } else {
+                let wait = backoff.failure();
+                warn!(table = %self.name, error = %error, retry_in = ?wait, "commit failed, will re-read the table and retry");
+                wait
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.opts.shutdown.cancelled(), if !conflict => {
+                    return Err(SinkError::Abandoned {
                         table: self.name.clone(),
-                        seconds: started.elapsed().as_secs(),
                         cause: Box::new(error),
                     });
                 }
-                warn!(table = %self.name, error = %error, retry_in = ?backoff, "commit failed, will re-read the table and retry");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = self.opts.shutdown.cancelled() => {
-                        return Err(SinkError::Abandoned {
-                            table: self.name.clone(),
-                            cause: Box::new(error),
-                        });
-                    }
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            } else {
-                debug!(table = %self.name, "concurrent commit, re-reading the table");
             }
             // A failed refresh is retried on the next turn like any other storage error.
             if let Err(e) = self.refresh().await {
@@ -469,37 +455,67 @@ impl DeltaSink {
         })
     }
 
-    /// The state as of the table's latest commit by this pipeline.
-    async fn stream_state(&mut self, engine: &Engine) -> Result<StreamState, DeltaTableError> {
+    /// The state as of the table's latest commit by this pipeline. A table whose
+    /// pipeline committed batches but whose state cannot be found is an error: starting
+    /// from empty state would silently corrupt every aggregate.
+    pub async fn stream_state(&mut self, engine: &Engine) -> Result<StreamState, SinkError> {
         if self.stream_checked {
             if let Some((_, s)) = &self.stream {
                 return Ok(s.clone());
             }
         }
-        let latest = state::latest_commit_info(&self.table, &self.opts.pipeline).await?;
-        let version = latest.as_ref().map_or(-1, |(v, _)| *v);
+        let err = |e| SinkError::delta(&self.name, e);
+        let batch = self.txn_version(self.batch_app_id()).await.map_err(err)?;
+        let token = self
+            .txn_version(state::state_app_id(&self.opts.pipeline))
+            .await
+            .map_err(err)?;
+        let named = batch.zip(token).map(|(batch_id, token)| StateRef { batch_id, token });
         let current = match self.stream.take() {
-            Some((v, s)) if v == version => s,
-            _ => match &latest {
-                Some((_, info)) => {
-                    let s = state::load(
-                        &self.table,
-                        info,
-                        &engine.output_schema(),
-                        engine.empty_state(),
-                    )
-                    .await?;
-                    StreamState {
-                        clock: s.clock.restarted(Instant::now()),
-                        ..s
-                    }
+            Some((r, s)) if r == named && (named.is_some() || batch.is_none()) => s,
+            _ if batch.is_none() || !engine.keeps_state() => engine.empty_state(),
+            _ => {
+                let schema = engine.output_schema();
+                let loaded = match named {
+                    Some(r) => state::load(&self.table, &self.opts.pipeline, r, &schema, engine.empty_state()).await,
+                    None => state::load_legacy(&self.table, &self.opts.pipeline, &schema, engine.empty_state()).await,
                 }
-                None => engine.empty_state(),
-            },
+                .map_err(err)?;
+                let Some(s) = loaded else {
+                    return Err(self.state_missing(batch, named));
+                };
+                StreamState {
+                    clock: s.clock.restarted(Instant::now()),
+                    ..s
+                }
+            }
         };
-        self.stream = Some((version, current.clone()));
+        self.stream = Some((named, current.clone()));
         self.stream_checked = true;
         Ok(current)
+    }
+
+    fn state_missing(&self, batch: Option<i64>, named: Option<StateRef>) -> SinkError {
+        let pipeline = &self.opts.pipeline;
+        let why = match named {
+            Some(r) => format!(
+                "its snapshot {} is missing from the table's folder",
+                state::path(pipeline, r)
+            ),
+            None => "it was recorded in log entries that have been cleaned up (tables \
+                     written before lakestream kept state in checkpointed records)"
+                .to_string(),
+        };
+        SinkError::StateMissing {
+            table: self.name.clone(),
+            message: format!(
+                "pipeline '{pipeline}' committed batches up to {} but its state cannot be \
+                 found: {why}. Starting from empty state would make every aggregate wrong. \
+                 Restore the snapshot from a backup, or rebuild: delete the table (and its \
+                 _lakestream folder) and run the pipeline again from the topic",
+                batch.unwrap_or(-1)
+            ),
+        }
     }
 
     async fn try_stream(
@@ -518,7 +534,7 @@ impl DeltaSink {
             drop_committed(rows, &committed)?
         };
         let t = Instant::now();
-        let current = self.stream_state(engine).await?;
+        let current = self.stream_state(engine).await.map_err(AttemptError::Fatal)?;
         let step = engine
             .process(&input, &current)
             .await
@@ -526,13 +542,26 @@ impl DeltaSink {
         self.timings.query_ms += ms_since(t);
         let batch_id = self.next_batch_id().await?;
         let t = Instant::now();
-        let (mut entry, snapshot) =
-            state::save(&self.table, &self.opts.pipeline, batch_id, &step.state).await?;
+        let snapshot = engine.keeps_state().then(|| state::new_ref(batch_id));
+        if let Some(r) = snapshot {
+            let schema = engine.output_schema();
+            state::save(&self.table, &self.opts.pipeline, r, &step.state, &schema).await?;
+        }
         self.timings.write_ms += ms_since(t);
-        entry["lateRows"] = json!(step.late_rows);
-        entry["watermark"] = json!(step.state.clock.watermark);
+        let entry = json!({
+            "lateRows": step.late_rows,
+            "watermark": step.state.clock.watermark,
+            "rows": step.state.aggregate.as_ref().map(|a| a.len()),
+            "file": snapshot.map(|r| state::path(&self.opts.pipeline, r).to_string()),
+        });
         let emitted = step.emit.rows().num_rows();
-        let props = self.properties(&new_ranges, Some(batch_id), emitted, Some(("state", entry)));
+        let mut props = self.properties(&new_ranges, Some(batch_id), emitted, Some(("state", entry)));
+        if let Some(r) = snapshot {
+            props = props.with_application_transaction(Transaction::new(
+                state::state_app_id(&self.opts.pipeline),
+                r.token,
+            ));
+        }
         let version = match &step.emit {
             Emit::Append(out) => {
                 let adds = self.write(out).await?;
@@ -561,15 +590,9 @@ impl DeltaSink {
         self.landed(&new_ranges, Some(batch_id));
         let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
         let watermark = step.state.clock.watermark;
-        self.stream = Some((version, step.state));
-        if let Some(path) = snapshot {
-            self.snapshots.push_back(path);
-            // The previous snapshot stays for a writer that read the table just before us.
-            while self.snapshots.len() > 2 {
-                if let Some(old) = self.snapshots.pop_front() {
-                    state::delete(&self.table, &old).await;
-                }
-            }
+        self.stream = Some((snapshot, step.state));
+        if snapshot.is_some() && batch_id % 16 == 0 {
+            state::prune(&self.table, &self.opts.pipeline, batch_id).await;
         }
         Ok(CommitOutcome::Committed {
             version,
@@ -650,9 +673,50 @@ impl DeltaSink {
     }
 }
 
+/// The `txn` app id under which a table numbers a pipeline's batches.
+pub(crate) fn batch_app_id(pipeline: &str) -> String {
+    format!("lakestream.{pipeline}.batch")
+}
+
 /// The `txn` app id under which a table records the last offset of a partition.
 pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
     format!("lakestream.{pipeline}.{topic}.{partition}")
+}
+
+/// Waits between commit attempts: storage failures back off exponentially up to 10 s,
+/// conflicts briefly; both jittered so competing writers fall out of step.
+struct Backoff {
+    failure: Duration,
+    conflict: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            failure: Duration::from_millis(100),
+            conflict: Duration::from_millis(5),
+        }
+    }
+}
+
+impl Backoff {
+    fn failure(&mut self) -> Duration {
+        let wait = jitter(self.failure);
+        self.failure = (self.failure * 2).min(Duration::from_secs(10));
+        wait
+    }
+
+    fn conflict(&mut self) -> Duration {
+        let wait = jitter(self.conflict);
+        self.conflict = (self.conflict * 2).min(Duration::from_millis(500));
+        wait
+    }
+}
+
+/// Between half and all of `d`.
+fn jitter(d: Duration) -> Duration {
+    use rand::Rng as _;
+    d.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
 /// Data files already written for the new part of a batch, reused when a retry finds

@@ -10,10 +10,12 @@
 //!    from rule 2, which also tells whether a "failed" commit had in fact landed.
 
 mod commit;
+mod offsets;
 mod state;
 mod table;
 
 pub(crate) use commit::is_conflict;
+pub use offsets::{read_committed, record_offsets};
 pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
 pub use table::{open_existing, open_or_create, table_url, writer_properties};
 
@@ -38,6 +40,10 @@ pub enum SinkError {
     },
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
+    #[error("table '{table}': {message}")]
+    StateMissing { table: String, message: String },
+    #[error("table '{table}' belongs to another pipeline or topic: {message}")]
+    Owner { table: String, message: String },
     #[error(
         "table '{table}': shutdown while a commit was failing ({cause}); the batch was \
          abandoned whole and is read again on restart"

@@ -1,32 +1,158 @@
 //! Where a stateful pipeline's state lives: a Parquet snapshot of the open aggregate
 //! under `_lakestream/state/<pipeline>/` in the table's folder (Delta readers and vacuum
-//! ignore folders starting with `_`), named by the commit that records it together with
-//! the event-time clock. A snapshot is written before that commit, so the state that
-//! belongs to the table's latest batch is always the one its latest commit names; a
-//! snapshot whose commit never landed is an orphan that nothing reads.
+//! ignore folders starting with `_`), with the event-time clock in the file's own
+//! metadata.
+//!
+//! The commit that installs a snapshot names it through `txn` actions, which checkpoints
+//! keep (log entries may be cleaned up behind them): the batch id
+//! (`lakestream.<pipeline>.batch`) and a random token (`lakestream.<pipeline>.state`)
+//! give the path `<batch id>-<token>.parquet`. A snapshot is written before its commit,
+//! so one whose commit never landed is an orphan nothing reads; the newest few are kept
+//! for writers that read the table just before us, older ones are deleted.
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::logstore::object_store::ObjectStoreExt as _;
-use deltalake::logstore::object_store::PutPayload;
+use deltalake::logstore::object_store::{ObjectStore, PutPayload};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::arrow::ArrowWriter;
+use deltalake::parquet::file::metadata::KeyValue;
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, DeltaTableError, Path};
-use serde_json::{json, Value};
+use futures::TryStreamExt as _;
+use serde_json::Value;
 
 use crate::engine::{Aggregate, Clock, StreamState};
 
-/// The `lakestream` entry of the latest commit this pipeline made, and its version.
-pub async fn latest_commit_info(
+/// Parquet metadata key of the clock.
+const CLOCK_KEY: &str = "lakestream.clock";
+/// Snapshots of this many batches before the latest are kept.
+const KEEP_BATCHES: i64 = 8;
+
+/// Which snapshot a table's latest commit names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateRef {
+    pub batch_id: i64,
+    pub token: i64,
+}
+
+pub fn state_app_id(pipeline: &str) -> String {
+    format!("lakestream.{pipeline}.state")
+}
+
+fn folder(pipeline: &str) -> Path {
+    Path::from(format!("_lakestream/state/{pipeline}"))
+}
+
+pub fn path(pipeline: &str, r: StateRef) -> Path {
+    Path::from(format!(
+        "_lakestream/state/{pipeline}/{:020}-{:016x}.parquet",
+        r.batch_id, r.token
+    ))
+}
+
+/// A fresh token for the snapshot of batch `batch_id`: a retry or another writer never
+/// overwrites a snapshot a landed commit names.
+pub fn new_ref(batch_id: i64) -> StateRef {
+    let token = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
+    StateRef { batch_id, token }
+}
+
+/// The state snapshot `r` names; `Ok(None)` when the file is gone.
+pub async fn load(
     table: &DeltaTable,
     pipeline: &str,
-) -> Result<Option<(i64, Value)>, DeltaTableError> {
+    r: StateRef,
+    schema: &SchemaRef,
+    initial: StreamState,
+) -> Result<Option<StreamState>, DeltaTableError> {
+    let bytes = match table.object_store().get(&path(pipeline, r)).await {
+        Ok(got) => got.bytes().await?,
+        Err(deltalake::ObjectStoreError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+    let clock = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|e| e.key == CLOCK_KEY))
+        .and_then(|e| e.value.clone())
+        .ok_or_else(|| DeltaTableError::Generic(format!("state {r:?} carries no clock")))?;
+    let clock: Clock = serde_json::from_str(&clock)
+        .map_err(|e| DeltaTableError::Generic(format!("bad clock in state {r:?}: {e}")))?;
+    let batches = builder.build()?.collect::<Result<Vec<_>, _>>()?;
+    let aggregate = match initial.aggregate {
+        Some(_) => Some(Aggregate {
+            rows: crate::engine::concat_rows(schema, &batches)?,
+        }),
+        None => None,
+    };
+    Ok(Some(StreamState { clock, aggregate }))
+}
+
+/// Write `state` as the snapshot `r` (before the commit that names it).
+pub async fn save(
+    table: &DeltaTable,
+    pipeline: &str,
+    r: StateRef,
+    state: &StreamState,
+    schema: &SchemaRef,
+) -> Result<(), DeltaTableError> {
+    let clock = serde_json::to_string(&state.clock)
+        .map_err(|e| DeltaTableError::Generic(format!("cannot encode the clock: {e}")))?;
+    let rows = match &state.aggregate {
+        Some(a) => a.rows.clone(),
+        None => RecordBatch::new_empty(schema.clone()),
+    };
+    let bytes = encode(&rows, clock)?;
+    table
+        .object_store()
+        .put(&path(pipeline, r), PutPayload::from(bytes))
+        .await?;
+    Ok(())
+}
+
+/// Delete snapshots of batches older than the last few before `latest` (best effort:
+/// a leftover costs only space, and the next cleanup tries again).
+pub async fn prune(table: &DeltaTable, pipeline: &str, latest: i64) {
+    let store = table.object_store();
+    let listed: Result<Vec<_>, _> = store.list(Some(&folder(pipeline))).try_collect().await;
+    let files = match listed {
+        Ok(files) => files,
+        Err(e) => {
+            tracing::debug!(pipeline, error = %e, "cannot list state snapshots");
+            return;
+        }
+    };
+    for file in files {
+        let batch = file
+            .location
+            .filename()
+            .and_then(|n| n.split('-').next())
+            .and_then(|b| b.parse::<i64>().ok());
+        if batch.is_some_and(|b| b < latest - KEEP_BATCHES) {
+            if let Err(e) = store.delete(&file.location).await {
+                tracing::debug!(path = %file.location, error = %e, "old state snapshot not removed");
+            }
+        }
+    }
+}
+
+/// A state recorded the way lakestream 0.1 did, in a commit's `lakestream` entry (only
+/// readable while that log entry exists).
+pub async fn load_legacy(
+    table: &DeltaTable,
+    pipeline: &str,
+    schema: &SchemaRef,
+    initial: StreamState,
+) -> Result<Option<StreamState>, DeltaTableError> {
     let Some(latest) = table.version() else {
         return Ok(None);
     };
     let log_store = table.log_store();
-    for version in (0..=latest).rev() {
-        // Log entries cleaned up behind a checkpoint end the search.
+    let mut info = None;
+    'versions: for version in (0..=latest).rev() {
         let Some(bytes) = log_store.read_commit_entry(version).await? else {
             break;
         };
@@ -34,29 +160,20 @@ pub async fn latest_commit_info(
             let Ok(action) = serde_json::from_slice::<Value>(line) else {
                 continue;
             };
-            let info = &action["commitInfo"]["lakestream"];
-            if info["pipeline"].as_str() == Some(pipeline) {
-                return Ok(Some((version as i64, info.clone())));
+            let entry = &action["commitInfo"]["lakestream"];
+            if entry["pipeline"].as_str() == Some(pipeline) && entry.get("batchId").is_some() {
+                info = Some(entry.clone());
+                break 'versions;
             }
         }
     }
-    Ok(None)
-}
-
-/// The state a commit's `lakestream` entry names (`initial` when it names none).
-pub async fn load(
-    table: &DeltaTable,
-    info: &Value,
-    schema: &SchemaRef,
-    initial: StreamState,
-) -> Result<StreamState, DeltaTableError> {
-    let Some(state) = info.get("state") else {
-        return Ok(initial);
+    let Some(state) = info.as_ref().and_then(|i| i.get("state")) else {
+        return Ok(None);
     };
     let clock: Clock = serde_json::from_value(state["clock"].clone())
         .map_err(|e| DeltaTableError::Generic(format!("bad clock in commit info: {e}")))?;
-    let aggregate = match state["file"].as_str() {
-        Some(file) => {
+    let aggregate = match (state["file"].as_str(), initial.aggregate) {
+        (Some(file), Some(_)) => {
             let bytes = table
                 .object_store()
                 .get(&Path::from(file))
@@ -65,50 +182,22 @@ pub async fn load(
                 .await?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
             let batches = reader.collect::<Result<Vec<_>, _>>()?;
-            let rows = crate::engine::concat_rows(schema, &batches)?;
-            Some(Aggregate { rows })
+            Some(Aggregate {
+                rows: crate::engine::concat_rows(schema, &batches)?,
+            })
         }
-        None => None,
+        (None, Some(a)) => Some(a),
+        (_, None) => None,
     };
-    Ok(StreamState { clock, aggregate })
+    Ok(Some(StreamState { clock, aggregate }))
 }
 
-/// Write the open aggregate of `state` next to the table; returns the commit-info entry
-/// that names it.
-pub async fn save(
-    table: &DeltaTable,
-    pipeline: &str,
-    batch_id: i64,
-    state: &StreamState,
-) -> Result<(Value, Option<Path>), DeltaTableError> {
-    let clock = serde_json::to_value(&state.clock)
-        .map_err(|e| DeltaTableError::Generic(format!("cannot encode the clock: {e}")))?;
-    let Some(aggregate) = &state.aggregate else {
-        return Ok((json!({ "clock": clock }), None));
-    };
-    let path = Path::from(format!(
-        "_lakestream/state/{pipeline}/{batch_id:020}-{}.parquet",
-        uuid::Uuid::new_v4()
-    ));
-    let bytes = encode(&aggregate.rows)?;
-    table
-        .object_store()
-        .put(&path, PutPayload::from(bytes))
-        .await?;
-    let entry = json!({ "clock": clock, "file": path.to_string(), "rows": aggregate.len() });
-    Ok((entry, Some(path)))
-}
-
-/// Remove a snapshot no commit can need any more (best effort).
-pub async fn delete(table: &DeltaTable, path: &Path) {
-    if let Err(e) = table.object_store().delete(path).await {
-        tracing::debug!(path = %path, error = %e, "old state snapshot not removed");
-    }
-}
-
-fn encode(rows: &RecordBatch) -> Result<Vec<u8>, DeltaTableError> {
+fn encode(rows: &RecordBatch, clock: String) -> Result<Vec<u8>, DeltaTableError> {
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![KeyValue::new(CLOCK_KEY.to_string(), clock)]))
+        .build();
     let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buf, rows.schema(), None)?;
+    let mut writer = ArrowWriter::try_new(&mut buf, rows.schema(), Some(props))?;
     writer.write(rows)?;
     writer.close()?;
     Ok(buf)

@@ -16,6 +16,9 @@ pub struct RawBatch {
     records: Vec<RawRecord>,
     /// Highest offset held per partition.
     last: HashMap<i32, i64>,
+    /// The consumer's position per assigned partition when the batch closed: every
+    /// offset below it is in this batch, an earlier one, or no record at all.
+    pub positions: HashMap<i32, i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +45,7 @@ impl RawBatch {
             buf: Vec::new(),
             records: Vec::new(),
             last: HashMap::new(),
+            positions: HashMap::new(),
         }
     }
 

@@ -14,16 +14,26 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::batch::{OffsetRange, RawBatch};
-use super::context::{lock, AssignState, SourceContext};
+use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
 use super::SourceError;
 use crate::config::StartingOffsets;
 
-/// Looks up the last offset the output table holds for each partition (`None`: never
-/// seen). Called from the rebalance callback, on the consumer thread.
-pub type StartOffsets =
-    Box<dyn Fn(&[i32]) -> Result<HashMap<i32, Option<i64>>, String> + Send + Sync>;
+/// The table's side of the offsets, called from the rebalance callback on the consumer
+/// thread (it may block).
+pub trait OffsetStore: Send + Sync {
+    /// Last offset the output table holds for each of `partitions` (`None`: never seen).
+    fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, Option<i64>>, String>;
+    /// Commit "the table holds everything up to `last`" for these partitions before they
+    /// are read: where the table has no offset yet, or everywhere with `overwrite`.
+    /// Returns what the table then records for them.
+    fn record(
+        &self,
+        last: &BTreeMap<i32, i64>,
+        overwrite: bool,
+    ) -> Result<BTreeMap<i32, i64>, String>;
+}
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsumerSettings {
     pub brokers: String,
     pub group_id: String,
@@ -34,8 +44,11 @@ pub struct ConsumerSettings {
     pub seek_rewind: u32,
     pub max_records: usize,
     pub trigger_interval: Duration,
-    /// Stop once every assigned partition is read up to its high watermark at assignment.
-    pub until_caught_up: bool,
+    /// `--until-caught-up`: the end of each partition when the run started. A batch
+    /// closes at once when every assigned partition has reached it, and the consumer
+    /// reports its positions there even when only markers were left to read.
+    pub targets: Option<Arc<BTreeMap<i32, i64>>>,
+    pub data_loss: DataLossPolicy,
 }
 
 /// The consumer thread's side.
@@ -76,6 +89,11 @@ impl SourceHandle {
         }
     }
 
+    /// Partitions assigned to this member now.
+    pub fn assigned(&self) -> Vec<i32> {
+        self.consumer.context().lock().assigned.iter().copied().collect()
+    }
+
     /// Latest known high watermark of each partition this member reads.
     pub fn high_watermarks(&self) -> HashMap<i32, i64> {
         let state = self.consumer.context().lock();
@@ -105,15 +123,17 @@ impl SourceHandle {
 impl KafkaSource {
     pub fn new(
         settings: ConsumerSettings,
-        start_offsets: StartOffsets,
+        store: Box<dyn OffsetStore>,
     ) -> Result<(Self, SourceHandle), SourceError> {
         let state = Arc::new(Mutex::new(AssignState::default()));
         let context = SourceContext {
             topic: settings.topic.clone(),
             starting: settings.starting,
             seek_rewind: settings.seek_rewind,
-            start_offsets,
+            store,
             state: state.clone(),
+            data_loss: settings.data_loss.clone(),
+            probe: super::ends::probe_config(&settings.brokers, &settings.options),
         };
         let mut config = ClientConfig::new();
         config
@@ -154,36 +174,25 @@ impl KafkaSource {
         ))
     }
 
-    /// Poll until shutdown (or caught up), sending closed micro-batches to `tx`. A
-    /// batch in progress when shutdown comes is still sent: it is complete as far as it
-    /// goes, and the commit makes it exactly once either way.
-    pub fn run(
-        self,
-        tx: mpsc::Sender<RawBatch>,
-        shutdown: CancellationToken,
-    ) -> Result<(), SourceError> {
+    /// Poll until `stop`, sending closed micro-batches to `tx`. A batch in progress when
+    /// `stop` comes is still sent: it is complete as far as it goes, and the commit makes
+    /// it exactly once either way.
+    pub fn run(self, tx: mpsc::Sender<RawBatch>, stop: CancellationToken) -> Result<(), SourceError> {
         let topic: Arc<str> = self.settings.topic.as_str().into();
         let mut batch = RawBatch::new(topic.clone());
         let mut generation = 0;
-        // Next offset to read per assigned partition, for the caught-up check.
-        let mut next: HashMap<i32, i64> = HashMap::new();
         let mut last_poll_error: Option<Instant> = None;
-        let mut drain = Drain::default();
-        let mut empty_since = None;
         let mut polls: u64 = 0;
-        // First offset to keep per partition: records before it were rewound over.
-        let mut starts: HashMap<i32, i64> = HashMap::new();
+        let mut offsets = Offsets::default();
+        // Positions last reported in a batch, so the end of a partition is reported once.
+        let mut reported: HashMap<i32, i64> = HashMap::new();
         loop {
-            if shutdown.is_cancelled() {
-                info!(topic = %topic, "consumer stopping on shutdown");
+            if stop.is_cancelled() {
+                info!(topic = %topic, "consumer stopping");
                 break;
             }
             let polled = self.consumer.poll(Duration::from_millis(50));
             polls += 1;
-            // The caught-up check takes the assignment lock: on a busy topic, look now and
-            // then; at the end, when polls come back empty, look every time.
-            let check_caught_up = self.settings.until_caught_up
-                && (polled.is_none() || polls.is_multiple_of(4096) || drain.draining());
             {
                 let mut state = lock(&self.state);
                 if let Some(message) = state.error.take() {
@@ -195,22 +204,16 @@ impl KafkaSource {
                 if state.generation != generation {
                     generation = state.generation;
                     batch.retain_partitions(|p| state.assigned.contains(&p));
-                    next = state.starts.clone();
-                    starts = state.starts.clone();
+                    offsets = Offsets::new(&state);
+                    reported.retain(|p, _| state.assigned.contains(p));
                 }
             }
             match polled {
-                Some(Ok(m)) if starts.get(&m.partition()).is_some_and(|&s| m.offset() < s) => {}
                 Some(Ok(m)) => {
-                    batch.push(
-                        m.partition(),
-                        m.offset(),
-                        m.timestamp().to_millis(),
-                        m.key(),
-                        m.payload(),
-                    );
-                    next.insert(m.partition(), m.offset() + 1);
-                    drain.last_message = Instant::now();
+                    let (p, o) = (m.partition(), m.offset());
+                    if self.keep(&mut offsets, p, o)? {
+                        batch.push(p, o, m.timestamp().to_millis(), m.key(), m.payload());
+                    }
                 }
                 Some(Err(e))
                     if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
@@ -218,105 +221,157 @@ impl KafkaSource {
                     warn!(topic = %topic, error = %e, "consumer error (librdkafka retries by itself)");
                     last_poll_error = Some(Instant::now());
                 }
-                Some(Err(_)) => {}
-                None => {}
+                Some(Err(_)) | None => {}
             }
             let full = batch.len() >= self.settings.max_records;
             let due = batch
                 .opened_at
                 .is_some_and(|t| t.elapsed() >= self.settings.trigger_interval);
-            // A backfill commits what it holds the moment it reaches its targets, without
-            // waiting for the trigger; records of the tail drain, once they stop coming.
-            let reached =
-                check_caught_up && generation > 0 && self.caught_up(&next, &mut empty_since);
-            let just_reached = reached && !drain.draining();
-            let tail_idle = reached && drain.idle_for(Duration::from_millis(100));
-            if !batch.is_empty() && (full || due || just_reached || tail_idle) {
-                let closed = std::mem::replace(&mut batch, RawBatch::new(topic.clone()));
+            // A backfill commits what it holds the moment it reaches its targets; the
+            // assignment lock is taken only now and then on a busy topic.
+            let look = polled.is_none() || polls.is_multiple_of(4096);
+            let at_end = match &self.settings.targets {
+                Some(targets) if look && generation > 0 => {
+                    self.ends_reached(targets, &reported, &offsets)
+                }
+                _ => Vec::new(),
+            };
+            if full || due || !at_end.is_empty() && (!batch.is_empty() || polled.is_none()) {
+                let mut closed = std::mem::replace(&mut batch, RawBatch::new(topic.clone()));
+                if closed.is_empty() && at_end.is_empty() {
+                    continue;
+                }
+                closed.positions = self.positions(&offsets);
+                for (&p, &pos) in &closed.positions {
+                    reported.insert(p, pos);
+                }
                 if tx.blocking_send(closed).is_err() {
                     return Ok(()); // the pipeline is gone; it reports why
                 }
             }
-            if self.settings.until_caught_up && generation > 0 && drain.done(reached) {
-                info!(topic = %topic, "caught up with the high watermarks seen at assignment");
-                break;
-            }
         }
         if !batch.is_empty() {
+            batch.positions = self.positions(&offsets);
             let _ = tx.blocking_send(batch);
         }
         Ok(())
     }
 
-    /// Every assigned partition is read up to its target. An empty assignment counts
-    /// only once it has lasted a whole session timeout: right after a crash the group
-    /// still holds the dead member's partitions until its session expires, and a
-    /// rebalance then hands them over.
-    fn caught_up(&self, next: &HashMap<i32, i64>, empty_since: &mut Option<Instant>) -> bool {
-        let state = lock(&self.state);
-        if state.assigned.is_empty() {
-            let since = *empty_since.get_or_insert_with(Instant::now);
-            return since.elapsed() > self.empty_assignment_grace();
+    /// Whether to keep record `offset` of `partition`; an error when the partition skips
+    /// records that retention deleted, or goes back (a recreated topic), and the policy
+    /// says to stop.
+    fn keep(&self, offsets: &mut Offsets, partition: i32, offset: i64) -> Result<bool, SourceError> {
+        let start = offsets.starts.get(&partition).copied();
+        let expected = match offsets.next.get(&partition) {
+            Some(&next) => next,
+            // Records before the start were read only because of `seek_rewind`.
+            None if start.is_some_and(|s| offset < s) => return Ok(false),
+            None => start.unwrap_or(offset),
+        };
+        if offset < expected {
+            self.lost(&format!(
+                "partition {partition} went back from offset {} to {offset}; was the topic \
+                 deleted and recreated?",
+                expected - 1
+            ))?;
+            // Without a restart the table's offsets would drop the new records as
+            // replays: make the table start over here, as an assignment would.
+            let reset = BTreeMap::from([(partition, offset - 1)]);
+            self.consumer
+                .context()
+                .store
+                .record(&reset, true)
+                .map_err(|message| SourceError::Assignment {
+                    topic: self.settings.topic.clone(),
+                    message,
+                })?;
+        } else if offset > expected {
+            // Gaps are normal where records were compacted away or are transaction
+            // markers; they are loss only where retention deleted what we had not read.
+            let (low, _) = self
+                .consumer
+                .fetch_watermarks(&self.settings.topic, partition, Duration::from_secs(10))
+                .map_err(SourceError::kafka(&self.settings.topic))?;
+            if low > expected {
+                self.lost(&format!(
+                    "partition {partition} skipped offsets {expected}..{}: retention deleted \
+                     them before they were read",
+                    low.min(offset)
+                ))?;
+            } else {
+                debug!(partition, expected, offset, "offsets skipped (compaction or transaction markers)");
+            }
         }
-        *empty_since = None;
-        state.assigned.iter().all(|p| {
-            let target = state.targets.get(p).copied().unwrap_or(0);
-            next.get(p).copied().unwrap_or(0) >= target
-        })
+        offsets.next.insert(partition, offset + 1);
+        Ok(true)
     }
 
-    fn empty_assignment_grace(&self) -> Duration {
-        let session_ms = self
-            .settings
-            .options
-            .get("session.timeout.ms")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(45_000); // librdkafka's default
-        Duration::from_millis(session_ms) + Duration::from_secs(3)
+    fn lost(&self, what: &str) -> Result<(), SourceError> {
+        self.settings
+            .data_loss
+            .report(&self.settings.topic, what)
+            .map_err(|message| SourceError::Assignment {
+                topic: self.settings.topic.clone(),
+                message,
+            })
+    }
+
+    /// Assigned partitions whose position reached its target and was not reported there.
+    fn ends_reached(
+        &self,
+        targets: &BTreeMap<i32, i64>,
+        reported: &HashMap<i32, i64>,
+        offsets: &Offsets,
+    ) -> Vec<i32> {
+        let assigned: Vec<i32> = lock(&self.state).assigned.iter().copied().collect();
+        if assigned.is_empty() {
+            return Vec::new();
+        }
+        let positions = self.positions(offsets);
+        let all_there = assigned.iter().all(|p| {
+            let target = targets.get(p).copied().unwrap_or(0);
+            positions.get(p).is_some_and(|&pos| pos >= target)
+        });
+        if !all_there {
+            return Vec::new();
+        }
+        assigned
+            .into_iter()
+            .filter(|p| reported.get(p) != positions.get(p))
+            .collect()
+    }
+
+    /// The consumer's position (next offset to deliver) per assigned partition: on a
+    /// transactional topic it moves past commit markers, which no record shows. Before
+    /// the first delivery it is the start (everything before it is in the table).
+    fn positions(&self, offsets: &Offsets) -> HashMap<i32, i64> {
+        let mut out = offsets.starts.clone();
+        for (p, next) in &offsets.next {
+            out.insert(*p, *next);
+        }
+        if let Ok(tpl) = self.consumer.position() {
+            for e in tpl.elements_for_topic(&self.settings.topic) {
+                if let (Offset::Offset(o), Some(known)) = (e.offset(), out.get_mut(&e.partition())) {
+                    *known = (*known).max(o);
+                }
+            }
+        }
+        out
     }
 }
 
-/// Once the targets are reached, keep reading while records still arrive (up to a cap).
-///
-/// tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch,
-/// not the log end, so its "high watermark" can be a few records short. Kafka and
-/// Redpanda report it exactly; for them this only adds one idle second at the end.
-struct Drain {
-    reached: Option<Instant>,
-    last_message: Instant,
+/// Per assigned partition: where reading starts and the next offset expected.
+#[derive(Default)]
+struct Offsets {
+    starts: HashMap<i32, i64>,
+    next: HashMap<i32, i64>,
 }
 
-impl Default for Drain {
-    fn default() -> Self {
+impl Offsets {
+    fn new(state: &AssignState) -> Self {
         Self {
-            reached: None,
-            last_message: Instant::now(),
+            starts: state.starts.clone(),
+            next: HashMap::new(),
         }
-    }
-}
-
-impl Drain {
-    const IDLE: Duration = Duration::from_secs(1);
-    const CAP: Duration = Duration::from_secs(10);
-
-    fn draining(&self) -> bool {
-        self.reached.is_some()
-    }
-
-    fn idle_for(&self, quiet: Duration) -> bool {
-        self.reached
-            .is_some_and(|r| r.elapsed().min(self.last_message.elapsed()) >= quiet)
-    }
-
-    fn done(&mut self, targets_reached: bool) -> bool {
-        if !targets_reached {
-            self.reached = None;
-            return false;
-        }
-        let reached = *self.reached.get_or_insert_with(Instant::now);
-        // Quiet since the later of reaching the targets and the last record: a partition
-        // that was already at its target when assigned still gets its full idle second.
-        let quiet = self.last_message.elapsed().min(reached.elapsed());
-        quiet >= Self::IDLE || reached.elapsed() >= Self::CAP
     }
 }

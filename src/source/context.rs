@@ -1,6 +1,8 @@
-//! Rebalance handling: on every assignment, partitions start where the table says.
+//! Rebalance handling: on every assignment, partitions start where the table says, and
+//! a resume offset the partition can no longer serve is data loss, never a silent skip.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,8 +12,35 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
-use super::consumer::StartOffsets;
+use super::consumer::OffsetStore;
 use crate::config::StartingOffsets;
+
+/// What to do when records the table has not ingested can no longer be read.
+#[derive(Clone)]
+pub struct DataLossPolicy {
+    /// Stop the pipeline (`kafka.fail_on_data_loss`).
+    pub fail: bool,
+    /// Every case seen, failing or not (`lakestream_data_loss_events_total`).
+    pub events: Arc<AtomicU64>,
+}
+
+impl DataLossPolicy {
+    /// Log and count a loss; the error to stop on when the policy says so.
+    pub fn report(&self, topic: &str, what: &str) -> Result<(), String> {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if self.fail {
+            error!(topic, "data loss: {what}");
+            Err(format!(
+                "data loss: {what}. The pipeline stops so the gap is not silent; to skip \
+                 the lost records and go on from the earliest record still there, set \
+                 kafka.fail_on_data_loss = false (they stay lost)"
+            ))
+        } else {
+            warn!(topic, "data loss (kafka.fail_on_data_loss = false, going on): {what}");
+            Ok(())
+        }
+    }
+}
 
 /// What the consumer loop learns from rebalances.
 #[derive(Debug, Default)]
@@ -21,8 +50,6 @@ pub struct AssignState {
     pub assigned: BTreeSet<i32>,
     /// First offset to read per assigned partition.
     pub starts: HashMap<i32, i64>,
-    /// High watermark per partition when it was assigned (`--until-caught-up` target).
-    pub targets: HashMap<i32, i64>,
     /// A failure the consumer loop must stop on.
     pub error: Option<String>,
     /// Latest high watermark per partition, from librdkafka's statistics (for lag).
@@ -33,8 +60,11 @@ pub struct SourceContext {
     pub topic: String,
     pub starting: StartingOffsets,
     pub seek_rewind: u32,
-    pub start_offsets: StartOffsets,
+    pub store: Box<dyn OffsetStore>,
     pub state: Arc<Mutex<AssignState>>,
+    pub data_loss: DataLossPolicy,
+    /// For reading past a high watermark that may trail the log (see `ends`).
+    pub probe: rdkafka::ClientConfig,
 }
 
 impl SourceContext {
@@ -47,29 +77,94 @@ impl SourceContext {
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
-    ) -> Result<HashMap<i32, (i64, i64)>, String> {
+    ) -> Result<HashMap<i32, i64>, String> {
         let partitions: Vec<i32> = tpl
             .elements_for_topic(&self.topic)
             .iter()
             .map(|e| e.partition())
             .collect();
-        let last_committed = (self.start_offsets)(&partitions)?;
-        let mut positions = HashMap::new();
+        let last_committed = self.store.committed(&partitions)?;
+        let mut starts = HashMap::new();
+        let mut lows = HashMap::new();
+        // Start positions that must be in the table before anything is read from them.
+        let mut record = BTreeMap::new();
+        let mut reset = BTreeMap::new();
         for &p in &partitions {
             let (low, high) = consumer
                 .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
                 .map_err(|e| format!("cannot read watermarks of partition {p}: {e}"))?;
+            lows.insert(p, low);
             let start = match (last_committed.get(&p).copied().flatten(), self.starting) {
-                (Some(last), _) => last + 1,
+                (Some(last), _) => self.resume_offset(p, last + 1, low, high, &mut reset)?,
                 (None, StartingOffsets::Earliest) => low,
-                (None, StartingOffsets::Latest) => high,
+                (None, StartingOffsets::Latest) => {
+                    // Spark records the start too: if this member dies before its first
+                    // commit, the next owner must not start at a later "latest".
+                    let end = super::ends::partition_end(&self.probe, &self.topic, p, high)
+                        .map_err(|e| e.to_string())?;
+                    record.insert(p, end - 1);
+                    end
+                }
             };
-            let seek = low.max(start - i64::from(self.seek_rewind));
+            starts.insert(p, start);
+        }
+        if !record.is_empty() {
+            for (p, last) in self.store.record(&record, false)? {
+                starts.insert(p, last + 1);
+            }
+        }
+        if !reset.is_empty() {
+            self.store.record(&reset, true)?;
+        }
+        for (&p, &start) in &starts {
+            let seek = lows[&p].max(start - i64::from(self.seek_rewind));
             tpl.set_partition_offset(&self.topic, p, Offset::Offset(seek))
                 .map_err(|e| format!("cannot position partition {p}: {e}"))?;
-            positions.insert(p, (start, high));
         }
-        Ok(positions)
+        Ok(starts)
+    }
+
+    /// Where to read `partition` from when its table resumes at `resume`; a resume
+    /// offset outside `low..=high` means records were lost.
+    fn resume_offset(
+        &self,
+        partition: i32,
+        resume: i64,
+        low: i64,
+        high: i64,
+        reset: &mut BTreeMap<i32, i64>,
+    ) -> Result<i64, String> {
+        if resume < low {
+            self.data_loss.report(
+                &self.topic,
+                &format!(
+                    "partition {partition}: the table resumes at offset {resume} but the \
+                     earliest record still in the topic is {low}; {} records were deleted \
+                     (retention?) before they were ingested",
+                    low - resume
+                ),
+            )?;
+            return Ok(low);
+        }
+        if resume <= high {
+            return Ok(resume);
+        }
+        let end = super::ends::partition_end(&self.probe, &self.topic, partition, high)
+            .map_err(|e| e.to_string())?;
+        if resume <= end {
+            return Ok(resume);
+        }
+        self.data_loss.report(
+            &self.topic,
+            &format!(
+                "partition {partition}: the table resumes at offset {resume} but the \
+                 partition ends at {end}; was the topic deleted and recreated?"
+            ),
+        )?;
+        // The table's offsets belong to the old topic: start over, recorded first, or
+        // every new record at or below the old offsets would be dropped as a replay.
+        reset.insert(partition, low - 1);
+        Ok(low)
     }
 }
 
@@ -120,11 +215,10 @@ impl ConsumerContext for SourceContext {
                 }
                 match (positions, result) {
                     (Ok(positions), Ok(())) => {
-                        info!(topic = %self.topic, partitions = ?positions, "partitions assigned (start, high watermark)");
-                        for (p, (start, high)) in positions {
+                        info!(topic = %self.topic, starts = ?positions, "partitions assigned");
+                        for (p, start) in positions {
                             state.assigned.insert(p);
                             state.starts.insert(p, start);
-                            state.targets.insert(p, high);
                         }
                     }
                     (Err(message), _) => state.error = Some(message),
@@ -151,7 +245,6 @@ impl ConsumerContext for SourceContext {
                 for p in revoked {
                     state.assigned.remove(&p);
                     state.starts.remove(&p);
-                    state.targets.remove(&p);
                 }
             }
             other => {

@@ -6,12 +6,15 @@ mod consumer;
 mod context;
 mod count;
 pub mod dataset;
+mod ends;
 mod producer;
 pub mod synthetic;
 
 pub use admin::ensure_topic;
 pub use batch::{OffsetRange, RawBatch};
-pub use consumer::{ConsumerSettings, KafkaSource, SourceHandle, StartOffsets};
+pub use consumer::{ConsumerSettings, KafkaSource, OffsetStore, SourceHandle};
+pub use context::DataLossPolicy;
+pub use ends::{probe_config, topic_bounds, Bounds};
 pub use count::{count_topic, CountReport};
 pub use producer::{produce, ProduceOptions, ProduceReport, Rate};
 

@@ -6,6 +6,7 @@ mod common;
 
 mod config_errors;
 mod crash;
+mod edges;
 mod ingest;
 mod maintenance;
 mod mirror;

@@ -83,6 +83,11 @@ async fn soak(mut env: TestEnv) {
             "maintenance.tables.crime_type_hourly.compact=3s",
             "maintenance.vacuum.schedule=15s",
             "maintenance.vacuum.retention=20s",
+            // A vacuum retention must outlast the longest commit retry.
+            "pipelines.calls.commit_retry_timeout=5s",
+            "pipelines.crime_type_windows.commit_retry_timeout=5s",
+            "pipelines.crime_type_hourly.commit_retry_timeout=5s",
+            "pipelines.disposition_summary.commit_retry_timeout=5s",
             "maintenance.vacuum.min_retention=10s",
             "maintenance.checkpoint_interval=25",
         ]

@@ -1,0 +1,150 @@
+//! `run --until-caught-up`: done is decided from the table, for every partition of the
+//! topic (whoever owns it), against the ends read when the run started. Until then the
+//! run keeps going and says what it waits for; a deadline turns "not yet" into an error,
+//! never into a silent success.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::sink::{DeltaSink, SinkError};
+use crate::source::Bounds;
+
+/// How often a run that is not caught up says what it waits for.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+
+pub struct CatchUp {
+    bounds: BTreeMap<i32, Bounds>,
+    /// `kafka.starting_offsets = "earliest"`: a partition the table never recorded
+    /// starts at its first retained record.
+    from_earliest: bool,
+    started: Instant,
+    deadline: Option<Duration>,
+    session_timeout: Duration,
+    /// Positions this member's committed batches reached (see `RawBatch::positions`).
+    covered: HashMap<i32, i64>,
+    last_report: Instant,
+}
+
+/// A partition not caught up yet: where the table stands and where it must get to.
+#[derive(Debug)]
+struct Missing {
+    partition: i32,
+    at: Option<i64>,
+    end: i64,
+}
+
+impl CatchUp {
+    pub fn new(
+        bounds: BTreeMap<i32, Bounds>,
+        from_earliest: bool,
+        deadline: Option<Duration>,
+        session_timeout: Duration,
+    ) -> Self {
+        info!(targets = ?bounds.iter().map(|(p, b)| (*p, b.end)).collect::<BTreeMap<_, _>>(), "catching up to the ends of the topic's partitions");
+        Self {
+            bounds,
+            from_earliest,
+            started: Instant::now(),
+            deadline,
+            session_timeout,
+            covered: HashMap::new(),
+            last_report: Instant::now(),
+        }
+    }
+
+    /// The targets, for the consumer (it closes a batch as soon as it reaches them).
+    pub fn targets(&self) -> BTreeMap<i32, i64> {
+        self.bounds.iter().map(|(&p, b)| (p, b.end)).collect()
+    }
+
+    /// A batch with these consumer positions was committed (or held nothing new).
+    pub fn covered(&mut self, positions: &HashMap<i32, i64>) {
+        for (&p, &pos) in positions {
+            let c = self.covered.entry(p).or_insert(pos);
+            *c = (*c).max(pos);
+        }
+    }
+
+    /// Partitions the table does not yet hold up to their end.
+    async fn missing(&self, table: &mut DeltaSink) -> Result<Vec<Missing>, SinkError> {
+        let mut missing = Vec::new();
+        for (&p, b) in &self.bounds {
+            if self.covered.get(&p).is_some_and(|&c| c >= b.end) {
+                continue;
+            }
+            let at = table.committed_offset(p).await?;
+            let next = match at {
+                Some(last) => last + 1,
+                None if self.from_earliest => b.low,
+                None => i64::MIN, // "latest": not started until recorded
+            };
+            if next < b.end {
+                missing.push(Missing {
+                    partition: p,
+                    at,
+                    end: b.end,
+                });
+            }
+        }
+        Ok(missing)
+    }
+
+    /// `Ok(true)` once caught up; an error when the deadline passed first.
+    pub async fn check(
+        &mut self,
+        table: &mut DeltaSink,
+        assigned: &[i32],
+    ) -> Result<bool, String> {
+        let missing = self.missing(table).await.map_err(|e| e.to_string())?;
+        if missing.is_empty() {
+            info!(table = table.name(), "caught up: the table holds every partition up to its end at start");
+            return Ok(true);
+        }
+        let elapsed = self.started.elapsed();
+        if self.deadline.is_some_and(|d| elapsed >= d) {
+            return Err(format!(
+                "not caught up within {}: {}",
+                humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
+                self.describe(&missing, assigned)
+            ));
+        }
+        if self.last_report.elapsed() >= REPORT_EVERY {
+            self.last_report = Instant::now();
+            info!(table = table.name(), "not caught up yet: {}", self.describe(&missing, assigned));
+        }
+        Ok(false)
+    }
+
+    fn describe(&self, missing: &[Missing], assigned: &[i32]) -> String {
+        let left = self
+            .session_timeout
+            .saturating_sub(self.started.elapsed())
+            .as_secs();
+        let parts: Vec<String> = missing
+            .iter()
+            .map(|m| {
+                let at = m.at.map_or("nothing".to_string(), |o| format!("offset {o}"));
+                let owner = if assigned.contains(&m.partition) {
+                    "read by this member".to_string()
+                } else if left > 0 {
+                    format!(
+                        "owned by another member; if that member is dead the group hands \
+                         it over when its session expires, within {left}s"
+                    )
+                } else {
+                    "owned by another member that is still alive (its session has not \
+                     expired), or not assigned yet"
+                        .to_string()
+                };
+                format!(
+                    "partition {} (table holds {at}, end {}; {owner})",
+                    m.partition,
+                    m.end - 1
+                )
+            })
+            .collect();
+        parts.join(", ")
+    }
+}

@@ -1,0 +1,215 @@
+//! The table's record of where each partition stands, read and written outside the
+//! micro-batch commit: on assignment, when a start position must be made durable before
+//! anything is read, and the start-up check that the table belongs to this pipeline.
+
+use std::collections::{BTreeMap, HashMap};
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::Transaction;
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::{DeltaTable, DeltaTableError};
+use serde_json::{json, Value};
+
+use super::commit::{batch_app_id, is_conflict, txn_app_id};
+use super::{table_url, SinkError, SinkOptions};
+
+/// How many conflicting writers a position commit outlasts before it gives up.
+const MAX_ATTEMPTS: usize = 50;
+
+async fn open(opts: &SinkOptions, name: &str) -> Result<DeltaTable, SinkError> {
+    let url = table_url(&opts.root, name)?;
+    deltalake::open_table_with_storage_options(url, opts.storage_options.clone())
+        .await
+        .map_err(|e| SinkError::delta(name, e))
+}
+
+async fn versions(
+    table: &DeltaTable,
+    opts: &SinkOptions,
+    partitions: impl Iterator<Item = i32>,
+) -> Result<HashMap<i32, Option<i64>>, DeltaTableError> {
+    let snapshot = table.snapshot()?;
+    let log_store = table.log_store();
+    let mut out = HashMap::new();
+    for p in partitions {
+        let app_id = txn_app_id(&opts.pipeline, &opts.topic, p);
+        out.insert(p, snapshot.transaction_version(log_store.as_ref(), app_id).await?);
+    }
+    Ok(out)
+}
+
+/// Last offset the table holds for each of `partitions`, read fresh from storage.
+pub async fn read_committed(
+    opts: &SinkOptions,
+    name: &str,
+    partitions: &[i32],
+) -> Result<HashMap<i32, Option<i64>>, SinkError> {
+    let table = open(opts, name).await?;
+    versions(&table, opts, partitions.iter().copied())
+        .await
+        .map_err(|e| SinkError::delta(name, e))
+}
+
+/// Commit `last` as the offsets the table holds (only where it holds none, unless
+/// `overwrite`), with no data: a start position that must survive this process. Two
+/// members racing here both end with the first one's positions.
+pub async fn record_offsets(
+    opts: &SinkOptions,
+    name: &str,
+    last: &BTreeMap<i32, i64>,
+    overwrite: bool,
+) -> Result<BTreeMap<i32, i64>, SinkError> {
+    let err = |e| SinkError::delta(name, e);
+    let mut table = open(opts, name).await?;
+    for _ in 0..MAX_ATTEMPTS {
+        let held = versions(&table, opts, last.keys().copied())
+            .await
+            .map_err(err)?;
+        let write: BTreeMap<i32, i64> = last
+            .iter()
+            .filter(|(p, _)| overwrite || held.get(p).copied().flatten().is_none())
+            .map(|(&p, &o)| (p, o))
+            .collect();
+        let mut result: BTreeMap<i32, i64> = held
+            .iter()
+            .filter_map(|(&p, v)| Some((p, (*v)?)))
+            .collect();
+        if write.is_empty() {
+            return Ok(result);
+        }
+        let txns = write
+            .iter()
+            .map(|(&p, &o)| Transaction::new(txn_app_id(&opts.pipeline, &opts.topic, p), o));
+        let metadata = json!({
+            "pipeline": opts.pipeline,
+            "topic": opts.topic,
+            "startPositions": write.iter().map(|(p, o)| (p.to_string(), json!(o + 1))).collect::<serde_json::Map<_, _>>(),
+        });
+        let props = CommitProperties::default()
+            .with_application_transactions(txns.collect())
+            .with_metadata([("lakestream".to_string(), metadata)])
+            .with_max_retries(0)
+            .with_create_checkpoint(false)
+            .with_cleanup_expired_logs(Some(false));
+        let operation = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: opts.pipeline.clone(),
+            epoch_id: -1,
+        };
+        let snapshot: &dyn TableReference = table.snapshot().map_err(err)?;
+        let committed = CommitBuilder::from(props)
+            .with_actions(Vec::new())
+            .build(Some(snapshot), table.log_store(), operation)
+            .await;
+        match committed {
+            Ok(_) => {
+                result.extend(write);
+                tracing::info!(table = name, positions = ?result, "start positions recorded in the table");
+                return Ok(result);
+            }
+            Err(e) if is_conflict(&e) => {
+                table.update_incremental(None).await.map_err(err)?;
+            }
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Err(SinkError::delta(
+        name,
+        DeltaTableError::Generic(format!(
+            "could not record start positions after {MAX_ATTEMPTS} conflicting commits"
+        )),
+    ))
+}
+
+/// Refuse a table whose lakestream commits were made by another pipeline or for another
+/// topic: offsets are recorded per (pipeline, topic), so such a table would silently get
+/// its whole topic again. `partitions` are the topic's partitions.
+pub(super) async fn check_owner(
+    table: &DeltaTable,
+    name: &str,
+    opts: &SinkOptions,
+    partitions: &[i32],
+    adopt: bool,
+) -> Result<(), SinkError> {
+    let err = |e| SinkError::delta(name, e);
+    if table.version().unwrap_or(0) == 0 {
+        return Ok(()); // just created
+    }
+    let ours = versions(table, opts, partitions.iter().copied())
+        .await
+        .map_err(err)?;
+    if ours.values().any(Option::is_some) {
+        return Ok(());
+    }
+    let snapshot = table.snapshot().map_err(err)?;
+    let batches = snapshot
+        .transaction_version(table.log_store().as_ref(), batch_app_id(&opts.pipeline))
+        .await
+        .map_err(err)?;
+    let writer = latest_writer(table).await.map_err(err)?;
+    let files = snapshot.log_data().num_files();
+    let foreign = match (&writer, batches) {
+        // Our batches, none for this topic: the topic changed.
+        (_, Some(_)) => Some(format!(
+            "pipeline '{}' committed batches here but none for topic '{}'{}",
+            opts.pipeline,
+            opts.topic,
+            writer
+                .as_ref()
+                .and_then(|w| w["topic"].as_str())
+                .map(|t| format!(" (its last commit read topic '{t}')"))
+                .unwrap_or_default()
+        )),
+        (Some(w), None) => Some(format!(
+            "its commits were made by pipeline '{}' reading topic '{}'",
+            w["pipeline"].as_str().unwrap_or("?"),
+            w["topic"].as_str().unwrap_or("?")
+        )),
+        (None, None) if files > 0 => Some(format!(
+            "it holds {files} data files that pipeline '{}' did not write",
+            opts.pipeline
+        )),
+        (None, None) => None,
+    };
+    let Some(why) = foreign else {
+        return Ok(());
+    };
+    if adopt {
+        tracing::warn!(table = name, pipeline = %opts.pipeline, "adopting a table: {why}");
+        return Ok(());
+    }
+    Err(SinkError::Owner {
+        table: name.to_string(),
+        message: format!(
+            "{why}. Offsets are kept per pipeline and topic, so pipeline '{}' would ingest \
+             topic '{}' into it again from the start. Write to a new table, restore the \
+             old pipeline name and topic, or set pipelines.{}.adopt = true to take the \
+             table over knowingly",
+            opts.pipeline, opts.topic, opts.pipeline
+        ),
+    })
+}
+
+/// The `lakestream` entry of the newest commit that has one (log entries cleaned up
+/// behind a checkpoint end the search: then only the `txn` records speak).
+async fn latest_writer(table: &DeltaTable) -> Result<Option<Value>, DeltaTableError> {
+    let Some(latest) = table.version() else {
+        return Ok(None);
+    };
+    let log_store = table.log_store();
+    for version in (0..=latest).rev() {
+        let Some(bytes) = log_store.read_commit_entry(version).await? else {
+            break;
+        };
+        for line in bytes.split(|b| *b == b'\n') {
+            let Ok(action) = serde_json::from_slice::<Value>(line) else {
+                continue;
+            };
+            let info = &action["commitInfo"]["lakestream"];
+            if info.is_object() {
+                return Ok(Some(info.clone()));
+            }
+        }
+    }
+    Ok(None)
+}
