@@ -37,6 +37,8 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             .into());
         }
     }
+    let storage_options = config.storage.options.clone().into_iter().collect();
+    crate::sink::check_conditional_put(&config.storage.root, &storage_options).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 

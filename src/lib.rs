@@ -13,6 +13,7 @@ pub mod config;
 pub mod decode;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod http;
 pub mod maintenance;
 pub mod metrics;

@@ -32,9 +32,11 @@ pub async fn sync(config: &Config, once: bool) -> Result<()> {
         tokio::spawn(crate::app::watch_signals(stop.clone()));
         return Ok(task.run(stop, None).await?);
     }
-    for t in task.pass().await? {
-        println!("{}", serde_json::to_string(&t).unwrap_or_default());
+    let tables = task.pass().await?;
+    for t in &tables {
+        println!("{}", serde_json::to_string(t).unwrap_or_default());
     }
+    crate::sync::all_mirrored(&tables)?;
     Ok(())
 }
 

@@ -21,8 +21,12 @@ pub enum FieldType {
     Double,
     Boolean,
     Date,
-    /// Microseconds, UTC. A string without a zone is read as UTC wall-clock time.
+    /// Microseconds, UTC, from an RFC 3339 string; a string without a zone is read as
+    /// UTC wall-clock time. A JSON number is a dead letter: its unit would be a guess.
     Timestamp,
+    /// Stored like `Timestamp`; the JSON value may also be a number of seconds,
+    /// milliseconds or microseconds since the epoch (`timestamp_s|ms|us`).
+    EpochTimestamp(TimeUnit),
 }
 
 impl FieldType {
@@ -35,6 +39,9 @@ impl FieldType {
             "bool" | "boolean" => Self::Boolean,
             "date" => Self::Date,
             "timestamp" => Self::Timestamp,
+            "timestamp_s" => Self::EpochTimestamp(TimeUnit::Second),
+            "timestamp_ms" => Self::EpochTimestamp(TimeUnit::Millisecond),
+            "timestamp_us" => Self::EpochTimestamp(TimeUnit::Microsecond),
             _ => return None,
         })
     }
@@ -47,8 +54,25 @@ impl FieldType {
             Self::Double => DataType::Float64,
             Self::Boolean => DataType::Boolean,
             Self::Date => DataType::Date32,
-            Self::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            Self::Timestamp | Self::EpochTimestamp(_) => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            }
         }
+    }
+
+    /// The type the JSON decoder reads the value as, before it becomes `data_type`:
+    /// text for a plain timestamp (so a number is refused), the declared unit for an
+    /// epoch timestamp.
+    pub fn json_type(self) -> DataType {
+        match self {
+            Self::Timestamp => DataType::Utf8,
+            Self::EpochTimestamp(unit) => DataType::Timestamp(unit, Some("UTC".into())),
+            other => other.data_type(),
+        }
+    }
+
+    pub fn is_timestamp(self) -> bool {
+        matches!(self, Self::Timestamp | Self::EpochTimestamp(_))
     }
 }
 
@@ -62,7 +86,8 @@ impl FieldSpec {
         };
         let ty = FieldType::parse(ty).ok_or_else(|| {
             format!(
-                "'{text}': unknown type '{ty}' (string, int32, int64, double, boolean, date, timestamp)"
+                "'{text}': unknown type '{ty}' (string, int32, int64, double, boolean, date, \
+                 timestamp, timestamp_s, timestamp_ms, timestamp_us)"
             )
         })?;
         let required = match rest {
@@ -95,6 +120,16 @@ pub fn arrow_schema(fields: &[FieldSpec]) -> SchemaRef {
         fields
             .iter()
             .map(FieldSpec::arrow_field)
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// The schema the JSON decoder reads (see [`FieldType::json_type`]).
+pub fn json_schema(fields: &[FieldSpec]) -> SchemaRef {
+    Arc::new(Schema::new(
+        fields
+            .iter()
+            .map(|f| Field::new(&f.name, f.ty.json_type(), !f.required))
             .collect::<Vec<_>>(),
     ))
 }

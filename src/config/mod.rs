@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use fields::{arrow_schema as fields_schema, is_identifier, FieldSpec, FieldType};
+pub use fields::{arrow_schema as fields_schema, is_identifier, json_schema, FieldSpec, FieldType};
 pub use load::{load, load_str};
 pub use schedule::{Cron, Schedule};
 
@@ -183,6 +183,22 @@ pub struct MysqlConfig {
     /// Host part of the BI account (`%` = from anywhere).
     #[serde(default = "defaults::bi_host")]
     pub bi_host: String,
+    /// `required`: connect over TLS only, verifying the server's certificate (against
+    /// `tls_ca_file` when set, else the public web PKI roots) and host name. `off`:
+    /// plain TCP.
+    #[serde(default)]
+    pub tls: MysqlTls,
+    /// PEM file of the CA that signed the server's certificate (a private CA or a
+    /// self-signed server certificate).
+    pub tls_ca_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MysqlTls {
+    #[default]
+    Off,
+    Required,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -348,6 +364,10 @@ pub struct PipelineConfig {
     /// A micro-batch closes once it holds this many records (all partitions together).
     #[serde(default = "defaults::max_offsets_per_trigger")]
     pub max_offsets_per_trigger: usize,
+    /// A micro-batch also closes once its payloads and keys reach this many bytes, so
+    /// large messages cannot make a batch hold gigabytes.
+    #[serde(default = "defaults::max_bytes_per_trigger")]
+    pub max_bytes_per_trigger: usize,
     /// How long a failing commit is retried (with backoff) before the pipeline stops.
     #[serde(default = "defaults::commit_retry_timeout", with = "humantime_serde")]
     pub commit_retry_timeout: Duration,
@@ -514,6 +534,9 @@ mod defaults {
     }
     pub fn max_offsets_per_trigger() -> usize {
         100_000
+    }
+    pub fn max_bytes_per_trigger() -> usize {
+        256 * 1024 * 1024
     }
     pub fn commit_retry_timeout() -> Duration {
         Duration::from_secs(300)

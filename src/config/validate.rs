@@ -157,6 +157,21 @@ impl Config {
         }
         check_name("mysql.user", &m.user, false)?;
         check_name("mysql.database", &m.database, true)?;
+        match (&m.tls_ca_file, m.tls) {
+            (Some(_), super::MysqlTls::Off) => {
+                return Err(ConfigError::key(
+                    "mysql.tls_ca_file",
+                    "is set but mysql.tls is \"off\": set mysql.tls = \"required\"",
+                ))
+            }
+            (Some(path), _) if !std::path::Path::new(path).is_file() => {
+                return Err(ConfigError::key(
+                    "mysql.tls_ca_file",
+                    format!("{path} is not a readable file"),
+                ))
+            }
+            _ => {}
+        }
         for name in &m.mirror {
             let p = self.pipelines.get(name).ok_or_else(|| {
                 ConfigError::key(
@@ -226,6 +241,12 @@ impl Config {
         if p.max_offsets_per_trigger == 0 {
             return Err(ConfigError::key(
                 key("max_offsets_per_trigger"),
+                "must be at least 1",
+            ));
+        }
+        if p.max_bytes_per_trigger == 0 {
+            return Err(ConfigError::key(
+                key("max_bytes_per_trigger"),
                 "must be at least 1",
             ));
         }
@@ -302,7 +323,7 @@ impl Config {
         match (&p.event_time, p.watermark) {
             (Some(column), Some(_)) => {
                 let field = fields.iter().find(|f| &f.name == column);
-                if !field.is_some_and(|f| f.ty == FieldType::Timestamp) {
+                if !field.is_some_and(|f| f.ty.is_timestamp()) {
                     return Err(ConfigError::key(
                         key("event_time"),
                         format!(

@@ -11,6 +11,10 @@ use deltalake::arrow::error::ArrowError;
 use super::metadata;
 use crate::source::RawBatch;
 
+/// Bytes of a payload kept in the dead-letter table; `payload_bytes` has the full size.
+/// A 100 MB message that failed to decode must not become a 100 MB row.
+pub const KEPT_PAYLOAD_BYTES: usize = 64 * 1024;
+
 /// One record of a raw batch that failed to decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -44,7 +48,10 @@ pub(super) fn to_batch(
     let indices: Vec<usize> = dead.iter().map(|d| d.index).collect();
     let meta = metadata::columns(raw, &indices);
     let key: BinaryArray = indices.iter().map(|&i| raw.key(i)).collect();
-    let payload = BinaryArray::from_iter_values(indices.iter().map(|&i| raw.payload(i)));
+    let payload = BinaryArray::from_iter_values(indices.iter().map(|&i| {
+        let p = raw.payload(i);
+        &p[..p.len().min(KEPT_PAYLOAD_BYTES)]
+    }));
     let sizes = Int64Array::from_iter_values(indices.iter().map(|&i| raw.payload(i).len() as i64));
     let reasons = StringArray::from_iter_values(dead.iter().map(|d| d.reason.as_str()));
     let pipelines = StringArray::from_iter_values(dead.iter().map(|_| pipeline));

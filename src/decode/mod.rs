@@ -7,7 +7,7 @@ mod metadata;
 use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::compute::concat_batches;
+use deltalake::arrow::compute::{cast_with_options, concat_batches, CastOptions};
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::ReaderBuilder;
@@ -15,7 +15,7 @@ use deltalake::arrow::json::ReaderBuilder;
 pub use dead_letter::{dead_letter_schema, DeadLetter};
 pub use metadata::METADATA_COLUMNS;
 
-use crate::config::FieldSpec;
+use crate::config::{FieldSpec, FieldType};
 use crate::source::RawBatch;
 
 /// Outcome of decoding one raw batch.
@@ -35,6 +35,8 @@ pub struct DecodeError(#[from] ArrowError);
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
     fields: Arc<[FieldSpec]>,
+    /// What the JSON reader decodes (timestamps as text, see `FieldType::json_type`).
+    json_schema: SchemaRef,
     payload_schema: SchemaRef,
     table_schema: SchemaRef,
     max_message_bytes: usize,
@@ -47,6 +49,7 @@ impl JsonDecoder {
         let mut all: Vec<_> = payload_schema.fields().iter().cloned().collect();
         all.extend(metadata::fields());
         Self {
+            json_schema: crate::config::json_schema(&fields),
             fields: fields.into(),
             payload_schema,
             table_schema: Arc::new(Schema::new(all)),
@@ -145,7 +148,7 @@ impl JsonDecoder {
     fn try_decode(&self, raw: &RawBatch, indices: &[usize]) -> Result<RecordBatch, String> {
         // One spare row so a message holding two objects shows up in len() instead of
         // stopping the decoder early.
-        let mut decoder = ReaderBuilder::new(self.payload_schema.clone())
+        let mut decoder = ReaderBuilder::new(self.json_schema.clone())
             .with_batch_size(indices.len() + 1)
             .build_decoder()
             .map_err(|e| e.to_string())?;
@@ -162,8 +165,41 @@ impl JsonDecoder {
             .flush()
             .map_err(|e| e.to_string())?
             .ok_or("no rows decoded")?;
+        let payload = self.to_payload_types(payload).map_err(|e| e.to_string())?;
         metadata::append_columns(&payload, raw, indices, &self.table_schema)
             .map_err(|e| e.to_string())
+    }
+
+    /// Timestamps read as text or epoch numbers become microseconds, UTC; a string that
+    /// is no date-time fails the whole call (and bisection finds its record).
+    fn to_payload_types(&self, decoded: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let options = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let columns = decoded
+            .columns()
+            .iter()
+            .zip(self.payload_schema.fields())
+            .map(|(column, field)| match column.data_type() == field.data_type() {
+                true => Ok(column.clone()),
+                false => cast_with_options(column, field.data_type(), &options),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        RecordBatch::try_new(self.payload_schema.clone(), columns)
+    }
+
+    /// A plain TIMESTAMP field holding a JSON number, named with what to do about it.
+    fn number_in_timestamp(&self, map: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+        let field = self
+            .fields
+            .iter()
+            .find(|f| f.ty == FieldType::Timestamp && map.get(&f.name).is_some_and(|v| v.is_number()))?;
+        Some(format!(
+            "wrong type: field '{}' is a number ({}); a TIMESTAMP field takes a date-time \
+             string, declare it timestamp_s, timestamp_ms or timestamp_us to read epoch numbers",
+            field.name, map[&field.name]
+        ))
     }
 
     /// Turn Arrow's message for a lone bad record into one a user can act on. Only bad
@@ -180,6 +216,11 @@ impl JsonDecoder {
                 if !missing.is_empty() {
                     return format!("missing required field(s): {}", missing.join(", "));
                 }
+            }
+        }
+        if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(payload) {
+            if let Some(reason) = self.number_in_timestamp(&map) {
+                return reason;
             }
         }
         let message = message.strip_prefix("Json error: ").unwrap_or(&message);

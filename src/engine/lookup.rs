@@ -69,6 +69,18 @@ impl Lookup {
             return Ok(());
         }
         self.checked = Some(Instant::now());
+        match self.reload(ctx).await {
+            // A file caught half-written during an edit must not stop every pipeline:
+            // keep the last good version and try again at the next interval.
+            Err(e) if self.stamp.is_some() => {
+                tracing::warn!(lookup = %self.name, error = %e, "lookup table not reloaded; keeping the last good version");
+                Ok(())
+            }
+            result => result,
+        }
+    }
+
+    async fn reload(&mut self, ctx: &SessionContext) -> Result<(), EngineError> {
         let stamp = self.stamp().await?;
         if self.stamp.as_ref() == Some(&stamp) {
             return Ok(());

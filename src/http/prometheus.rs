@@ -190,6 +190,19 @@ fn sync(out: &mut Out, observed: &Observed) {
         "Failed sync passes",
     );
     out.sample("lakestream_mysql_sync_errors_total", &[], get(&sync.errors));
+    let name = "lakestream_mysql_sync_table_failing";
+    out.help(
+        name,
+        "gauge",
+        "1 while the last sync of the table failed (the other tables go on)",
+    );
+    let failing = sync.failing();
+    let mut tables: std::collections::BTreeSet<String> =
+        observed.sync_lag().into_iter().map(|(t, _, _)| t).collect();
+    tables.extend(failing.keys().cloned());
+    for table in tables {
+        out.sample(name, &[("table", &table)], u8::from(failing.contains_key(&table)));
+    }
     let name = "lakestream_mysql_sync_versions_behind";
     out.help(
         name,

@@ -72,6 +72,11 @@ impl Observed {
                 ));
             }
         }
+        if let Some(sync) = &self.sync {
+            for (table, error) in sync.failing() {
+                reasons.push(format!("MySQL mirror of {table} is failing: {error}"));
+            }
+        }
         reasons
     }
 
@@ -153,6 +158,7 @@ impl Observed {
             "passes": sync.passes.load(Ordering::Relaxed),
             "rows": sync.rows.load(Ordering::Relaxed),
             "errors": sync.errors.load(Ordering::Relaxed),
+            "failing": sync.failing(),
             "secondsBehind": self.sync_seconds_behind(),
             "tables": tables,
         })

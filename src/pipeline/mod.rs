@@ -280,6 +280,7 @@ impl Pipeline {
             starting: kafka.starting_offsets,
             seek_rewind: kafka.seek_rewind,
             max_records: p.max_offsets_per_trigger,
+            max_bytes: p.max_bytes_per_trigger,
             trigger_interval: p.trigger_interval,
             targets,
             data_loss: DataLossPolicy {
@@ -329,11 +330,17 @@ impl Pipeline {
                 dead_rows = rows;
             }
         }
+        if dead_rows > 0 {
+            crate::failpoint::hit("after_dead_letters");
+        }
         let info = BatchInfo {
             with_batch_id: true,
             ..info
         };
         let outcome = table.commit(&decoded.rows, &info, engine).await?;
+        if matches!(outcome, CommitOutcome::Committed { .. }) {
+            crate::failpoint::hit("after_commit");
+        }
         source.commit_offsets(&ranges);
 
         let m = &self.metrics;

@@ -132,8 +132,8 @@ pub(super) async fn check_owner(
     adopt: bool,
 ) -> Result<(), SinkError> {
     let err = |e| SinkError::delta(name, e);
-    if table.version().unwrap_or(0) == 0 {
-        return Ok(()); // just created
+    if table.version().unwrap_or(0) == 0 || partitions.is_empty() {
+        return Ok(()); // just created, or no topic to compare with yet
     }
     let ours = versions(table, opts, partitions.iter().copied())
         .await

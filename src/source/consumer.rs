@@ -43,6 +43,7 @@ pub struct ConsumerSettings {
     /// See `kafka.seek_rewind`.
     pub seek_rewind: u32,
     pub max_records: usize,
+    pub max_bytes: usize,
     pub trigger_interval: Duration,
     /// `--until-caught-up`: the end of each partition when the run started. A batch
     /// closes at once when every assigned partition has reached it, and the consumer
@@ -192,6 +193,7 @@ impl KafkaSource {
                 break;
             }
             let polled = self.consumer.poll(Duration::from_millis(50));
+            let quiet = polled.is_none();
             polls += 1;
             {
                 let mut state = lock(&self.state);
@@ -223,20 +225,21 @@ impl KafkaSource {
                 }
                 Some(Err(_)) | None => {}
             }
-            let full = batch.len() >= self.settings.max_records;
+            let full = batch.len() >= self.settings.max_records
+                || batch.byte_len() >= self.settings.max_bytes;
             let due = batch
                 .opened_at
                 .is_some_and(|t| t.elapsed() >= self.settings.trigger_interval);
             // A backfill commits what it holds the moment it reaches its targets; the
             // assignment lock is taken only now and then on a busy topic.
-            let look = polled.is_none() || polls.is_multiple_of(4096);
+            let look = quiet || polls.is_multiple_of(4096);
             let at_end = match &self.settings.targets {
                 Some(targets) if look && generation > 0 => {
                     self.ends_reached(targets, &reported, &offsets)
                 }
                 _ => Vec::new(),
             };
-            if full || due || !at_end.is_empty() && (!batch.is_empty() || polled.is_none()) {
+            if full || due || !at_end.is_empty() && (!batch.is_empty() || quiet) {
                 let mut closed = std::mem::replace(&mut batch, RawBatch::new(topic.clone()));
                 if closed.is_empty() && at_end.is_empty() {
                     continue;

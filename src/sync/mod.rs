@@ -52,6 +52,16 @@ pub enum SyncError {
 }
 
 impl SyncError {
+    /// The connection itself is gone (or never came): every table fails alike, so the
+    /// pass stops and the task reconnects with backoff.
+    fn is_connection(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } => true,
+            Self::Mysql { cause, .. } => !matches!(**cause, mysql_async::Error::Server(_)),
+            _ => false,
+        }
+    }
+
     fn mysql(statement: &str, cause: mysql_async::Error) -> Self {
         let mut short: String = statement.chars().take(120).collect();
         if short.len() < statement.len() {
@@ -79,6 +89,21 @@ pub struct TableSync {
     pub version: Option<u64>,
     pub rows: u64,
     pub replaced: bool,
+    /// Why this table did not sync (the pass went on with the others).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl TableSync {
+    fn new(table: &str) -> Self {
+        Self {
+            table: table.to_string(),
+            version: None,
+            rows: 0,
+            replaced: false,
+            error: None,
+        }
+    }
 }
 
 /// What the task has done, for logs, the exit summary and the status page.
@@ -91,6 +116,17 @@ pub struct SyncMetrics {
     pub last_success_ms: AtomicI64,
     /// The Delta version each table's mirror holds.
     pub mirrored: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Tables whose last sync failed, with the error; the others keep syncing.
+    pub failing: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl SyncMetrics {
+    pub fn failing(&self) -> std::collections::BTreeMap<String, String> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 pub struct SyncTask {
@@ -153,19 +189,33 @@ impl SyncTask {
         result
     }
 
+    /// Sync every table; one table's failure (a value MySQL rejects, a broken Delta
+    /// table) is recorded and the others go on. A lost connection ends the pass.
     async fn pass_on(&mut self, conn: &mut Conn) -> Result<Vec<TableSync>, SyncError> {
         let mut out = Vec::new();
         let mut all_exist = true;
         for target in self.targets.clone() {
             let batch_rows = self.mysql.batch_rows;
-            let done = match self.table(&target.table).await? {
-                Some(table) => sync_table(conn, table, &target, batch_rows).await?,
-                None => TableSync {
-                    table: target.table.clone(),
-                    version: None,
-                    rows: 0,
-                    replaced: false,
-                },
+            let synced = match self.table(&target.table).await {
+                Ok(Some(table)) => sync_table(conn, table, &target, batch_rows).await,
+                Ok(None) => Ok(TableSync::new(&target.table)),
+                Err(e) => Err(e),
+            };
+            let done = match synced {
+                Ok(done) => {
+                    self.set_failing(&target.table, None);
+                    done
+                }
+                Err(e) if e.is_connection() => return Err(e),
+                Err(e) => {
+                    warn!(table = %target.table, error = %e, "table not mirrored; the others go on");
+                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    self.set_failing(&target.table, Some(e.to_string()));
+                    TableSync {
+                        error: Some(e.to_string()),
+                        ..TableSync::new(&target.table)
+                    }
+                }
             };
             all_exist &= done.version.is_some();
             self.metrics.rows.fetch_add(done.rows, Ordering::Relaxed);
@@ -187,6 +237,18 @@ impl SyncTask {
             self.bi_ready = true;
         }
         Ok(out)
+    }
+
+    fn set_failing(&self, table: &str, error: Option<String>) {
+        let mut failing = self
+            .metrics
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match error {
+            Some(e) => failing.insert(table.to_string(), e),
+            None => failing.remove(table),
+        };
     }
 
     /// The table `name` at its latest version (None: its pipeline has not created it).
@@ -255,11 +317,11 @@ impl SyncTask {
         };
         let deadline = Instant::now() + patience;
         loop {
-            match self.pass().await {
-                Ok(tables) => {
-                    log_pass(&tables);
-                    return Ok(());
-                }
+            match self.pass().await.and_then(|tables| {
+                log_pass(&tables);
+                all_mirrored(&tables)
+            }) {
+                Ok(()) => return Ok(()),
                 Err(e) if Instant::now() < deadline => {
                     warn!(error = %e, "final MySQL sync failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -268,6 +330,20 @@ impl SyncTask {
             }
         }
     }
+}
+
+/// An error naming every table a pass could not mirror (Ok when all were).
+pub fn all_mirrored(tables: &[TableSync]) -> Result<(), SyncError> {
+    let failed: Vec<String> = tables
+        .iter()
+        .filter_map(|t| Some(format!("{}: {}", t.table, t.error.as_ref()?)))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(SyncError::Setup {
+        message: format!("tables not mirrored to MySQL: {}", failed.join("; ")),
+    })
 }
 
 fn log_pass(tables: &[TableSync]) {
@@ -287,12 +363,7 @@ async fn sync_table(
         table: t.table.clone(),
         message,
     };
-    let mut done = TableSync {
-        table: t.table.clone(),
-        version: None,
-        rows: 0,
-        replaced: false,
-    };
+    let mut done = TableSync::new(&t.table);
     let Some(version) = table.version() else {
         return Ok(done);
     };

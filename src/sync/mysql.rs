@@ -6,11 +6,11 @@ use std::time::Duration;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, SchemaRef};
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Params, TxOpts, Value};
+use mysql_async::{Conn, OptsBuilder, Params, SslOpts, TxOpts, Value};
 
 use super::types::{fixed_key_bytes, mysql_type, string_key_chars, values};
 use super::SyncError;
-use crate::config::{is_identifier, MysqlConfig};
+use crate::config::{is_identifier, MysqlConfig, MysqlTls};
 
 /// Rows of every mirrored table's sync state: the Delta version each one reflects.
 pub const STATE_TABLE: &str = "lakestream_sync_state";
@@ -49,6 +49,7 @@ pub async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
         .tcp_port(cfg.port)
         .user(Some(cfg.user.clone()))
         .pass(password(cfg)?)
+        .ssl_opts(ssl_opts(cfg))
         .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
     let connecting = Conn::new(opts);
     let mut conn = tokio::time::timeout(Duration::from_secs(10), connecting)
@@ -80,6 +81,21 @@ pub async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
     )
     .await?;
     Ok(conn)
+}
+
+/// TLS settings: with `mysql.tls = "required"` the connection fails unless the server
+/// speaks TLS with a certificate that verifies (never a silent fall-back to plain TCP).
+fn ssl_opts(cfg: &MysqlConfig) -> Option<SslOpts> {
+    if cfg.tls == MysqlTls::Off {
+        return None;
+    }
+    // rustls needs one process-wide crypto provider; deltalake's HTTP stack links two.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut opts = SslOpts::default();
+    if let Some(ca) = &cfg.tls_ca_file {
+        opts = opts.with_root_certs(vec![std::path::PathBuf::from(ca).into()]);
+    }
+    Some(opts)
 }
 
 pub async fn run(conn: &mut Conn, sql: &str) -> Result<(), SyncError> {
@@ -132,7 +148,7 @@ impl Layout {
         names
     }
 
-    fn ddl(&self) -> Result<String, SyncError> {
+    fn ddl(&self, collation: &str) -> Result<String, SyncError> {
         let is_string =
             |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
         let key_types: Vec<&DataType> = self
@@ -189,7 +205,7 @@ impl Layout {
             lines.push(format!("PRIMARY KEY ({})", cols.join(", ")));
         }
         Ok(format!(
-            "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+            "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}",
             ident(&self.table)?,
             lines.join(",\n  ")
         ))
@@ -200,18 +216,28 @@ impl Layout {
 /// same columns. A table created now has no rows, so any sync state left for it is
 /// dropped.
 pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<bool, SyncError> {
+    let collation = no_pad_collation(conn).await?;
     let sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
                WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
-    let existing: Vec<String> = conn
+    let mut existing: Vec<String> = conn
         .exec(sql, (layout.table.as_str(),))
         .await
         .map_err(|e| SyncError::mysql(sql, e))?;
+    if !existing.is_empty() && table_collation(conn, &layout.table).await? != collation {
+        // Written by a version that used a PAD SPACE collation, where 'X' and 'X ' are
+        // one key: rebuild it from Delta so keys compare exactly as there.
+        tracing::info!(table = %layout.table, collation, "rebuilding the MySQL mirror with a NO PAD collation");
+        run(conn, &format!("DROP TABLE {}", ident(&layout.table)?)).await?;
+        existing.clear();
+    }
     if existing.is_empty() {
-        run(conn, &layout.ddl()?).await?;
+        // Forget the old state first: a crash between the two statements then leaves
+        // neither (redone next pass), never a new empty table with an old version.
         let forget = format!("DELETE FROM {STATE_TABLE} WHERE table_name = ?");
         conn.exec_drop(&forget, (layout.table.as_str(),))
             .await
             .map_err(|e| SyncError::mysql(&forget, e))?;
+        run(conn, &layout.ddl(collation)?).await?;
         return Ok(true);
     }
     let wanted = layout.columns();
@@ -229,6 +255,33 @@ pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<bool, Sync
         });
     }
     Ok(false)
+}
+
+/// A binary collation that compares trailing spaces (NO PAD): MariaDB's
+/// `utf8mb4_nopad_bin` or MySQL 8's `utf8mb4_0900_bin`. Servers with neither keep
+/// `utf8mb4_bin`, where 'X' and 'X ' compare equal.
+async fn no_pad_collation(conn: &mut Conn) -> Result<&'static str, SyncError> {
+    let sql = "SELECT COLLATION_NAME FROM information_schema.COLLATIONS \
+               WHERE COLLATION_NAME IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')";
+    let found: Vec<String> = conn.query(sql).await.map_err(|e| SyncError::mysql(sql, e))?;
+    Ok(if found.iter().any(|c| c == "utf8mb4_nopad_bin") {
+        "utf8mb4_nopad_bin"
+    } else if found.iter().any(|c| c == "utf8mb4_0900_bin") {
+        "utf8mb4_0900_bin"
+    } else {
+        tracing::warn!("MySQL has no NO PAD binary collation: string keys differing only in trailing spaces merge");
+        "utf8mb4_bin"
+    })
+}
+
+async fn table_collation(conn: &mut Conn, table: &str) -> Result<String, SyncError> {
+    let sql = "SELECT TABLE_COLLATION FROM information_schema.TABLES \
+               WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?";
+    let collation: Option<Option<String>> = conn
+        .exec_first(sql, (table,))
+        .await
+        .map_err(|e| SyncError::mysql(sql, e))?;
+    Ok(collation.flatten().unwrap_or_default())
 }
 
 /// The Delta version `table` reflects in MySQL (None: never synced).

@@ -224,3 +224,34 @@ async fn a_table_of_another_topic_or_two_writers_are_refused() {
         assert!(err.contains(needle), "--set {set}: {}", tail(err.as_bytes()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_paired_writes_loses_and_duplicates_nothing() {
+    let points = ["after_dead_letters", "after_state_write", "after_commit"];
+    for (i, point) in points.into_iter().enumerate() {
+        let mut env = TestEnv::new(&format!("edge-fp{i}"));
+        env.pipelines = vec!["calls".into(), "disposition_summary".into()];
+        env.produce_synthetic(1_500, 130 + i as u64);
+        let bad: Vec<(i32, Option<&[u8]>, &[u8])> =
+            (0..4).map(|p| (p, None, &b"not json"[..])).collect();
+        env.produce_raw(&bad);
+        env.produce_synthetic(1_500, 140 + i as u64);
+
+        let out = env
+            .command(&["run", "--until-caught-up"])
+            .env("LAKESTREAM_FAILPOINT", point)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{point}: the failpoint did not fire");
+        assert!(err.contains(&format!("failpoint {point}")), "{point}: {}", tail(&out.stderr));
+
+        env.catch_up();
+        env.assert_exactly_once(3_000).await;
+        let dead = env.count("calls_dead_letters").await;
+        assert_eq!(dead, 4, "{point}: dead letters");
+        assert_eq!(env.distinct_offsets("calls_dead_letters").await, 4, "{point}");
+        let summed = env.scalar("disposition_summary", "SELECT sum(calls) FROM t").await;
+        assert_eq!(summed, 3_000, "{point}: aggregate after the crash");
+    }
+}

@@ -10,6 +10,7 @@ mod edges;
 mod ingest;
 mod maintenance;
 mod mirror;
+mod mirror_edges;
 mod replay;
 mod scale_out;
 mod sink;

@@ -13,6 +13,46 @@ pub struct MariaDb {
     pub port: u16,
     dir: PathBuf,
     server: Option<Child>,
+    /// Extra server options (TLS).
+    args: Vec<String>,
+    /// The CA of a TLS-only server, for the test's own connections.
+    pub tls_ca: Option<PathBuf>,
+}
+
+/// A CA and a server certificate for 127.0.0.1 it signed, in `dir`; returns `ca.pem`.
+pub fn test_ca(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("tls dir");
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let subject = |cn: &str| format!("/CN={cn}");
+    openssl(&[
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+        &subject("lakestream test CA"), "-keyout", "ca-key.pem", "-out", "ca.pem",
+    ]);
+    openssl(&[
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject("127.0.0.1"), "-keyout",
+        "server-key.pem", "-out", "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    openssl(&[
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+    ]);
+    dir.join("ca.pem")
 }
 
 fn free_port() -> u16 {
@@ -29,6 +69,26 @@ fn server_binary() -> String {
 impl MariaDb {
     /// Initialise a data folder under `parent` and start a server on a free port.
     pub fn start(parent: &Path) -> Self {
+        Self::start_with(parent, Vec::new())
+    }
+
+    /// A server that accepts only TLS connections, with a certificate for 127.0.0.1
+    /// signed by a fresh CA (its PEM file is `tls_ca`).
+    pub fn start_with_tls(parent: &Path) -> Self {
+        let ca = test_ca(&parent.join("tls"));
+        let path = |f: &str| ca.with_file_name(f).display().to_string();
+        let args = vec![
+            format!("--ssl-ca={}", path("ca.pem")),
+            format!("--ssl-cert={}", path("server.pem")),
+            format!("--ssl-key={}", path("server-key.pem")),
+            "--require-secure-transport=ON".to_string(),
+        ];
+        let mut db = Self::start_with(parent, args);
+        db.tls_ca = Some(ca);
+        db
+    }
+
+    fn start_with(parent: &Path, args: Vec<String>) -> Self {
         let dir = parent.join("mariadb");
         // Its own tmpdir: two bootstraps sharing /tmp collide on temporary table names.
         let tmp = dir.join("tmp");
@@ -49,6 +109,8 @@ impl MariaDb {
             port: free_port(),
             dir,
             server: None,
+            args,
+            tls_ca: None,
         };
         db.resume();
         db
@@ -67,6 +129,7 @@ impl MariaDb {
             .arg(format!("--port={}", self.port))
             .args(["--bind-address=127.0.0.1", "--user=root"])
             .arg("--innodb-buffer-pool-size=64M")
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -115,6 +178,10 @@ impl MariaDb {
             .user(Some(user))
             .pass(password)
             .db_name(Some(database))
+            .ssl_opts(self.tls_ca.as_ref().map(|ca| {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                mysql_async::SslOpts::default().with_root_certs(vec![ca.clone().into()])
+            }))
             .init(vec!["SET time_zone = '+00:00'"]);
         Conn::new(opts).await
     }

@@ -1,0 +1,36 @@
+//! Crash points for tests: `LAKESTREAM_FAILPOINT=NAME` (or `NAME:N`, the Nth time) makes
+//! the process abort at that point, as a kill -9 there would, so the moments between
+//! two writes that must agree are tested deterministically, not by chance.
+//!
+//! Points: `after_dead_letters` (dead letters committed, rows not yet),
+//! `after_state_write` (state snapshot written, its commit not yet), `after_commit`
+//! (table committed, group offsets not yet). Unset, a point costs one atomic load.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+fn armed() -> Option<&'static (String, u64)> {
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let spec = std::env::var("LAKESTREAM_FAILPOINT").ok()?;
+            let (name, nth) = match spec.split_once(':') {
+                Some((name, n)) => (name.to_string(), n.parse().unwrap_or(1)),
+                None => (spec, 1),
+            };
+            Some((name, nth))
+        })
+        .as_ref()
+}
+
+/// Abort here if this point is armed and this is the armed hit.
+pub fn hit(point: &str) {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    let Some((name, nth)) = armed() else {
+        return;
+    };
+    if name == point && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth {
+        eprintln!("failpoint {point}: aborting");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,88 @@
+//! Concurrent commits are safe only where the object store refuses to create a key that
+//! exists (delta-rs writes each log entry with a conditional put, If-None-Match on S3).
+//! An S3-compatible server that ignores the condition lets two writers both "win" a
+//! version and one commit silently vanishes: check once, before writing anything.
+
+use std::collections::HashMap;
+
+use deltalake::logstore::object_store::{ObjectStore as _, PutMode, PutOptions, PutPayload};
+use deltalake::logstore::LogStore as _;
+use deltalake::DeltaTableBuilder;
+use deltalake::{DeltaTableError, ObjectStoreError, Path};
+
+use super::{table_url, SinkError};
+
+/// Folder (under the storage root) the probe writes its two objects to.
+const PROBE_TABLE: &str = "_lakestream_probe";
+
+/// Fail unless a second conditional create of one key is refused. Local folders and
+/// stores with another commit protocol (a DynamoDB lock, or a declared single writer)
+/// need no probe.
+pub async fn check_conditional_put(
+    root: &str,
+    options: &HashMap<String, String>,
+) -> Result<(), SinkError> {
+    let option = |k: &str| {
+        options
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    if !root.starts_with("s3://") && !root.starts_with("s3a://") {
+        return Ok(());
+    }
+    if option("aws_s3_locking_provider") == Some("dynamodb") {
+        return Ok(());
+    }
+    if option("aws_s3_allow_unsafe_rename") == Some("true") {
+        tracing::warn!(
+            "storage.options.aws_s3_allow_unsafe_rename is set: commits are safe only while \
+             exactly one process writes each table"
+        );
+        return Ok(());
+    }
+    let err = |e: DeltaTableError| SinkError::delta(PROBE_TABLE, e);
+    let url = table_url(root, PROBE_TABLE)?;
+    let store = DeltaTableBuilder::from_url(url)
+        .map_err(err)?
+        .with_storage_options(options.clone())
+        .build_storage()
+        .map_err(err)?
+        .object_store(None);
+    let key = Path::from(format!("{}.probe", uuid::Uuid::new_v4().simple()));
+    let create = || PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    };
+    store
+        .put_opts(&key, PutPayload::from_static(b"1"), create())
+        .await
+        .map_err(|e| err(e.into()))?;
+    let second = store
+        .put_opts(&key, PutPayload::from_static(b"2"), create())
+        .await;
+    // Best effort: a leftover probe object is a few bytes outside every table.
+    let _ = store.delete(&key).await;
+    match second {
+        Err(ObjectStoreError::AlreadyExists { .. } | ObjectStoreError::Precondition { .. }) => {
+            Ok(())
+        }
+        outcome => Err(SinkError::Location {
+            table: PROBE_TABLE.to_string(),
+            message: format!(
+                "the object store at {root} {} a second conditional create of the same key, \
+                 so two writers committing the same table version would both succeed and \
+                 one commit would be lost. Use a store that honours If-None-Match (AWS S3, \
+                 MinIO, Cloudflare R2 and moto do), or set \
+                 storage.options.aws_s3_locking_provider = \"dynamodb\" (with \
+                 delta_dynamo_table_name) for DynamoDB locking, or, only if exactly one \
+                 process ever writes each table, storage.options.aws_s3_allow_unsafe_rename \
+                 = \"true\"",
+                match outcome {
+                    Ok(_) => "accepted".to_string(),
+                    Err(e) => format!("failed ({e}) instead of refusing"),
+                }
+            ),
+        }),
+    }
+}
