@@ -224,7 +224,9 @@ mod tests {
         assert!(Schedule::parse("0 25 * * *").unwrap_err().contains("hour"));
         assert!(Schedule::parse("soon").unwrap_err().contains("cron"));
         assert!(Schedule::parse("0s").is_err());
-        assert!(Schedule::parse("0 0 31 2 *").unwrap_err().contains("never fires"));
+        assert!(Schedule::parse("0 0 31 2 *")
+            .unwrap_err()
+            .contains("never fires"));
         assert!(Schedule::parse("0 0 30 4,6 *").is_ok());
     }
 }

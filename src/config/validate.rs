@@ -135,7 +135,10 @@ impl Config {
     fn validate_table_owners(&self) -> Result<(), ConfigError> {
         let mut owners: std::collections::BTreeMap<String, (String, &str)> = Default::default();
         for (name, p) in &self.pipelines {
-            for (table, key) in [(p.table.clone(), "table"), (p.dead_letter_table(), "dead_letter_table")] {
+            for (table, key) in [
+                (p.table.clone(), "table"),
+                (p.dead_letter_table(), "dead_letter_table"),
+            ] {
                 if let Some((other, other_key)) = owners.get(&table) {
                     return Err(ConfigError::key(
                         format!("pipelines.{name}.{key}"),

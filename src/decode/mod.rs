@@ -181,20 +181,24 @@ impl JsonDecoder {
             .columns()
             .iter()
             .zip(self.payload_schema.fields())
-            .map(|(column, field)| match column.data_type() == field.data_type() {
-                true => Ok(column.clone()),
-                false => cast_with_options(column, field.data_type(), &options),
-            })
+            .map(
+                |(column, field)| match column.data_type() == field.data_type() {
+                    true => Ok(column.clone()),
+                    false => cast_with_options(column, field.data_type(), &options),
+                },
+            )
             .collect::<Result<Vec<_>, _>>()?;
         RecordBatch::try_new(self.payload_schema.clone(), columns)
     }
 
     /// A plain TIMESTAMP field holding a JSON number, named with what to do about it.
-    fn number_in_timestamp(&self, map: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-        let field = self
-            .fields
-            .iter()
-            .find(|f| f.ty == FieldType::Timestamp && map.get(&f.name).is_some_and(|v| v.is_number()))?;
+    fn number_in_timestamp(
+        &self,
+        map: &serde_json::Map<String, serde_json::Value>,
+    ) -> Option<String> {
+        let field = self.fields.iter().find(|f| {
+            f.ty == FieldType::Timestamp && map.get(&f.name).is_some_and(|v| v.is_number())
+        })?;
         Some(format!(
             "wrong type: field '{}' is a number ({}); a TIMESTAMP field takes a date-time \
              string, declare it timestamp_s, timestamp_ms or timestamp_us to read epoch numbers",

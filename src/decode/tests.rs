@@ -134,7 +134,10 @@ fn an_oversized_dead_letter_keeps_a_bounded_prefix_and_its_full_size() {
     let payload = out.dead_letters.column_by_name("payload").unwrap();
     let payload = payload.as_binary::<i32>();
     assert_eq!(payload.value(0).len(), dead_letter::KEPT_PAYLOAD_BYTES);
-    assert_eq!(payload.value(0), &huge.as_bytes()[..dead_letter::KEPT_PAYLOAD_BYTES]);
+    assert_eq!(
+        payload.value(0),
+        &huge.as_bytes()[..dead_letter::KEPT_PAYLOAD_BYTES]
+    );
     let size = out.dead_letters.column_by_name("payload_bytes").unwrap();
     assert_eq!(size.as_primitive::<Int64Type>().value(0), huge.len() as i64);
 }
@@ -147,16 +150,24 @@ fn a_number_in_a_timestamp_field_is_a_dead_letter_unless_a_unit_is_declared() {
     assert_eq!(out.rows.num_rows(), 0);
     let reasons = out.dead_letters.column_by_name("reason").unwrap();
     let reason = reasons.as_string::<i32>().value(0);
-    assert!(reason.contains("call_date_time") && reason.contains("timestamp_ms"), "{reason}");
+    assert!(
+        reason.contains("call_date_time") && reason.contains("timestamp_ms"),
+        "{reason}"
+    );
 
-    let fields = ["crime_id STRING NOT NULL", "call_date_time TIMESTAMP_MS NOT NULL"]
-        .iter()
-        .map(|f| FieldSpec::parse(f).unwrap())
-        .collect();
+    let fields = [
+        "crime_id STRING NOT NULL",
+        "call_date_time TIMESTAMP_MS NOT NULL",
+    ]
+    .iter()
+    .map(|f| FieldSpec::parse(f).unwrap())
+    .collect();
     let epoch = JsonDecoder::new(fields, 1000, "calls");
     let ms = r#"{"crime_id":"1","call_date_time":1546300620000}"#;
     let text = r#"{"crime_id":"2","call_date_time":"2018-12-31T23:57:00"}"#;
-    let out = epoch.decode(&batch(&[ms.as_bytes(), text.as_bytes()]), 1).unwrap();
+    let out = epoch
+        .decode(&batch(&[ms.as_bytes(), text.as_bytes()]), 1)
+        .unwrap();
     assert_eq!(out.dead_letters.num_rows(), 0);
     let ts = out.rows.column_by_name("call_date_time").unwrap();
     let ts = ts.as_primitive::<TimestampMicrosecondType>();

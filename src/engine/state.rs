@@ -220,10 +220,22 @@ mod tests {
         // Partition 1 goes quiet while behind: it still holds the watermark.
         let later = now + Duration::from_secs(61);
         let behind = HashSet::from([1]);
-        c.advance(&BTreeMap::from([(0, 130 * MIN)]), &parts, &behind, spec, later);
+        c.advance(
+            &BTreeMap::from([(0, 130 * MIN)]),
+            &parts,
+            &behind,
+            spec,
+            later,
+        );
         assert_eq!(c.watermark, Some(10 * MIN));
         // Caught up and quiet: after the idle timeout only partition 0 counts.
-        c.advance(&BTreeMap::from([(0, 130 * MIN)]), &parts, &none, spec, later);
+        c.advance(
+            &BTreeMap::from([(0, 130 * MIN)]),
+            &parts,
+            &none,
+            spec,
+            later,
+        );
         assert_eq!(c.watermark, Some(70 * MIN));
         // Partition 1 comes back far behind: the watermark does not go back.
         c.advance(&BTreeMap::from([(1, 75 * MIN)]), &parts, &none, spec, later);

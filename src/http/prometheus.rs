@@ -201,7 +201,11 @@ fn sync(out: &mut Out, observed: &Observed) {
         observed.sync_lag().into_iter().map(|(t, _, _)| t).collect();
     tables.extend(failing.keys().cloned());
     for table in tables {
-        out.sample(name, &[("table", &table)], u8::from(failing.contains_key(&table)));
+        out.sample(
+            name,
+            &[("table", &table)],
+            u8::from(failing.contains_key(&table)),
+        );
     }
     let name = "lakestream_mysql_sync_versions_behind";
     out.help(

@@ -193,6 +193,8 @@ fn pipeline_json(p: &ObservedPipeline) -> Value {
         "deadLetters": s.dead_letters,
         "lateRows": s.late_rows,
         "stateRows": s.state_rows,
+        "dataLossEvents": s.data_loss_events,
+        "commitConflicts": s.conflicts,
         "watermark": s.watermark,
         "tableVersion": s.table_version,
         "lag": lag,

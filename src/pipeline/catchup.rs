@@ -25,6 +25,18 @@ pub struct CatchUp {
     /// Positions this member's committed batches reached (see `RawBatch::positions`).
     covered: HashMap<i32, i64>,
     last_report: Instant,
+    /// What the table held for the partitions others own, and since when unchanged.
+    others: (Vec<(i32, Option<i64>)>, Instant),
+}
+
+/// Where a catch-up stands.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Status {
+    Done,
+    Waiting,
+    /// Partitions other members own have not moved for a whole session timeout:
+    /// their owner is dead (or stuck), so join the group again to take them over.
+    Rejoin,
 }
 
 /// A partition not caught up yet: where the table stands and where it must get to.
@@ -51,6 +63,7 @@ impl CatchUp {
             session_timeout,
             covered: HashMap::new(),
             last_report: Instant::now(),
+            others: (Vec::new(), Instant::now()),
         }
     }
 
@@ -91,16 +104,19 @@ impl CatchUp {
         Ok(missing)
     }
 
-    /// `Ok(true)` once caught up; an error when the deadline passed first.
+    /// Done once caught up; an error when the deadline passed first.
     pub async fn check(
         &mut self,
         table: &mut DeltaSink,
         assigned: &[i32],
-    ) -> Result<bool, String> {
+    ) -> Result<Status, String> {
         let missing = self.missing(table).await.map_err(|e| e.to_string())?;
         if missing.is_empty() {
-            info!(table = table.name(), "caught up: the table holds every partition up to its end at start");
-            return Ok(true);
+            info!(
+                table = table.name(),
+                "caught up: the table holds every partition up to its end at start"
+            );
+            return Ok(Status::Done);
         }
         let elapsed = self.started.elapsed();
         if self.deadline.is_some_and(|d| elapsed >= d) {
@@ -112,9 +128,26 @@ impl CatchUp {
         }
         if self.last_report.elapsed() >= REPORT_EVERY {
             self.last_report = Instant::now();
-            info!(table = table.name(), "not caught up yet: {}", self.describe(&missing, assigned));
+            info!(
+                table = table.name(),
+                "not caught up yet: {}",
+                self.describe(&missing, assigned)
+            );
         }
-        Ok(false)
+        let others: Vec<(i32, Option<i64>)> = missing
+            .iter()
+            .filter(|m| !assigned.contains(&m.partition))
+            .map(|m| (m.partition, m.at))
+            .collect();
+        if others.is_empty() || others != self.others.0 {
+            self.others = (others, Instant::now());
+            return Ok(Status::Waiting);
+        }
+        if self.others.1.elapsed() > self.session_timeout + Duration::from_secs(2) {
+            self.others.1 = Instant::now();
+            return Ok(Status::Rejoin);
+        }
+        Ok(Status::Waiting)
     }
 
     fn describe(&self, missing: &[Missing], assigned: &[i32]) -> String {
@@ -125,7 +158,8 @@ impl CatchUp {
         let parts: Vec<String> = missing
             .iter()
             .map(|m| {
-                let at = m.at.map_or("nothing".to_string(), |o| format!("offset {o}"));
+                let at =
+                    m.at.map_or("nothing".to_string(), |o| format!("offset {o}"));
                 let owner = if assigned.contains(&m.partition) {
                     "read by this member".to_string()
                 } else if left > 0 {

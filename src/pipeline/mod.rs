@@ -21,11 +21,10 @@ use crate::metrics::{
 };
 use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
 use crate::source::{
-    ConsumerSettings, DataLossPolicy, KafkaSource, OffsetRange, OffsetStore, RawBatch,
-    SourceHandle,
+    ConsumerSettings, DataLossPolicy, KafkaSource, OffsetRange, OffsetStore, RawBatch, SourceHandle,
 };
-use catchup::CatchUp;
 use crate::{Error, Result};
+use catchup::{CatchUp, Status};
 
 /// How a run ends, and how it reports.
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,6 +119,13 @@ impl Pipeline {
             true => Some(self.catch_up(&source.topic, opts).await?),
             false => None,
         };
+        // Refusals come before joining the group: a refused member never holds partitions.
+        let partitions = self.partitions(&source.topic).await?;
+        table.check_owner(&partitions, p.adopt).await?;
+        if let Some(engine) = engine.as_mut() {
+            engine.set_partitions(partitions);
+            table.stream_state(engine).await?;
+        }
         let targets = catch_up.as_ref().map(|c| Arc::new(c.targets()));
         let settings = self.consumer_settings(&p, &source.topic, targets);
         let store = TableOffsets {
@@ -128,13 +134,6 @@ impl Pipeline {
             runtime: tokio::runtime::Handle::current(),
         };
         let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
-        let partitions = handle.partitions();
-        table.check_owner(&partitions, p.adopt).await?;
-        if let Some(engine) = engine.as_mut() {
-            engine.set_partitions(partitions);
-            // A missing state refuses to start here, not at the first batch.
-            table.stream_state(engine).await?;
-        }
         info!(pipeline = %self.name, topic = %source.topic, table = %p.table, "pipeline started");
 
         let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
@@ -175,7 +174,8 @@ impl Pipeline {
             }
             if let Some(c) = catch_up.as_mut() {
                 c.covered(&positions);
-                self.check_caught_up(&mut catch_up, &mut table, &handle, &stop, &mut late_error).await;
+                self.check_caught_up(&mut catch_up, &mut table, &handle, &stop, &mut late_error)
+                    .await;
             }
         }
         lag_watch.abort();
@@ -198,16 +198,26 @@ impl Pipeline {
         Ok(self.metrics.snapshot(&self.name, &p.table))
     }
 
+    /// The topic's partitions (none while it does not exist).
+    async fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
+        let kafka = &self.config.kafka;
+        let probe = crate::source::probe_config(&kafka.brokers, &kafka.options);
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || crate::source::topic_partitions(&probe, &topic))
+            .await
+            .map_err(|e| self.fail(format!("reading the topic's partitions: {e}")))?
+            .map_err(Error::from)
+    }
+
     /// The ends of every partition of the topic, read before consuming starts.
     async fn catch_up(&self, topic: &str, opts: RunOptions) -> Result<CatchUp> {
         let kafka = &self.config.kafka;
         let probe = crate::source::probe_config(&kafka.brokers, &kafka.options);
         let owned_topic = topic.to_string();
-        let bounds = tokio::task::spawn_blocking(move || {
-            crate::source::topic_bounds(&probe, &owned_topic)
-        })
-        .await
-        .map_err(|e| self.fail(format!("reading the topic's ends: {e}")))??;
+        let bounds =
+            tokio::task::spawn_blocking(move || crate::source::topic_bounds(&probe, &owned_topic))
+                .await
+                .map_err(|e| self.fail(format!("reading the topic's ends: {e}")))??;
         let session_ms = kafka
             .options
             .get("session.timeout.ms")
@@ -234,8 +244,9 @@ impl Pipeline {
         let Some(c) = catch_up.as_mut() else { return };
         let assigned = handle.assigned();
         match c.check(table, &assigned).await {
-            Ok(false) => return,
-            Ok(true) => {}
+            Ok(Status::Waiting) => return,
+            Ok(Status::Rejoin) => return handle.rejoin(),
+            Ok(Status::Done) => {}
             Err(message) => *late_error = Some(self.fail(message)),
         }
         *catch_up = None;
@@ -344,7 +355,10 @@ impl Pipeline {
         source.commit_offsets(&ranges);
 
         let m = &self.metrics;
-        PipelineMetrics::add(&m.conflicts, table.timings().conflicts + dead.timings().conflicts);
+        PipelineMetrics::add(
+            &m.conflicts,
+            table.timings().conflicts + dead.timings().conflicts,
+        );
         m.committed(opened_at);
         PipelineMetrics::add(&m.batches, 1);
         PipelineMetrics::add(&m.records, records as u64);
@@ -535,11 +549,29 @@ struct TableOffsets {
     runtime: tokio::runtime::Handle,
 }
 
+impl TableOffsets {
+    /// Run `work` to completion from the consumer thread. librdkafka may also call the
+    /// rebalance callback from a runtime worker (closing a consumer serves its pending
+    /// callbacks): there the worker is handed over for the wait instead of blocking it.
+    fn block<F: std::future::Future>(&self, work: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(work)),
+            Err(_) => self.runtime.block_on(work),
+        }
+    }
+}
+
 impl OffsetStore for TableOffsets {
-    fn committed(&self, partitions: &[i32]) -> std::result::Result<HashMap<i32, Option<i64>>, String> {
-        self.runtime
-            .block_on(crate::sink::read_committed(&self.opts, &self.table, partitions))
-            .map_err(|e| e.to_string())
+    fn committed(
+        &self,
+        partitions: &[i32],
+    ) -> std::result::Result<HashMap<i32, Option<i64>>, String> {
+        self.block(crate::sink::read_committed(
+            &self.opts,
+            &self.table,
+            partitions,
+        ))
+        .map_err(|e| e.to_string())
     }
 
     fn record(
@@ -547,8 +579,12 @@ impl OffsetStore for TableOffsets {
         last: &BTreeMap<i32, i64>,
         overwrite: bool,
     ) -> std::result::Result<BTreeMap<i32, i64>, String> {
-        self.runtime
-            .block_on(crate::sink::record_offsets(&self.opts, &self.table, last, overwrite))
-            .map_err(|e| e.to_string())
+        self.block(crate::sink::record_offsets(
+            &self.opts,
+            &self.table,
+            last,
+            overwrite,
+        ))
+        .map_err(|e| e.to_string())
     }
 }

@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::table::{open_or_create, table_url, write_files, writer_properties};
 use super::state::{self, StateRef};
+use super::table::{open_or_create, table_url, write_files, writer_properties};
 use super::SinkError;
 use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
 use crate::source::OffsetRange;
@@ -470,15 +470,34 @@ impl DeltaSink {
             .txn_version(state::state_app_id(&self.opts.pipeline))
             .await
             .map_err(err)?;
-        let named = batch.zip(token).map(|(batch_id, token)| StateRef { batch_id, token });
+        let named = batch
+            .zip(token)
+            .map(|(batch_id, token)| StateRef { batch_id, token });
         let current = match self.stream.take() {
             Some((r, s)) if r == named && (named.is_some() || batch.is_none()) => s,
             _ if batch.is_none() || !engine.keeps_state() => engine.empty_state(),
             _ => {
                 let schema = engine.output_schema();
                 let loaded = match named {
-                    Some(r) => state::load(&self.table, &self.opts.pipeline, r, &schema, engine.empty_state()).await,
-                    None => state::load_legacy(&self.table, &self.opts.pipeline, &schema, engine.empty_state()).await,
+                    Some(r) => {
+                        state::load(
+                            &self.table,
+                            &self.opts.pipeline,
+                            r,
+                            &schema,
+                            engine.empty_state(),
+                        )
+                        .await
+                    }
+                    None => {
+                        state::load_legacy(
+                            &self.table,
+                            &self.opts.pipeline,
+                            &schema,
+                            engine.empty_state(),
+                        )
+                        .await
+                    }
                 }
                 .map_err(err)?;
                 let Some(s) = loaded else {
@@ -534,7 +553,10 @@ impl DeltaSink {
             drop_committed(rows, &committed)?
         };
         let t = Instant::now();
-        let current = self.stream_state(engine).await.map_err(AttemptError::Fatal)?;
+        let current = self
+            .stream_state(engine)
+            .await
+            .map_err(AttemptError::Fatal)?;
         let step = engine
             .process(&input, &current)
             .await
@@ -556,7 +578,8 @@ impl DeltaSink {
             "file": snapshot.map(|r| state::path(&self.opts.pipeline, r).to_string()),
         });
         let emitted = step.emit.rows().num_rows();
-        let mut props = self.properties(&new_ranges, Some(batch_id), emitted, Some(("state", entry)));
+        let mut props =
+            self.properties(&new_ranges, Some(batch_id), emitted, Some(("state", entry)));
         if let Some(r) = snapshot {
             props = props.with_application_transaction(Transaction::new(
                 state::state_app_id(&self.opts.pipeline),

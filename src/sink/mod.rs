@@ -16,9 +16,9 @@ mod state;
 mod table;
 
 pub(crate) use commit::is_conflict;
+pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
 pub use offsets::{read_committed, record_offsets};
 pub use probe::check_conditional_put;
-pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
 pub use table::{open_existing, open_or_create, table_url, writer_properties};
 
 use deltalake::DeltaTableError;

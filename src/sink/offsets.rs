@@ -33,7 +33,12 @@ async fn versions(
     let mut out = HashMap::new();
     for p in partitions {
         let app_id = txn_app_id(&opts.pipeline, &opts.topic, p);
-        out.insert(p, snapshot.transaction_version(log_store.as_ref(), app_id).await?);
+        out.insert(
+            p,
+            snapshot
+                .transaction_version(log_store.as_ref(), app_id)
+                .await?,
+        );
     }
     Ok(out)
 }
@@ -70,10 +75,8 @@ pub async fn record_offsets(
             .filter(|(p, _)| overwrite || held.get(p).copied().flatten().is_none())
             .map(|(&p, &o)| (p, o))
             .collect();
-        let mut result: BTreeMap<i32, i64> = held
-            .iter()
-            .filter_map(|(&p, v)| Some((p, (*v)?)))
-            .collect();
+        let mut result: BTreeMap<i32, i64> =
+            held.iter().filter_map(|(&p, v)| Some((p, (*v)?))).collect();
         if write.is_empty() {
             return Ok(result);
         }

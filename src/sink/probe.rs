@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use deltalake::logstore::object_store::{ObjectStore as _, PutMode, PutOptions, PutPayload};
+use deltalake::logstore::object_store::{
+    ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload,
+};
 use deltalake::logstore::LogStore as _;
 use deltalake::DeltaTableBuilder;
 use deltalake::{DeltaTableError, ObjectStoreError, Path};

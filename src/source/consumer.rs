@@ -71,28 +71,24 @@ impl SourceHandle {
         &self.topic
     }
 
-    /// Partition ids of the topic, from the cluster's metadata.
-    pub fn partitions(&self) -> Vec<i32> {
-        match self
-            .consumer
-            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
-        {
-            Ok(m) => m
-                .topics()
-                .iter()
-                .filter(|t| t.name() == self.topic)
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect(),
-            Err(e) => {
-                warn!(topic = %self.topic, error = %e, "cannot read the topic's partitions");
-                Vec::new()
-            }
-        }
+    /// Ask the consumer to leave the group and join it again. A catch-up waiting on
+    /// partitions whose owner stopped committing uses it after a session timeout: tansu
+    /// 0.6 drops a dead member only when someone joins, so a member that joined while
+    /// the dead one still counted would wait forever. On Kafka the rejoin is a plain
+    /// rebalance and costs a moment.
+    pub fn rejoin(&self) {
+        self.consumer.context().lock().rejoin = true;
     }
 
     /// Partitions assigned to this member now.
     pub fn assigned(&self) -> Vec<i32> {
-        self.consumer.context().lock().assigned.iter().copied().collect()
+        self.consumer
+            .context()
+            .lock()
+            .assigned
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// Latest known high watermark of each partition this member reads.
@@ -178,7 +174,11 @@ impl KafkaSource {
     /// Poll until `stop`, sending closed micro-batches to `tx`. A batch in progress when
     /// `stop` comes is still sent: it is complete as far as it goes, and the commit makes
     /// it exactly once either way.
-    pub fn run(self, tx: mpsc::Sender<RawBatch>, stop: CancellationToken) -> Result<(), SourceError> {
+    pub fn run(
+        self,
+        tx: mpsc::Sender<RawBatch>,
+        stop: CancellationToken,
+    ) -> Result<(), SourceError> {
         let topic: Arc<str> = self.settings.topic.as_str().into();
         let mut batch = RawBatch::new(topic.clone());
         let mut generation = 0;
@@ -195,6 +195,14 @@ impl KafkaSource {
             let polled = self.consumer.poll(Duration::from_millis(50));
             let quiet = polled.is_none();
             polls += 1;
+            let rejoin = std::mem::take(&mut lock(&self.state).rejoin);
+            if rejoin {
+                info!(topic = %topic, "leaving and joining the group again to take over partitions nobody commits");
+                self.consumer.unsubscribe();
+                self.consumer
+                    .subscribe(&[&topic])
+                    .map_err(SourceError::kafka(&topic))?;
+            }
             {
                 let mut state = lock(&self.state);
                 if let Some(message) = state.error.take() {
@@ -263,7 +271,12 @@ impl KafkaSource {
     /// Whether to keep record `offset` of `partition`; an error when the partition skips
     /// records that retention deleted, or goes back (a recreated topic), and the policy
     /// says to stop.
-    fn keep(&self, offsets: &mut Offsets, partition: i32, offset: i64) -> Result<bool, SourceError> {
+    fn keep(
+        &self,
+        offsets: &mut Offsets,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool, SourceError> {
         let start = offsets.starts.get(&partition).copied();
         let expected = match offsets.next.get(&partition) {
             Some(&next) => next,
@@ -302,7 +315,10 @@ impl KafkaSource {
                     low.min(offset)
                 ))?;
             } else {
-                debug!(partition, expected, offset, "offsets skipped (compaction or transaction markers)");
+                debug!(
+                    partition,
+                    expected, offset, "offsets skipped (compaction or transaction markers)"
+                );
             }
         }
         offsets.next.insert(partition, offset + 1);
@@ -354,7 +370,8 @@ impl KafkaSource {
         }
         if let Ok(tpl) = self.consumer.position() {
             for e in tpl.elements_for_topic(&self.settings.topic) {
-                if let (Offset::Offset(o), Some(known)) = (e.offset(), out.get_mut(&e.partition())) {
+                if let (Offset::Offset(o), Some(known)) = (e.offset(), out.get_mut(&e.partition()))
+                {
                     *known = (*known).max(o);
                 }
             }

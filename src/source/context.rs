@@ -36,7 +36,10 @@ impl DataLossPolicy {
                  kafka.fail_on_data_loss = false (they stay lost)"
             ))
         } else {
-            warn!(topic, "data loss (kafka.fail_on_data_loss = false, going on): {what}");
+            warn!(
+                topic,
+                "data loss (kafka.fail_on_data_loss = false, going on): {what}"
+            );
             Ok(())
         }
     }
@@ -52,6 +55,8 @@ pub struct AssignState {
     pub starts: HashMap<i32, i64>,
     /// A failure the consumer loop must stop on.
     pub error: Option<String>,
+    /// Leave and join the group again (see `SourceHandle::rejoin`).
+    pub rejoin: bool,
     /// Latest high watermark per partition, from librdkafka's statistics (for lag).
     pub high: HashMap<i32, i64>,
 }

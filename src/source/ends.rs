@@ -5,13 +5,13 @@
 //! up" compares positions against it, never the last record's offset).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tracing::warn;
 
 use super::SourceError;
@@ -23,7 +23,7 @@ pub struct Bounds {
     pub end: i64,
 }
 
-/// How long the end probe reads before it settles for what it has seen.
+/// How long the end probe waits for the broker's answers before it settles.
 const PROBE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Client settings for short-lived readers of a topic (no group, nothing committed).
@@ -36,8 +36,30 @@ pub fn probe_config(brokers: &str, options: &BTreeMap<String, String>) -> Client
     config
         .set("group.id", "lakestream-probe")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "100");
     config
+}
+
+/// Partition ids of `topic` (empty when it does not exist).
+pub fn topic_partitions(config: &ClientConfig, topic: &str) -> Result<Vec<i32>, SourceError> {
+    let consumer: BaseConsumer = config.create().map_err(SourceError::kafka(topic))?;
+    partitions_of(&consumer, topic)
+}
+
+fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<Vec<i32>, SourceError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(SourceError::kafka(topic))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
 }
 
 /// Bounds of every partition of `topic` (empty when the topic does not exist).
@@ -45,25 +67,16 @@ pub fn topic_bounds(
     config: &ClientConfig,
     topic: &str,
 ) -> Result<BTreeMap<i32, Bounds>, SourceError> {
-    let consumer: BaseConsumer = config.create().map_err(SourceError::kafka(topic))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(SourceError::kafka(topic))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let consumer = probe_consumer(config, topic)?;
     let mut reported = HashMap::new();
-    for &p in &partitions {
+    for p in partitions_of(&consumer, topic)? {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .map_err(SourceError::kafka(topic))?;
         reported.insert(p, (low, high));
     }
     let highs: HashMap<i32, i64> = reported.iter().map(|(&p, &(_, h))| (p, h)).collect();
-    let ends = read_to_end(&consumer, topic, &highs)?;
+    let ends = fetched_ends(&consumer, topic, &highs)?;
     Ok(reported
         .into_iter()
         .map(|(p, (low, high))| {
@@ -80,18 +93,56 @@ pub fn partition_end(
     partition: i32,
     high: i64,
 ) -> Result<i64, SourceError> {
-    let consumer: BaseConsumer = config.create().map_err(SourceError::kafka(topic))?;
-    let ends = read_to_end(&consumer, topic, &HashMap::from([(partition, high)]))?;
+    let consumer = probe_consumer(config, topic)?;
+    let ends = fetched_ends(&consumer, topic, &HashMap::from([(partition, high)]))?;
     Ok(ends.get(&partition).copied().unwrap_or(high))
 }
 
-/// Read each partition from its reported high watermark to the end of the log.
+/// Collects the high watermarks that fetch responses carry (librdkafka's statistics).
+#[derive(Default)]
+struct FetchedHighs {
+    topic: String,
+    highs: Mutex<HashMap<i32, i64>>,
+}
+
+impl ClientContext for FetchedHighs {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut highs = self.highs.lock().unwrap_or_else(|e| e.into_inner());
+        for (&p, partition) in &topic.partitions {
+            if p >= 0 && partition.hi_offset >= 0 {
+                highs.insert(p, partition.hi_offset);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for FetchedHighs {}
+
+fn probe_consumer(
+    config: &ClientConfig,
+    topic: &str,
+) -> Result<BaseConsumer<FetchedHighs>, SourceError> {
+    let context = FetchedHighs {
+        topic: topic.to_string(),
+        highs: Mutex::default(),
+    };
+    config
+        .create_with_context(context)
+        .map_err(SourceError::kafka(topic))
+}
+
+/// Fetch each partition from its reported high watermark and take the end the fetch
+/// answers report.
 ///
-/// tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch,
-/// so its high watermark can be up to a batch short. Kafka and Redpanda report the true
-/// end: the fetch returns nothing and this costs one round trip per partition.
-fn read_to_end(
-    consumer: &BaseConsumer,
+/// tansu 0.6 answers ListOffsets(latest) with a wrong offset (seen: the base offset of
+/// the last record batch, and 1 for a topic of thousands of records), while its fetch
+/// responses carry the true high watermark. Kafka and Redpanda report the same end both
+/// ways, and this costs one fetch round trip per partition.
+fn fetched_ends(
+    consumer: &BaseConsumer<FetchedHighs>,
     topic: &str,
     highs: &HashMap<i32, i64>,
 ) -> Result<HashMap<i32, i64>, SourceError> {
@@ -105,26 +156,36 @@ fn read_to_end(
             .map_err(SourceError::kafka(topic))?;
     }
     consumer.assign(&tpl).map_err(SourceError::kafka(topic))?;
-    let mut open: Vec<i32> = highs.keys().copied().collect();
     let started = Instant::now();
-    while !open.is_empty() {
-        if started.elapsed() > PROBE_PATIENCE {
-            warn!(topic, partitions = ?open, "end of partition not confirmed in time; using the reported high watermark");
-            break;
-        }
-        match consumer.poll(Duration::from_millis(100)) {
+    loop {
+        match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(m)) => {
                 let end = ends.entry(m.partition()).or_insert(0);
                 *end = (*end).max(m.offset() + 1);
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => open.retain(|&o| o != p),
-            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                // Retention moved past the reported end meanwhile: nothing left to see.
-                break;
-            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             Some(Err(e)) => return Err(SourceError::kafka(topic)(e)),
-            None => {}
+        }
+        let fetched = consumer
+            .context()
+            .highs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if highs.keys().all(|p| fetched.contains_key(p)) {
+            for (p, h) in fetched {
+                if let Some(end) = ends.get_mut(&p) {
+                    *end = (*end).max(h);
+                }
+            }
+            return Ok(ends);
+        }
+        if started.elapsed() > PROBE_PATIENCE {
+            warn!(
+                topic,
+                "no fetch answer in time; using the reported high watermarks"
+            );
+            return Ok(ends);
         }
     }
-    Ok(ends)
 }

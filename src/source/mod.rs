@@ -14,8 +14,8 @@ pub use admin::ensure_topic;
 pub use batch::{OffsetRange, RawBatch};
 pub use consumer::{ConsumerSettings, KafkaSource, OffsetStore, SourceHandle};
 pub use context::DataLossPolicy;
-pub use ends::{probe_config, topic_bounds, Bounds};
 pub use count::{count_topic, CountReport};
+pub use ends::{probe_config, topic_bounds, topic_partitions, Bounds};
 pub use producer::{produce, ProduceOptions, ProduceReport, Rate};
 
 use rdkafka::error::KafkaError;

@@ -75,6 +75,8 @@ where
     };
     let producer: BaseProducer<DeliveryCounter> = ClientConfig::new()
         .set("bootstrap.servers", &opts.brokers)
+        // A retried send never stores a record twice: exact counts stay exact.
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
         .set("compression.type", &opts.compression)

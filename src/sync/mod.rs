@@ -206,7 +206,10 @@ impl SyncTask {
                     self.set_failing(&target.table, None);
                     done
                 }
-                Err(e) if e.is_connection() => return Err(e),
+                // Retried as a whole pass: the connection, or another sync in the way.
+                Err(e) if e.is_connection() || matches!(e, SyncError::Conflict { .. }) => {
+                    return Err(e)
+                }
                 Err(e) => {
                     warn!(table = %target.table, error = %e, "table not mirrored; the others go on");
                     self.metrics.errors.fetch_add(1, Ordering::Relaxed);
@@ -317,11 +320,12 @@ impl SyncTask {
         };
         let deadline = Instant::now() + patience;
         loop {
-            match self.pass().await.and_then(|tables| {
-                log_pass(&tables);
-                all_mirrored(&tables)
-            }) {
-                Ok(()) => return Ok(()),
+            match self.pass().await {
+                // A table MySQL refuses is not going to change its mind: say so now.
+                Ok(tables) => {
+                    log_pass(&tables);
+                    return all_mirrored(&tables);
+                }
                 Err(e) if Instant::now() < deadline => {
                     warn!(error = %e, "final MySQL sync failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;

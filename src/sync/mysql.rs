@@ -263,7 +263,10 @@ pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<bool, Sync
 async fn no_pad_collation(conn: &mut Conn) -> Result<&'static str, SyncError> {
     let sql = "SELECT COLLATION_NAME FROM information_schema.COLLATIONS \
                WHERE COLLATION_NAME IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')";
-    let found: Vec<String> = conn.query(sql).await.map_err(|e| SyncError::mysql(sql, e))?;
+    let found: Vec<String> = conn
+        .query(sql)
+        .await
+        .map_err(|e| SyncError::mysql(sql, e))?;
     Ok(if found.iter().any(|c| c == "utf8mb4_nopad_bin") {
         "utf8mb4_nopad_bin"
     } else if found.iter().any(|c| c == "utf8mb4_0900_bin") {

@@ -8,13 +8,17 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableRefer
 use deltalake::kernel::Transaction;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 
-use crate::common::{parse_summary, tail, wait_until, TestEnv};
+use crate::common::{parse_summary, tail, wait_until, RawRecord, TestEnv};
 
 /// Run `args`, expecting failure; its stderr.
 fn fails(env: &TestEnv, args: &[&str]) -> String {
     let out = env.command(args).output().expect("spawn");
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!out.status.success(), "{args:?} should fail: {}", tail(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "{args:?} should fail: {}",
+        tail(&out.stderr)
+    );
     err
 }
 
@@ -25,7 +29,13 @@ async fn wait_for_rows(env: &TestEnv, table: &str, rows: i64) {
         let path = path.clone();
         async move {
             let commits = std::fs::read_dir(&path)
-                .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))).count())
+                .map(|d| {
+                    d.filter(|e| {
+                        e.as_ref()
+                            .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                    })
+                    .count()
+                })
                 .unwrap_or(0);
             commits >= 2
         }
@@ -54,9 +64,16 @@ async fn catch_up_started_right_after_a_kill_waits_for_the_dead_members_partitio
     // that must fail, naming what is missing, not report success.
     let started = Instant::now();
     let err = fails(&env, &["run", "--until-caught-up", "--deadline", "2s"]);
-    assert!(err.contains("not caught up within"), "{}", tail(err.as_bytes()));
+    assert!(
+        err.contains("not caught up within"),
+        "{}",
+        tail(err.as_bytes())
+    );
     assert!(err.contains("partition"), "{}", tail(err.as_bytes()));
-    assert!(started.elapsed() < Duration::from_secs(30), "the deadline was not kept");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the deadline was not kept"
+    );
 
     assert!(producer.wait().expect("producer").success());
     // No waiting: one catch-up must end with everything in the table.
@@ -81,8 +98,14 @@ async fn state_outlives_log_cleanup_and_a_lost_state_refuses_to_start() {
     let mut removed = 0;
     for entry in std::fs::read_dir(&log).expect("log") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
-        let v = name.strip_suffix(".json").and_then(|v| v.parse::<u64>().ok());
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let v = name
+            .strip_suffix(".json")
+            .and_then(|v| v.parse::<u64>().ok());
         if v.is_some_and(|v| v < version) {
             std::fs::remove_file(&path).expect("remove");
             removed += 1;
@@ -94,17 +117,27 @@ async fn state_outlives_log_cleanup_and_a_lost_state_refuses_to_start() {
     env.catch_up();
     let calls = env.count("calls").await;
     assert_eq!(calls, 5_000);
-    let summed = env.scalar("disposition_summary", "SELECT sum(calls) FROM t").await;
-    assert_eq!(summed, calls, "the complete-mode table lost its state after log cleanup");
+    let summed = env
+        .scalar("disposition_summary", "SELECT sum(calls) FROM t")
+        .await;
+    assert_eq!(
+        summed, calls,
+        "the complete-mode table lost its state after log cleanup"
+    );
 
     // Without its state snapshot the pipeline refuses to start instead of guessing.
     std::fs::remove_dir_all(env.table_path("disposition_summary").join("_lakestream"))
         .expect("remove state");
     env.produce_synthetic(10, 82);
     let err = fails(&env, &["run", "--until-caught-up"]);
-    assert!(err.contains("state cannot be found"), "{}", tail(err.as_bytes()));
+    assert!(
+        err.contains("state cannot be found"),
+        "{}",
+        tail(err.as_bytes())
+    );
     assert_eq!(
-        env.scalar("disposition_summary", "SELECT sum(calls) FROM t").await,
+        env.scalar("disposition_summary", "SELECT sum(calls) FROM t")
+            .await,
         5_000,
         "the table changed although the pipeline refused to start"
     );
@@ -135,7 +168,10 @@ async fn latest_start_is_recorded_before_reading() {
 /// table written against an older incarnation of the topic would.
 async fn pretend_offset(env: &TestEnv, partition: i32, offset: i64) {
     let table = env.open_table("calls").await;
-    let txn = Transaction::new(format!("lakestream.calls.{}.{partition}", env.topic), offset);
+    let txn = Transaction::new(
+        format!("lakestream.calls.{}.{partition}", env.topic),
+        offset,
+    );
     let props = CommitProperties::default().with_application_transaction(txn);
     let snapshot: &dyn TableReference = table.snapshot().expect("snapshot");
     CommitBuilder::from(props)
@@ -166,7 +202,11 @@ async fn a_resume_offset_past_the_end_is_data_loss() {
     env.produce_synthetic(40, 101);
     let err = fails(&env, &["run", "--until-caught-up"]);
     assert!(err.contains("data loss"), "{}", tail(err.as_bytes()));
-    assert!(err.contains("recreated") && err.contains("fail_on_data_loss"), "{}", tail(err.as_bytes()));
+    assert!(
+        err.contains("recreated") && err.contains("fail_on_data_loss"),
+        "{}",
+        tail(err.as_bytes())
+    );
     assert_eq!(env.count("calls").await, 400, "nothing may be committed");
 
     // Overridden: logged, counted, and partition 0 starts over from its first record.
@@ -187,10 +227,17 @@ async fn a_resume_offset_past_the_end_is_data_loss() {
         .scalar("calls", "SELECT count(*) FROM t WHERE kafka_partition <> 0")
         .await;
     let p0_distinct = env
-        .scalar("calls", "SELECT count(DISTINCT kafka_offset) FROM t WHERE kafka_partition = 0")
+        .scalar(
+            "calls",
+            "SELECT count(DISTINCT kafka_offset) FROM t WHERE kafka_partition = 0",
+        )
         .await;
     // Partition 0 read again from its start (its first reading stays), the others once.
-    assert_eq!(p0 - p0_distinct, p0_before, "partition 0 re-read from its start");
+    assert_eq!(
+        p0 - p0_distinct,
+        p0_before,
+        "partition 0 re-read from its start"
+    );
     assert_eq!(others + p0_distinct, 440, "every record of the topic");
 }
 
@@ -202,10 +249,15 @@ async fn a_table_of_another_topic_or_two_writers_are_refused() {
     // The same table, now fed from another topic: its offsets would say nothing about
     // the new topic, which would be ingested again from the start.
     let other = format!("{}-renamed", env.topic);
-    env.overrides.push(format!("sources.police_calls.topic={other}"));
+    env.overrides
+        .push(format!("sources.police_calls.topic={other}"));
     env.produce_synthetic(50, 111);
     let err = fails(&env, &["run", "--until-caught-up"]);
-    assert!(err.contains("belongs to another pipeline or topic"), "{}", tail(err.as_bytes()));
+    assert!(
+        err.contains("belongs to another pipeline or topic"),
+        "{}",
+        tail(err.as_bytes())
+    );
     assert!(err.contains("adopt"), "{}", tail(err.as_bytes()));
     assert_eq!(env.count("calls").await, 200);
     env.overrides.push("pipelines.calls.adopt=true".into());
@@ -215,13 +267,29 @@ async fn a_table_of_another_topic_or_two_writers_are_refused() {
     // Config checks: one writer per table, a vacuum that cannot eat a retried commit, a
     // cron that never fires.
     let cases = [
-        ("pipelines.disposition_summary.table=calls", "already written by"),
+        (
+            "pipelines.disposition_summary.table=calls",
+            "already written by",
+        ),
         ("maintenance.vacuum.retention=2m", "commit_retry_timeout"),
         ("maintenance.compact.schedule=0 0 31 2 *", "never fires"),
     ];
     for (set, needle) in cases {
-        let err = fails(&env, &["--set", set, "--set", "maintenance.vacuum.min_retention=1m", "run"]);
-        assert!(err.contains(needle), "--set {set}: {}", tail(err.as_bytes()));
+        let err = fails(
+            &env,
+            &[
+                "--set",
+                set,
+                "--set",
+                "maintenance.vacuum.min_retention=1m",
+                "run",
+            ],
+        );
+        assert!(
+            err.contains(needle),
+            "--set {set}: {}",
+            tail(err.as_bytes())
+        );
     }
 }
 
@@ -232,8 +300,7 @@ async fn a_crash_between_paired_writes_loses_and_duplicates_nothing() {
         let mut env = TestEnv::new(&format!("edge-fp{i}"));
         env.pipelines = vec!["calls".into(), "disposition_summary".into()];
         env.produce_synthetic(1_500, 130 + i as u64);
-        let bad: Vec<(i32, Option<&[u8]>, &[u8])> =
-            (0..4).map(|p| (p, None, &b"not json"[..])).collect();
+        let bad: Vec<RawRecord> = (0..4).map(|p| (p, None, &b"not json"[..])).collect();
         env.produce_raw(&bad);
         env.produce_synthetic(1_500, 140 + i as u64);
 
@@ -244,14 +311,24 @@ async fn a_crash_between_paired_writes_loses_and_duplicates_nothing() {
             .expect("run");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{point}: the failpoint did not fire");
-        assert!(err.contains(&format!("failpoint {point}")), "{point}: {}", tail(&out.stderr));
+        assert!(
+            err.contains(&format!("failpoint {point}")),
+            "{point}: {}",
+            tail(&out.stderr)
+        );
 
         env.catch_up();
         env.assert_exactly_once(3_000).await;
         let dead = env.count("calls_dead_letters").await;
         assert_eq!(dead, 4, "{point}: dead letters");
-        assert_eq!(env.distinct_offsets("calls_dead_letters").await, 4, "{point}");
-        let summed = env.scalar("disposition_summary", "SELECT sum(calls) FROM t").await;
+        assert_eq!(
+            env.distinct_offsets("calls_dead_letters").await,
+            4,
+            "{point}"
+        );
+        let summed = env
+            .scalar("disposition_summary", "SELECT sum(calls) FROM t")
+            .await;
         assert_eq!(summed, 3_000, "{point}: aggregate after the crash");
     }
 }

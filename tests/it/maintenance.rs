@@ -24,12 +24,12 @@ const PIPELINES: [&str; 4] = [
 ];
 const RATE: u64 = 300;
 
-/// How long the ingestion runs (LAKESTREAM_SOAK_SECS, default 10 minutes).
+/// How long the ingestion runs (LAKESTREAM_SOAK_SECS, default 5 minutes; 600 for the long soak).
 fn soak_secs() -> u64 {
     std::env::var("LAKESTREAM_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(600)
+        .unwrap_or(300)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -84,10 +84,10 @@ async fn soak(mut env: TestEnv) {
             "maintenance.vacuum.schedule=15s",
             "maintenance.vacuum.retention=20s",
             // A vacuum retention must outlast the longest commit retry.
-            "pipelines.calls.commit_retry_timeout=5s",
-            "pipelines.crime_type_windows.commit_retry_timeout=5s",
-            "pipelines.crime_type_hourly.commit_retry_timeout=5s",
-            "pipelines.disposition_summary.commit_retry_timeout=5s",
+            "pipelines.calls.commit_retry_timeout=10s",
+            "pipelines.crime_type_windows.commit_retry_timeout=10s",
+            "pipelines.crime_type_hourly.commit_retry_timeout=10s",
+            "pipelines.disposition_summary.commit_retry_timeout=10s",
             "maintenance.vacuum.min_retention=10s",
             "maintenance.checkpoint_interval=25",
         ]

@@ -4,7 +4,7 @@
 use mysql_async::prelude::Queryable;
 
 use crate::common::mariadb::{test_ca, MariaDb};
-use crate::common::{row_strings, tail, TestEnv};
+use crate::common::{row_strings, tail, RawRecord, TestEnv};
 
 const DB: &str = "lakestream_edges";
 
@@ -31,7 +31,7 @@ async fn a_failing_table_does_not_stop_the_others_and_keys_compare_exactly() {
     let payloads: Vec<String> = (0..40)
         .map(|i| call(i, if i % 2 == 0 { "ZZZ" } else { "ZZZ " }))
         .collect();
-    let records: Vec<(i32, Option<&[u8]>, &[u8])> = payloads
+    let records: Vec<RawRecord> = payloads
         .iter()
         .enumerate()
         .map(|(i, p)| ((i % 4) as i32, None, p.as_bytes()))
@@ -40,14 +40,22 @@ async fn a_failing_table_does_not_stop_the_others_and_keys_compare_exactly() {
 
     // A table MySQL already has with other columns: that one table cannot sync.
     let mut conn = db.conn("root", None, "mysql").await.expect("connect");
-    conn.query_drop(format!("CREATE DATABASE {DB}")).await.expect("db");
+    conn.query_drop(format!("CREATE DATABASE {DB}"))
+        .await
+        .expect("db");
     conn.query_drop(format!("CREATE TABLE {DB}.crime_type_hourly (x INT)"))
         .await
         .expect("table");
 
-    let out = env.command(&["run", "--until-caught-up"]).output().expect("run");
+    let out = env
+        .command(&["run", "--until-caught-up"])
+        .output()
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a table that cannot sync must fail the backfill");
+    assert!(
+        !out.status.success(),
+        "a table that cannot sync must fail the backfill"
+    );
     assert!(
         err.contains("crime_type_hourly") && err.contains("not mirrored"),
         "{}",
@@ -76,11 +84,17 @@ async fn a_failing_table_does_not_stop_the_others_and_keys_compare_exactly() {
         .expect("drop");
     env.run_ok(&["sync", "--once"]);
     let hourly = db
-        .rows(DB, "SELECT original_crime_type_name, calls FROM crime_type_hourly")
+        .rows(
+            DB,
+            "SELECT original_crime_type_name, calls FROM crime_type_hourly",
+        )
         .await;
     let delta = row_strings(
-        &env.sql("crime_type_hourly", "SELECT original_crime_type_name, calls FROM t")
-            .await,
+        &env.sql(
+            "crime_type_hourly",
+            "SELECT original_crime_type_name, calls FROM t",
+        )
+        .await,
     );
     assert_eq!(hourly, delta, "crime_type_hourly after the fix");
 }
@@ -98,7 +112,10 @@ async fn tls_to_mysql_verifies_the_server_and_never_falls_back_to_plain_tcp() {
 
     // The server refuses plain connections.
     let out = env.command(&["sync", "--once"]).output().expect("sync");
-    assert!(!out.status.success(), "plain TCP to a TLS-only server must fail");
+    assert!(
+        !out.status.success(),
+        "plain TCP to a TLS-only server must fail"
+    );
 
     // A CA that did not sign the server's certificate: refused, not trusted blindly.
     let other = test_ca(&env.dir.path().join("other-ca"));
@@ -115,9 +132,16 @@ async fn tls_to_mysql_verifies_the_server_and_never_falls_back_to_plain_tcp() {
     let args = tls(&other);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = env.command(&args).output().expect("sync");
-    assert!(!out.status.success(), "a certificate from another CA must be refused");
+    assert!(
+        !out.status.success(),
+        "a certificate from another CA must be refused"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.to_lowercase().contains("certificate"), "{}", tail(&out.stderr));
+    assert!(
+        err.to_lowercase().contains("certificate"),
+        "{}",
+        tail(&out.stderr)
+    );
 
     let ca = db.tls_ca.clone().expect("ca");
     let args = tls(&ca);

@@ -90,14 +90,22 @@ async fn stateful_scale_out(members: usize) {
 
     env.assert_exactly_once(CALLS as i64).await;
     let calls = CALLS as i64;
-    let summed = env.scalar("disposition_summary", "SELECT sum(calls) FROM t").await;
+    let summed = env
+        .scalar("disposition_summary", "SELECT sum(calls) FROM t")
+        .await;
     assert_eq!(summed, calls, "{members} members: disposition_summary");
     for pipeline in ["crime_type_hourly", "disposition_summary"] {
         for (i, stdout) in summaries.iter().enumerate() {
             let s = summary_of(stdout, pipeline);
-            let (batches, conflicts) = (s["batches"].as_u64().unwrap_or(0), s["conflicts"].as_u64().unwrap_or(0));
+            let (batches, conflicts) = (
+                s["batches"].as_u64().unwrap_or(0),
+                s["conflicts"].as_u64().unwrap_or(0),
+            );
             eprintln!("{members} members, {pipeline}, member {i}: {batches} batches, {conflicts} conflicts ({:.2} per batch)", conflicts as f64 / batches.max(1) as f64);
-            assert!(batches > 0, "{pipeline}: a member committed nothing (livelock?)");
+            assert!(
+                batches > 0,
+                "{pipeline}: a member committed nothing (livelock?)"
+            );
         }
     }
 }

@@ -36,12 +36,31 @@ pub fn test_ca(dir: &Path) -> PathBuf {
     };
     let subject = |cn: &str| format!("/CN={cn}");
     openssl(&[
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-        &subject("lakestream test CA"), "-keyout", "ca-key.pem", "-out", "ca.pem",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &subject("lakestream test CA"),
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
     ]);
     openssl(&[
-        "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject("127.0.0.1"), "-keyout",
-        "server-key.pem", "-out", "server.csr",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        &subject("127.0.0.1"),
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
     ]);
     std::fs::write(
         dir.join("san.ext"),
@@ -49,8 +68,21 @@ pub fn test_ca(dir: &Path) -> PathBuf {
     )
     .expect("ext");
     openssl(&[
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
-        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
     ]);
     dir.join("ca.pem")
 }

@@ -421,6 +421,7 @@ pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
 pub fn produce_raw_to(topic: &str, records: &[RawRecord]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
         .create()
         .expect("producer");
     for (partition, key, payload) in records {
