@@ -219,42 +219,41 @@ pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<bool, Sync
     let collation = no_pad_collation(conn).await?;
     let sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
                WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
-    let mut existing: Vec<String> = conn
+    let existing: Vec<String> = conn
         .exec(sql, (layout.table.as_str(),))
         .await
         .map_err(|e| SyncError::mysql(sql, e))?;
-    if !existing.is_empty() && table_collation(conn, &layout.table).await? != collation {
+    if !existing.is_empty() {
+        let wanted = layout.columns();
+        if existing
+            .iter()
+            .map(String::as_str)
+            .ne(wanted.iter().copied())
+        {
+            return Err(SyncError::Setup {
+                message: format!(
+                    "MySQL table '{}' has columns {existing:?} but the Delta table has {wanted:?}: \
+                     drop it (DROP TABLE `{}`) and the sync recreates and refills it",
+                    layout.table, layout.table
+                ),
+            });
+        }
+        if table_collation(conn, &layout.table).await? == collation {
+            return Ok(false);
+        }
         // Written by a version that used a PAD SPACE collation, where 'X' and 'X ' are
         // one key: rebuild it from Delta so keys compare exactly as there.
         tracing::info!(table = %layout.table, collation, "rebuilding the MySQL mirror with a NO PAD collation");
         run(conn, &format!("DROP TABLE {}", ident(&layout.table)?)).await?;
-        existing.clear();
     }
-    if existing.is_empty() {
-        // Forget the old state first: a crash between the two statements then leaves
-        // neither (redone next pass), never a new empty table with an old version.
-        let forget = format!("DELETE FROM {STATE_TABLE} WHERE table_name = ?");
-        conn.exec_drop(&forget, (layout.table.as_str(),))
-            .await
-            .map_err(|e| SyncError::mysql(&forget, e))?;
-        run(conn, &layout.ddl(collation)?).await?;
-        return Ok(true);
-    }
-    let wanted = layout.columns();
-    if existing
-        .iter()
-        .map(String::as_str)
-        .ne(wanted.iter().copied())
-    {
-        return Err(SyncError::Setup {
-            message: format!(
-                "MySQL table '{}' has columns {existing:?} but the Delta table has {wanted:?}: \
-                 drop it (DROP TABLE `{}`) and the sync recreates and refills it",
-                layout.table, layout.table
-            ),
-        });
-    }
-    Ok(false)
+    // Forget the old state first: a crash between the two statements then leaves
+    // neither (redone next pass), never a new empty table with an old version.
+    let forget = format!("DELETE FROM {STATE_TABLE} WHERE table_name = ?");
+    conn.exec_drop(&forget, (layout.table.as_str(),))
+        .await
+        .map_err(|e| SyncError::mysql(&forget, e))?;
+    run(conn, &layout.ddl(collation)?).await?;
+    Ok(true)
 }
 
 /// A binary collation that compares trailing spaces (NO PAD): MariaDB's
