@@ -178,3 +178,43 @@ impl Lookup {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_half_written_file_keeps_the_last_good_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("codes.json");
+        std::fs::write(&path, r#"[{"code":"A"},{"code":"B"}]"#).unwrap();
+        let config = LookupConfig {
+            path: path.display().to_string(),
+            format: None,
+            refresh_interval: std::time::Duration::from_secs(1),
+        };
+        let mut lookup = Lookup::new("codes", &config).unwrap();
+        let ctx = SessionContext::new();
+        lookup.refresh(&ctx).await.unwrap();
+        assert_eq!(lookup.rows, 2);
+
+        std::fs::write(&path, r#"[{"code":"A"},{"co"#).unwrap();
+        lookup.checked = None;
+        lookup.refresh(&ctx).await.unwrap();
+        let rows = ctx.sql("SELECT count(*) FROM codes").await.unwrap();
+        let count = rows.collect().await.unwrap()[0].column(0).clone();
+        assert_eq!(
+            count
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::Int64Array>()
+                .unwrap()
+                .value(0),
+            2
+        );
+        // Fixed: the next check loads it.
+        std::fs::write(&path, r#"[{"code":"A"},{"code":"B"},{"code":"C"}]"#).unwrap();
+        lookup.checked = None;
+        lookup.refresh(&ctx).await.unwrap();
+        assert_eq!(lookup.rows, 3);
+    }
+}

@@ -149,7 +149,7 @@ pub(super) async fn check_owner(
         .transaction_version(table.log_store().as_ref(), batch_app_id(&opts.pipeline))
         .await
         .map_err(err)?;
-    let writer = latest_writer(table).await.map_err(err)?;
+    let writer = latest_entry(table, |_| true).await.map_err(err)?;
     let files = snapshot.log_data().num_files();
     let foreign = match (&writer, batches) {
         // Our batches, none for this topic: the topic changed.
@@ -193,9 +193,12 @@ pub(super) async fn check_owner(
     })
 }
 
-/// The `lakestream` entry of the newest commit that has one (log entries cleaned up
-/// behind a checkpoint end the search: then only the `txn` records speak).
-async fn latest_writer(table: &DeltaTable) -> Result<Option<Value>, DeltaTableError> {
+/// The `lakestream` entry of the newest commit whose entry `wanted` accepts (log
+/// entries cleaned up behind a checkpoint end the search: then only `txn` records speak).
+pub(super) async fn latest_entry(
+    table: &DeltaTable,
+    wanted: impl Fn(&Value) -> bool,
+) -> Result<Option<Value>, DeltaTableError> {
     let Some(latest) = table.version() else {
         return Ok(None);
     };
@@ -208,9 +211,9 @@ async fn latest_writer(table: &DeltaTable) -> Result<Option<Value>, DeltaTableEr
             let Ok(action) = serde_json::from_slice::<Value>(line) else {
                 continue;
             };
-            let info = &action["commitInfo"]["lakestream"];
-            if info.is_object() {
-                return Ok(Some(info.clone()));
+            let entry = &action["commitInfo"]["lakestream"];
+            if entry.is_object() && wanted(entry) {
+                return Ok(Some(entry.clone()));
             }
         }
     }

@@ -20,7 +20,6 @@ use deltalake::parquet::file::metadata::KeyValue;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, DeltaTableError, Path};
 use futures::TryStreamExt as _;
-use serde_json::Value;
 
 use crate::engine::{Aggregate, Clock, StreamState};
 
@@ -147,26 +146,10 @@ pub async fn load_legacy(
     schema: &SchemaRef,
     initial: StreamState,
 ) -> Result<Option<StreamState>, DeltaTableError> {
-    let Some(latest) = table.version() else {
-        return Ok(None);
-    };
-    let log_store = table.log_store();
-    let mut info = None;
-    'versions: for version in (0..=latest).rev() {
-        let Some(bytes) = log_store.read_commit_entry(version).await? else {
-            break;
-        };
-        for line in bytes.split(|b| *b == b'\n') {
-            let Ok(action) = serde_json::from_slice::<Value>(line) else {
-                continue;
-            };
-            let entry = &action["commitInfo"]["lakestream"];
-            if entry["pipeline"].as_str() == Some(pipeline) && entry.get("batchId").is_some() {
-                info = Some(entry.clone());
-                break 'versions;
-            }
-        }
-    }
+    let info = super::offsets::latest_entry(table, |entry| {
+        entry["pipeline"].as_str() == Some(pipeline) && entry.get("batchId").is_some()
+    })
+    .await?;
     let Some(state) = info.as_ref().and_then(|i| i.get("state")) else {
         return Ok(None);
     };

@@ -284,10 +284,10 @@ impl KafkaSource {
             None if start.is_some_and(|s| offset < s) => return Ok(false),
             None => start.unwrap_or(offset),
         };
-        if offset < expected {
+        if offset < expected && self.shrunk(partition, offset, expected)? {
             self.lost(&format!(
-                "partition {partition} went back from offset {} to {offset}; was the topic \
-                 deleted and recreated?",
+                "partition {partition} went back from offset {} to {offset} and now ends \
+                 before it; was the topic deleted and recreated?",
                 expected - 1
             ))?;
             // Without a restart the table's offsets would drop the new records as
@@ -323,6 +323,15 @@ impl KafkaSource {
         }
         offsets.next.insert(partition, offset + 1);
         Ok(true)
+    }
+
+    /// Whether `partition`, delivering `offset` again after `expected`, now ends before
+    /// `expected`: a recreated topic. Otherwise it is a re-delivery (librdkafka and tansu
+    /// do that around re-positioning), which the batch and the table's offsets absorb.
+    fn shrunk(&self, partition: i32, offset: i64, expected: i64) -> Result<bool, SourceError> {
+        let probe = &self.consumer.context().probe;
+        let end = super::ends::partition_end(probe, &self.settings.topic, partition, offset)?;
+        Ok(end < expected)
     }
 
     fn lost(&self, what: &str) -> Result<(), SourceError> {

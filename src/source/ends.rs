@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use tracing::warn;
@@ -36,7 +35,6 @@ pub fn probe_config(brokers: &str, options: &BTreeMap<String, String>) -> Client
     config
         .set("group.id", "lakestream-probe")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", "100");
     config
 }
@@ -163,7 +161,7 @@ fn fetched_ends(
                 let end = ends.entry(m.partition()).or_insert(0);
                 *end = (*end).max(m.offset() + 1);
             }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            None => {}
             Some(Err(e)) => return Err(SourceError::kafka(topic)(e)),
         }
         let fetched = consumer
