@@ -182,15 +182,8 @@ impl ClientContext for SourceContext {
     /// librdkafka's statistics (every `statistics.interval.ms`) carry each partition's
     /// high watermark: lag without a request per batch.
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
-        let mut state = self.lock();
-        for (&p, partition) in &topic.partitions {
-            if p >= 0 && partition.hi_offset >= 0 {
-                state.high.insert(p, partition.hi_offset);
-            }
-        }
+        let highs = super::ends::fetched_highs(&statistics, &self.topic);
+        self.lock().high.extend(highs);
     }
 }
 

@@ -57,7 +57,7 @@ pub fn count_topic(
     let mut next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
     let mut idle = Instant::now();
     // Past the reported ends, read on until a quiet second: tansu 0.6 reports a high
-    // watermark a batch short (see `Drain` in consumer.rs).
+    // watermark short (see `ends.rs`).
     loop {
         let reached = next.iter().all(|(p, n)| *n >= ends[p]);
         if reached && idle.elapsed() > Duration::from_secs(1) {

@@ -103,17 +103,22 @@ struct FetchedHighs {
     highs: Mutex<HashMap<i32, i64>>,
 }
 
+/// The high watermark per partition of `topic` that librdkafka's statistics carry (the
+/// one the last fetch response reported).
+pub fn fetched_highs(statistics: &Statistics, topic: &str) -> Vec<(i32, i64)> {
+    statistics.topics.get(topic).map_or_else(Vec::new, |t| {
+        t.partitions
+            .iter()
+            .filter(|(&p, partition)| p >= 0 && partition.hi_offset >= 0)
+            .map(|(&p, partition)| (p, partition.hi_offset))
+            .collect()
+    })
+}
+
 impl ClientContext for FetchedHighs {
     fn stats(&self, statistics: Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
         let mut highs = self.highs.lock().unwrap_or_else(|e| e.into_inner());
-        for (&p, partition) in &topic.partitions {
-            if p >= 0 && partition.hi_offset >= 0 {
-                highs.insert(p, partition.hi_offset);
-            }
-        }
+        highs.extend(fetched_highs(&statistics, &self.topic));
     }
 }
 
