@@ -1,8 +1,9 @@
-//! Wiring for `lakestream run`: one task per pipeline and the MySQL sync task, signals,
-//! fail-fast.
+//! Wiring for `lakestream run`: one task per pipeline, the MySQL sync, maintenance
+//! schedules and the status page, all on one task tracker; signals; fail-fast.
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigError};
@@ -37,19 +38,24 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             .into());
         }
     }
-    let storage_options = config.storage.options.clone().into_iter().collect();
-    crate::sink::check_conditional_put(&config.storage.root, &storage_options).await?;
+    crate::sink::check_conditional_put(&crate::storage::Storage::from_config(&config)).await?;
+
+    // One shape for every long-lived task: spawned on `tasks`, stopped by a token.
+    // `shutdown` (first signal, or a failed pipeline) stops everything, pipelines
+    // finishing their batch in flight; `background` also stops the helpers once the
+    // pipelines are done (the mirror then makes its final pass).
     let shutdown = CancellationToken::new();
+    let background = shutdown.child_token();
+    let tasks = TaskTracker::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
-    let sync_stop = shutdown.child_token();
     let sync_task = SyncTask::new(&config)
         .filter(|t| t.has_targets() && config.mysql.as_ref().is_some_and(|m| m.enabled));
     let sync_metrics = sync_task.as_ref().map(|t| t.metrics.clone());
     let sync = sync_task.map(|task| {
         // A backfill ends with the mirror caught up too; a signal just stops it.
         let final_pass = opts.until_caught_up.then_some(FINAL_SYNC_PATIENCE);
-        tokio::spawn(task.run(sync_stop.clone(), final_pass))
+        tasks.spawn(task.run(background.clone(), final_pass))
     });
 
     let tables: Vec<String> = names
@@ -59,26 +65,23 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             [p.table.clone(), p.dead_letter_table()]
         })
         .collect();
-    let maintenance_stop = shutdown.child_token();
-    let mut maintenance =
-        crate::maintenance::spawn_schedules(&config, &tables, maintenance_stop.clone());
+    crate::maintenance::spawn_schedules(&config, &tables, &tasks, &background);
 
     let pipelines: Vec<Pipeline> = names
         .iter()
         .map(|name| Pipeline::new(name, config.clone()))
         .collect();
-    let http_stop = shutdown.child_token();
     if config.http.enabled {
-        serve_status(&config, &names, &pipelines, sync_metrics, http_stop.clone()).await;
+        serve_status(&config, &names, &pipelines, sync_metrics, &tasks, &background).await;
     }
-    let mut tasks = JoinSet::new();
+    let mut running: JoinSet<_> = JoinSet::new();
     for (name, pipeline) in names.into_iter().zip(pipelines) {
         let token = shutdown.clone();
-        tasks.spawn(async move { (name, pipeline.run(opts, token).await) });
+        running.spawn(tasks.track_future(async move { (name, pipeline.run(opts, token).await) }));
     }
     let mut summaries = Vec::new();
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
+    while let Some(joined) = running.join_next().await {
         match joined {
             Ok((_, Ok(summary))) => summaries.push(summary),
             Ok((name, Err(e))) => {
@@ -95,10 +98,8 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             }
         }
     }
-    maintenance_stop.cancel();
-    http_stop.cancel();
-    while maintenance.join_next().await.is_some() {}
-    sync_stop.cancel();
+    background.cancel();
+    tasks.close();
     if let Some(sync) = sync {
         match sync.await {
             Ok(Ok(())) => {}
@@ -113,20 +114,22 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             }
         }
     }
+    tasks.wait().await;
     match first_error {
         Some(e) => Err(e),
         None => Ok(summaries),
     }
 }
 
-/// Start the status page; a port that is taken is a warning, not a reason to stop
-/// ingesting (several processes may share a host).
+/// Start the status page and its table refresher on `tasks`; a port that is taken is a
+/// warning, not a reason to stop ingesting (several processes may share a host).
 async fn serve_status(
     config: &Config,
     names: &[String],
     pipelines: &[Pipeline],
     sync: Option<std::sync::Arc<crate::sync::SyncMetrics>>,
-    stop: CancellationToken,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
 ) {
     let observed = Observed {
         pipelines: names
@@ -143,13 +146,18 @@ async fn serve_status(
             })
             .collect(),
         sync,
-        storage: crate::maintenance::Storage::from_config(config),
+        storage: crate::storage::Storage::from_config(config),
         max_ready_lag: config.http.max_ready_lag,
         started: chrono::Utc::now(),
         tables: Default::default(),
     };
-    if let Err(e) = crate::http::start(&config.http.listen, observed.into(), stop).await {
-        warn!(error = %e, "status page not served; set http.listen to a free address");
+    let observed = std::sync::Arc::new(observed);
+    match crate::http::Server::bind(&config.http.listen, observed.clone()).await {
+        Ok(server) => {
+            tasks.spawn(observed.refresh_tables(stop.clone()));
+            tasks.spawn(server.run(stop.clone()));
+        }
+        Err(e) => warn!(error = %e, "status page not served; set http.listen to a free address"),
     }
 }
 

@@ -67,6 +67,26 @@ pub enum Command {
     /// Benchmark helper: read a topic to its end with the pipelines' client settings,
     /// counting messages and bytes (no group offsets, nothing written). Prints JSON.
     CountTopic(CountTopicArgs),
+    /// Print a shell completion script, e.g.
+    /// `lakestream completions bash > ~/.local/share/bash-completion/completions/lakestream`.
+    Completions(CompletionsArgs),
+    /// Write the man pages (lakestream.1 and one page per command) into a folder, e.g.
+    /// `lakestream man --out /usr/local/share/man/man1`.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Folder to write the pages into (created when missing).
+    #[arg(long, value_name = "DIR", default_value = "man")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]

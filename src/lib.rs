@@ -2,7 +2,7 @@
 //!
 //! Data flows `source` (Kafka consumer, replay producer) -> `decode` (JSON -> Arrow,
 //! dead letters) -> `pipeline` (micro-batch loop) -> `sink` (Delta writer and the
-//! exactly-once commit). `config` validates everything once at start-up and `app`
+//! exactly-once commit; `storage` says where tables live). `config` validates everything once at start-up and `app`
 //! wires the tasks together with signal handling. `engine` runs pipeline SQL (windows,
 //! watermarks, state); `sync` mirrors tables into MySQL for BI tools.
 
@@ -19,8 +19,10 @@ pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
+pub mod retry;
 pub mod sink;
 pub mod source;
+pub mod storage;
 pub mod sync;
 
 pub use error::{Error, Result};

@@ -30,6 +30,20 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // These describe the binary, not a deployment: no config is needed.
+    match &cli.command {
+        Command::Completions(args) => {
+            commands::completions(args.shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::Man(args) => {
+            let pages = commands::man_pages(&args.out)
+                .with_context(|| format!("writing man pages to {}", args.out.display()))?;
+            println!("wrote {} man pages to {}", pages.len(), args.out.display());
+            return Ok(());
+        }
+        _ => {}
+    }
     let config = config::load(&cli.config, std::env::vars(), &cli.set)
         .with_context(|| format!("loading {}", cli.config.display()))?;
     match cli.command {
@@ -69,6 +83,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await??;
             println!("{}", serde_json::to_string(&report)?);
         }
+        Command::Completions(_) | Command::Man(_) => {}
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The glue behind each CLI command.
 
 mod lake;
+mod manual;
 
 pub use lake::{checkpoint, compact, history, query, vacuum};
+pub use manual::{completions, man_pages};
 
 use std::io::IsTerminal;
 

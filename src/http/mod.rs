@@ -1,8 +1,6 @@
-//! The status page (`/`), `/status` (JSON), `/metrics` (Prometheus text) and `/health`,
-//! served by `run`. A deliberately small HTTP/1.1 server: GET only, one response per
-//! connection, everything (page, script, charts) served from the binary.
+//! The status page (`/`), `/status` (JSON), `/metrics` (OpenMetrics text) and `/health`,
+//! served by `run` with axum. Everything (page, script, charts) is served from the binary.
 
-mod prometheus;
 mod status;
 
 pub use status::{Observed, ObservedPipeline};
@@ -10,13 +8,26 @@ pub use status::{Observed, ObservedPipeline};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tower::limit::ConcurrencyLimitLayer;
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tracing::{info, warn};
 
 const PAGE: &str = include_str!("page.html");
-const MAX_REQUEST: usize = 8192;
+/// Scrapers and browsers of one process: a few at a time; more wait their turn.
+const MAX_CONCURRENT: usize = 32;
+/// No route takes a body; anything larger than a header's worth is refused.
+const MAX_BODY: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
 #[error("http.listen '{listen}': cannot listen: {cause}")]
@@ -25,96 +36,91 @@ pub struct HttpError {
     cause: std::io::Error,
 }
 
-/// Bind `listen` and serve `observed` until `shutdown`; returns the bound address.
-pub async fn start(
-    listen: &str,
+/// A bound listener and what it serves; [`Server::run`] serves until shutdown.
+pub struct Server {
+    listener: TcpListener,
     observed: Arc<Observed>,
-    shutdown: CancellationToken,
-) -> Result<std::net::SocketAddr, HttpError> {
-    let listener = TcpListener::bind(listen).await.map_err(|cause| HttpError {
-        listen: listen.to_string(),
-        cause,
-    })?;
-    let addr = listener.local_addr().map_err(|cause| HttpError {
-        listen: listen.to_string(),
-        cause,
-    })?;
-    info!(%addr, "status page on http://{addr}/ (also /status, /metrics, /health)");
-    tokio::spawn(observed.clone().refresh_tables(shutdown.clone()));
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                () = shutdown.cancelled() => return,
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, observed.clone()));
-                }
-                Err(e) => warn!(error = %e, "status page: accept failed"),
-            }
-        }
-    });
-    Ok(addr)
 }
 
-async fn handle(mut stream: TcpStream, observed: Arc<Observed>) {
-    let mut buf = Vec::with_capacity(1024);
-    let read = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_REQUEST {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
-        return;
+impl Server {
+    /// Bind `listen` (errors name the key, so the user knows what to change).
+    pub async fn bind(listen: &str, observed: Arc<Observed>) -> Result<Self, HttpError> {
+        let listener = TcpListener::bind(listen).await.map_err(|cause| HttpError {
+            listen: listen.to_string(),
+            cause,
+        })?;
+        Ok(Self { listener, observed })
     }
-    let request = String::from_utf8_lossy(&buf);
-    let mut parts = request.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (code, content_type, body) = match (method, path) {
-        ("GET", "/") => (200, "text/html; charset=utf-8", PAGE.to_string()),
-        ("GET", "/status") => (200, "application/json", observed.status_json()),
-        ("GET", "/metrics") => (
-            200,
-            "text/plain; version=0.0.4; charset=utf-8",
-            prometheus::render(&observed),
-        ),
-        ("GET", "/health") => {
-            let (ready, body) = observed.health_json();
-            (if ready { 200 } else { 503 }, "application/json", body)
-        }
-        ("GET", _) => (
-            404,
-            "text/plain",
-            "not found: try /, /status, /metrics or /health\n".into(),
-        ),
-        _ => (405, "text/plain", "only GET\n".into()),
-    };
-    let reason = match code {
-        200 => "OK",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        _ => "Service Unavailable",
-    };
-    let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let written = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
-        stream.shutdown().await
-    };
-    if let Err(e) = written.await {
-        debug!(error = %e, "status page: client went away");
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
     }
+
+    /// Serve until `shutdown`, then let requests in flight finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        if let Ok(addr) = self.local_addr() {
+            info!(%addr, "status page on http://{addr}/ (also /status, /metrics, /health)");
+        }
+        let served = axum::serve(self.listener, router(self.observed))
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            warn!(error = %e, "status page stopped");
+        }
+    }
+}
+
+/// The routes, with a concurrency cap, a request timeout and a body limit. GET routes
+/// answer HEAD too; other methods get 405.
+pub fn router(observed: Arc<Observed>) -> Router {
+    let layers = ServiceBuilder::new()
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY));
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /, /status, /metrics or /health\n",
+            )
+        })
+        .layer(layers)
+        .with_state(observed)
+}
+
+fn no_store(content_type: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn status(State(observed): State<Arc<Observed>>) -> Response {
+    no_store("application/json", observed.status_json())
+}
+
+async fn metrics(State(observed): State<Arc<Observed>>) -> Response {
+    observed.export_gauges();
+    no_store(OPENMETRICS, crate::metrics::metrics().encode())
+}
+
+async fn health(State(observed): State<Arc<Observed>>) -> Response {
+    let (ready, body) = observed.health_json();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, no_store("application/json", body)).into_response()
 }

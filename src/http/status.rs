@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::maintenance::{table_stats, Storage, TableStats, COUNTERS};
-use crate::metrics::{recent_errors, PipelineMetrics, PipelineState};
+use crate::maintenance::{table_stats, Storage, TableStats};
+use crate::metrics::{metrics, recent_errors, PipelineMetrics, PipelineState, TableLabel};
 use crate::sync::SyncMetrics;
 
 /// Progress records shown per pipeline (the charts' last minutes).
@@ -43,6 +43,12 @@ impl Observed {
                 for name in [&p.table, &p.dead_letter_table] {
                     if let Ok(t) = self.storage.open(name).await {
                         if let (Some(v), Ok(stats)) = (t.version(), table_stats(&t)) {
+                            let label = TableLabel {
+                                table: name.clone(),
+                            };
+                            let m = metrics();
+                            m.table_version.get_or_create(&label).set(v as i64);
+                            m.table_files.get_or_create(&label).set(stats.files as i64);
                             let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
                             tables.insert(name.clone(), (v, stats));
                         }
@@ -98,7 +104,14 @@ impl Observed {
                 json!({ "name": name, "version": version, "files": s.files, "bytes": s.bytes, "rows": s.rows })
             })
             .collect();
-        let (errors, _) = recent_errors();
+        let errors = recent_errors();
+        let runs = |task: &str, result: &str| {
+            let labels = crate::metrics::TaskLabels {
+                task: task.to_string(),
+                result: result.to_string(),
+            };
+            metrics().maintenance_runs.get(&labels).map_or(0, |c| c.get())
+        };
         json!({
             "started": self.started.to_rfc3339(),
             "uptimeSeconds": (chrono::Utc::now() - self.started).num_seconds(),
@@ -107,11 +120,13 @@ impl Observed {
             "tables": tables,
             "mysql": self.sync_json(),
             "maintenance": {
-                "compactions": COUNTERS.compactions.load(Ordering::Relaxed),
-                "compactionsSkipped": COUNTERS.compactions_skipped.load(Ordering::Relaxed),
-                "vacuums": COUNTERS.vacuums.load(Ordering::Relaxed),
-                "filesDeleted": COUNTERS.files_deleted.load(Ordering::Relaxed),
-                "failures": COUNTERS.failures.load(Ordering::Relaxed),
+                "compactions": runs("compact", "ok"),
+                "compactionsSkipped": runs("compact", "skipped"),
+                "compactionsFailed": runs("compact", "failed"),
+                "vacuums": runs("vacuum", "ok"),
+                "vacuumsSkipped": runs("vacuum", "skipped"),
+                "vacuumsFailed": runs("vacuum", "failed"),
+                "filesDeleted": metrics().vacuum_files_deleted.get(),
             },
             "errors": errors,
         })
@@ -138,6 +153,21 @@ impl Observed {
             .collect()
     }
 
+    /// Bring the gauges computed from several sources (the mirror's lag) up to date
+    /// before the registry is read.
+    pub fn export_gauges(&self) {
+        let m = metrics();
+        for (table, _, behind) in self.sync_lag() {
+            let label = TableLabel { table };
+            m.sync_versions_behind
+                .get_or_create(&label)
+                .set(behind as i64);
+        }
+        if let Some(seconds) = self.sync_seconds_behind() {
+            m.sync_seconds_behind.set(seconds);
+        }
+    }
+
     /// Seconds since the mirror last reached every table (None: never, or no mirror).
     pub fn sync_seconds_behind(&self) -> Option<f64> {
         let last = self.sync.as_ref()?.last_success_ms.load(Ordering::Relaxed);
@@ -155,9 +185,9 @@ impl Observed {
             .collect();
         json!({
             "enabled": true,
-            "passes": sync.passes.load(Ordering::Relaxed),
-            "rows": sync.rows.load(Ordering::Relaxed),
-            "errors": sync.errors.load(Ordering::Relaxed),
+            "passes": sync.passes.get(),
+            "rows": sync.rows.get(),
+            "errors": sync.errors.get(),
             "failing": sync.failing(),
             "secondsBehind": self.sync_seconds_behind(),
             "tables": tables,

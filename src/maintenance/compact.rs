@@ -9,9 +9,9 @@ use deltalake::operations::optimize::OptimizeType;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
-use serde_json::Value;
+use deltalake::kernel::Action;
 
-use super::{add_rows, decode_path, retrying, table_stats, MaintenanceError, Storage, TableStats};
+use super::{add_rows, commit_actions, retrying, table_stats, MaintenanceError, Storage, TableStats};
 
 #[derive(Debug, Clone)]
 pub struct CompactOptions {
@@ -143,20 +143,15 @@ async fn check_rows_kept(
     version: u64,
     rows_by_file: &HashMap<String, u64>,
 ) -> Result<(), DeltaTableError> {
-    let Some(bytes) = table.log_store().read_commit_entry(version).await? else {
+    let Some(actions) = commit_actions(table, version).await? else {
         return Ok(());
     };
     let (mut added, mut removed) = (0u64, 0u64);
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let action: Value = serde_json::from_slice(line)?;
-        if let Some(add) = action.get("add") {
-            added += add_rows(add);
-        }
-        if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
-            let rows = rows_by_file
-                .get(path)
-                .or_else(|| rows_by_file.get(&decode_path(path)));
-            removed += rows.copied().unwrap_or(0);
+    for action in &actions {
+        match action {
+            Action::Add(add) => added += add_rows(add),
+            Action::Remove(r) => removed += rows_by_file.get(&r.path).copied().unwrap_or(0),
+            _ => {}
         }
     }
     if added != removed {

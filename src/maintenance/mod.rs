@@ -15,12 +15,14 @@ pub use compact::{compact, CompactOptions, CompactReport};
 pub use scheduler::spawn_schedules;
 pub use vacuum::{vacuum, VacuumOptions, VacuumReport};
 
-use std::collections::HashMap;
-
 use deltalake::{DeltaTable, DeltaTableError};
 
+use std::time::Duration;
+
 use crate::config::Config;
-pub(crate) use crate::sink::is_conflict;
+use crate::retry::Backoff;
+pub use crate::storage::Storage;
+pub(crate) use crate::sink::{add_rows, commit_actions, is_conflict};
 use crate::sink::SinkError;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,37 +55,6 @@ impl MaintenanceError {
     }
 }
 
-/// Where tables live, as maintenance and queries need it.
-#[derive(Debug, Clone)]
-pub struct Storage {
-    pub root: String,
-    pub options: HashMap<String, String>,
-}
-
-impl Storage {
-    pub fn from_config(config: &Config) -> Self {
-        Self {
-            root: config.storage.root.clone(),
-            options: config.storage.options.clone().into_iter().collect(),
-        }
-    }
-
-    /// The table `name` at its latest version; an error when it has no commit yet.
-    pub async fn open(&self, name: &str) -> Result<DeltaTable, MaintenanceError> {
-        let table = crate::sink::open_existing(&self.root, name, &self.options).await?;
-        if table.version().is_none() {
-            return Err(MaintenanceError::Refused {
-                table: name.to_string(),
-                message: format!(
-                    "no Delta table under {} yet (has its pipeline run?)",
-                    self.root
-                ),
-            });
-        }
-        Ok(table)
-    }
-}
-
 /// The configured tables named by `selected` (all when None), or which name is unknown.
 pub fn select_tables(
     config: &Config,
@@ -113,6 +84,7 @@ where
     Fut: std::future::Future<Output = Result<T, DeltaTableError>>,
 {
     let mut attempt = 0;
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         attempt += 1;
         let table = storage.open(name).await?;
@@ -120,8 +92,7 @@ where
             Ok(value) => return Ok((value, attempt)),
             Err(e) if is_conflict(&e) && attempt <= max_retries => {
                 tracing::debug!(table = %name, attempt, error = %e, "lost to a concurrent commit; retrying from a fresh snapshot");
-                let pause = std::time::Duration::from_millis(200 * u64::from(attempt));
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(e) if is_conflict(&e) => {
                 return Err(MaintenanceError::GaveUp {
@@ -197,37 +168,3 @@ pub fn vacuum_options(
         max_retries: config.maintenance.compact.max_retries,
     }
 }
-
-/// Rows of a log entry's `add` action, from its statistics (0 when it has none).
-pub(crate) fn add_rows(add: &serde_json::Value) -> u64 {
-    add["stats"]
-        .as_str()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-        .and_then(|s| s["numRecords"].as_u64())
-        .unwrap_or(0)
-}
-
-/// Paths in log entries are percent-encoded; snapshot paths are not.
-pub(crate) fn decode_path(path: &str) -> String {
-    url::form_urlencoded::parse(format!("p={}", path.replace('+', "%2B")).as_bytes())
-        .next()
-        .map_or_else(|| path.to_string(), |(_, v)| v.into_owned())
-}
-
-/// Scheduled maintenance runs of this process, for `/metrics` and the status page.
-#[derive(Debug, Default)]
-pub struct MaintenanceCounters {
-    pub compactions: std::sync::atomic::AtomicU64,
-    pub compactions_skipped: std::sync::atomic::AtomicU64,
-    pub vacuums: std::sync::atomic::AtomicU64,
-    pub files_deleted: std::sync::atomic::AtomicU64,
-    pub failures: std::sync::atomic::AtomicU64,
-}
-
-pub static COUNTERS: MaintenanceCounters = MaintenanceCounters {
-    compactions: std::sync::atomic::AtomicU64::new(0),
-    compactions_skipped: std::sync::atomic::AtomicU64::new(0),
-    vacuums: std::sync::atomic::AtomicU64::new(0),
-    files_deleted: std::sync::atomic::AtomicU64::new(0),
-    failures: std::sync::atomic::AtomicU64::new(0),
-};

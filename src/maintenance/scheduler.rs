@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use std::sync::atomic::Ordering;
-
-use super::{compact, compact_options, vacuum, vacuum_options, Storage, COUNTERS};
+use super::{compact, compact_options, vacuum, vacuum_options, Storage};
 use crate::config::{Config, Schedule};
+use crate::metrics::metrics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Task {
@@ -19,15 +18,16 @@ enum Task {
     Vacuum,
 }
 
-/// Start the compaction and vacuum schedules of `tables`; they stop on `shutdown`.
+/// Start the compaction and vacuum schedules of `tables` on `tasks`; they stop on
+/// `shutdown` (a run in progress finishes first).
 pub fn spawn_schedules(
     config: &Config,
     tables: &[String],
-    shutdown: CancellationToken,
-) -> JoinSet<()> {
-    let mut set = JoinSet::new();
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     if !config.maintenance.enabled {
-        return set;
+        return;
     }
     let config = Arc::new(config.clone());
     for table in tables {
@@ -49,7 +49,7 @@ pub fn spawn_schedules(
         for (task, schedule) in plans {
             if schedule != Schedule::Off {
                 let (config, table) = (config.clone(), table.clone());
-                set.spawn(run_schedule(
+                tasks.spawn(run_schedule(
                     config,
                     table,
                     task,
@@ -59,7 +59,6 @@ pub fn spawn_schedules(
             }
         }
     }
-    set
 }
 
 async fn run_schedule(
@@ -82,12 +81,12 @@ async fn run_schedule(
             Task::Compact => {
                 let opts = compact_options(&config, &table, None);
                 let result = compact(&storage, &table, &opts).await;
-                let counter = match &result {
-                    Ok(r) if r.version.is_some() => &COUNTERS.compactions,
-                    Ok(_) => &COUNTERS.compactions_skipped,
-                    Err(_) => &COUNTERS.failures,
+                let outcome = match &result {
+                    Ok(r) if r.version.is_some() => "ok",
+                    Ok(_) => "skipped",
+                    Err(_) => "failed",
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
+                metrics().maintenance_run("compact", outcome);
                 match result {
                     Ok(r) if r.version.is_some() => info!(
                         table = %table, version = r.version, files_before = r.before.files,
@@ -106,9 +105,13 @@ async fn run_schedule(
                 let opts = vacuum_options(&config, None, false, false);
                 match vacuum(&storage, &table, &opts).await {
                     Ok(r) => {
+                        let m = metrics();
+                        m.maintenance_run("vacuum", if r.files.is_empty() { "skipped" } else { "ok" });
+                        m.vacuum_files_deleted.inc_by(r.files.len() as u64);
                         info!(table = %table, files_deleted = r.files.len(), version = r.version, "vacuumed")
                     }
                     Err(e) => {
+                        metrics().maintenance_run("vacuum", "failed");
                         warn!(table = %table, error = %e, "vacuum failed; next try on schedule")
                     }
                 }

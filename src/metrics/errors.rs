@@ -1,7 +1,7 @@
 //! Warnings and errors of the whole process, kept for the status page and counted by
-//! level and module for `/metrics` (a tracing layer beside the log output).
+//! level and module in the metrics registry (a tracing layer beside the log output).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock};
 
@@ -21,21 +21,15 @@ pub struct ErrorEntry {
     pub message: String,
 }
 
-#[derive(Default)]
-struct Log {
-    recent: VecDeque<ErrorEntry>,
-    counts: BTreeMap<(String, String), u64>,
-}
-
-fn log() -> &'static Mutex<Log> {
-    static LOG: OnceLock<Mutex<Log>> = OnceLock::new();
+fn log() -> &'static Mutex<VecDeque<ErrorEntry>> {
+    static LOG: OnceLock<Mutex<VecDeque<ErrorEntry>>> = OnceLock::new();
     LOG.get_or_init(Default::default)
 }
 
-/// The last warnings and errors, newest last, and the counts by (level, kind).
-pub fn recent_errors() -> (Vec<ErrorEntry>, BTreeMap<(String, String), u64>) {
+/// The last warnings and errors, newest last.
+pub fn recent_errors() -> Vec<ErrorEntry> {
     let log = log().lock().unwrap_or_else(|e| e.into_inner());
-    (log.recent.iter().cloned().collect(), log.counts.clone())
+    log.iter().cloned().collect()
 }
 
 /// Records WARN and ERROR events of lakestream's own modules.
@@ -62,12 +56,16 @@ impl<S: Subscriber> Layer<S> for ErrorLayer {
             kind: kind.clone(),
             message: format!("{}{}", text.message, text.fields),
         };
+        let labels = super::registry::LogLabels {
+            level: entry.level.clone(),
+            kind,
+        };
+        super::metrics().log_events.get_or_create(&labels).inc();
         let mut log = log().lock().unwrap_or_else(|e| e.into_inner());
-        *log.counts.entry((entry.level.clone(), kind)).or_default() += 1;
-        if log.recent.len() == KEEP {
-            log.recent.pop_front();
+        if log.len() == KEEP {
+            log.pop_front();
         }
-        log.recent.push_back(entry);
+        log.push_back(entry);
     }
 }
 

@@ -1,43 +1,26 @@
 //! Counters a pipeline keeps while it runs, read for progress lines, the summary, the
-//! status page and `/metrics`.
+//! status page and `/metrics`. The values live in the process's one registry
+//! ([`registry::metrics`]); this module holds a pipeline's handles into it.
 
 mod errors;
 mod progress;
+mod registry;
 
 pub use errors::{recent_errors, ErrorEntry, ErrorLayer};
 pub use progress::{Durations, EventTime, Progress, SinkProgress, SourceProgress};
+pub use registry::{metrics, Metrics, PartitionLabels, PipelineLabel, TableLabel};
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
 /// Progress records kept per pipeline for the status page.
 pub const RECENT_PROGRESS: usize = 300;
-/// Upper bounds (ms) of the batch-duration histogram buckets.
-pub const DURATION_BUCKETS_MS: [u64; 10] =
-    [50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000];
-
-/// A Prometheus-style histogram: cumulative bucket counts, sum and count.
-#[derive(Debug, Default, Clone)]
-pub struct Histogram {
-    pub buckets: [u64; DURATION_BUCKETS_MS.len()],
-    pub sum_ms: u64,
-    pub count: u64,
-}
-
-impl Histogram {
-    pub fn observe(&mut self, ms: u64) {
-        for (bucket, bound) in self.buckets.iter_mut().zip(DURATION_BUCKETS_MS) {
-            if ms <= bound {
-                *bucket += 1;
-            }
-        }
-        self.sum_ms += ms;
-        self.count += 1;
-    }
-}
-
 /// What a pipeline is doing, for the status page and readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -52,25 +35,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// One pipeline's handles into the registry, plus what only the status page shows.
 #[derive(Debug)]
 pub struct PipelineMetrics {
+    name: String,
     pub started: Instant,
-    pub batches: AtomicU64,
-    pub records: AtomicU64,
-    pub bytes: AtomicU64,
-    pub rows: AtomicU64,
-    pub dead_letters: AtomicU64,
+    pub batches: Counter,
+    pub records: Counter,
+    pub bytes: Counter,
+    pub rows: Counter,
+    pub dead_letters: Counter,
     /// Rows of replayed batches that the table already held.
-    pub skipped: AtomicU64,
-    pub table_version: AtomicI64,
-    /// Stateful pipelines: rows dropped as late, open state rows, watermark (µs, or MIN).
-    pub late_rows: AtomicU64,
-    pub state_rows: AtomicU64,
-    pub watermark: AtomicI64,
+    pub skipped: Counter,
+    pub late_rows: Counter,
     /// Records found lost (deleted or recreated under us), shared with the consumer.
-    pub data_loss_events: std::sync::Arc<AtomicU64>,
+    pub data_loss_events: Counter,
     /// Commit attempts lost to another writer.
-    pub conflicts: AtomicU64,
+    pub conflicts: Counter,
+    /// Stateful pipelines: open state rows.
+    pub state_rows: Gauge,
+    up: Gauge,
+    durations: Histogram,
+    pub table_version: AtomicI64,
+    /// Watermark (µs, or MIN: none yet).
+    pub watermark: AtomicI64,
     /// When the first record of the run arrived, and when the last batch was committed:
     /// throughput is measured between the two, not over group-join time.
     pub first_record: OnceLock<Instant>,
@@ -79,8 +67,6 @@ pub struct PipelineMetrics {
     pub state: Mutex<PipelineState>,
     /// The last progress records, oldest first.
     pub recent: Mutex<VecDeque<Progress>>,
-    /// Batch durations (first record to committed).
-    pub durations: Mutex<Histogram>,
     /// Next offset to commit, by partition (after this run's batches).
     positions: Mutex<BTreeMap<i32, i64>>,
     /// Latest offsets the broker reported for the partitions this process reads.
@@ -89,28 +75,38 @@ pub struct PipelineMetrics {
     previous_batch: Mutex<Option<Instant>>,
 }
 
-impl Default for PipelineMetrics {
-    fn default() -> Self {
+impl PipelineMetrics {
+    /// The handles of pipeline `name` (a second call shares the same values).
+    pub fn new(name: &str) -> Self {
+        let m = metrics();
+        let label = PipelineLabel {
+            pipeline: name.to_string(),
+        };
+        let counter = |f: &prometheus_client::metrics::family::Family<PipelineLabel, Counter>| {
+            f.get_or_create(&label).clone()
+        };
         Self {
+            name: name.to_string(),
             started: Instant::now(),
-            batches: AtomicU64::new(0),
-            records: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            rows: AtomicU64::new(0),
-            dead_letters: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
+            batches: counter(&m.batches),
+            records: counter(&m.input_records),
+            bytes: counter(&m.input_bytes),
+            rows: counter(&m.output_rows),
+            dead_letters: counter(&m.dead_letters),
+            skipped: counter(&m.replayed_rows),
+            late_rows: counter(&m.late_rows),
+            data_loss_events: counter(&m.data_loss_events),
+            conflicts: counter(&m.commit_conflicts),
+            state_rows: m.state_rows.get_or_create(&label).clone(),
+            up: m.pipeline_up.get_or_create(&label).clone(),
+            durations: m.batch_duration.get_or_create(&label).clone(),
             table_version: AtomicI64::new(-1),
-            late_rows: AtomicU64::new(0),
-            state_rows: AtomicU64::new(0),
             watermark: AtomicI64::new(i64::MIN),
-            data_loss_events: Default::default(),
-            conflicts: AtomicU64::new(0),
             first_record: OnceLock::new(),
             last_commit: Mutex::new(None),
             run_id: uuid::Uuid::new_v4().to_string(),
             state: Mutex::new(PipelineState::Starting),
             recent: Mutex::new(VecDeque::new()),
-            durations: Mutex::new(Histogram::default()),
             positions: Mutex::new(BTreeMap::new()),
             high: Mutex::new(BTreeMap::new()),
             previous_batch: Mutex::new(None),
@@ -143,10 +139,6 @@ pub struct Snapshot {
 }
 
 impl PipelineMetrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
     pub fn committed(&self, batch_opened: Option<Instant>) {
         if let Some(t) = batch_opened {
             self.first_record.get_or_init(|| t);
@@ -160,6 +152,7 @@ impl PipelineMetrics {
     }
 
     pub fn set_state(&self, state: PipelineState) {
+        self.up.set(i64::from(state == PipelineState::Running));
         *lock(&self.state) = state;
     }
 
@@ -170,12 +163,14 @@ impl PipelineMetrics {
     /// Keep `progress` (the last [`RECENT_PROGRESS`]) and fold it into the histogram and
     /// the positions.
     pub fn record(&self, progress: Progress) {
-        lock(&self.durations).observe(progress.duration_ms.total);
+        self.durations
+            .observe(progress.duration_ms.total as f64 / 1000.0);
         let mut positions = lock(&self.positions);
         for s in &progress.sources {
             positions.extend(s.end_offset.iter().map(|(&p, &last)| (p, last + 1)));
         }
         drop(positions);
+        self.export_lag();
         let mut recent = lock(&self.recent);
         if recent.len() == RECENT_PROGRESS {
             recent.pop_front();
@@ -187,13 +182,21 @@ impl PipelineMetrics {
         lock(&self.recent).iter().cloned().collect()
     }
 
-    pub fn histogram(&self) -> Histogram {
-        lock(&self.durations).clone()
-    }
-
     /// The broker's latest offsets (kept fresh while the pipeline runs).
     pub fn set_high_watermarks(&self, high: impl IntoIterator<Item = (i32, i64)>) {
         *lock(&self.high) = high.into_iter().collect();
+        self.export_lag();
+    }
+
+    fn export_lag(&self) {
+        let family = &metrics().consumer_lag;
+        for (partition, lag) in self.lag() {
+            let labels = PartitionLabels {
+                pipeline: self.name.clone(),
+                partition,
+            };
+            family.get_or_create(&labels).set(lag);
+        }
     }
 
     /// Records behind the latest offset, by partition this process reads and has
@@ -207,7 +210,7 @@ impl PipelineMetrics {
     }
 
     pub fn snapshot(&self, pipeline: &str, table: &str) -> Snapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: &Counter| c.get();
         let last = *lock(&self.last_commit);
         let active = match (self.first_record.get(), last) {
             (Some(first), Some(last)) => last.saturating_duration_since(*first).as_secs_f64(),
@@ -224,7 +227,7 @@ impl PipelineMetrics {
             skipped: get(&self.skipped),
             table_version: self.table_version.load(Ordering::Relaxed),
             late_rows: get(&self.late_rows),
-            state_rows: get(&self.state_rows),
+            state_rows: self.state_rows.get().max(0) as u64,
             data_loss_events: get(&self.data_loss_events),
             conflicts: get(&self.conflicts),
             watermark: format_micros(self.watermark.load(Ordering::Relaxed)),

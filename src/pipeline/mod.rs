@@ -72,7 +72,7 @@ impl Pipeline {
         Self {
             name: name.to_string(),
             config,
-            metrics: Arc::new(PipelineMetrics::default()),
+            metrics: Arc::new(PipelineMetrics::new(name)),
         }
     }
 
@@ -146,7 +146,14 @@ impl Pipeline {
         let decode = tokio::spawn(decode_stage(decoder, raw_rx, ready_tx));
 
         self.metrics.set_state(PipelineState::Running);
-        let lag_watch = tokio::spawn(watch_high_watermarks(handle.clone(), self.metrics.clone()));
+        // Stops with the pipeline, however it returns.
+        let lag_stop = stop.child_token();
+        tokio::spawn(watch_high_watermarks(
+            handle.clone(),
+            self.metrics.clone(),
+            lag_stop.clone(),
+        ));
+        let _lag_guard = lag_stop.drop_guard();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut late_error = None;
         loop {
@@ -168,7 +175,6 @@ impl Pipeline {
                 .commit(ready, &mut table, &mut dead, &handle, engine.as_mut(), opts)
                 .await;
             if let Err(e) = committed {
-                lag_watch.abort();
                 self.metrics.set_state(PipelineState::Failed);
                 return Err(e);
             }
@@ -178,7 +184,6 @@ impl Pipeline {
                     .await;
             }
         }
-        lag_watch.abort();
         let stopped = decode
             .await
             .map_err(|e| self.fail(format!("decode stage: {e}")))
@@ -261,8 +266,7 @@ impl Pipeline {
     ) -> SinkOptions {
         let storage = &self.config.storage;
         SinkOptions {
-            root: storage.root.clone(),
-            storage_options: storage.options.clone().into_iter().collect(),
+            storage: crate::storage::Storage::from_config(&self.config),
             pipeline: self.name.clone(),
             topic: topic.to_string(),
             partition_by: p.partition_by.clone(),
@@ -355,15 +359,13 @@ impl Pipeline {
         source.commit_offsets(&ranges);
 
         let m = &self.metrics;
-        PipelineMetrics::add(
-            &m.conflicts,
-            table.timings().conflicts + dead.timings().conflicts,
-        );
+        m.conflicts
+            .inc_by(table.timings().conflicts + dead.timings().conflicts);
         m.committed(opened_at);
-        PipelineMetrics::add(&m.batches, 1);
-        PipelineMetrics::add(&m.records, records as u64);
-        PipelineMetrics::add(&m.bytes, bytes as u64);
-        PipelineMetrics::add(&m.dead_letters, dead_rows as u64);
+        m.batches.inc_by(1);
+        m.records.inc_by(records as u64);
+        m.bytes.inc_by(bytes as u64);
+        m.dead_letters.inc_by(dead_rows as u64);
         match outcome {
             CommitOutcome::Committed {
                 version,
@@ -374,20 +376,18 @@ impl Pipeline {
                 watermark,
                 ..
             } => {
-                PipelineMetrics::add(&m.rows, rows as u64);
-                PipelineMetrics::add(
-                    &m.skipped,
-                    decoded.rows.num_rows().saturating_sub(input_rows) as u64,
-                );
-                PipelineMetrics::add(&m.late_rows, late_rows);
-                m.state_rows.store(state_rows as u64, Ordering::Relaxed);
+                m.rows.inc_by(rows as u64);
+                m.skipped
+                    .inc_by(decoded.rows.num_rows().saturating_sub(input_rows) as u64);
+                m.late_rows.inc_by(late_rows);
+                m.state_rows.set(state_rows as i64);
                 if let Some(w) = watermark {
                     m.watermark.store(w, Ordering::Relaxed);
                 }
                 m.table_version.store(version, Ordering::Relaxed);
             }
             CommitOutcome::AlreadyCommitted => {
-                PipelineMetrics::add(&m.skipped, decoded.rows.num_rows() as u64);
+                m.skipped.inc_by(decoded.rows.num_rows() as u64);
                 info!(pipeline = %self.name, records, "batch already in the table, skipped");
             }
         }
@@ -526,10 +526,17 @@ async fn decode_stage(
 
 /// Copy the broker's latest offsets into the metrics every second, so the lag shown
 /// keeps moving while no batch commits (a stalled pipeline falls behind visibly).
-async fn watch_high_watermarks(handle: SourceHandle, metrics: Arc<PipelineMetrics>) {
+async fn watch_high_watermarks(
+    handle: SourceHandle,
+    metrics: Arc<PipelineMetrics>,
+    stop: CancellationToken,
+) {
     loop {
         metrics.set_high_watermarks(handle.high_watermarks());
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            () = stop.cancelled() => return,
+        }
     }
 }
 

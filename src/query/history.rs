@@ -9,11 +9,11 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
-use serde_json::Value;
+use deltalake::kernel::Action;
 
 use super::travel::oldest_version;
 use super::QueryError;
-use crate::maintenance::{add_rows, decode_path, Storage};
+use crate::maintenance::{add_rows, commit_actions, Storage};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
@@ -69,11 +69,7 @@ async fn entry(
     rows_by_file: &mut HashMap<String, u64>,
     complete: bool,
 ) -> Result<HistoryEntry, DeltaTableError> {
-    let bytes = table
-        .log_store()
-        .read_commit_entry(version)
-        .await?
-        .unwrap_or_default();
+    let actions = commit_actions(table, version).await?.unwrap_or_default();
     let mut e = HistoryEntry {
         version,
         timestamp: None,
@@ -86,36 +82,37 @@ async fn entry(
         batch_id: None,
         offsets: None,
     };
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(action) = serde_json::from_slice::<Value>(line) else {
-            continue;
-        };
-        if let Some(add) = action.get("add") {
-            let rows = add_rows(add);
-            e.files_added += 1;
-            e.rows_added += rows;
-            if let Some(path) = add["path"].as_str() {
-                rows_by_file.insert(decode_path(path), rows);
+    for action in actions {
+        match action {
+            Action::Add(add) => {
+                let rows = add_rows(&add);
+                e.files_added += 1;
+                e.rows_added += rows;
+                rows_by_file.insert(add.path, rows);
             }
-        } else if let Some(path) = action.pointer("/remove/path").and_then(Value::as_str) {
-            e.files_removed += 1;
-            let rows = rows_by_file.remove(&decode_path(path));
-            e.rows_removed = match (e.rows_removed, rows) {
-                (Some(total), Some(r)) => Some(total + r),
-                _ => None,
-            };
-        } else if let Some(info) = action.get("commitInfo") {
-            e.timestamp = info["timestamp"].as_i64();
-            e.operation = info["operation"].as_str().unwrap_or("").to_string();
-            let ours = &info["lakestream"];
-            e.pipeline = ours["pipeline"].as_str().map(String::from);
-            e.batch_id = ours["batchId"].as_i64();
-            e.offsets = ours["offsets"].as_object().map(|o| {
-                o.iter()
-                    .map(|(p, r)| format!("{p}:{}-{}", r[0], r[1]))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            });
+            Action::Remove(remove) => {
+                e.files_removed += 1;
+                let rows = rows_by_file.remove(&remove.path);
+                e.rows_removed = match (e.rows_removed, rows) {
+                    (Some(total), Some(r)) => Some(total + r),
+                    _ => None,
+                };
+            }
+            Action::CommitInfo(info) => {
+                e.timestamp = info.timestamp;
+                e.operation = info.operation.unwrap_or_default();
+                // Our own commit metadata (see `sink::commit`).
+                let ours = info.info.get("lakestream").cloned().unwrap_or_default();
+                e.pipeline = ours["pipeline"].as_str().map(String::from);
+                e.batch_id = ours["batchId"].as_i64();
+                e.offsets = ours["offsets"].as_object().map(|o| {
+                    o.iter()
+                        .map(|(p, r)| format!("{p}:{}-{}", r[0], r[1]))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
+            }
+            _ => {}
         }
     }
     Ok(e)

@@ -72,6 +72,8 @@ pub enum QueryError {
     Sql(Box<DataFusionError>),
     #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
     #[error("cannot write the result: {0}")]
     Output(String),
 }

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use deltalake::logstore::object_store::ObjectStore as _;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt as _;
-use serde_json::Value;
+use deltalake::kernel::Action;
 
 use super::QueryError;
-use crate::maintenance::Storage;
+use crate::maintenance::{commit_actions, Storage};
 
 /// Which version of a table to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,19 +57,11 @@ pub async fn open_at(storage: &Storage, name: &str, at: At) -> Result<DeltaTable
 /// When `version` was committed: the commit's own timestamp (what `history` shows), in
 /// milliseconds; None when its log entry is gone.
 pub async fn commit_time(table: &DeltaTable, version: u64) -> Result<Option<i64>, DeltaTableError> {
-    let Some(bytes) = table.log_store().read_commit_entry(version).await? else {
-        return Ok(None);
-    };
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let action: Value = serde_json::from_slice(line)?;
-        if let Some(ts) = action
-            .pointer("/commitInfo/timestamp")
-            .and_then(Value::as_i64)
-        {
-            return Ok(Some(ts));
-        }
-    }
-    Ok(None)
+    let actions = commit_actions(table, version).await?.unwrap_or_default();
+    Ok(actions.into_iter().find_map(|a| match a {
+        Action::CommitInfo(info) => info.timestamp,
+        _ => None,
+    }))
 }
 
 /// The last version committed at or before `t` (binary search over commit times, which

@@ -19,7 +19,8 @@ pub(crate) use commit::is_conflict;
 pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
 pub use offsets::{read_committed, record_offsets};
 pub use probe::check_conditional_put;
-pub use table::{open_existing, open_or_create, table_url, writer_properties};
+pub use table::{open_or_create, writer_properties};
+pub(crate) use table::{add_rows, commit_actions};
 
 use deltalake::DeltaTableError;
 
@@ -44,6 +45,8 @@ pub enum SinkError {
     Engine(#[from] crate::engine::EngineError),
     #[error("table '{table}': {message}")]
     StateMissing { table: String, message: String },
+    #[error("no Delta table '{table}' under {root} yet (has its pipeline run?)")]
+    NoTable { table: String, root: String },
     #[error("table '{table}' belongs to another pipeline or topic: {message}")]
     Owner { table: String, message: String },
     #[error(

@@ -5,22 +5,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
-use deltalake::kernel::Transaction;
+use deltalake::kernel::{Action, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::{json, Value};
 
 use super::commit::{batch_app_id, is_conflict, txn_app_id};
-use super::{table_url, SinkError, SinkOptions};
+use super::{SinkError, SinkOptions};
 
 /// How many conflicting writers a position commit outlasts before it gives up.
 const MAX_ATTEMPTS: usize = 50;
 
 async fn open(opts: &SinkOptions, name: &str) -> Result<DeltaTable, SinkError> {
-    let url = table_url(&opts.root, name)?;
-    deltalake::open_table_with_storage_options(url, opts.storage_options.clone())
-        .await
-        .map_err(|e| SinkError::delta(name, e))
+    opts.storage.open(name).await
 }
 
 async fn versions(
@@ -202,18 +199,18 @@ pub(super) async fn latest_entry(
     let Some(latest) = table.version() else {
         return Ok(None);
     };
-    let log_store = table.log_store();
     for version in (0..=latest).rev() {
-        let Some(bytes) = log_store.read_commit_entry(version).await? else {
+        let Some(actions) = super::commit_actions(table, version).await? else {
             break;
         };
-        for line in bytes.split(|b| *b == b'\n') {
-            let Ok(action) = serde_json::from_slice::<Value>(line) else {
+        for action in actions {
+            let Action::CommitInfo(info) = action else {
                 continue;
             };
-            let entry = &action["commitInfo"]["lakestream"];
-            if entry.is_object() && wanted(entry) {
-                return Ok(Some(entry.clone()));
+            if let Some(entry) = info.info.get("lakestream") {
+                if entry.is_object() && wanted(entry) {
+                    return Ok(Some(entry.clone()));
+                }
             }
         }
     }

@@ -3,8 +3,6 @@
 //! An S3-compatible server that ignores the condition lets two writers both "win" a
 //! version and one commit silently vanishes: check once, before writing anything.
 
-use std::collections::HashMap;
-
 use deltalake::logstore::object_store::{
     ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload,
 };
@@ -12,7 +10,8 @@ use deltalake::logstore::LogStore as _;
 use deltalake::DeltaTableBuilder;
 use deltalake::{DeltaTableError, ObjectStoreError, Path};
 
-use super::{table_url, SinkError};
+use super::SinkError;
+use crate::storage::Storage;
 
 /// Folder (under the storage root) the probe writes its two objects to.
 const PROBE_TABLE: &str = "_lakestream_probe";
@@ -20,10 +19,8 @@ const PROBE_TABLE: &str = "_lakestream_probe";
 /// Fail unless a second conditional create of one key is refused. Local folders and
 /// stores with another commit protocol (a DynamoDB lock, or a declared single writer)
 /// need no probe.
-pub async fn check_conditional_put(
-    root: &str,
-    options: &HashMap<String, String>,
-) -> Result<(), SinkError> {
+pub async fn check_conditional_put(storage: &Storage) -> Result<(), SinkError> {
+    let (root, options) = (&storage.root, &storage.options);
     let option = |k: &str| {
         options
             .iter()
@@ -44,7 +41,7 @@ pub async fn check_conditional_put(
         return Ok(());
     }
     let err = |e: DeltaTableError| SinkError::delta(PROBE_TABLE, e);
-    let url = table_url(root, PROBE_TABLE)?;
+    let url = storage.url(PROBE_TABLE)?;
     let store = DeltaTableBuilder::from_url(url)
         .map_err(err)?
         .with_storage_options(options.clone())

@@ -1,66 +1,30 @@
 //! Opening (or creating) a Delta table and writing data files into it.
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
-use deltalake::kernel::{Add, StructType};
+use deltalake::kernel::{Action, Add, StructType};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
-use url::Url;
 
 use super::SinkError;
-
-/// Where a table lives: `root` is a local path or a URL; the table is the folder `name`.
-pub fn table_url(root: &str, name: &str) -> Result<Url, SinkError> {
-    let bad = |message: String| SinkError::Location {
-        table: name.to_string(),
-        message,
-    };
-    if root.contains("://") {
-        let base = Url::parse(&format!("{}/", root.trim_end_matches('/')))
-            .map_err(|e| bad(format!("storage.root '{root}' is not a valid URL: {e}")))?;
-        return base
-            .join(&format!("{name}/"))
-            .map_err(|e| bad(e.to_string()));
-    }
-    let dir = std::path::absolute(Path::new(root).join(name))
-        .map_err(|e| bad(format!("cannot resolve '{root}': {e}")))?;
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
-    Url::from_directory_path(&dir).map_err(|()| bad(format!("bad path {}", dir.display())))
-}
-
-/// Open the existing table `name` under `root` at its latest version.
-pub async fn open_existing(
-    root: &str,
-    name: &str,
-    options: &HashMap<String, String>,
-) -> Result<DeltaTable, SinkError> {
-    let url = table_url(root, name)?;
-    DeltaTable::try_from_url_with_storage_options(url, options.clone())
-        .await
-        .map_err(|e| SinkError::delta(name, e))
-}
+use crate::storage::Storage;
 
 /// Load the table at `url`, creating it with `schema` if there is none. Two processes
 /// may race to create it: the loser finds the winner's table and checks it.
 pub async fn open_or_create(
-    url: &Url,
+    storage: &Storage,
     name: &str,
     schema: &SchemaRef,
     partition_by: &[String],
-    options: &HashMap<String, String>,
 ) -> Result<DeltaTable, SinkError> {
     let err = |source: DeltaTableError| SinkError::delta(name, source);
-    let table = DeltaTable::try_from_url_with_storage_options(url.clone(), options.clone())
-        .await
-        .map_err(err)?;
+    let table = storage.load(name).await?;
     let table = if table.version().is_some() {
         table
     } else {
@@ -159,4 +123,23 @@ pub async fn write_files(
         .with_target_file_size(target_file_size);
     writer.write(rows).await?;
     writer.flush().await
+}
+
+/// The actions of commit `version`, typed by delta-rs (None: its log entry is gone).
+pub(crate) async fn commit_actions(
+    table: &DeltaTable,
+    version: u64,
+) -> Result<Option<Vec<Action>>, DeltaTableError> {
+    let Some(bytes) = table.log_store().read_commit_entry(version).await? else {
+        return Ok(None);
+    };
+    deltalake::logstore::get_actions(version as i64, &bytes).map(Some)
+}
+
+/// Rows of an `add` action, from its statistics (0 when it has none).
+pub(crate) fn add_rows(add: &Add) -> u64 {
+    add.get_stats()
+        .ok()
+        .flatten()
+        .map_or(0, |s| s.num_records.max(0) as u64)
 }

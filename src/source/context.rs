@@ -21,13 +21,13 @@ pub struct DataLossPolicy {
     /// Stop the pipeline (`kafka.fail_on_data_loss`).
     pub fail: bool,
     /// Every case seen, failing or not (`lakestream_data_loss_events_total`).
-    pub events: Arc<AtomicU64>,
+    pub events: prometheus_client::metrics::counter::Counter,
 }
 
 impl DataLossPolicy {
     /// Log and count a loss; the error to stop on when the policy says so.
     pub fn report(&self, topic: &str, what: &str) -> Result<(), String> {
-        self.events.fetch_add(1, Ordering::Relaxed);
+        self.events.inc();
         if self.fail {
             error!(topic, "data loss: {what}");
             Err(format!(

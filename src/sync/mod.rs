@@ -14,17 +14,19 @@ mod mysql;
 mod types;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use mysql_async::Conn;
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{Config, MysqlConfig, OutputMode};
+use crate::retry::Backoff;
 use changes::Change;
 use mysql::Layout;
 
@@ -60,6 +62,12 @@ impl SyncError {
             Self::Mysql { cause, .. } => !matches!(**cause, mysql_async::Error::Server(_)),
             _ => false,
         }
+    }
+
+    /// Worth another pass: the connection, or another sync in the way. Anything else
+    /// (a table MySQL refuses, a bad setup) will fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        self.is_connection() || matches!(self, Self::Conflict { .. })
     }
 
     fn mysql(statement: &str, cause: mysql_async::Error) -> Self {
@@ -106,18 +114,33 @@ impl TableSync {
     }
 }
 
-/// What the task has done, for logs, the exit summary and the status page.
-#[derive(Debug, Default)]
+/// What the task has done, for logs, the exit summary and the status page (the
+/// counters are handles into the process's metrics registry).
+#[derive(Debug)]
 pub struct SyncMetrics {
-    pub passes: AtomicU64,
-    pub rows: AtomicU64,
-    pub errors: AtomicU64,
+    pub passes: Counter,
+    pub rows: Counter,
+    pub errors: Counter,
     /// Unix ms of the last pass that reached every table (-1: none yet).
     pub last_success_ms: AtomicI64,
     /// The Delta version each table's mirror holds.
     pub mirrored: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// Tables whose last sync failed, with the error; the others keep syncing.
     pub failing: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl Default for SyncMetrics {
+    fn default() -> Self {
+        let m = crate::metrics::metrics();
+        Self {
+            passes: m.sync_passes.clone(),
+            rows: m.sync_rows.clone(),
+            errors: m.sync_errors.clone(),
+            last_success_ms: AtomicI64::new(-1),
+            mirrored: Default::default(),
+            failing: Default::default(),
+        }
+    }
 }
 
 impl SyncMetrics {
@@ -131,8 +154,7 @@ impl SyncMetrics {
 
 pub struct SyncTask {
     mysql: MysqlConfig,
-    root: String,
-    storage_options: HashMap<String, String>,
+    storage: crate::storage::Storage,
     targets: Vec<Target>,
     conn: Option<Conn>,
     /// Open tables, brought up to date incrementally on each pass.
@@ -156,8 +178,7 @@ impl SyncTask {
             })
             .collect();
         Some(Self {
-            root: config.storage.root.clone(),
-            storage_options: config.storage.options.clone().into_iter().collect(),
+            storage: crate::storage::Storage::from_config(config),
             mysql,
             targets,
             conn: None,
@@ -180,7 +201,7 @@ impl SyncTask {
         let result = self.pass_on(&mut conn).await;
         if result.is_ok() {
             self.conn = Some(conn);
-            self.metrics.passes.fetch_add(1, Ordering::Relaxed);
+            self.metrics.passes.inc();
             self.metrics
                 .last_success_ms
                 .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
@@ -207,12 +228,10 @@ impl SyncTask {
                     done
                 }
                 // Retried as a whole pass: the connection, or another sync in the way.
-                Err(e) if e.is_connection() || matches!(e, SyncError::Conflict { .. }) => {
-                    return Err(e)
-                }
+                Err(e) if e.is_retryable() => return Err(e),
                 Err(e) => {
                     warn!(table = %target.table, error = %e, "table not mirrored; the others go on");
-                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.errors.inc();
                     self.set_failing(&target.table, Some(e.to_string()));
                     TableSync {
                         error: Some(e.to_string()),
@@ -221,7 +240,7 @@ impl SyncTask {
                 }
             };
             all_exist &= done.version.is_some();
-            self.metrics.rows.fetch_add(done.rows, Ordering::Relaxed);
+            self.metrics.rows.inc_by(done.rows);
             if let Some(v) = done.version {
                 let mut mirrored = self
                     .metrics
@@ -248,6 +267,13 @@ impl SyncTask {
             .failing
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        let gauge = crate::metrics::metrics()
+            .sync_table_failing
+            .get_or_create(&crate::metrics::TableLabel {
+                table: table.to_string(),
+            })
+            .clone();
+        gauge.set(i64::from(error.is_some()));
         match error {
             Some(e) => failing.insert(table.to_string(), e),
             None => failing.remove(table),
@@ -267,7 +293,7 @@ impl SyncTask {
                     .map_err(|e| delta_err(e.to_string()))?;
                 t
             }
-            None => crate::sink::open_existing(&self.root, name, &self.storage_options)
+            None => self.storage.load(name)
                 .await
                 .map_err(|e| delta_err(e.to_string()))?,
         };
@@ -284,11 +310,11 @@ impl SyncTask {
         stop: CancellationToken,
         final_pass: Option<Duration>,
     ) -> Result<(), SyncError> {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
         let mut failing_since: Option<Instant> = None;
         loop {
             let wait = if failing_since.is_some() {
-                backoff
+                backoff.next_wait()
             } else {
                 self.mysql.interval
             };
@@ -304,14 +330,13 @@ impl SyncTask {
                             "MySQL mirror back in sync"
                         );
                     }
-                    backoff = Duration::from_secs(1);
+                    backoff.reset();
                     log_pass(&tables);
                 }
                 Err(e) => {
-                    self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.errors.inc();
                     failing_since.get_or_insert_with(Instant::now);
-                    warn!(error = %e, retry_in_s = backoff.as_secs(), "MySQL sync failed; ingestion goes on, retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    warn!(error = %e, retry_in_s = backoff.current().as_secs(), "MySQL sync failed; ingestion goes on, retrying");
                 }
             }
         }
@@ -319,6 +344,7 @@ impl SyncTask {
             return Ok(());
         };
         let deadline = Instant::now() + patience;
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         loop {
             match self.pass().await {
                 // A table MySQL refuses is not going to change its mind: say so now.
@@ -326,9 +352,9 @@ impl SyncTask {
                     log_pass(&tables);
                     return all_mirrored(&tables);
                 }
-                Err(e) if Instant::now() < deadline => {
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     warn!(error = %e, "final MySQL sync failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -13,7 +13,8 @@ use crate::common::s3::S3Server;
 use crate::common::{python_count, sigterm, tail, TestEnv};
 use crate::replay::check_against_batch_query;
 use crate::sink::{open_table, rows};
-use lakestream::maintenance::{compact, CompactOptions, Storage};
+use lakestream::maintenance::{compact, CompactOptions};
+use lakestream::storage::Storage;
 use lakestream::sink::writer_properties;
 
 const PIPELINES: [&str; 4] = [

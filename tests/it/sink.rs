@@ -8,6 +8,7 @@ use deltalake::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use lakestream::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
 use lakestream::source::OffsetRange;
+use lakestream::storage::Storage;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::TestEnv;
@@ -54,8 +55,10 @@ pub async fn open_table(
     log_retention: Duration,
 ) -> DeltaSink {
     let opts = SinkOptions {
-        root: env.root().display().to_string(),
-        storage_options: Default::default(),
+        storage: Storage {
+            root: env.root().display().to_string(),
+            options: Default::default(),
+        },
         pipeline: "p".into(),
         topic: "t".into(),
         partition_by: Vec::new(),

@@ -18,17 +18,23 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+mod replay;
+mod stateful;
+
+use replay::{drop_committed, new_ranges};
+
 use super::state::{self, StateRef};
-use super::table::{open_or_create, table_url, write_files, writer_properties};
+use super::table::{open_or_create, write_files, writer_properties};
 use super::SinkError;
+use crate::retry::Backoff;
+use crate::storage::Storage;
 use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
 use crate::source::OffsetRange;
 
 /// What a sink needs to know besides its schema.
 #[derive(Debug, Clone)]
 pub struct SinkOptions {
-    pub root: String,
-    pub storage_options: HashMap<String, String>,
+    pub storage: Storage,
     pub pipeline: String,
     pub topic: String,
     pub partition_by: Vec<String>,
@@ -134,15 +140,7 @@ impl DeltaSink {
         schema: &SchemaRef,
         opts: SinkOptions,
     ) -> Result<Self, SinkError> {
-        let url = table_url(&opts.root, name)?;
-        let table = open_or_create(
-            &url,
-            name,
-            schema,
-            &opts.partition_by,
-            &opts.storage_options,
-        )
-        .await?;
+        let table = open_or_create(&opts.storage, name, schema, &opts.partition_by).await?;
         Ok(Self {
             name: name.to_string(),
             table,
@@ -232,7 +230,9 @@ impl DeltaSink {
     ) -> Result<CommitOutcome, SinkError> {
         let started = Instant::now();
         self.timings = CommitTimings::default();
-        let mut backoff = Backoff::default();
+        // Storage failures back off up to 10 s; conflicts only briefly.
+        let mut failures = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut conflicts = Backoff::new(Duration::from_millis(5), Duration::from_millis(500));
         // Files written for a given set of new offset ranges, kept across retries.
         let mut written: Option<Written> = None;
         loop {
@@ -264,9 +264,9 @@ impl DeltaSink {
             let wait = if conflict {
                 self.timings.conflicts += 1;
                 debug!(table = %self.name, "concurrent commit, re-reading the table");
-                backoff.conflict()
+                conflicts.next_wait()
             } else {
-                let wait = backoff.failure();
+                let wait = failures.next_wait();
                 warn!(table = %self.name, error = %error, retry_in = ?wait, "commit failed, will re-read the table and retry");
                 wait
             };
@@ -455,180 +455,6 @@ impl DeltaSink {
         })
     }
 
-    /// The state as of the table's latest commit by this pipeline. A table whose
-    /// pipeline committed batches but whose state cannot be found is an error: starting
-    /// from empty state would silently corrupt every aggregate.
-    pub async fn stream_state(&mut self, engine: &Engine) -> Result<StreamState, SinkError> {
-        if self.stream_checked {
-            if let Some((_, s)) = &self.stream {
-                return Ok(s.clone());
-            }
-        }
-        let err = |e| SinkError::delta(&self.name, e);
-        let batch = self.txn_version(self.batch_app_id()).await.map_err(err)?;
-        let token = self
-            .txn_version(state::state_app_id(&self.opts.pipeline))
-            .await
-            .map_err(err)?;
-        let named = batch
-            .zip(token)
-            .map(|(batch_id, token)| StateRef { batch_id, token });
-        let current = match self.stream.take() {
-            Some((r, s)) if r == named && (named.is_some() || batch.is_none()) => s,
-            _ if batch.is_none() || !engine.keeps_state() => engine.empty_state(),
-            _ => {
-                let schema = engine.output_schema();
-                let loaded = match named {
-                    Some(r) => {
-                        state::load(
-                            &self.table,
-                            &self.opts.pipeline,
-                            r,
-                            &schema,
-                            engine.empty_state(),
-                        )
-                        .await
-                    }
-                    None => {
-                        state::load_legacy(
-                            &self.table,
-                            &self.opts.pipeline,
-                            &schema,
-                            engine.empty_state(),
-                        )
-                        .await
-                    }
-                }
-                .map_err(err)?;
-                let Some(s) = loaded else {
-                    return Err(self.state_missing(batch, named));
-                };
-                StreamState {
-                    clock: s.clock.restarted(Instant::now()),
-                    ..s
-                }
-            }
-        };
-        self.stream = Some((named, current.clone()));
-        self.stream_checked = true;
-        Ok(current)
-    }
-
-    fn state_missing(&self, batch: Option<i64>, named: Option<StateRef>) -> SinkError {
-        let pipeline = &self.opts.pipeline;
-        let why = match named {
-            Some(r) => format!(
-                "its snapshot {} is missing from the table's folder",
-                state::path(pipeline, r)
-            ),
-            None => "it was recorded in log entries that have been cleaned up (tables \
-                     written before lakestream kept state in checkpointed records)"
-                .to_string(),
-        };
-        SinkError::StateMissing {
-            table: self.name.clone(),
-            message: format!(
-                "pipeline '{pipeline}' committed batches up to {} but its state cannot be \
-                 found: {why}. Starting from empty state would make every aggregate wrong. \
-                 Restore the snapshot from a backup, or rebuild: delete the table (and its \
-                 _lakestream folder) and run the pipeline again from the topic",
-                batch.unwrap_or(-1)
-            ),
-        }
-    }
-
-    async fn try_stream(
-        &mut self,
-        rows: &RecordBatch,
-        batch: &BatchInfo,
-        engine: &mut Engine,
-    ) -> Result<CommitOutcome, AttemptError> {
-        let (committed, new_ranges) = self.new_part(batch).await?;
-        let Some(new_ranges) = new_ranges else {
-            return Ok(CommitOutcome::AlreadyCommitted);
-        };
-        let input = if new_ranges == batch.ranges {
-            rows.clone()
-        } else {
-            drop_committed(rows, &committed)?
-        };
-        let t = Instant::now();
-        let current = self
-            .stream_state(engine)
-            .await
-            .map_err(AttemptError::Fatal)?;
-        let step = engine
-            .process(&input, &current)
-            .await
-            .map_err(AttemptError::Engine)?;
-        self.timings.query_ms += ms_since(t);
-        let batch_id = self.next_batch_id().await?;
-        let t = Instant::now();
-        let snapshot = engine.keeps_state().then(|| state::new_ref(batch_id));
-        if let Some(r) = snapshot {
-            let schema = engine.output_schema();
-            state::save(&self.table, &self.opts.pipeline, r, &step.state, &schema).await?;
-            crate::failpoint::hit("after_state_write");
-        }
-        self.timings.write_ms += ms_since(t);
-        let entry = json!({
-            "lateRows": step.late_rows,
-            "watermark": step.state.clock.watermark,
-            "rows": step.state.aggregate.as_ref().map(|a| a.len()),
-            "file": snapshot.map(|r| state::path(&self.opts.pipeline, r).to_string()),
-        });
-        let emitted = step.emit.rows().num_rows();
-        let mut props =
-            self.properties(&new_ranges, Some(batch_id), emitted, Some(("state", entry)));
-        if let Some(r) = snapshot {
-            props = props.with_application_transaction(Transaction::new(
-                state::state_app_id(&self.opts.pipeline),
-                r.token,
-            ));
-        }
-        let version = match &step.emit {
-            Emit::Append(out) => {
-                let adds = self.write(out).await?;
-                let actions = adds.into_iter().map(Action::Add).collect();
-                self.commit_actions(actions, props, OutputMode::Append, Some(batch_id))
-                    .await?
-            }
-            Emit::Replace(out) => {
-                let mut actions: Vec<Action> = self
-                    .table
-                    .snapshot()?
-                    .log_data()
-                    .into_iter()
-                    .map(|f| Action::Remove(f.remove_action(true)))
-                    .collect();
-                actions.extend(self.write(out).await?.into_iter().map(Action::Add));
-                self.commit_actions(actions, props, OutputMode::Complete, Some(batch_id))
-                    .await?
-            }
-            Emit::Merge(out) if out.num_rows() == 0 => {
-                self.commit_actions(Vec::new(), props, OutputMode::Update, Some(batch_id))
-                    .await?
-            }
-            Emit::Merge(out) => self.merge(out, engine.shape(), props).await?,
-        };
-        self.landed(&new_ranges, Some(batch_id));
-        let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
-        let watermark = step.state.clock.watermark;
-        self.stream = Some((snapshot, step.state));
-        if snapshot.is_some() && batch_id % 16 == 0 {
-            state::prune(&self.table, &self.opts.pipeline, batch_id).await;
-        }
-        Ok(CommitOutcome::Committed {
-            version,
-            batch_id: Some(batch_id),
-            rows: emitted,
-            input_rows: input.num_rows(),
-            late_rows: step.late_rows,
-            state_rows,
-            watermark,
-        })
-    }
-
     async fn write(&mut self, rows: &RecordBatch) -> Result<Vec<Add>, DeltaTableError> {
         let t = Instant::now();
         let adds = write_files(
@@ -640,60 +466,6 @@ impl DeltaSink {
         .await;
         self.timings.write_ms += ms_since(t);
         adds
-    }
-
-    /// MERGE `rows` by the query's keys: matched rows take the new (absolute) values,
-    /// new keys are inserted. Keys compare null-safe: a NULL crime type is a group too.
-    async fn merge(
-        &mut self,
-        rows: &RecordBatch,
-        shape: &Shape,
-        props: CommitProperties,
-    ) -> Result<i64, DeltaTableError> {
-        let Shape::Aggregate { keys, values } = shape else {
-            return Err(DeltaTableError::Generic(
-                "update mode needs an aggregate".into(),
-            ));
-        };
-        let predicate = keys
-            .iter()
-            .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
-        let t = Instant::now();
-        let source = SessionContext::new().read_batch(rows.clone())?;
-        let columns: Vec<String> = rows
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| f.name().clone())
-            .collect();
-        let (table, _metrics) = self
-            .table
-            .clone()
-            .merge(source, predicate)
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_commit_properties(props)
-            .when_matched_update(|mut u| {
-                for (v, _) in values {
-                    u = u.update(format!("\"{v}\""), format!("source.\"{v}\""));
-                }
-                u
-            })?
-            .when_not_matched_insert(|mut i| {
-                for c in &columns {
-                    i = i.set(format!("\"{c}\""), format!("source.\"{c}\""));
-                }
-                i
-            })?
-            .await?;
-        self.timings.commit_ms += ms_since(t);
-        self.table = table;
-        self.table
-            .version()
-            .map(|v| v as i64)
-            .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
     }
 }
 
@@ -707,90 +479,12 @@ pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
     format!("lakestream.{pipeline}.{topic}.{partition}")
 }
 
-/// Waits between commit attempts: storage failures back off exponentially up to 10 s,
-/// conflicts briefly; both jittered so competing writers fall out of step.
-struct Backoff {
-    failure: Duration,
-    conflict: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            failure: Duration::from_millis(100),
-            conflict: Duration::from_millis(5),
-        }
-    }
-}
-
-impl Backoff {
-    fn failure(&mut self) -> Duration {
-        let wait = jitter(self.failure);
-        self.failure = (self.failure * 2).min(Duration::from_secs(10));
-        wait
-    }
-
-    fn conflict(&mut self) -> Duration {
-        let wait = jitter(self.conflict);
-        self.conflict = (self.conflict * 2).min(Duration::from_millis(500));
-        wait
-    }
-}
-
-/// Between half and all of `d`.
-fn jitter(d: Duration) -> Duration {
-    use rand::Rng as _;
-    d.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
-}
-
 /// Data files already written for the new part of a batch, reused when a retry finds
 /// the same part still missing from the table.
 struct Written {
     ranges: BTreeMap<i32, OffsetRange>,
     adds: Vec<Add>,
     rows: usize,
-}
-
-/// The part of each partition's range the table does not hold yet; `None` if nothing.
-fn new_ranges(
-    ranges: &BTreeMap<i32, OffsetRange>,
-    committed: &HashMap<i32, Option<i64>>,
-) -> Option<BTreeMap<i32, OffsetRange>> {
-    let new: BTreeMap<i32, OffsetRange> = ranges
-        .iter()
-        .filter_map(|(&p, r)| match committed.get(&p).copied().flatten() {
-            Some(c) if c >= r.last => None,
-            Some(c) if c >= r.first => Some((
-                p,
-                OffsetRange {
-                    first: c + 1,
-                    last: r.last,
-                },
-            )),
-            _ => Some((p, *r)),
-        })
-        .collect();
-    (!new.is_empty()).then_some(new)
-}
-
-/// Rows whose offset is above what the table holds for their partition.
-fn drop_committed(
-    rows: &RecordBatch,
-    committed: &HashMap<i32, Option<i64>>,
-) -> Result<RecordBatch, DeltaTableError> {
-    let column = |name: &str| {
-        rows.column_by_name(name)
-            .ok_or_else(|| DeltaTableError::Generic(format!("batch has no column {name}")))
-    };
-    let partitions = column("kafka_partition")?.as_primitive::<Int32Type>();
-    let offsets = column("kafka_offset")?.as_primitive::<Int64Type>();
-    let mask: BooleanArray = partitions
-        .values()
-        .iter()
-        .zip(offsets.values())
-        .map(|(p, o)| Some(committed.get(p).copied().flatten().is_none_or(|c| *o > c)))
-        .collect();
-    Ok(filter_record_batch(rows, &mask)?)
 }
 
 /// Another writer committed since our snapshot: re-read and redo, no backoff needed.
@@ -804,23 +498,4 @@ pub(crate) fn is_conflict(e: &DeltaTableError) -> bool {
                     | TransactionError::VersionAlreadyExists(_)
             }
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(first: i64, last: i64) -> OffsetRange {
-        OffsetRange { first, last }
-    }
-
-    #[test]
-    fn new_ranges_skip_what_the_table_holds() {
-        let ranges = BTreeMap::from([(0, r(10, 19)), (1, r(5, 9)), (2, r(0, 3))]);
-        let committed = HashMap::from([(0, Some(14)), (1, Some(9)), (2, None)]);
-        let new = new_ranges(&ranges, &committed).unwrap();
-        assert_eq!(new, BTreeMap::from([(0, r(15, 19)), (2, r(0, 3))]));
-        let all = HashMap::from([(0, Some(30)), (1, Some(9)), (2, Some(3))]);
-        assert_eq!(new_ranges(&ranges, &all), None);
-    }
 }

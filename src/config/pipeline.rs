@@ -1,0 +1,182 @@
+//! Sources (topics and their message schema), lookups and pipelines.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// Kafka topic to read.
+    pub topic: String,
+    /// Declared message schema, one `"name TYPE [NOT NULL]"` entry per field. Types:
+    /// string, int32, int64, double, boolean, date, timestamp. Fields not declared are ignored.
+    pub fields: Vec<String>,
+    /// Messages larger than this go to the dead-letter table.
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// Every micro-batch appends its new rows; an aggregate appends each window once,
+    /// when the watermark passes its end.
+    #[default]
+    Append,
+    /// Every micro-batch MERGEs the aggregate rows it changed (absolute values) by `keys`.
+    Update,
+    /// Every micro-batch atomically replaces the whole aggregate result.
+    Complete,
+}
+
+impl OutputMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Append => "append",
+            Self::Update => "update",
+            Self::Complete => "complete",
+        }
+    }
+}
+
+/// A static table loaded from a file (or a Delta table) and reloaded when it changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupConfig {
+    /// A `.json` file (an array of objects, or one object per line), a `.csv` file with a
+    /// header line, or the folder of a Delta table.
+    pub path: String,
+    /// `json`, `csv` or `delta`; by default taken from the path's extension (a folder
+    /// with a `_delta_log` is `delta`).
+    pub format: Option<LookupFormat>,
+    /// How often the source is checked for a change (file size and time, Delta version).
+    #[serde(default = "defaults::lookup_refresh", with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LookupFormat {
+    Json,
+    Csv,
+    Delta,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Name of an entry under `[sources]`.
+    pub source: String,
+    /// Output Delta table (a folder under `storage.root`).
+    pub table: String,
+    /// How each micro-batch changes the table.
+    #[serde(default)]
+    pub mode: OutputMode,
+    /// SQL file run over each micro-batch (the source is a table named after the source,
+    /// lookups are tables too). Without it, the decoded records are written as they are.
+    pub sql: Option<String>,
+    /// Columns that identify an output row: required for update mode (the query's GROUP
+    /// BY columns, the MERGE keys); elsewhere optional, used as the MySQL mirror's
+    /// primary key (default for a table without SQL: kafka_partition, kafka_offset).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Event-time column of the source that drives the watermark.
+    pub event_time: Option<String>,
+    /// How late an event may arrive: watermark = latest event time seen - this delay.
+    #[serde(default, with = "humantime_serde")]
+    pub watermark: Option<Duration>,
+    /// A partition that delivers nothing for this long stops holding the watermark back.
+    #[serde(default = "defaults::idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Partition columns of the output table.
+    #[serde(default)]
+    pub partition_by: Vec<String>,
+    /// Table that receives records that cannot be decoded; default `<table>_dead_letters`.
+    pub dead_letter_table: Option<String>,
+    /// Consumer group; default `<kafka.group_id>.<pipeline>`.
+    pub group_id: Option<String>,
+    /// Columns with near-unique values (ids, exact timestamps) to write without dictionary
+    /// encoding; the Kafka offset, key and timestamp columns always are.
+    #[serde(default)]
+    pub no_dictionary_columns: Vec<String>,
+    /// A micro-batch closes this long after its first record arrived.
+    #[serde(default = "defaults::trigger_interval", with = "humantime_serde")]
+    pub trigger_interval: Duration,
+    /// A micro-batch closes once it holds this many records (all partitions together).
+    #[serde(default = "defaults::max_offsets_per_trigger")]
+    pub max_offsets_per_trigger: usize,
+    /// A micro-batch also closes once its payloads and keys reach this many bytes, so
+    /// large messages cannot make a batch hold gigabytes.
+    #[serde(default = "defaults::max_bytes_per_trigger")]
+    pub max_bytes_per_trigger: usize,
+    /// How long a failing commit is retried (with backoff) before the pipeline stops.
+    #[serde(default = "defaults::commit_retry_timeout", with = "humantime_serde")]
+    pub commit_retry_timeout: Duration,
+    /// Take over a table whose commits were made under another pipeline name or topic.
+    /// Without it such a table refuses to start: offsets are recorded per pipeline and
+    /// topic, so a renamed pipeline (or a changed topic) would re-ingest its whole topic
+    /// into the table. With it the pipeline starts its own offsets (per
+    /// `kafka.starting_offsets`) next to what the table holds.
+    #[serde(default)]
+    pub adopt: bool,
+}
+
+impl PipelineConfig {
+    /// Event-time column and watermark delay, when both are set.
+    pub fn watermark_spec(&self) -> Option<(&str, Duration)> {
+        Some((self.event_time.as_deref()?, self.watermark?))
+    }
+
+    /// Columns identifying an output row (see `keys`).
+    pub fn row_keys(&self) -> Vec<String> {
+        match (&self.sql, self.keys.is_empty()) {
+            (None, true) => vec!["kafka_partition".into(), "kafka_offset".into()],
+            _ => self.keys.clone(),
+        }
+    }
+
+    /// Columns written without dictionary encoding: the configured ones and the Kafka
+    /// metadata columns that are near-unique.
+    pub fn no_dictionary(&self) -> Vec<String> {
+        const NEAR_UNIQUE_METADATA: [&str; 3] = ["kafka_offset", "kafka_key", "kafka_timestamp"];
+        self.no_dictionary_columns
+            .iter()
+            .map(String::as_str)
+            .chain(NEAR_UNIQUE_METADATA)
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn dead_letter_table(&self) -> String {
+        self.dead_letter_table
+            .clone()
+            .unwrap_or_else(|| format!("{}_dead_letters", self.table))
+    }
+}
+
+mod defaults {
+    use std::time::Duration;
+
+    pub fn max_message_bytes() -> usize {
+        1024 * 1024
+    }
+    pub fn trigger_interval() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn max_offsets_per_trigger() -> usize {
+        100_000
+    }
+    pub fn max_bytes_per_trigger() -> usize {
+        256 * 1024 * 1024
+    }
+    pub fn commit_retry_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    pub fn lookup_refresh() -> Duration {
+        Duration::from_secs(10)
+    }
+}

@@ -1,0 +1,70 @@
+//! Where the tables live and how to open them: the one type every part that reads or
+//! writes a table (sink, maintenance, queries, the MySQL mirror, the status page) uses.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use deltalake::DeltaTable;
+use url::Url;
+
+use crate::config::Config;
+use crate::sink::SinkError;
+
+/// `storage.root` (a local folder or a URL) and `storage.options` (object store
+/// credentials and settings, passed to delta-rs as they are).
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub root: String,
+    pub options: HashMap<String, String>,
+}
+
+impl Storage {
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            root: config.storage.root.clone(),
+            options: config.storage.options.clone().into_iter().collect(),
+        }
+    }
+
+    /// The table `name` is the folder `name` under the root; a local one is created so
+    /// delta-rs can open it.
+    pub fn url(&self, name: &str) -> Result<Url, SinkError> {
+        let root = &self.root;
+        let bad = |message: String| SinkError::Location {
+            table: name.to_string(),
+            message,
+        };
+        if root.contains("://") {
+            let base = Url::parse(&format!("{}/", root.trim_end_matches('/')))
+                .map_err(|e| bad(format!("storage.root '{root}' is not a valid URL: {e}")))?;
+            return base
+                .join(&format!("{name}/"))
+                .map_err(|e| bad(e.to_string()));
+        }
+        let dir = std::path::absolute(Path::new(root).join(name))
+            .map_err(|e| bad(format!("cannot resolve '{root}': {e}")))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| bad(format!("cannot create {}: {e}", dir.display())))?;
+        Url::from_directory_path(&dir).map_err(|()| bad(format!("bad path {}", dir.display())))
+    }
+
+    /// The table `name` at its latest version, or an uncreated table (no version).
+    pub async fn load(&self, name: &str) -> Result<DeltaTable, SinkError> {
+        let url = self.url(name)?;
+        DeltaTable::try_from_url_with_storage_options(url, self.options.clone())
+            .await
+            .map_err(|e| SinkError::delta(name, e))
+    }
+
+    /// The table `name` at its latest version; an error when it has no commit yet.
+    pub async fn open(&self, name: &str) -> Result<DeltaTable, SinkError> {
+        let table = self.load(name).await?;
+        if table.version().is_none() {
+            return Err(SinkError::NoTable {
+                table: name.to_string(),
+                root: self.root.clone(),
+            });
+        }
+        Ok(table)
+    }
+}
