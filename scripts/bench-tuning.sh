@@ -44,7 +44,7 @@ progress = [json.loads(l) for l in r.stderr.decode().splitlines() if l.startswit
 durations = sorted(p["durationMs"]["total"] for p in progress)
 p95 = durations[int(0.95 * (len(durations) - 1))]
 rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-eps = summary["records"] / summary["active_seconds"]
+eps = summary["records"] / summary["activeSeconds"]
 print(f"RESULT {max_offsets} {trigger} {eps:.0f} {len(progress)} "
       f"{statistics.median(durations):.0f} {p95} {rss:.0f}")
 PY

@@ -64,7 +64,7 @@ b, b_rss = parse(b_out)
 _, c_rss = parse(c_out)
 c_all = [json.loads(l) for l in c_out.splitlines() if l.startswith("{")]
 a_eps, a_mbs = a["messages"] / a["seconds"], a["bytes"] / 1e6 / a["seconds"]
-b_eps, b_mbs = b["records"] / b["active_seconds"], b["bytes"] / 1e6 / b["active_seconds"]
+b_eps, b_mbs = b["records"] / b["activeSeconds"], b["bytes"] / 1e6 / b["activeSeconds"]
 print(f"max_offsets_per_trigger={max_offsets} trigger_interval={trigger}")
 print(f"{'':28}{'events':>10}{'events/s':>12}{'MB/s':>9}{'peak RSS':>11}")
 print(f"{'(a) broker ceiling (count)':28}{a['messages']:>10}{a_eps:>12.0f}{a_mbs:>9.1f}{a_rss/1024:>9.0f}MB")
@@ -74,7 +74,7 @@ print(f"ratio (b)/(a): {b_eps / a_eps:.2f}   rows {b['rows']}  dead letters {b['
 # last batch; compared with (b) measured the same way (wall time of the whole process).
 c_events = max(p["records"] for p in c_all)
 b_wall, c_wall = wall(b_out), wall(c_out)
-c_active = max(p["active_seconds"] for p in c_all)
+c_active = max(p["activeSeconds"] for p in c_all)
 print(f"{'(c) four pipelines':28}{c_events:>10}{c_events / c_active:>12.0f}{'':>9}{c_rss/1024:>9.0f}MB")
 print(f"ratio (c)/(b) events/s, first record to last commit: {(c_events / c_active) / b_eps:.2f}")
 print(f"ratio (c)/(b) events/s, process wall time: {(c_events / c_wall) / (b['records'] / b_wall):.2f}")

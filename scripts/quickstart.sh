@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakestream-target}
 CALLS=${CALLS:-100000}
+# The demo manages the read-only BI account (mysql.bi_user) with this password; export
+# your own before running to choose it.
+export LAKESTREAM_BI_PASSWORD=${LAKESTREAM_BI_PASSWORD:-lakestream-demo}
 
 scripts/install-deps.sh
 scripts/services.sh
@@ -26,3 +29,19 @@ for name in ("calls", "calls_dead_letters"):
     print(f"tables/{name}: version {t.version()}, {t.to_pyarrow_dataset().count_rows()} rows, {len(t.file_uris())} files (read by Python deltalake)", flush=True)
 import os; os._exit(0)  # deltalake can abort in interpreter teardown
 PY
+
+cat <<EOF
+
+What to look at next:
+  status page   $bin run
+                then open http://127.0.0.1:8321/ (also /metrics, /status, /health); in another
+                terminal: $bin produce --synthetic 50000 --rate 2000
+  query         $bin query "SELECT crime_type, sum(calls) AS calls FROM crime_type_hourly GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+  time travel   $bin history calls --limit 5
+                $bin query "SELECT count(*) FROM calls" --version 1
+  MySQL views   mariadb -h 127.0.0.1 -u lakestream_bi -p'$LAKESTREAM_BI_PASSWORD' lakestream -e 'SELECT * FROM v_calls_per_disposition'
+                (the read-only BI account: SELECT on the v_ views, nothing else)
+  Grafana       config/grafana/provisioning (MySQL datasource + dashboard); the whole stack
+                with Grafana: docker compose up -d --build (docs/operations.md)
+  the guide     README.md, then docs/
+EOF

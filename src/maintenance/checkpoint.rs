@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 use super::MaintenanceError;
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CheckpointReport {
     pub table: String,
     pub version: u64,

@@ -24,6 +24,7 @@ pub struct CompactOptions {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CompactReport {
     pub table: String,
     /// The compaction commit; None when nothing paid for a rewrite.

@@ -108,6 +108,7 @@ where
 
 /// Live files, their bytes and rows (from file statistics) of the loaded version.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TableStats {
     pub files: usize,
     pub bytes: u64,

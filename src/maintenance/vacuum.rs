@@ -22,6 +22,7 @@ pub struct VacuumOptions {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VacuumReport {
     pub table: String,
     pub dry_run: bool,

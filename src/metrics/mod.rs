@@ -116,6 +116,7 @@ impl PipelineMetrics {
 
 /// A point-in-time copy of [`PipelineMetrics`].
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     pub pipeline: String,
     pub table: String,

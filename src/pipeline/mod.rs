@@ -2,6 +2,8 @@
 //! N+1 is read and decoded while batch N is written.
 
 mod catchup;
+mod progress;
+mod stages;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -25,6 +27,8 @@ use crate::source::{
 };
 use crate::{Error, Result};
 use catchup::{CatchUp, Status};
+use progress::BatchReport;
+use stages::{decode_stage, TableOffsets};
 
 /// How a run ends, and how it reports.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,16 +39,6 @@ pub struct RunOptions {
     pub deadline: Option<std::time::Duration>,
     /// Progress records as JSON lines on stderr instead of a human log line.
     pub progress_json: bool,
-}
-
-/// What the progress record needs to know about a batch besides the commit outcome.
-struct BatchReport<'a> {
-    opened_at: Option<Instant>,
-    fetch_ms: u64,
-    decode_ms: u64,
-    records: usize,
-    dead_letters: usize,
-    ranges: &'a BTreeMap<i32, OffsetRange>,
 }
 
 /// A decoded batch on its way to the commit stage.
@@ -408,120 +402,6 @@ impl Pipeline {
         m.record(progress);
         Ok(())
     }
-
-    /// The progress record of a committed (or skipped) batch.
-    fn progress(
-        &self,
-        batch: &BatchReport<'_>,
-        outcome: &CommitOutcome,
-        table: &DeltaSink,
-        source: &SourceHandle,
-    ) -> Progress {
-        let m = &self.metrics;
-        let now = Instant::now();
-        let opened = batch.opened_at.unwrap_or(now);
-        let total = now.saturating_duration_since(opened);
-        let previous = m.previous_batch(opened);
-        let since_previous = previous.map_or(total, |p| opened.saturating_duration_since(p));
-        let per_second = |secs: f64| batch.records as f64 / secs.max(1e-3);
-        let timings = table.timings();
-        let latest = source.high_watermarks();
-        let (version, batch_id, late, state_rows) = match outcome {
-            CommitOutcome::Committed {
-                version,
-                batch_id,
-                late_rows,
-                state_rows,
-                ..
-            } => (
-                Some(*version),
-                batch_id.unwrap_or(-1),
-                *late_rows,
-                *state_rows as u64,
-            ),
-            CommitOutcome::AlreadyCommitted => (None, -1, 0, 0),
-        };
-        let started = chrono::Utc::now() - chrono::Duration::from_std(total).unwrap_or_default();
-        Progress {
-            name: self.name.clone(),
-            run_id: m.run_id.clone(),
-            batch_id,
-            timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            num_input_rows: batch.records as u64,
-            input_rows_per_second: per_second(since_previous.as_secs_f64()),
-            processed_rows_per_second: per_second(total.as_secs_f64()),
-            duration_ms: Durations {
-                fetch: batch.fetch_ms,
-                decode: batch.decode_ms,
-                query: timings.query_ms,
-                write: timings.write_ms,
-                commit: timings.commit_ms,
-                total: total.as_millis() as u64,
-            },
-            sources: vec![SourceProgress {
-                description: format!("KafkaSource[{}]", source.topic()),
-                start_offset: batch.ranges.iter().map(|(&p, r)| (p, r.first)).collect(),
-                end_offset: batch.ranges.iter().map(|(&p, r)| (p, r.last)).collect(),
-                lag: batch
-                    .ranges
-                    .iter()
-                    .filter_map(|(p, r)| Some((*p, (latest.get(p)? - r.last - 1).max(0))))
-                    .collect(),
-                latest_offset: latest.into_iter().collect(),
-            }],
-            event_time: EventTime {
-                watermark: crate::metrics::format_micros(m.watermark.load(Ordering::Relaxed)),
-            },
-            state_rows,
-            late_rows_dropped: late,
-            dead_letters: batch.dead_letters as u64,
-            sink: SinkProgress {
-                description: format!("DeltaSink[{}]", table.name()),
-                table: table.name().to_string(),
-                version,
-            },
-        }
-    }
-}
-
-async fn decode_stage(
-    decoder: JsonDecoder,
-    mut raw_rx: mpsc::Receiver<RawBatch>,
-    ready_tx: mpsc::Sender<Ready>,
-) -> Result<()> {
-    let decoder = Arc::new(decoder);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    while let Some(raw) = raw_rx.recv().await {
-        let decoder = decoder.clone();
-        let fetch_ms = raw.opened_at.map_or(0, |t| t.elapsed().as_millis() as u64);
-        let ready = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let decoded = decoder.decode(&raw, threads)?;
-            Ok::<_, crate::decode::DecodeError>(Ready {
-                opened_at: raw.opened_at,
-                fetch_ms,
-                decode_ms: started.elapsed().as_millis() as u64,
-                ranges: raw.offset_ranges(),
-                positions: raw.positions.clone(),
-                records: raw.len(),
-                bytes: raw.byte_len(),
-                decoded,
-            })
-        })
-        .await
-        .map_err(|e| Error::Task {
-            task: "decode".into(),
-            message: e.to_string(),
-        })?
-        .map_err(|e| Error::Task {
-            task: "decode".into(),
-            message: e.to_string(),
-        })?;
-        if ready_tx.send(ready).await.is_err() {
-            break; // the commit stage stopped; it reports why
-        }
-    }
-    Ok(())
 }
 
 /// Copy the broker's latest offsets into the metrics every second, so the lag shown
@@ -547,51 +427,4 @@ fn behind(high: &HashMap<i32, i64>, positions: &HashMap<i32, i64>) -> HashSet<i3
         .filter(|(p, pos)| high.get(p).is_some_and(|h| h > pos))
         .map(|(p, _)| *p)
         .collect()
-}
-
-/// The row table's offsets, for the consumer's rebalance callback (on its own thread).
-struct TableOffsets {
-    opts: SinkOptions,
-    table: String,
-    runtime: tokio::runtime::Handle,
-}
-
-impl TableOffsets {
-    /// Run `work` to completion from the consumer thread. librdkafka may also call the
-    /// rebalance callback from a runtime worker (closing a consumer serves its pending
-    /// callbacks): there the worker is handed over for the wait instead of blocking it.
-    fn block<F: std::future::Future>(&self, work: F) -> F::Output {
-        match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(work)),
-            Err(_) => self.runtime.block_on(work),
-        }
-    }
-}
-
-impl OffsetStore for TableOffsets {
-    fn committed(
-        &self,
-        partitions: &[i32],
-    ) -> std::result::Result<HashMap<i32, Option<i64>>, String> {
-        self.block(crate::sink::read_committed(
-            &self.opts,
-            &self.table,
-            partitions,
-        ))
-        .map_err(|e| e.to_string())
-    }
-
-    fn record(
-        &self,
-        last: &BTreeMap<i32, i64>,
-        overwrite: bool,
-    ) -> std::result::Result<BTreeMap<i32, i64>, String> {
-        self.block(crate::sink::record_offsets(
-            &self.opts,
-            &self.table,
-            last,
-            overwrite,
-        ))
-        .map_err(|e| e.to_string())
-    }
 }

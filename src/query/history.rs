@@ -8,14 +8,15 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::{DeltaTable, DeltaTableError};
-use serde::Serialize;
 use deltalake::kernel::Action;
 
 use super::travel::oldest_version;
 use super::QueryError;
 use crate::maintenance::{add_rows, commit_actions, Storage};
 
-#[derive(Debug, Clone, Serialize)]
+/// One commit; shown as a table (`history_batch`), so its columns are snake_case like
+/// every query result.
+#[derive(Debug, Clone)]
 pub struct HistoryEntry {
     pub version: u64,
     /// Commit time, milliseconds since the epoch.

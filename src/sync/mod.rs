@@ -92,6 +92,7 @@ struct Target {
 
 /// Per-table outcome of one pass.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TableSync {
     pub table: String,
     pub version: Option<u64>,

@@ -219,7 +219,7 @@ async fn a_resume_offset_past_the_end_is_data_loss() {
         "json",
     ]);
     let summary = parse_summary(&out.stdout);
-    assert_eq!(summary["data_loss_events"], 1, "{summary}");
+    assert_eq!(summary["dataLossEvents"], 1, "{summary}");
     let p0 = env
         .scalar("calls", "SELECT count(*) FROM t WHERE kafka_partition = 0")
         .await;

@@ -33,7 +33,7 @@ async fn synthetic_calls_and_bad_records_land_exactly_once() {
     let summary = env.catch_up();
     let produced_good = 20_000 + bad.len() as i64;
     assert_eq!(summary["records"], produced_good + bad.len() as i64);
-    assert_eq!(summary["dead_letters"], bad.len() as i64);
+    assert_eq!(summary["deadLetters"], bad.len() as i64);
 
     // The GOOD record was sent once per bad one: same crime_id, distinct offsets.
     assert_eq!(env.count("calls").await, produced_good);

@@ -6,9 +6,11 @@ mod common;
 
 mod config_errors;
 mod crash;
+mod deploy;
 mod edges;
 mod ingest;
 mod maintenance;
+mod metrics;
 mod mirror;
 mod mirror_edges;
 mod replay;

@@ -1,89 +1,16 @@
 //! Progress records, `/metrics`, `/status`, `/health` and the status page in headless
 //! Chromium, against a running `lakestream run`.
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::http::{get, parse_prometheus, port_from_log};
 use crate::common::{sigterm, tail, wait_until, TestEnv};
 
 const CALLS: u64 = 3_000;
-
-/// (status code, body) of `GET path`.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).expect("read");
-    let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP reply");
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    (code, body.to_string())
-}
-
-/// Samples of a Prometheus text exposition, checked line by line: `name{labels}` -> value.
-fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
-    let mut typed = std::collections::BTreeSet::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let mut parts = rest.split(' ');
-            typed.insert(parts.next().expect("name").to_string());
-            let kind = parts.next().expect("type");
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
-            continue;
-        }
-        if line.starts_with("# HELP ") {
-            continue;
-        }
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad line: {line}"));
-        let name = series.split('{').next().expect("name");
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name: {line}"
-        );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(
-                    labels.starts_with('{') && labels.ends_with('}'),
-                    "bad labels: {line}"
-                );
-                for pair in labels[1..labels.len() - 1].split("\",") {
-                    let (k, v) = pair
-                        .split_once("=\"")
-                        .unwrap_or_else(|| panic!("bad label: {line}"));
-                    assert!(!k.is_empty() && !v.contains('\n'), "bad label: {line}");
-                }
-            }
-        }
-        let base = ["_bucket", "_sum", "_count"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .filter(|b| typed.contains(*b))
-            .unwrap_or(name);
-        assert!(typed.contains(base), "{name} has no # TYPE line");
-        samples.insert(series.to_string(), value.parse().expect("a number"));
-    }
-    samples
-}
-
-fn port_from_log(env: &TestEnv) -> Option<u16> {
-    let log = std::fs::read_to_string(env.dir.path().join("run.log")).ok()?;
-    let at = log.find("status page on http://127.0.0.1:")?;
-    let rest = &log[at + "status page on http://127.0.0.1:".len()..];
-    rest.split('/').next()?.parse().ok()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_status_health_and_the_page_in_chromium() {
@@ -99,7 +26,7 @@ async fn metrics_status_health_and_the_page_in_chromium() {
 
     let mut port = None;
     wait_until(Duration::from_secs(60), "the status page's address", || {
-        port = port_from_log(&env);
+        port = port_from_log(&env, "run.log");
         std::future::ready(port.is_some())
     })
     .await;

@@ -13,6 +13,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
+pub mod http;
 pub mod mariadb;
 pub mod s3;
 
