@@ -11,10 +11,10 @@ use crate::http::{Observed, ObservedPipeline};
 use crate::metrics::Snapshot;
 use crate::pipeline::{Pipeline, RunOptions};
 use crate::sync::SyncTask;
+use crate::{Error, Result};
 
 /// How long `run --until-caught-up` keeps retrying the last MySQL sync.
 const FINAL_SYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
-use crate::{Error, Result};
 
 /// Run `selected` pipelines (all when empty) until a signal, or until caught up.
 /// The first SIGINT/SIGTERM lets every pipeline finish its batch in flight; a second
@@ -72,7 +72,15 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
         .map(|name| Pipeline::new(name, config.clone()))
         .collect();
     if config.http.enabled {
-        serve_status(&config, &names, &pipelines, sync_metrics, &tasks, &background).await;
+        serve_status(
+            &config,
+            &names,
+            &pipelines,
+            sync_metrics,
+            &tasks,
+            &background,
+        )
+        .await;
     }
     let mut running: JoinSet<_> = JoinSet::new();
     for (name, pipeline) in names.into_iter().zip(pipelines) {
@@ -93,7 +101,7 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
                 shutdown.cancel();
                 first_error.get_or_insert(Error::Task {
                     task: "pipeline".into(),
-                    message: e.to_string(),
+                    cause: e,
                 });
             }
         }
@@ -109,7 +117,7 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
             Err(e) => {
                 first_error.get_or_insert(Error::Task {
                     task: "mysql sync".into(),
-                    message: e.to_string(),
+                    cause: e,
                 });
             }
         }

@@ -26,6 +26,11 @@ pub enum Error {
     Pipeline { pipeline: String, message: String },
     #[error("{option}: {message}")]
     Usage { option: String, message: String },
-    #[error("task '{task}' panicked or was aborted: {message}")]
-    Task { task: String, message: String },
+    #[error("task '{task}' panicked or was aborted: {cause}")]
+    Task {
+        task: String,
+        cause: tokio::task::JoinError,
+    },
+    #[error("decoding a batch: {0}")]
+    Decode(#[from] crate::decode::DecodeError),
 }

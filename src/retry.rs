@@ -49,7 +49,10 @@ mod tests {
         let waits: Vec<Duration> = (0..5).map(|_| b.next_wait()).collect();
         let steps = [100, 200, 350, 350, 350].map(Duration::from_millis);
         for (wait, step) in waits.iter().zip(steps) {
-            assert!(*wait >= step / 2 && *wait <= step, "{wait:?} for step {step:?}");
+            assert!(
+                *wait >= step / 2 && *wait <= step,
+                "{wait:?} for step {step:?}"
+            );
         }
         b.reset();
         assert_eq!(b.current(), Duration::from_millis(100));

@@ -48,7 +48,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let pages = man_pages(dir.path()).expect("man pages");
         for sub in Cli::command().get_subcommands() {
-            assert!(script.contains(sub.get_name()), "{} not completed", sub.get_name());
+            assert!(
+                script.contains(sub.get_name()),
+                "{} not completed",
+                sub.get_name()
+            );
             let page = dir.path().join(format!("lakestream-{}.1", sub.get_name()));
             assert!(pages.contains(&page), "no page for {}", sub.get_name());
         }

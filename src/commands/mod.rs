@@ -81,7 +81,7 @@ pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, Prod
         .await
         .map_err(|e| Error::Task {
             task: "produce".into(),
-            message: e.to_string(),
+            cause: e,
         })??;
     Ok((topic, report))
 }

@@ -51,7 +51,6 @@ pub struct Config {
     pub http: HttpConfig,
 }
 
-
 impl Config {
     /// Every table the pipelines write (outputs and dead letters), with the pipeline
     /// that writes it.

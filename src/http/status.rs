@@ -110,7 +110,10 @@ impl Observed {
                 task: task.to_string(),
                 result: result.to_string(),
             };
-            metrics().maintenance_runs.get(&labels).map_or(0, |c| c.get())
+            metrics()
+                .maintenance_runs
+                .get(&labels)
+                .map_or(0, |c| c.get())
         };
         json!({
             "started": self.started.to_rfc3339(),

@@ -5,13 +5,15 @@ use std::num::NonZeroU64;
 use std::time::Instant;
 
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Action;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
-use deltalake::kernel::Action;
 
-use super::{add_rows, commit_actions, retrying, table_stats, MaintenanceError, Storage, TableStats};
+use super::{
+    add_rows, commit_actions, retrying, table_stats, MaintenanceError, Storage, TableStats,
+};
 
 #[derive(Debug, Clone)]
 pub struct CompactOptions {

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::retry::Backoff;
-pub use crate::storage::Storage;
-pub(crate) use crate::sink::{add_rows, commit_actions, is_conflict};
 use crate::sink::SinkError;
+pub(crate) use crate::sink::{add_rows, commit_actions, is_conflict};
+pub use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {

@@ -106,7 +106,10 @@ async fn run_schedule(
                 match vacuum(&storage, &table, &opts).await {
                     Ok(r) => {
                         let m = metrics();
-                        m.maintenance_run("vacuum", if r.files.is_empty() { "skipped" } else { "ok" });
+                        m.maintenance_run(
+                            "vacuum",
+                            if r.files.is_empty() { "skipped" } else { "ok" },
+                        );
                         m.vacuum_files_deleted.inc_by(r.files.len() as u64);
                         info!(table = %table, files_deleted = r.files.len(), version = r.version, "vacuumed")
                     }

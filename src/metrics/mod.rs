@@ -8,7 +8,7 @@ mod registry;
 
 pub use errors::{recent_errors, ErrorEntry, ErrorLayer};
 pub use progress::{Durations, EventTime, Progress, SinkProgress, SourceProgress};
-pub use registry::{metrics, Metrics, PartitionLabels, PipelineLabel, TableLabel};
+pub use registry::{metrics, Metrics, PartitionLabels, PipelineLabel, TableLabel, TaskLabels};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};

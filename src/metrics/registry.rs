@@ -255,11 +255,29 @@ pub fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-/// A counter of the pipeline `name` in `family`.
-pub fn pipeline_counter(family: &ByPipeline, name: &str) -> Counter {
-    family
-        .get_or_create(&PipelineLabel {
-            pipeline: name.to_string(),
-        })
-        .clone()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{PipelineMetrics, PipelineState};
+
+    /// A pipeline's handles are the registry's values: moving one shows in `/metrics`.
+    #[test]
+    fn handles_share_values_with_the_registry() {
+        let m = PipelineMetrics::new("unit_registry");
+        m.conflicts.inc_by(3);
+        m.data_loss_events.inc();
+        m.skipped.inc_by(7);
+        m.set_state(PipelineState::Running);
+        let text = metrics().encode();
+        for line in [
+            "lakestream_commit_conflicts_total{pipeline=\"unit_registry\"} 3",
+            "lakestream_data_loss_events_total{pipeline=\"unit_registry\"} 1",
+            "lakestream_replayed_rows_total{pipeline=\"unit_registry\"} 7",
+            "lakestream_pipeline_up{pipeline=\"unit_registry\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(m.snapshot("unit_registry", "t").conflicts, 3);
+    }
 }

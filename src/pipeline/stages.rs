@@ -28,14 +28,10 @@ pub(super) async fn decode_stage(
             })
         })
         .await
-        .map_err(|e| Error::Task {
+        .map_err(|cause| Error::Task {
             task: "decode".into(),
-            message: e.to_string(),
-        })?
-        .map_err(|e| Error::Task {
-            task: "decode".into(),
-            message: e.to_string(),
-        })?;
+            cause,
+        })??;
         if ready_tx.send(ready).await.is_err() {
             break; // the commit stage stopped; it reports why
         }

@@ -7,8 +7,8 @@ use deltalake::arrow::array::{
     Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use deltalake::{DeltaTable, DeltaTableError};
 use deltalake::kernel::Action;
+use deltalake::{DeltaTable, DeltaTableError};
 
 use super::travel::oldest_version;
 use super::QueryError;

@@ -3,10 +3,10 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use deltalake::kernel::Action;
 use deltalake::logstore::object_store::ObjectStore as _;
 use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt as _;
-use deltalake::kernel::Action;
 
 use super::QueryError;
 use crate::maintenance::{commit_actions, Storage};

@@ -2,7 +2,6 @@
 //! a resume offset the partition can no longer serve is data loss, never a silent skip.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 

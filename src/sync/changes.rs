@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::delta_datafusion::{FileSelection, MissingSelectedFilePolicy};
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, DeltaTableError};
 
 /// Rows to bring into the mirror at `version`.
 pub struct Change {
@@ -25,7 +25,7 @@ pub async fn since(
     version: u64,
     mirrored: Option<u64>,
     full: bool,
-) -> Result<Option<Change>, String> {
+) -> Result<Option<Change>, DeltaTableError> {
     if mirrored == Some(version) {
         return Ok(None);
     }
@@ -58,20 +58,18 @@ async fn added_files(
     table: &DeltaTable,
     from: u64,
     to: u64,
-) -> Result<Option<BTreeSet<String>>, String> {
+) -> Result<Option<BTreeSet<String>>, DeltaTableError> {
     let store = table.log_store();
     let mut paths = BTreeSet::new();
     for v in from + 1..=to {
-        let entry = store
-            .read_commit_entry(v)
-            .await
-            .map_err(|e| e.to_string())?;
+        let entry = store.read_commit_entry(v).await?;
         let Some(bytes) = entry else {
             return Ok(None);
         };
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let action: serde_json::Value =
-                serde_json::from_slice(line).map_err(|e| format!("commit {v}: {e}"))?;
+            // The path as the log writes it (percent-encoded), which is what the file
+            // selection below matches against.
+            let action: serde_json::Value = serde_json::from_slice(line)?;
             // Rewrites (dataChange false, e.g. compaction) count too: a file added and
             // compacted away before we looked lives on only in the rewrite.
             if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
@@ -87,11 +85,9 @@ async fn added_files(
 async fn scan(
     table: &DeltaTable,
     paths: Option<BTreeSet<String>>,
-) -> Result<Vec<RecordBatch>, String> {
+) -> Result<Vec<RecordBatch>, DeltaTableError> {
     let ctx = SessionContext::new();
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(|e| e.to_string())?;
+    table.update_datafusion_session(&ctx.state())?;
     let mut builder = table.table_provider();
     if let Some(paths) = paths {
         builder = builder.with_file_selection(
@@ -99,7 +95,7 @@ async fn scan(
                 .with_missing_file_policy(MissingSelectedFilePolicy::Ignore),
         );
     }
-    let provider = builder.await.map_err(|e| e.to_string())?;
-    let df = ctx.read_table(provider).map_err(|e| e.to_string())?;
-    df.collect().await.map_err(|e| e.to_string())
+    let provider = builder.await?;
+    let df = ctx.read_table(provider)?;
+    Ok(df.collect().await?)
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, DeltaTableError};
 use mysql_async::Conn;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
@@ -49,8 +49,13 @@ pub enum SyncError {
     Conflict { table: String },
     #[error("{message}")]
     Setup { message: String },
-    #[error("table '{table}': {message}")]
-    Delta { table: String, message: String },
+    #[error("table '{table}': {cause}")]
+    Delta {
+        table: String,
+        cause: Box<DeltaTableError>,
+    },
+    #[error(transparent)]
+    Storage(#[from] crate::sink::SinkError),
 }
 
 impl SyncError {
@@ -68,6 +73,13 @@ impl SyncError {
     /// (a table MySQL refuses, a bad setup) will fail the same way again.
     pub fn is_retryable(&self) -> bool {
         self.is_connection() || matches!(self, Self::Conflict { .. })
+    }
+
+    fn delta(table: &str, cause: DeltaTableError) -> Self {
+        Self::Delta {
+            table: table.to_string(),
+            cause: Box::new(cause),
+        }
     }
 
     fn mysql(statement: &str, cause: mysql_async::Error) -> Self {
@@ -283,20 +295,14 @@ impl SyncTask {
 
     /// The table `name` at its latest version (None: its pipeline has not created it).
     async fn table(&mut self, name: &str) -> Result<Option<&DeltaTable>, SyncError> {
-        let delta_err = |message: String| SyncError::Delta {
-            table: name.to_string(),
-            message,
-        };
         let table = match self.tables.remove(name) {
             Some(mut t) => {
                 t.update_incremental(None)
                     .await
-                    .map_err(|e| delta_err(e.to_string()))?;
+                    .map_err(|e| SyncError::delta(name, e))?;
                 t
             }
-            None => self.storage.load(name)
-                .await
-                .map_err(|e| delta_err(e.to_string()))?,
+            None => self.storage.load(name).await?,
         };
         if table.version().is_none() {
             return Ok(None);
@@ -390,17 +396,14 @@ async fn sync_table(
     t: &Target,
     batch_rows: usize,
 ) -> Result<TableSync, SyncError> {
-    let delta_err = |message: String| SyncError::Delta {
-        table: t.table.clone(),
-        message,
-    };
+    let delta_err = |e| SyncError::delta(&t.table, e);
     let mut done = TableSync::new(&t.table);
     let Some(version) = table.version() else {
         return Ok(done);
     };
     let schema = table
         .snapshot()
-        .map_err(|e| delta_err(e.to_string()))?
+        .map_err(delta_err)?
         .snapshot()
         .arrow_schema();
     let layout = Layout::new(&t.table, schema, t.keys.clone())?;

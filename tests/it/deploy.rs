@@ -48,14 +48,35 @@ fn dockerfile_builds_the_binary_and_ships_config_and_sql() {
     let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
     let steps = instructions(&text);
     let known = [
-        "FROM", "WORKDIR", "ENV", "COPY", "RUN", "USER", "VOLUME", "EXPOSE", "ENTRYPOINT", "CMD",
-        "ARG", "LABEL",
+        "FROM",
+        "WORKDIR",
+        "ENV",
+        "COPY",
+        "RUN",
+        "USER",
+        "VOLUME",
+        "EXPOSE",
+        "ENTRYPOINT",
+        "CMD",
+        "ARG",
+        "LABEL",
     ];
     for (keyword, args) in &steps {
-        assert!(known.contains(&keyword.as_str()), "unknown instruction {keyword} {args}");
+        assert!(
+            known.contains(&keyword.as_str()),
+            "unknown instruction {keyword} {args}"
+        );
     }
-    let stages: Vec<&String> = steps.iter().filter(|(k, _)| k == "FROM").map(|(_, a)| a).collect();
-    assert_eq!(stages.len(), 2, "a build stage and a runtime stage: {stages:?}");
+    let stages: Vec<&String> = steps
+        .iter()
+        .filter(|(k, _)| k == "FROM")
+        .map(|(_, a)| a)
+        .collect();
+    assert_eq!(
+        stages.len(),
+        2,
+        "a build stage and a runtime stage: {stages:?}"
+    );
     assert!(stages[0].ends_with(" AS build") && stages[0].starts_with("rust:"));
     assert!(stages[1].starts_with("debian:") && stages[1].contains("-slim"));
 
@@ -67,13 +88,19 @@ fn dockerfile_builds_the_binary_and_ships_config_and_sql() {
                 let mut parts = args.split_whitespace().skip(1);
                 let (from, to) = (parts.next().expect("source"), parts.next().expect("target"));
                 assert!(built, "copies the binary before building it");
-                assert_eq!(from, "/usr/local/bin/lakestream", "the path the build stage wrote");
+                assert_eq!(
+                    from, "/usr/local/bin/lakestream",
+                    "the path the build stage wrote"
+                );
                 assert!(to.ends_with("/lakestream"));
             }
             "COPY" => {
                 let parts: Vec<&str> = args.split_whitespace().collect();
                 for source in &parts[..parts.len() - 1] {
-                    assert!(repo().join(source).exists(), "COPY source {source} is missing");
+                    assert!(
+                        repo().join(source).exists(),
+                        "COPY source {source} is missing"
+                    );
                 }
             }
             "RUN" if args.contains("cargo build --release --locked --bin lakestream") => {
@@ -89,7 +116,10 @@ fn dockerfile_builds_the_binary_and_ships_config_and_sql() {
     let config = env["LAKESTREAM_CONFIG"]
         .strip_prefix("/opt/lakestream/")
         .expect("config under the working directory");
-    assert!(repo().join(config).is_file(), "{config} is not in the image");
+    assert!(
+        repo().join(config).is_file(),
+        "{config} is not in the image"
+    );
     load_with(&env);
 }
 
@@ -120,7 +150,10 @@ fn environment(service: &Value) -> BTreeMap<String, String> {
         .map(|(k, v)| {
             let v = match v {
                 Value::String(s) => s.clone(),
-                other => serde_yaml::to_string(other).expect("value").trim().to_string(),
+                other => serde_yaml::to_string(other)
+                    .expect("value")
+                    .trim()
+                    .to_string(),
             };
             (k.as_str().expect("name").to_string(), v)
         })
@@ -156,7 +189,10 @@ fn compose_runs_two_replicas_beside_broker_mariadb_and_grafana() {
             if host.starts_with("./") {
                 assert!(repo().join(host).exists(), "{name}: {host} does not exist");
             } else {
-                assert!(map(&doc, "volumes").get(host).is_some(), "{name}: volume {host} undeclared");
+                assert!(
+                    map(&doc, "volumes").get(host).is_some(),
+                    "{name}: volume {host} undeclared"
+                );
             }
         }
     }
@@ -167,7 +203,10 @@ fn compose_runs_two_replicas_beside_broker_mariadb_and_grafana() {
     )
     .expect("datasource");
     for var in ["LAKESTREAM_MYSQL_ADDRESS", "LAKESTREAM_BI_PASSWORD"] {
-        assert!(datasource.contains(&format!("${{{var}}}")), "datasource does not read {var}");
+        assert!(
+            datasource.contains(&format!("${{{var}}}")),
+            "datasource does not read {var}"
+        );
         assert!(grafana_env.contains_key(var), "grafana is not given {var}");
     }
     let provider = std::fs::read_to_string(
@@ -181,5 +220,11 @@ fn compose_runs_two_replicas_beside_broker_mariadb_and_grafana() {
         .filter_map(Value::as_str)
         .any(|v| v.starts_with("./config/grafana/dashboards:/etc/grafana/dashboards/lakestream"));
     assert!(mounted && provider.contains("path: /etc/grafana/dashboards/lakestream"));
-    assert!(Path::new(&repo().join("config/grafana/dashboards")).read_dir().expect("dashboards").count() > 0);
+    assert!(
+        Path::new(&repo().join("config/grafana/dashboards"))
+            .read_dir()
+            .expect("dashboards")
+            .count()
+            > 0
+    );
 }

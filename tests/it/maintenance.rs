@@ -14,8 +14,8 @@ use crate::common::{python_count, sigterm, tail, TestEnv};
 use crate::replay::check_against_batch_query;
 use crate::sink::{open_table, rows};
 use lakestream::maintenance::{compact, CompactOptions};
-use lakestream::storage::Storage;
 use lakestream::sink::writer_properties;
+use lakestream::storage::Storage;
 
 const PIPELINES: [&str; 4] = [
     "calls",

@@ -96,9 +96,18 @@ async fn every_exported_metric_moves_when_its_event_happens() {
         assert_eq!(code, 200);
         parse_prometheus(&text)
     };
-    wait_until(Duration::from_secs(120), "the first calls committed", || {
-        std::future::ready(sum(&scrape(), "lakestream_input_records_total{pipeline=\"calls\"") >= 2_000.0)
-    })
+    wait_until(
+        Duration::from_secs(120),
+        "the first calls committed",
+        || {
+            std::future::ready(
+                sum(
+                    &scrape(),
+                    "lakestream_input_records_total{pipeline=\"calls\"",
+                ) >= 2_000.0,
+            )
+        },
+    )
     .await;
     // More small commits for compaction, a dead letter and a late event.
     for seed in 71..74 {
@@ -143,7 +152,11 @@ async fn every_exported_metric_moves_when_its_event_happens() {
             .filter(|n| sum(&m, n) == 0.0)
             .copied()
             .collect();
-        still.extend(present.iter().filter(|n| !m.keys().any(|k| k.starts_with(**n))));
+        still.extend(
+            present
+                .iter()
+                .filter(|n| !m.keys().any(|k| k.starts_with(**n))),
+        );
         if still.is_empty() {
             break m;
         }
@@ -157,11 +170,23 @@ async fn every_exported_metric_moves_when_its_event_happens() {
     };
     // Exact where the event count is known.
     assert_eq!(m["lakestream_dead_letters_total{pipeline=\"calls\"}"], 1.0);
-    assert_eq!(m["lakestream_late_rows_total{pipeline=\"crime_type_hourly\"}"], 1.0);
-    assert_eq!(m["lakestream_mysql_sync_table_failing{table=\"disposition_summary\"}"], 1.0);
-    assert_eq!(m["lakestream_mysql_sync_table_failing{table=\"crime_type_hourly\"}"], 0.0);
+    assert_eq!(
+        m["lakestream_late_rows_total{pipeline=\"crime_type_hourly\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["lakestream_mysql_sync_table_failing{table=\"disposition_summary\"}"],
+        1.0
+    );
+    assert_eq!(
+        m["lakestream_mysql_sync_table_failing{table=\"crime_type_hourly\"}"],
+        0.0
+    );
     assert_eq!(m["lakestream_pipeline_up{pipeline=\"calls\"}"], 1.0);
-    assert_eq!(m["lakestream_consumer_lag_records{pipeline=\"calls\",partition=\"0\"}"], 0.0);
+    assert_eq!(
+        m["lakestream_consumer_lag_records{pipeline=\"calls\",partition=\"0\"}"],
+        0.0
+    );
 
     // `/status` reads the same values.
     let (_, body) = get(port, "/status");
@@ -201,7 +226,11 @@ async fn every_exported_metric_moves_when_its_event_happens() {
                 .unwrap_or(n)
                 .to_string()
         })
-        .chain(present.iter().map(|n| n.split('{').next().unwrap_or(n).to_string()))
+        .chain(
+            present
+                .iter()
+                .map(|n| n.split('{').next().unwrap_or(n).to_string()),
+        )
         .chain(MOVED_ELSEWHERE.iter().map(|(n, _)| n.to_string()))
         .collect();
     let uncovered: Vec<&String> = exported.difference(&covered).collect();

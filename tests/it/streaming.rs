@@ -117,10 +117,7 @@ async fn golden_windows_watermarks_and_output_modes() {
         ],
     );
     let out = env.run_ok(&["run", "--until-caught-up", "--summary", "json"]);
-    assert_eq!(
-        summary_of(&out.stdout, "crime_type_windows")["lateRows"],
-        1
-    );
+    assert_eq!(summary_of(&out.stdout, "crime_type_windows")["lateRows"], 1);
     assert_eq!(summary_of(&out.stdout, "crime_type_hourly")["lateRows"], 1);
     assert_eq!(
         summary_of(&out.stdout, "disposition_summary")["lateRows"],

@@ -26,10 +26,10 @@ use replay::{drop_committed, new_ranges};
 use super::state::{self, StateRef};
 use super::table::{open_or_create, write_files, writer_properties};
 use super::SinkError;
-use crate::retry::Backoff;
-use crate::storage::Storage;
 use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
+use crate::retry::Backoff;
 use crate::source::OffsetRange;
+use crate::storage::Storage;
 
 /// What a sink needs to know besides its schema.
 #[derive(Debug, Clone)]

@@ -10,7 +10,11 @@ use super::TestEnv;
 pub fn get(port: u16, path: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     // HTTP/1.1 keeps connections open unless asked not to; the reply is read to EOF.
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut reply = String::new();
     stream.read_to_string(&mut reply).expect("read");
     let (head, body) = reply.split_once("\r\n\r\n").expect("HTTP reply");
@@ -81,4 +85,3 @@ pub fn port_from_log(env: &TestEnv, log: &str) -> Option<u16> {
     let rest = &log[at + "status page on http://127.0.0.1:".len()..];
     rest.split('/').next()?.parse().ok()
 }
-
