@@ -73,13 +73,14 @@ impl Server {
 /// The routes, with a concurrency cap, a request timeout and a body limit. GET routes
 /// answer HEAD too; other methods get 405.
 pub fn router(observed: Arc<Observed>) -> Router {
+    // Outermost first: the body limit answers 413 before anything else runs.
     let layers = ServiceBuilder::new()
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,
         ))
-        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY));
+        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT));
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/status", get(status))

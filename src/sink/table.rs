@@ -1,7 +1,5 @@
 //! Opening (or creating) a Delta table and writing data files into it.
 
-use std::collections::HashMap;
-
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
@@ -133,7 +131,7 @@ pub(crate) async fn commit_actions(
     let Some(bytes) = table.log_store().read_commit_entry(version).await? else {
         return Ok(None);
     };
-    deltalake::logstore::get_actions(version as i64, &bytes).map(Some)
+    deltalake::logstore::get_actions(version, &bytes).map(Some)
 }
 
 /// Rows of an `add` action, from its statistics (0 when it has none).

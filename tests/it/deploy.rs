@@ -187,11 +187,14 @@ fn compose_runs_two_replicas_beside_broker_mariadb_and_grafana() {
             let spec = volume.as_str().expect("short volume syntax");
             let host = spec.split(':').next().expect("source");
             if host.starts_with("./") {
-                assert!(repo().join(host).exists(), "{name}: {host} does not exist");
+                assert!(
+                    repo().join(host).exists(),
+                    "{name:?}: {host} does not exist"
+                );
             } else {
                 assert!(
                     map(&doc, "volumes").get(host).is_some(),
-                    "{name}: volume {host} undeclared"
+                    "{name:?}: volume {host} undeclared"
                 );
             }
         }

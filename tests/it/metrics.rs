@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 
-use crate::common::http::{get, parse_prometheus, port_from_log};
+use crate::common::http::{get, parse_prometheus, status_port};
 use crate::common::mariadb::MariaDb;
 use crate::common::{sigterm, tail, wait_until, RawRecord, TestEnv};
 
@@ -84,13 +84,7 @@ async fn every_exported_metric_moves_when_its_event_happens() {
 
     env.produce_synthetic(2_000, 70);
     let mut run = env.spawn(&["run"], "run.log");
-    let mut port = None;
-    wait_until(Duration::from_secs(60), "the status page's address", || {
-        port = port_from_log(&env, "run.log");
-        std::future::ready(port.is_some())
-    })
-    .await;
-    let port = port.expect("port");
+    let port = status_port(&env, "run.log").await;
     let scrape = || {
         let (code, text) = get(port, "/metrics");
         assert_eq!(code, 200);
@@ -170,10 +164,8 @@ async fn every_exported_metric_moves_when_its_event_happens() {
     };
     // Exact where the event count is known.
     assert_eq!(m["lakestream_dead_letters_total{pipeline=\"calls\"}"], 1.0);
-    assert_eq!(
-        m["lakestream_late_rows_total{pipeline=\"crime_type_hourly\"}"],
-        1.0
-    );
+    // Later synthetic rounds start over in event time: late too, so at least one.
+    assert!(m["lakestream_late_rows_total{pipeline=\"crime_type_hourly\"}"] >= 1.0);
     assert_eq!(
         m["lakestream_mysql_sync_table_failing{table=\"disposition_summary\"}"],
         1.0

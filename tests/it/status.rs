@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::http::{get, parse_prometheus, port_from_log};
+use crate::common::http::{get, parse_prometheus, status_port};
 use crate::common::{sigterm, tail, wait_until, TestEnv};
 
 const CALLS: u64 = 3_000;
@@ -24,13 +24,7 @@ async fn metrics_status_health_and_the_page_in_chromium() {
     cmd.stdout(std::process::Stdio::null()).stderr(log);
     let mut run = env.spawn_command(cmd);
 
-    let mut port = None;
-    wait_until(Duration::from_secs(60), "the status page's address", || {
-        port = port_from_log(&env, "run.log");
-        std::future::ready(port.is_some())
-    })
-    .await;
-    let port = port.expect("port");
+    let port = status_port(&env, "run.log").await;
     wait_until(Duration::from_secs(120), "all calls ingested", || {
         let (_, body) = get(port, "/status");
         let status: Value = serde_json::from_str(&body).expect("status JSON");
@@ -62,7 +56,7 @@ async fn metrics_status_health_and_the_page_in_chromium() {
         batches
     );
     assert_eq!(
-        m["lakestream_batch_duration_seconds_bucket{pipeline=\"calls\",le=\"+Inf\"}"],
+        m["lakestream_batch_duration_seconds_bucket{le=\"+Inf\",pipeline=\"calls\"}"],
         batches
     );
     assert_eq!(m["lakestream_pipeline_up{pipeline=\"calls\"}"], 1.0);

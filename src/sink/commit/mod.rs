@@ -3,9 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
-use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitProperties, TableReference, TransactionError,

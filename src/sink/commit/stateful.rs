@@ -87,7 +87,7 @@ impl DeltaSink {
         }
     }
 
-    async fn try_stream(
+    pub(super) async fn try_stream(
         &mut self,
         rows: &RecordBatch,
         batch: &BatchInfo,

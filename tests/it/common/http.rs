@@ -79,9 +79,24 @@ pub fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-pub fn port_from_log(env: &TestEnv, log: &str) -> Option<u16> {
+fn port_from_log(env: &TestEnv, log: &str) -> Option<u16> {
     let log = std::fs::read_to_string(env.dir.path().join(log)).ok()?;
     let at = log.find("status page on http://127.0.0.1:")?;
     let rest = &log[at + "status page on http://127.0.0.1:".len()..];
     rest.split('/').next()?.parse().ok()
+}
+
+/// The port `run` logged its status page on (it listens on port 0 in tests).
+pub async fn status_port(env: &TestEnv, log: &str) -> u16 {
+    let mut port = None;
+    super::wait_until(
+        std::time::Duration::from_secs(60),
+        "the status page's address",
+        || {
+            port = port_from_log(env, log);
+            std::future::ready(port.is_some())
+        },
+    )
+    .await;
+    port.expect("port")
 }
