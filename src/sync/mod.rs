@@ -34,8 +34,13 @@ pub use bi::sql_files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("MySQL at {address} is unreachable: {message} (is it running? check mysql.host/port and the password variable)")]
-    Unreachable { address: String, message: String },
+    #[error("MySQL at {address} is unreachable: {cause} (is it running? check mysql.host/port and the password variable)")]
+    Unreachable {
+        address: String,
+        cause: Box<mysql_async::Error>,
+    },
+    #[error("MySQL at {address} did not answer within {seconds}s (is it running? check mysql.host/port)")]
+    NoAnswer { address: String, seconds: u64 },
     #[error("MySQL error in `{statement}`: {cause}")]
     Mysql {
         statement: String,
@@ -63,7 +68,7 @@ impl SyncError {
     /// pass stops and the task reconnects with backoff.
     fn is_connection(&self) -> bool {
         match self {
-            Self::Unreachable { .. } => true,
+            Self::Unreachable { .. } | Self::NoAnswer { .. } => true,
             Self::Mysql { cause, .. } => !matches!(**cause, mysql_async::Error::Server(_)),
             _ => false,
         }

@@ -41,6 +41,9 @@ pub fn password(cfg: &MysqlConfig) -> Result<Option<String>, SyncError> {
     Ok(std::env::var(&cfg.password_env).ok())
 }
 
+/// A server that accepts the TCP connection but never answers must not hang a pass.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connect, create the database if needed and select it. The session runs in UTC, so
 /// DATETIME columns hold the same instants as the Delta timestamps.
 pub async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
@@ -52,15 +55,16 @@ pub async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
         .ssl_opts(ssl_opts(cfg))
         .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
     let connecting = Conn::new(opts);
-    let mut conn = tokio::time::timeout(Duration::from_secs(10), connecting)
+    let address = format!("{}:{}", cfg.host, cfg.port);
+    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
-        .map_err(|_| SyncError::Unreachable {
-            address: format!("{}:{}", cfg.host, cfg.port),
-            message: "no answer within 10s".into(),
+        .map_err(|_| SyncError::NoAnswer {
+            address: address.clone(),
+            seconds: CONNECT_TIMEOUT.as_secs(),
         })?
-        .map_err(|e| SyncError::Unreachable {
-            address: format!("{}:{}", cfg.host, cfg.port),
-            message: e.to_string(),
+        .map_err(|cause| SyncError::Unreachable {
+            address,
+            cause: Box::new(cause),
         })?;
     let db = ident(&cfg.database)?;
     run(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::http::{get, parse_prometheus, status_port};
+use crate::common::http::{get, parse_prometheus, request, status_port};
 use crate::common::{sigterm, tail, wait_until, TestEnv};
 
 const CALLS: u64 = 3_000;
@@ -108,6 +108,18 @@ async fn metrics_status_health_and_the_page_in_chromium() {
         .map(|p| p["numInputRows"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(input, CALLS, "progress records' input rows");
+
+    // What a proxy or a curious client may send.
+    let (code, body) = request(port, "HEAD", "/", "");
+    assert_eq!(
+        (code, body.as_str()),
+        (200, ""),
+        "HEAD answers like GET, without a body"
+    );
+    assert_eq!(request(port, "POST", "/status", "{}").0, 405);
+    assert_eq!(get(port, "/nope").0, 404);
+    let huge = "x".repeat(64 * 1024);
+    assert_eq!(request(port, "POST", "/status", &huge).0, 413);
 
     page_in_chromium(port);
     sigterm(&run);

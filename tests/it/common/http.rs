@@ -8,11 +8,18 @@ use super::TestEnv;
 
 /// (status code, body) of `GET path`.
 pub fn get(port: u16, path: &str) -> (u16, String) {
+    request(port, "GET", path, "")
+}
+
+/// (status code, body) of one request; the reply is read to EOF (HTTP/1.1 keeps
+/// connections open unless asked not to).
+pub fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    // HTTP/1.1 keeps connections open unless asked not to; the reply is read to EOF.
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .expect("send");
     let mut reply = String::new();
