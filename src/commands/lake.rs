@@ -5,8 +5,9 @@ use std::io::IsTerminal;
 
 use crate::cli::{CompactArgs, HistoryArgs, QueryArgs, TableArg, VacuumArgs};
 use crate::config::Config;
-use crate::maintenance::{self, select_tables, Storage};
+use crate::maintenance::{self, select_tables};
 use crate::query::{self, At, OutputFormat};
+use crate::storage::Storage;
 use crate::{Error, Result};
 
 /// `lakestream query`.

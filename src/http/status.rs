@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::maintenance::{table_stats, Storage, TableStats};
+use crate::maintenance::{table_stats, TableStats};
 use crate::metrics::{metrics, recent_errors, PipelineMetrics, PipelineState, TableLabel};
+use crate::storage::Storage;
 use crate::sync::SyncMetrics;
 
 /// Progress records shown per pipeline (the charts' last minutes).

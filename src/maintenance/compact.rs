@@ -11,9 +11,9 @@ use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
 
-use super::{
-    add_rows, commit_actions, retrying, table_stats, MaintenanceError, Storage, TableStats,
-};
+use super::{retrying, table_stats, MaintenanceError, TableStats};
+use crate::sink::{add_rows, commit_actions};
+use crate::storage::Storage;
 
 #[derive(Debug, Clone)]
 pub struct CompactOptions {

@@ -15,15 +15,15 @@ pub use compact::{compact, CompactOptions, CompactReport};
 pub use scheduler::spawn_schedules;
 pub use vacuum::{vacuum, VacuumOptions, VacuumReport};
 
-use deltalake::{DeltaTable, DeltaTableError};
-
 use std::time::Duration;
+
+use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::config::Config;
 use crate::retry::Backoff;
+use crate::sink::is_conflict;
 use crate::sink::SinkError;
-pub(crate) use crate::sink::{add_rows, commit_actions, is_conflict};
-pub use crate::storage::Storage;
+use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {

@@ -8,9 +8,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use super::{compact, compact_options, vacuum, vacuum_options, Storage};
+use super::{compact, compact_options, vacuum, vacuum_options};
 use crate::config::{Config, Schedule};
 use crate::metrics::metrics;
+use crate::storage::Storage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Task {

@@ -8,7 +8,8 @@ use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
 
-use super::{retrying, MaintenanceError, Storage};
+use super::{retrying, MaintenanceError};
+use crate::storage::Storage;
 
 #[derive(Debug, Clone)]
 pub struct VacuumOptions {

@@ -12,7 +12,8 @@ use deltalake::{DeltaTable, DeltaTableError};
 
 use super::travel::oldest_version;
 use super::QueryError;
-use crate::maintenance::{add_rows, commit_actions, Storage};
+use crate::sink::{add_rows, commit_actions};
+use crate::storage::Storage;
 
 /// One commit; shown as a table (`history_batch`), so its columns are snake_case like
 /// every query result.

@@ -18,7 +18,8 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTableError;
 
 use crate::config::Config;
-use crate::maintenance::{MaintenanceError, Storage};
+use crate::maintenance::MaintenanceError;
+use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {

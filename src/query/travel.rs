@@ -9,7 +9,8 @@ use deltalake::{DeltaTable, DeltaTableError};
 use futures::TryStreamExt as _;
 
 use super::QueryError;
-use crate::maintenance::{commit_actions, Storage};
+use crate::sink::commit_actions;
+use crate::storage::Storage;
 
 /// Which version of a table to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
