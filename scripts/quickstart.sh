@@ -36,7 +36,7 @@ What to look at next:
   status page   $bin run
                 then open http://127.0.0.1:8321/ (also /metrics, /status, /health); in another
                 terminal: $bin produce --synthetic 50000 --rate 2000
-  query         $bin query "SELECT crime_type, sum(calls) AS calls FROM crime_type_hourly GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
+  query         $bin query "SELECT original_crime_type_name, sum(calls) AS calls FROM crime_type_hourly GROUP BY 1 ORDER BY 2 DESC LIMIT 5"
   time travel   $bin history calls --limit 5
                 $bin query "SELECT count(*) FROM calls" --version 1
   MySQL views   mariadb -h 127.0.0.1 -u lakestream_bi -p'$LAKESTREAM_BI_PASSWORD' lakestream -e 'SELECT * FROM v_calls_per_disposition'
