@@ -19,6 +19,20 @@ enum Task {
     Vacuum,
 }
 
+impl Task {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Compact => "compact",
+            Self::Vacuum => "vacuum",
+        }
+    }
+}
+
+/// How recent an ingestion conflict makes a scheduled run yield, and how many ticks in a
+/// row it may yield.
+const YIELD_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+const MAX_YIELDS: u32 = 3;
+
 /// Start the compaction and vacuum schedules of `tables` on `tasks`; they stop on
 /// `shutdown` (a run in progress finishes first).
 pub fn spawn_schedules(
@@ -71,11 +85,22 @@ async fn run_schedule(
 ) {
     debug!(table = %table, task = ?task, schedule = %schedule, "maintenance scheduled");
     let storage = Storage::from_config(&config);
+    let mut yielded = 0;
     while let Some(wait) = schedule.wait(chrono::Utc::now()) {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = shutdown.cancelled() => return,
         }
+        // Ingestion comes first: after it lost a commit, this run waits for the next tick
+        // (at most MAX_YIELDS in a row: several writers on one table conflict all the
+        // time, and maintenance must still happen).
+        if yielded < MAX_YIELDS && super::recently_contended(&table, YIELD_WINDOW) {
+            yielded += 1;
+            metrics().maintenance_run(task.name(), "skipped");
+            debug!(table = %table, task = ?task, "ingestion just lost a commit; this run waits for the next tick");
+            continue;
+        }
+        yielded = 0;
         // A run in progress is let finish: its commit is atomic either way, and
         // stopping between the vacuum's delete and its END commit is harmless too.
         match task {
@@ -87,7 +112,7 @@ async fn run_schedule(
                     Ok(_) => "skipped",
                     Err(_) => "failed",
                 };
-                metrics().maintenance_run("compact", outcome);
+                metrics().maintenance_run(task.name(), outcome);
                 match result {
                     Ok(r) if r.version.is_some() => info!(
                         table = %table, version = r.version, files_before = r.before.files,

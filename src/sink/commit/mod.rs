@@ -262,6 +262,7 @@ impl DeltaSink {
             let conflict = is_conflict(&error);
             let wait = if conflict {
                 self.timings.conflicts += 1;
+                crate::maintenance::ingestion_contended(&self.name);
                 debug!(table = %self.name, "concurrent commit, re-reading the table");
                 conflicts.next_wait()
             } else {
