@@ -196,8 +196,10 @@ async fn soak(mut env: TestEnv) {
     );
     assert!(max_live <= 40, "live files not bounded: {max_live}");
     assert!(max_stored <= 400, "stored files not bounded: {max_stored}");
+    // Stored files are bounded by the vacuum retention, files written grow with time:
+    // 3x over the 10-minute soak, in proportion over a shorter one.
     assert!(
-        added as usize > 3 * max_stored,
+        added as usize * 600 > 3 * max_stored * secs as usize,
         "too few files written to prove a bound"
     );
 }
