@@ -68,10 +68,7 @@ async fn every_exported_metric_moves_when_its_event_happens() {
         ]
         .map(String::from),
     );
-    let views = env.dir.path().join("no-views");
-    std::fs::create_dir_all(&views).expect("views dir");
-    env.overrides
-        .push(format!("mysql.sql_dir={}", views.display()));
+    env.without_bi_views();
 
     // A table MySQL already has with other columns: that one mirror fails.
     let mut conn = db.conn("root", None, "mysql").await.expect("connect");

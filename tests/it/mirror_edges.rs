@@ -8,14 +8,6 @@ use crate::common::{row_strings, tail, RawRecord, TestEnv};
 
 const DB: &str = "lakestream_edges";
 
-/// A mirror of only some tables gets no BI views (they read all three).
-fn without_views(env: &mut TestEnv) {
-    let views = env.dir.path().join("no-views");
-    std::fs::create_dir_all(&views).expect("views dir");
-    env.overrides
-        .push(format!("mysql.sql_dir={}", views.display()));
-}
-
 fn call(id: u32, disposition: &str) -> String {
     format!(
         r#"{{"crime_id":"edge-{id}","original_crime_type_name":"Traffic Stop","call_date":"2018-12-31T00:00:00.000","call_date_time":"2018-12-31T23:{:02}:00.000","disposition":"{disposition}"}}"#,
@@ -34,7 +26,7 @@ async fn a_failing_table_does_not_stop_the_others_and_keys_compare_exactly() {
     // Only the two tables this test runs (the windows pipeline is not started).
     env.overrides
         .push(r#"mysql.mirror=["crime_type_hourly","disposition_summary"]"#.into());
-    without_views(&mut env);
+    env.without_bi_views();
 
     env.produce_synthetic(1, 120); // the topic, with its 4 partitions
     let payloads: Vec<String> = (0..40)
@@ -116,7 +108,7 @@ async fn tls_to_mysql_verifies_the_server_and_never_falls_back_to_plain_tcp() {
     env.overrides.extend(db.overrides(DB));
     env.overrides
         .push(r#"mysql.mirror=["disposition_summary"]"#.into());
-    without_views(&mut env);
+    env.without_bi_views();
     env.produce_synthetic(500, 150);
     env.run_ok(&["--set", "mysql.enabled=false", "run", "--until-caught-up"]);
 

@@ -179,6 +179,14 @@ impl TestEnv {
         cmd
     }
 
+    /// A mirror of only some tables gets no BI views (they read all three).
+    pub fn without_bi_views(&mut self) {
+        let views = self.dir.path().join("no-views");
+        std::fs::create_dir_all(&views).expect("views dir");
+        self.overrides
+            .push(format!("mysql.sql_dir={}", views.display()));
+    }
+
     pub fn run_ok(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().expect("spawn lakestream");
         assert!(
