@@ -1,5 +1,6 @@
-//! Wiring for `lakestream run`: one task per pipeline, the MySQL sync, maintenance
-//! schedules and the status page, all on one task tracker; signals; fail-fast.
+//! Wiring for `lakestream run`: one reader per source and one commit loop per pipeline,
+//! the MySQL sync, maintenance schedules and the status page, all on one task tracker;
+//! signals; fail-fast.
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -82,18 +83,37 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
         )
         .await;
     }
-    let mut running: JoinSet<_> = JoinSet::new();
-    for (name, pipeline) in names.into_iter().zip(pipelines) {
-        let token = shutdown.clone();
-        running.spawn(tasks.track_future(async move { (name, pipeline.run(opts, token).await) }));
+    // One reader per source: its pipelines' commit loops and the reader itself all run
+    // on `running`; the first to fail stops the rest.
+    let mut running: JoinSet<(String, Result<Option<Snapshot>>)> = JoinSet::new();
+    let mut first_error = None;
+    let mut by_name: std::collections::HashMap<String, Pipeline> =
+        names.iter().cloned().zip(pipelines).collect();
+    for group in crate::pipeline::reader_groups(&config, &names) {
+        let members: Vec<Pipeline> = group.iter().filter_map(|n| by_name.remove(n)).collect();
+        let started = match crate::pipeline::start_source(members, opts, &shutdown).await {
+            Ok(started) => started,
+            Err(e) => {
+                error!(pipelines = ?group, error = %e, "cannot start; stopping the others");
+                shutdown.cancel();
+                first_error = Some(e);
+                break;
+            }
+        };
+        for (name, run) in started.pipelines {
+            running.spawn(tasks.track_future(async move { (name, run.await.map(Some)) }));
+        }
+        let reader = format!("reader of {group:?}");
+        running.spawn(
+            tasks.track_future(async move { (reader, started.reader.await.map(|()| None)) }),
+        );
     }
     let mut summaries = Vec::new();
-    let mut first_error = None;
     while let Some(joined) = running.join_next().await {
         match joined {
-            Ok((_, Ok(summary))) => summaries.push(summary),
+            Ok((_, Ok(summary))) => summaries.extend(summary),
             Ok((name, Err(e))) => {
-                error!(pipeline = %name, error = %e, "pipeline failed; stopping the others");
+                error!(task = %name, error = %e, "failed; stopping the others");
                 shutdown.cancel();
                 first_error.get_or_insert(e);
             }

@@ -1,6 +1,8 @@
 //! Crash points for tests: `LAKESTREAM_FAILPOINT=NAME` (or `NAME:N`, the Nth time) makes
 //! the process abort at that point, as a kill -9 there would, so the moments between
 //! two writes that must agree are tested deterministically, not by chance.
+//! `NAME@PIPELINE[:N]` counts only that pipeline's hits (the others sharing its reader
+//! are then wherever they are in their own batch).
 //!
 //! Points: `after_dead_letters` (dead letters committed, rows not yet),
 //! `after_state_write` (state snapshot written, its commit not yet), `after_commit`
@@ -23,14 +25,18 @@ fn armed() -> Option<&'static (String, u64)> {
         .as_ref()
 }
 
-/// Abort here if this point is armed and this is the armed hit.
-pub fn hit(point: &str) {
+/// Abort here, in `pipeline`, if this point is armed and this is the armed hit.
+pub fn hit(point: &str, pipeline: &str) {
     static HITS: AtomicU64 = AtomicU64::new(0);
     let Some((name, nth)) = armed() else {
         return;
     };
-    if name == point && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth {
-        eprintln!("failpoint {point}: aborting");
+    let matches = match name.split_once('@') {
+        Some((n, p)) => n == point && p == pipeline,
+        None => name == point,
+    };
+    if matches && HITS.fetch_add(1, Ordering::SeqCst) + 1 == *nth {
+        eprintln!("failpoint {point} in pipeline {pipeline}: aborting");
         std::process::abort();
     }
 }

@@ -40,6 +40,20 @@ pub fn dead_letter_schema() -> SchemaRef {
     ]))
 }
 
+/// Dead letters decoded once for a source, labelled with the pipeline that files them.
+pub fn for_pipeline(dead: &RecordBatch, pipeline: &str) -> Result<RecordBatch, ArrowError> {
+    let schema = dead.schema();
+    let (i, _) = schema
+        .column_with_name("pipeline")
+        .ok_or_else(|| ArrowError::SchemaError("dead letters have no pipeline column".into()))?;
+    let mut columns = dead.columns().to_vec();
+    columns[i] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+        pipeline,
+        dead.num_rows(),
+    )));
+    RecordBatch::try_new(schema, columns)
+}
+
 pub(super) fn to_batch(
     raw: &RawBatch,
     dead: &[DeadLetter],

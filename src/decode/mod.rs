@@ -2,6 +2,7 @@
 //! columns; bad ones become dead letters carrying the reason, never an error.
 
 mod dead_letter;
+mod fast;
 mod metadata;
 
 use std::sync::Arc;
@@ -12,14 +13,14 @@ use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::ReaderBuilder;
 
-pub use dead_letter::{dead_letter_schema, DeadLetter};
+pub use dead_letter::{dead_letter_schema, for_pipeline, DeadLetter};
 pub use metadata::METADATA_COLUMNS;
 
 use crate::config::{FieldSpec, FieldType};
 use crate::source::RawBatch;
 
 /// Outcome of decoding one raw batch.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Decoded {
     /// Payload columns followed by the Kafka metadata columns, in raw-batch order.
     pub rows: RecordBatch,
@@ -41,6 +42,8 @@ pub struct JsonDecoder {
     table_schema: SchemaRef,
     max_message_bytes: usize,
     pipeline: Arc<str>,
+    /// Plain messages skip arrow-json (see `fast`); `None` where a field type needs it.
+    fast: Option<Arc<fast::FastDecoder>>,
 }
 
 impl JsonDecoder {
@@ -48,8 +51,10 @@ impl JsonDecoder {
         let payload_schema = crate::config::fields_schema(&fields);
         let mut all: Vec<_> = payload_schema.fields().iter().cloned().collect();
         all.extend(metadata::fields());
+        let json_schema = crate::config::json_schema(&fields);
         Self {
-            json_schema: crate::config::json_schema(&fields),
+            fast: fast::FastDecoder::new(&json_schema).map(Arc::new),
+            json_schema,
             fields: fields.into(),
             payload_schema,
             table_schema: Arc::new(Schema::new(all)),
@@ -146,6 +151,17 @@ impl JsonDecoder {
     }
 
     fn try_decode(&self, raw: &RawBatch, indices: &[usize]) -> Result<RecordBatch, String> {
+        let payload = match self.fast.as_ref().map(|f| f.decode(raw, indices)) {
+            Some(Ok(batch)) => batch,
+            _ => self.decode_general(raw, indices)?,
+        };
+        let payload = self.to_payload_types(payload).map_err(|e| e.to_string())?;
+        metadata::append_columns(&payload, raw, indices, &self.table_schema)
+            .map_err(|e| e.to_string())
+    }
+
+    /// arrow-json's decoder: every case, with its error for a bad message.
+    fn decode_general(&self, raw: &RawBatch, indices: &[usize]) -> Result<RecordBatch, String> {
         // One spare row so a message holding two objects shows up in len() instead of
         // stopping the decoder early.
         let mut decoder = ReaderBuilder::new(self.json_schema.clone())
@@ -161,13 +177,10 @@ impl JsonDecoder {
                 return Err("message holds more than one JSON value".into());
             }
         }
-        let payload = decoder
+        Ok(decoder
             .flush()
             .map_err(|e| e.to_string())?
-            .ok_or("no rows decoded")?;
-        let payload = self.to_payload_types(payload).map_err(|e| e.to_string())?;
-        metadata::append_columns(&payload, raw, indices, &self.table_schema)
-            .map_err(|e| e.to_string())
+            .ok_or("no rows decoded")?)
     }
 
     /// Timestamps read as text or epoch numbers become microseconds, UTC; a string that

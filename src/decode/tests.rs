@@ -174,3 +174,102 @@ fn a_number_in_a_timestamp_field_is_a_dead_letter_unless_a_unit_is_declared() {
     assert_eq!(ts.value(0), 1_546_300_620_000_000);
     assert_eq!(ts.value(1), 1_546_300_620_000_000);
 }
+
+/// The shipped source's fields, for the fast path's tests.
+fn sf_decoder() -> JsonDecoder {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml"),
+    )
+    .unwrap();
+    let config = crate::config::load_str(&text, "shipped", [], &[]).unwrap();
+    let source = &config.sources["police_calls"];
+    JsonDecoder::new(
+        source.field_specs("police_calls").unwrap(),
+        1 << 20,
+        "calls",
+    )
+}
+
+/// What the fast path takes, arrow-json decodes to the same batch.
+fn assert_agree(decoder: &JsonDecoder, payloads: &[&[u8]]) -> bool {
+    let raw = batch(payloads);
+    let indices: Vec<usize> = (0..raw.len()).collect();
+    let fast = decoder.fast.as_ref().expect("fast path for these fields");
+    match fast.decode(&raw, &indices) {
+        Ok(batch) => {
+            let general = decoder.decode_general(&raw, &indices).unwrap_or_else(|e| {
+                panic!("fast took what arrow-json refuses ({e}): {payloads:?}")
+            });
+            assert_eq!(batch, general, "{payloads:?}");
+            true
+        }
+        Err(fast::NotPlain) => false,
+    }
+}
+
+#[test]
+fn the_fast_path_agrees_with_arrow_json_on_realistic_calls() {
+    let decoder = sf_decoder();
+    let start = chrono::NaiveDate::from_ymd_opt(2018, 10, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let mut calls = crate::source::synthetic::CallGenerator::new(7, start, 39.0);
+    let payloads: Vec<Vec<u8>> = (0..2_000).map(|_| calls.next_call().1).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+    assert!(
+        assert_agree(&decoder, &refs),
+        "realistic calls must take the fast path"
+    );
+    // And the whole decoder gives the same rows either way.
+    let raw = batch(&refs);
+    let out = decoder.decode(&raw, 2).unwrap();
+    assert_eq!(out.rows.num_rows(), 2_000);
+    assert_eq!(out.dead_letters.num_rows(), 0);
+}
+
+#[test]
+fn the_fast_path_takes_only_what_arrow_json_reads_the_same_way() {
+    let decoder = sf_decoder();
+    let base = r#""crime_id":"1","call_date":"2018-12-31T00:00:00.000","call_date_time":"2018-12-31T23:57:00.000""#;
+    let plain = [
+        format!("{{{base}}}"),
+        format!(r#"{{{base},"city":null,"state":"CA"}}"#),
+        format!(r#"  {{{base},"address":"\"Quoted\" \u00e9\n\\ \ud83d\ude00"}}  "#),
+        format!(r#"{{{base},"unknown":{{"a":[1,2,{{"b":null}}]}},"other":1.5e3}}"#),
+        format!(r#"{{"disposition":"HAN",{base}}}"#),
+        r#"{"crime_id":"2","call_date":"2018-12-31","call_date_time":"2018-12-31 23:57:00"}"#
+            .to_string(),
+    ];
+    for p in &plain {
+        assert!(assert_agree(&decoder, &[p.as_bytes()]), "not taken: {p}");
+    }
+    let not_plain = [
+        format!(r#"{{{base},"city":5}}"#),
+        format!(r#"{{{base},"city":{{"a":1}}}}"#),
+        format!(r#"{{{base},"city":["x"]}}"#),
+        format!(r#"{{{base},"city":true}}"#),
+        format!(r#"{{{base},"city":"a","city":"b"}}"#),
+        format!(r#"{{{base}}}{{{base}}}"#),
+        format!(r#"{{{base}"#),
+        r#"{"crime_id":"3","call_date_time":"2018-12-31T23:57:00.000"}"#.to_string(),
+        r#"{"crime_id":null,"call_date":"2018-12-31","call_date_time":"x"}"#.to_string(),
+        r#"{"crime_id":"4","call_date":"not a date","call_date_time":"x"}"#.to_string(),
+        format!(r#"{{{base},"address":"\ud800"}}"#),
+    ];
+    for p in &not_plain {
+        assert!(!assert_agree(&decoder, &[p.as_bytes()]), "taken: {p}");
+    }
+    // One message the fast path refuses sends its whole chunk down the general path,
+    // which still finds the one bad record.
+    let good = format!("{{{base}}}");
+    let bad = format!(r#"{{{base},"city":5}}"#);
+    let out = decoder
+        .decode(
+            &batch(&[good.as_bytes(), bad.as_bytes(), good.as_bytes()]),
+            1,
+        )
+        .unwrap();
+    assert_eq!(out.rows.num_rows(), 2);
+    assert_eq!(out.dead_letters.num_rows(), 1);
+}

@@ -7,7 +7,7 @@ mod progress;
 mod registry;
 
 pub use errors::{recent_errors, ErrorEntry, ErrorLayer};
-pub use progress::{Durations, EventTime, Progress, SinkProgress, SourceProgress};
+pub use progress::{Durations, EventTime, Latency, Progress, SinkProgress, SourceProgress};
 pub use registry::{metrics, Metrics, PartitionLabels, PipelineLabel, TableLabel, TaskLabels};
 
 use std::collections::{BTreeMap, VecDeque};

@@ -23,6 +23,9 @@ pub struct Progress {
     pub duration_ms: Durations,
     pub sources: Vec<SourceProgress>,
     pub event_time: EventTime,
+    /// From each record's Kafka timestamp to this commit, over the batch's records
+    /// (`None`: the records carry no timestamps).
+    pub latency_ms: Option<Latency>,
     pub state_rows: u64,
     pub late_rows_dropped: u64,
     pub dead_letters: u64,
@@ -56,6 +59,14 @@ pub struct SourceProgress {
     pub latest_offset: BTreeMap<i32, i64>,
     /// Records behind the latest offset after this batch, by partition.
     pub lag: BTreeMap<i32, i64>,
+}
+
+/// Produced-to-committed time of a batch's records: median, 99th percentile, oldest.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

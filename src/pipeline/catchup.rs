@@ -67,11 +67,6 @@ impl CatchUp {
         }
     }
 
-    /// The targets, for the consumer (it closes a batch as soon as it reaches them).
-    pub fn targets(&self) -> BTreeMap<i32, i64> {
-        self.bounds.iter().map(|(&p, b)| (p, b.end)).collect()
-    }
-
     /// A batch with these consumer positions was committed (or held nothing new).
     pub fn covered(&mut self, positions: &HashMap<i32, i64>) {
         for (&p, &pos) in positions {

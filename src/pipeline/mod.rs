@@ -1,8 +1,10 @@
-//! One pipeline: consume -> decode -> commit, as three stages that overlap, so batch
-//! N+1 is read and decoded while batch N is written.
+//! Pipelines: consume -> decode -> commit, as stages that overlap, so batch N+1 is read
+//! and decoded while batch N is written. The pipelines of one source share one reader
+//! (one consumer, one decode, see `reader`); each commits to its own table.
 
 mod catchup;
 mod progress;
+mod reader;
 mod stages;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -18,17 +20,16 @@ use crate::config::{Config, PipelineConfig};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
 use crate::engine::Engine;
 use crate::metrics::{
-    Durations, EventTime, PipelineMetrics, PipelineState, Progress, SinkProgress, Snapshot,
-    SourceProgress,
+    Durations, EventTime, Latency, PipelineMetrics, PipelineState, Progress, SinkProgress,
+    Snapshot, SourceProgress,
 };
 use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
-use crate::source::{
-    ConsumerSettings, DataLossPolicy, KafkaSource, OffsetRange, OffsetStore, RawBatch, SourceHandle,
-};
+use crate::source::{OffsetRange, OffsetStore, ProducedAt, RawBatch, SourceHandle};
 use crate::{Error, Result};
 use catchup::{CatchUp, Status};
 use progress::BatchReport;
-use stages::{decode_stage, TableOffsets};
+pub use reader::{reader_groups, start_source, Started};
+use stages::GroupCommits;
 
 /// How a run ends, and how it reports.
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,7 +42,9 @@ pub struct RunOptions {
     pub progress_json: bool,
 }
 
-/// A decoded batch on its way to the commit stage.
+/// A decoded batch on its way to the commit stage (one copy per pipeline; the Arrow
+/// arrays are shared).
+#[derive(Clone)]
 struct Ready {
     opened_at: Option<Instant>,
     /// First record to the batch closing, and time spent decoding.
@@ -52,6 +55,8 @@ struct Ready {
     positions: HashMap<i32, i64>,
     records: usize,
     bytes: usize,
+    /// When the records were produced, for the latency in the progress record.
+    produced: Option<ProducedAt>,
     decoded: Decoded,
 }
 
@@ -61,6 +66,27 @@ pub struct Pipeline {
     metrics: Arc<PipelineMetrics>,
 }
 
+/// A pipeline ready to consume: tables open, state restored, refusals checked.
+struct Prepared {
+    p: PipelineConfig,
+    sink_opts: SinkOptions,
+    table: DeltaSink,
+    dead: DeltaSink,
+    engine: Option<Engine>,
+    catch_up: Option<CatchUp>,
+}
+
+/// What one pipeline takes from its source's reader.
+struct Feed {
+    rx: mpsc::Receiver<Ready>,
+    source: SourceHandle,
+    group: Arc<GroupCommits>,
+    /// This pipeline's place in `group`.
+    slot: usize,
+    /// The reader stops once every pipeline it feeds has dropped this.
+    _reading: Arc<tokio_util::sync::DropGuard>,
+}
+
 impl Pipeline {
     pub fn new(name: &str, config: Config) -> Self {
         Self {
@@ -68,6 +94,10 @@ impl Pipeline {
             config,
             metrics: Arc::new(PipelineMetrics::new(name)),
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The counters this pipeline updates while it runs (for the status page).
@@ -82,12 +112,18 @@ impl Pipeline {
         }
     }
 
-    /// Run until `shutdown` (or caught up); returns the final counters.
-    pub async fn run(self, opts: RunOptions, shutdown: CancellationToken) -> Result<Snapshot> {
+    /// Open the tables, compile the SQL and restore the state; refusals (another
+    /// pipeline's table, an incompatible schema) come here, before the reader joins the
+    /// group, so a refused member never holds partitions.
+    async fn prepare(
+        &self,
+        partitions: &[i32],
+        catch_up: Option<CatchUp>,
+        shutdown: CancellationToken,
+    ) -> Result<Prepared> {
         let p = self.config.pipelines[&self.name].clone();
-        let source = self.config.sources[&p.source].clone();
-        let fields = source.field_specs(&p.source)?;
-        let decoder = JsonDecoder::new(fields, source.max_message_bytes, &self.name);
+        let source = &self.config.sources[&p.source];
+        let decoder = self.decoder()?;
         let mut engine = match &p.sql {
             Some(_) => {
                 Some(Engine::compile(&self.config, &self.name, decoder.table_schema()).await?)
@@ -97,53 +133,66 @@ impl Pipeline {
         let schema = engine
             .as_ref()
             .map_or_else(|| decoder.table_schema(), Engine::output_schema);
-        let sink_opts = self.sink_options(&p, &source.topic, shutdown.clone());
+        let sink_opts = self.sink_options(&p, &source.topic, shutdown);
         let mut table = DeltaSink::open(&p.table, &schema, sink_opts.clone()).await?;
         let dlq_opts = SinkOptions {
             partition_by: Vec::new(),
+            change_data_feed: false,
             ..sink_opts.clone()
         };
-        let mut dead =
-            DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
+        let dead = DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
         if let Some(v) = table.version() {
             self.metrics.table_version.store(v, Ordering::Relaxed);
         }
-
-        let mut catch_up = match opts.until_caught_up {
-            true => Some(self.catch_up(&source.topic, opts).await?),
-            false => None,
-        };
-        // Refusals come before joining the group: a refused member never holds partitions.
-        let partitions = self.partitions(&source.topic).await?;
-        table.check_owner(&partitions, p.adopt).await?;
+        table.check_owner(partitions, p.adopt).await?;
         if let Some(engine) = engine.as_mut() {
-            engine.set_partitions(partitions);
+            engine.set_partitions(partitions.to_vec());
             table.stream_state(engine).await?;
         }
-        let targets = catch_up.as_ref().map(|c| Arc::new(c.targets()));
-        let settings = self.consumer_settings(&p, &source.topic, targets);
-        let store = TableOffsets {
-            opts: sink_opts,
-            table: p.table.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        };
-        let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
-        info!(pipeline = %self.name, topic = %source.topic, table = %p.table, "pipeline started");
+        Ok(Prepared {
+            p,
+            sink_opts,
+            table,
+            dead,
+            engine,
+            catch_up,
+        })
+    }
 
-        let (raw_tx, raw_rx) = mpsc::channel::<RawBatch>(1);
-        let (ready_tx, mut ready_rx) = mpsc::channel::<Ready>(1);
-        let stop = shutdown.child_token();
-        let consume = {
-            let stop = stop.clone();
-            tokio::task::spawn_blocking(move || consumer.run(raw_tx, stop))
-        };
-        let decode = tokio::spawn(decode_stage(decoder, raw_rx, ready_tx));
+    /// The decoder of this pipeline's source (every pipeline of a source decodes alike).
+    fn decoder(&self) -> Result<JsonDecoder> {
+        let p = &self.config.pipelines[&self.name];
+        let source = &self.config.sources[&p.source];
+        let fields = source.field_specs(&p.source)?;
+        Ok(JsonDecoder::new(
+            fields,
+            source.max_message_bytes,
+            &self.name,
+        ))
+    }
 
+    /// Commit what the reader sends until it stops (or, catching up, until the table
+    /// holds the topic's ends); returns the final counters.
+    async fn consume(
+        self,
+        prepared: Prepared,
+        mut feed: Feed,
+        opts: RunOptions,
+    ) -> Result<Snapshot> {
+        let Prepared {
+            p,
+            mut table,
+            mut dead,
+            mut engine,
+            mut catch_up,
+            ..
+        } = prepared;
+        info!(pipeline = %self.name, topic = %feed.source.topic(), table = %p.table, "pipeline started");
         self.metrics.set_state(PipelineState::Running);
         // Stops with the pipeline, however it returns.
-        let lag_stop = stop.child_token();
+        let lag_stop = CancellationToken::new();
         tokio::spawn(watch_high_watermarks(
-            handle.clone(),
+            feed.source.clone(),
             self.metrics.clone(),
             lag_stop.clone(),
         ));
@@ -152,21 +201,21 @@ impl Pipeline {
         let mut late_error = None;
         loop {
             let ready = tokio::select! {
-                ready = ready_rx.recv() => ready,
+                ready = feed.rx.recv() => ready,
                 _ = tick.tick(), if catch_up.is_some() => {
                     // Other members commit too: look at the table as it is now.
                     if let Err(e) = table.refresh().await {
                         tracing::warn!(table = %p.table, error = %e, "cannot re-read the table");
                         continue;
                     }
-                    self.check_caught_up(&mut catch_up, &mut table, &handle, &stop, &mut late_error).await;
+                    self.check_caught_up(&mut catch_up, &mut table, &mut feed, &mut late_error).await;
                     continue;
                 }
             };
             let Some(ready) = ready else { break };
             let positions = ready.positions.clone();
             let committed = self
-                .commit(ready, &mut table, &mut dead, &handle, engine.as_mut(), opts)
+                .commit(ready, &mut table, &mut dead, &feed, engine.as_mut(), opts)
                 .await;
             if let Err(e) = committed {
                 self.metrics.set_state(PipelineState::Failed);
@@ -174,22 +223,11 @@ impl Pipeline {
             }
             if let Some(c) = catch_up.as_mut() {
                 c.covered(&positions);
-                self.check_caught_up(&mut catch_up, &mut table, &handle, &stop, &mut late_error)
+                self.check_caught_up(&mut catch_up, &mut table, &mut feed, &mut late_error)
                     .await;
             }
         }
-        let stopped = decode
-            .await
-            .map_err(|e| self.fail(format!("decode stage: {e}")))
-            .and_then(|r| r)
-            .and(
-                consume
-                    .await
-                    .map_err(|e| self.fail(format!("consumer thread: {e}")))
-                    .and_then(|r| r.map_err(Error::from)),
-            )
-            .and(late_error.map_or(Ok(()), Err));
-        if let Err(e) = stopped {
+        if let Some(e) = late_error {
             self.metrics.set_state(PipelineState::Failed);
             return Err(e);
         }
@@ -197,59 +235,27 @@ impl Pipeline {
         Ok(self.metrics.snapshot(&self.name, &p.table))
     }
 
-    /// The topic's partitions (none while it does not exist).
-    async fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
-        let kafka = &self.config.kafka;
-        let probe = crate::source::probe_config(&kafka.brokers, &kafka.options);
-        let topic = topic.to_string();
-        tokio::task::spawn_blocking(move || crate::source::topic_partitions(&probe, &topic))
-            .await
-            .map_err(|e| self.fail(format!("reading the topic's partitions: {e}")))?
-            .map_err(Error::from)
-    }
-
-    /// The ends of every partition of the topic, read before consuming starts.
-    async fn catch_up(&self, topic: &str, opts: RunOptions) -> Result<CatchUp> {
-        let kafka = &self.config.kafka;
-        let probe = crate::source::probe_config(&kafka.brokers, &kafka.options);
-        let owned_topic = topic.to_string();
-        let bounds =
-            tokio::task::spawn_blocking(move || crate::source::topic_bounds(&probe, &owned_topic))
-                .await
-                .map_err(|e| self.fail(format!("reading the topic's ends: {e}")))??;
-        let session_ms = kafka
-            .options
-            .get("session.timeout.ms")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(45_000); // librdkafka's default
-        Ok(CatchUp::new(
-            bounds,
-            kafka.starting_offsets == crate::config::StartingOffsets::Earliest,
-            opts.deadline,
-            std::time::Duration::from_millis(session_ms),
-        ))
-    }
-
-    /// Stop the consumer once caught up (the batches in flight still commit), or when
-    /// the deadline passes (the run then fails with what is missing).
+    /// Stop listening once caught up (the batches in flight still commit), or when the
+    /// deadline passes (the run then fails with what is missing).
     async fn check_caught_up(
         &self,
         catch_up: &mut Option<CatchUp>,
         table: &mut DeltaSink,
-        handle: &SourceHandle,
-        stop: &CancellationToken,
+        feed: &mut Feed,
         late_error: &mut Option<Error>,
     ) {
         let Some(c) = catch_up.as_mut() else { return };
-        let assigned = handle.assigned();
+        let assigned = feed.source.assigned();
         match c.check(table, &assigned).await {
             Ok(Status::Waiting) => return,
-            Ok(Status::Rejoin) => return handle.rejoin(),
+            Ok(Status::Rejoin) => return feed.source.rejoin(),
             Ok(Status::Done) => {}
             Err(message) => *late_error = Some(self.fail(message)),
         }
         *catch_up = None;
-        stop.cancel();
+        // The batches already queued still commit; the reader stops once no pipeline
+        // of the source listens.
+        feed.rx.close();
     }
 
     fn sink_options(
@@ -264,6 +270,7 @@ impl Pipeline {
             pipeline: self.name.clone(),
             topic: topic.to_string(),
             partition_by: p.partition_by.clone(),
+            change_data_feed: p.mode == crate::config::OutputMode::Update,
             zstd_level: storage.zstd_level,
             target_file_size: storage.target_file_size,
             no_dictionary: p.no_dictionary(),
@@ -271,31 +278,6 @@ impl Pipeline {
             checkpoint_interval: self.config.maintenance.checkpoint_interval,
             log_retention: self.config.maintenance.log_retention,
             shutdown,
-        }
-    }
-
-    fn consumer_settings(
-        &self,
-        p: &PipelineConfig,
-        topic: &str,
-        targets: Option<Arc<BTreeMap<i32, i64>>>,
-    ) -> ConsumerSettings {
-        let kafka = &self.config.kafka;
-        ConsumerSettings {
-            brokers: kafka.brokers.clone(),
-            group_id: self.config.group_id(&self.name),
-            topic: topic.to_string(),
-            options: kafka.options.clone(),
-            starting: kafka.starting_offsets,
-            seek_rewind: kafka.seek_rewind,
-            max_records: p.max_offsets_per_trigger,
-            max_bytes: p.max_bytes_per_trigger,
-            trigger_interval: p.trigger_interval,
-            targets,
-            data_loss: DataLossPolicy {
-                fail: kafka.fail_on_data_loss,
-                events: self.metrics.data_loss_events.clone(),
-            },
         }
     }
 
@@ -307,10 +289,11 @@ impl Pipeline {
         ready: Ready,
         table: &mut DeltaSink,
         dead: &mut DeltaSink,
-        source: &SourceHandle,
+        feed: &Feed,
         mut engine: Option<&mut Engine>,
         opts: RunOptions,
     ) -> Result<()> {
+        let source = &feed.source;
         let Ready {
             opened_at,
             fetch_ms,
@@ -319,6 +302,7 @@ impl Pipeline {
             positions,
             records,
             bytes,
+            produced,
             decoded,
         } = ready;
         if records == 0 {
@@ -333,14 +317,16 @@ impl Pipeline {
         };
         let mut dead_rows = 0;
         if decoded.dead_letters.num_rows() > 0 {
+            let dead_letters = crate::decode::for_pipeline(&decoded.dead_letters, &self.name)
+                .map_err(crate::decode::DecodeError::from)?;
             if let CommitOutcome::Committed { rows, .. } =
-                dead.commit(&decoded.dead_letters, &info, None).await?
+                dead.commit(&dead_letters, &info, None).await?
             {
                 dead_rows = rows;
             }
         }
         if dead_rows > 0 {
-            crate::failpoint::hit("after_dead_letters");
+            crate::failpoint::hit("after_dead_letters", &self.name);
         }
         let info = BatchInfo {
             with_batch_id: true,
@@ -348,9 +334,9 @@ impl Pipeline {
         };
         let outcome = table.commit(&decoded.rows, &info, engine).await?;
         if matches!(outcome, CommitOutcome::Committed { .. }) {
-            crate::failpoint::hit("after_commit");
+            crate::failpoint::hit("after_commit", &self.name);
         }
-        source.commit_offsets(&ranges);
+        feed.group.committed(feed.slot, &ranges);
 
         let m = &self.metrics;
         m.conflicts
@@ -392,6 +378,7 @@ impl Pipeline {
             records,
             dead_letters: dead_rows,
             ranges: &ranges,
+            produced,
         };
         let progress = self.progress(&batch, &outcome, table, source);
         if opts.progress_json {

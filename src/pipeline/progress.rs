@@ -10,6 +10,7 @@ pub(super) struct BatchReport<'a> {
     pub records: usize,
     pub dead_letters: usize,
     pub ranges: &'a BTreeMap<i32, OffsetRange>,
+    pub produced: Option<ProducedAt>,
 }
 
 impl Pipeline {
@@ -76,6 +77,15 @@ impl Pipeline {
             event_time: EventTime {
                 watermark: crate::metrics::format_micros(m.watermark.load(Ordering::Relaxed)),
             },
+            latency_ms: batch.produced.map(|at| {
+                let now = chrono::Utc::now().timestamp_millis();
+                let since = |t: i64| (now - t).max(0) as u64;
+                Latency {
+                    p50: since(at.p50),
+                    p99: since(at.p01),
+                    max: since(at.oldest),
+                }
+            }),
             state_rows,
             late_rows_dropped: late,
             dead_letters: batch.dead_letters as u64,

@@ -1,12 +1,21 @@
-//! The decode stage between the consumer and the commit, and the table offsets the
-//! consumer's rebalance callback reads.
+//! The shared reader's stages: decode once, fan out to every pipeline of the source, and
+//! the tables' offsets the consumer's rebalance callback reads.
 
 use super::*;
+use crate::source::Committed;
 
+/// How many decoded batches may wait for one pipeline while it commits the one before.
+/// The reader blocks when any pipeline's queue is full: the slowest pipeline sets the
+/// pace, and memory stays bounded by (QUEUE + 2) batches whatever the backlog.
+pub(super) const QUEUE: usize = 2;
+
+/// Decode each raw batch once and hand every pipeline its copy (Arrow arrays are shared,
+/// not copied). A pipeline that stopped listening (caught up, or failed) is dropped;
+/// when none is left the stage ends, and with it the consumer.
 pub(super) async fn decode_stage(
     decoder: JsonDecoder,
     mut raw_rx: mpsc::Receiver<RawBatch>,
-    ready_tx: mpsc::Sender<Ready>,
+    mut outputs: Vec<mpsc::Sender<Ready>>,
 ) -> Result<()> {
     let decoder = Arc::new(decoder);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -24,6 +33,7 @@ pub(super) async fn decode_stage(
                 positions: raw.positions.clone(),
                 records: raw.len(),
                 bytes: raw.byte_len(),
+                produced: raw.timestamp_quantiles(),
                 decoded,
             })
         })
@@ -32,21 +42,29 @@ pub(super) async fn decode_stage(
             task: "decode".into(),
             cause,
         })??;
-        if ready_tx.send(ready).await.is_err() {
-            break; // the commit stage stopped; it reports why
+        let mut open = Vec::with_capacity(outputs.len());
+        for tx in outputs {
+            if tx.send(ready.clone()).await.is_ok() {
+                open.push(tx);
+            }
+        }
+        outputs = open;
+        if outputs.is_empty() {
+            break; // every pipeline stopped; each reports why
         }
     }
     Ok(())
 }
 
-/// The row table's offsets, for the consumer's rebalance callback (on its own thread).
-pub(super) struct TableOffsets {
-    pub opts: SinkOptions,
-    pub table: String,
+/// The offsets of every table one reader feeds, for the consumer's rebalance callback
+/// (on its own thread): reading resumes after the lowest, and each pipeline's commit
+/// drops what its own table already holds.
+pub(super) struct TablesOffsets {
+    pub tables: Vec<(SinkOptions, String)>,
     pub runtime: tokio::runtime::Handle,
 }
 
-impl TableOffsets {
+impl TablesOffsets {
     /// Run `work` to completion from the consumer thread. librdkafka may also call the
     /// rebalance callback from a runtime worker (closing a consumer serves its pending
     /// callbacks): there the worker is handed over for the wait instead of blocking it.
@@ -58,17 +76,26 @@ impl TableOffsets {
     }
 }
 
-impl OffsetStore for TableOffsets {
+impl OffsetStore for TablesOffsets {
     fn committed(
         &self,
         partitions: &[i32],
-    ) -> std::result::Result<HashMap<i32, Option<i64>>, String> {
-        self.block(crate::sink::read_committed(
-            &self.opts,
-            &self.table,
-            partitions,
-        ))
-        .map_err(|e| e.to_string())
+    ) -> std::result::Result<HashMap<i32, Committed>, String> {
+        let mut out: HashMap<i32, Committed> = HashMap::new();
+        for (i, (opts, table)) in self.tables.iter().enumerate() {
+            let held = self
+                .block(crate::sink::read_committed(opts, table, partitions))
+                .map_err(|e| e.to_string())?;
+            for &p in partitions {
+                let last = held.get(&p).copied().flatten();
+                let c = out.entry(p).or_insert(Committed::single(last));
+                if i > 0 {
+                    c.lowest = c.lowest.zip(last).map(|(a, b)| a.min(b));
+                    c.highest = c.highest.max(last);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn record(
@@ -76,12 +103,78 @@ impl OffsetStore for TableOffsets {
         last: &BTreeMap<i32, i64>,
         overwrite: bool,
     ) -> std::result::Result<BTreeMap<i32, i64>, String> {
-        self.block(crate::sink::record_offsets(
-            &self.opts,
-            &self.table,
-            last,
-            overwrite,
-        ))
-        .map_err(|e| e.to_string())
+        let mut lowest: BTreeMap<i32, i64> = BTreeMap::new();
+        for (opts, table) in &self.tables {
+            let recorded = self
+                .block(crate::sink::record_offsets(opts, table, last, overwrite))
+                .map_err(|e| e.to_string())?;
+            for (p, o) in recorded {
+                lowest
+                    .entry(p)
+                    .and_modify(|l| *l = (*l).min(o))
+                    .or_insert(o);
+            }
+        }
+        Ok(lowest)
+    }
+}
+
+/// Mirrors into the consumer group what every pipeline of the reader has committed (the
+/// lowest offset per partition), so standard lag tools see the slowest table's lag.
+pub(super) struct GroupCommits {
+    handle: SourceHandle,
+    committed: std::sync::Mutex<Vec<BTreeMap<i32, i64>>>,
+}
+
+impl GroupCommits {
+    pub fn new(handle: SourceHandle, pipelines: usize) -> Self {
+        Self {
+            handle,
+            committed: std::sync::Mutex::new(vec![BTreeMap::new(); pipelines]),
+        }
+    }
+
+    /// Pipeline `slot` has `ranges` in its table.
+    pub fn committed(&self, slot: usize, ranges: &BTreeMap<i32, OffsetRange>) {
+        let lowest = {
+            let mut all = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+            for (&p, r) in ranges {
+                all[slot].insert(p, r.last);
+            }
+            lowest_common(&all)
+        };
+        self.handle.commit_offsets(&lowest);
+    }
+}
+
+/// Per partition every pipeline has committed, the lowest offset among them.
+fn lowest_common(all: &[BTreeMap<i32, i64>]) -> BTreeMap<i32, OffsetRange> {
+    let Some((first, rest)) = all.split_first() else {
+        return BTreeMap::new();
+    };
+    first
+        .iter()
+        .filter_map(|(p, &o)| {
+            let last = rest
+                .iter()
+                .try_fold(o, |low, m| m.get(p).map(|&x| low.min(x)))?;
+            Some((*p, OffsetRange { first: last, last }))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_sees_the_slowest_pipeline() {
+        let a = BTreeMap::from([(0, 10), (1, 7)]);
+        let b = BTreeMap::from([(0, 4), (1, 9), (2, 3)]);
+        let low = lowest_common(&[a, b]);
+        assert_eq!(low.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(low[&0].last, 4);
+        assert_eq!(low[&1].last, 7);
+        assert!(lowest_common(&[BTreeMap::from([(0, 1)]), BTreeMap::new()]).is_empty());
     }
 }

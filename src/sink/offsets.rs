@@ -52,9 +52,10 @@ pub async fn read_committed(
         .map_err(|e| SinkError::delta(name, e))
 }
 
-/// Commit `last` as the offsets the table holds (only where it holds none, unless
-/// `overwrite`), with no data: a start position that must survive this process. Two
-/// members racing here both end with the first one's positions.
+/// Commit `last` as the offsets the table holds (only where it holds none, or, with
+/// `overwrite`, where it holds more: a reset moves a table back, never forward past
+/// records it has not got), with no data: a start position that must survive this
+/// process. Two members racing here both end with the first one's positions.
 pub async fn record_offsets(
     opts: &SinkOptions,
     name: &str,
@@ -69,7 +70,10 @@ pub async fn record_offsets(
             .map_err(err)?;
         let write: BTreeMap<i32, i64> = last
             .iter()
-            .filter(|(p, _)| overwrite || held.get(p).copied().flatten().is_none())
+            .filter(|(p, &o)| match held.get(p).copied().flatten() {
+                None => true,
+                Some(h) => overwrite && h > o,
+            })
             .map(|(&p, &o)| (p, o))
             .collect();
         let mut result: BTreeMap<i32, i64> =

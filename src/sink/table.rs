@@ -8,6 +8,7 @@ use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::SaveMode;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::TableProperty;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use super::SinkError;
@@ -20,6 +21,7 @@ pub async fn open_or_create(
     name: &str,
     schema: &SchemaRef,
     partition_by: &[String],
+    change_data_feed: bool,
 ) -> Result<DeltaTable, SinkError> {
     let err = |source: DeltaTableError| SinkError::delta(name, source);
     let table = storage.load(name).await?;
@@ -36,6 +38,10 @@ pub async fn open_or_create(
             .with_table_name(name)
             .with_columns(columns.fields().cloned())
             .with_partition_columns(partition_by.to_vec())
+            .with_configuration_property(
+                TableProperty::EnableChangeDataFeed,
+                change_data_feed.then_some("true"),
+            )
             .with_save_mode(SaveMode::Ignore)
             .await
             .map_err(err)?

@@ -30,6 +30,15 @@ struct RawRecord {
     payload: Range<usize>,
 }
 
+/// When the batch's records were produced (Kafka timestamps, ms): the median record, the
+/// 1st percentile (the p99 of latency once committed) and the oldest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducedAt {
+    pub p50: i64,
+    pub p01: i64,
+    pub oldest: i64,
+}
+
 /// First and last offset of one partition within a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetRange {
@@ -121,6 +130,24 @@ impl RawBatch {
         self.records[i].timestamp_ms
     }
 
+    /// Quantiles of the records' timestamps (`None`: no record carries one).
+    pub fn timestamp_quantiles(&self) -> Option<ProducedAt> {
+        let mut ts: Vec<i64> = self.records.iter().filter_map(|r| r.timestamp_ms).collect();
+        if ts.is_empty() {
+            return None;
+        }
+        let oldest = *ts.iter().min()?;
+        let mut at = |q: f64| {
+            let i = ((ts.len() - 1) as f64 * q) as usize;
+            *ts.select_nth_unstable(i).1
+        };
+        Some(ProducedAt {
+            p50: at(0.5),
+            p01: at(0.01),
+            oldest,
+        })
+    }
+
     /// Drop the records of `partition` (its assignment was revoked).
     pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) {
         // Buffer space of dropped records is reclaimed when the batch is sent; revokes are rare.
@@ -170,6 +197,8 @@ mod tests {
             }
         );
         assert_eq!(ranges[&0], OffsetRange { first: 3, last: 3 });
+        let at = b.timestamp_quantiles().unwrap();
+        assert_eq!((at.p50, at.p01, at.oldest), (5, 5, 5));
         b.retain_partitions(|p| p == 0);
         assert_eq!(b.len(), 1);
         assert_eq!(b.offset(0), 3);

@@ -18,19 +18,41 @@ use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
 use super::SourceError;
 use crate::config::StartingOffsets;
 
-/// The table's side of the offsets, called from the rebalance callback on the consumer
-/// thread (it may block).
+/// The tables' side of the offsets, called from the rebalance callback on the consumer
+/// thread (it may block). One reader may feed several tables (one per pipeline).
 pub trait OffsetStore: Send + Sync {
-    /// Last offset the output table holds for each of `partitions` (`None`: never seen).
-    fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, Option<i64>>, String>;
-    /// Commit "the table holds everything up to `last`" for these partitions before they
-    /// are read: where the table has no offset yet, or everywhere with `overwrite`.
-    /// Returns what the table then records for them.
+    /// Last offset the output tables hold for each of `partitions`.
+    fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, Committed>, String>;
+    /// Commit "the tables hold everything up to `last`" for these partitions before they
+    /// are read: where a table has no offset yet, or, with `overwrite`, where a table
+    /// records more than `last` (a reset never moves a table forward past records).
+    /// Returns the lowest offset the tables then record for them.
     fn record(
         &self,
         last: &BTreeMap<i32, i64>,
         overwrite: bool,
     ) -> Result<BTreeMap<i32, i64>, String>;
+}
+
+/// What the tables fed by one reader hold for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Where reading must resume after: the table furthest behind (`None`: a table has
+    /// never seen the partition).
+    pub lowest: Option<i64>,
+    /// The table furthest ahead: a resume point the partition no longer reaches means
+    /// the topic was recreated, whichever table holds it.
+    pub highest: Option<i64>,
+}
+
+impl Committed {
+    /// One table's offset.
+    pub fn single(last: Option<i64>) -> Self {
+        Self {
+            lowest: last,
+            highest: last,
+        }
+    }
 }
 
 #[derive(Clone)]

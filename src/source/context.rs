@@ -19,14 +19,17 @@ use crate::config::StartingOffsets;
 pub struct DataLossPolicy {
     /// Stop the pipeline (`kafka.fail_on_data_loss`).
     pub fail: bool,
-    /// Every case seen, failing or not (`lakestream_data_loss_events_total`).
-    pub events: prometheus_client::metrics::counter::Counter,
+    /// Every case seen, failing or not (`lakestream_data_loss_events_total`), counted
+    /// for each pipeline the reader feeds.
+    pub events: Vec<prometheus_client::metrics::counter::Counter>,
 }
 
 impl DataLossPolicy {
     /// Log and count a loss; the error to stop on when the policy says so.
     pub fn report(&self, topic: &str, what: &str) -> Result<(), String> {
-        self.events.inc();
+        for events in &self.events {
+            events.inc();
+        }
         if self.fail {
             error!(topic, "data loss: {what}");
             Err(format!(
@@ -76,7 +79,8 @@ impl SourceContext {
         lock(&self.state)
     }
 
-    /// Set the start offset of every partition in `tpl` from the table's `txn` records.
+    /// Set the start offset of every partition in `tpl` from the tables' `txn` records:
+    /// after the lowest offset any table fed by this reader holds.
     fn position_partitions(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -98,7 +102,22 @@ impl SourceContext {
                 .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
                 .map_err(|e| format!("cannot read watermarks of partition {p}: {e}"))?;
             lows.insert(p, low);
-            let start = match (last_committed.get(&p).copied().flatten(), self.starting) {
+            let committed = last_committed
+                .get(&p)
+                .copied()
+                .unwrap_or(super::Committed::single(None));
+            if let Some(highest) = committed.highest.filter(|&h| committed.lowest != Some(h)) {
+                // A table ahead of the others (or beside a new one) may hold offsets of
+                // a deleted topic, or lost records the new one does not miss: reading
+                // from the lowest alone would not notice. Retention below a lower table
+                // is that table's report.
+                let floor = match committed.lowest {
+                    Some(_) => low.min(highest + 1),
+                    None => low,
+                };
+                self.resume_offset(p, highest + 1, floor, high, &mut reset)?;
+            }
+            let start = match (committed.lowest, self.starting) {
                 (Some(last), _) => self.resume_offset(p, last + 1, low, high, &mut reset)?,
                 (None, StartingOffsets::Earliest) => low,
                 (None, StartingOffsets::Latest) => {
@@ -112,13 +131,14 @@ impl SourceContext {
             };
             starts.insert(p, start);
         }
+        // Resets first: a table moved back must count when the lowest start is recorded.
+        if !reset.is_empty() {
+            self.store.record(&reset, true)?;
+        }
         if !record.is_empty() {
             for (p, last) in self.store.record(&record, false)? {
                 starts.insert(p, last + 1);
             }
-        }
-        if !reset.is_empty() {
-            self.store.record(&reset, true)?;
         }
         for (&p, &start) in &starts {
             let seek = lows[&p].max(start - i64::from(self.seek_rewind));

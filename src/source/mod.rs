@@ -11,8 +11,8 @@ mod producer;
 pub mod synthetic;
 
 pub use admin::ensure_topic;
-pub use batch::{OffsetRange, RawBatch};
-pub use consumer::{ConsumerSettings, KafkaSource, OffsetStore, SourceHandle};
+pub use batch::{OffsetRange, ProducedAt, RawBatch};
+pub use consumer::{Committed, ConsumerSettings, KafkaSource, OffsetStore, SourceHandle};
 pub use context::DataLossPolicy;
 pub use count::{count_topic, CountReport};
 pub use ends::{probe_config, topic_bounds, topic_partitions, Bounds};

@@ -1,10 +1,17 @@
-//! What a Delta table holds beyond a mirrored version: the rows of the data files its
-//! later commits added and that are still live, read through delta-rs (so partition
-//! columns come back). Reading a file twice is harmless: the mirror upserts by key.
+//! What a Delta table holds beyond a mirrored version. Where the table keeps a change
+//! data feed (update-mode tables do), only the rows its later commits inserted or
+//! updated, in commit order: cost follows the change, not the table. Otherwise the rows
+//! of the data files later commits added that are still live (a MERGE rewrites whole
+//! files, so that re-sends unchanged rows). Read through delta-rs (so partition columns
+//! come back); sending a row twice is harmless: the mirror upserts by key.
 
 use std::collections::BTreeSet;
 
-use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::{
+    concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
+};
+use deltalake::datafusion::physical_plan::collect;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::delta_datafusion::{FileSelection, MissingSelectedFilePolicy};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -29,6 +36,15 @@ pub async fn since(
     if mirrored == Some(version) {
         return Ok(None);
     }
+    if let Some(from) = mirrored.filter(|&from| !full && from < version) {
+        if let Some(batches) = feed(table, from, version).await {
+            return Ok(Some(Change {
+                version,
+                batches,
+                full: false,
+            }));
+        }
+    }
     let paths = match mirrored {
         Some(from) if !full && from < version => added_files(table, from, version).await?,
         _ => None,
@@ -51,6 +67,66 @@ pub async fn since(
         },
     };
     Ok(Some(change))
+}
+
+/// Rows inserted or updated by commits `from+1..=to`, from the change data feed, oldest
+/// commit first (so the mirror's upserts end on the newest value). `None` where the feed
+/// cannot say: not enabled, or not for every commit in the range (enabled later, log
+/// entries cleaned up), or it records deletes (the file reading path decides those).
+async fn feed(table: &DeltaTable, from: u64, to: u64) -> Option<Vec<RecordBatch>> {
+    let snapshot = table.snapshot().ok()?;
+    if snapshot.table_config().enable_change_data_feed != Some(true) {
+        return None;
+    }
+    let ctx = SessionContext::new();
+    let plan = table
+        .clone()
+        .scan_cdf()
+        .with_starting_version(from + 1)
+        .with_ending_version(to)
+        .build(&ctx.state(), None)
+        .await
+        .inspect_err(
+            |e| tracing::debug!(error = %e, "change data feed not readable; reading files"),
+        )
+        .ok()?;
+    let schema = plan.schema();
+    let batches = collect(plan, ctx.task_ctx()).await.ok()?;
+    let all = concat_batches(&schema, &batches).ok()?;
+    let columns: Vec<String> = snapshot
+        .snapshot()
+        .arrow_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    Some(upserts(&all, &columns)?.into_iter().collect())
+}
+
+/// The inserted and post-update rows of the feed as the table's columns, sorted by
+/// commit version; `None` if it holds a delete.
+fn upserts(batch: &RecordBatch, columns: &[String]) -> Option<Option<RecordBatch>> {
+    let kind = batch
+        .column_by_name("_change_type")?
+        .as_string_opt::<i32>()?;
+    if kind.iter().any(|k| k == Some("delete")) {
+        return None;
+    }
+    let keep: BooleanArray = kind
+        .iter()
+        .map(|k| Some(matches!(k, Some("insert" | "update_postimage"))))
+        .collect();
+    let kept = filter_record_batch(batch, &keep).ok()?;
+    if kept.num_rows() == 0 {
+        return Some(None);
+    }
+    let order = sort_to_indices(kept.column_by_name("_commit_version")?, None, None).ok()?;
+    let sorted = take_record_batch(&kept, &order).ok()?;
+    let indices: Vec<usize> = columns
+        .iter()
+        .map(|c| sorted.schema().index_of(c).ok())
+        .collect::<Option<_>>()?;
+    Some(Some(sorted.project(&indices).ok()?))
 }
 
 /// Paths of files added by commits `from+1..=to` (None when an entry is gone).

@@ -15,6 +15,7 @@ mod mirror;
 mod mirror_edges;
 mod replay;
 mod scale_out;
+mod shared_reader;
 mod sink;
 mod status;
 mod streaming;

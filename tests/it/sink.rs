@@ -62,6 +62,7 @@ pub async fn open_table(
         pipeline: "p".into(),
         topic: "t".into(),
         partition_by: Vec::new(),
+        change_data_feed: false,
         zstd_level: 1,
         target_file_size: 1 << 27,
         no_dictionary: Vec::new(),

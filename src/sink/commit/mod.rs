@@ -37,6 +37,10 @@ pub struct SinkOptions {
     pub pipeline: String,
     pub topic: String,
     pub partition_by: Vec<String>,
+    /// Keep Delta's change data feed (`delta.enableChangeDataFeed`) on a table created
+    /// here: a MERGE then records the rows it changed, and the MySQL mirror reads only
+    /// those.
+    pub change_data_feed: bool,
     pub zstd_level: i32,
     pub target_file_size: u64,
     /// Columns written without dictionary encoding (near-unique values).
@@ -139,7 +143,14 @@ impl DeltaSink {
         schema: &SchemaRef,
         opts: SinkOptions,
     ) -> Result<Self, SinkError> {
-        let table = open_or_create(&opts.storage, name, schema, &opts.partition_by).await?;
+        let table = open_or_create(
+            &opts.storage,
+            name,
+            schema,
+            &opts.partition_by,
+            opts.change_data_feed,
+        )
+        .await?;
         Ok(Self {
             name: name.to_string(),
             table,

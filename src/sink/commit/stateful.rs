@@ -118,7 +118,7 @@ impl DeltaSink {
         if let Some(r) = snapshot {
             let schema = engine.output_schema();
             state::save(&self.table, &self.opts.pipeline, r, &step.state, &schema).await?;
-            crate::failpoint::hit("after_state_write");
+            crate::failpoint::hit("after_state_write", &self.opts.pipeline);
         }
         self.timings.write_ms += ms_since(t);
         let entry = json!({
