@@ -6,8 +6,9 @@ use crate::source::Committed;
 
 /// How many decoded batches may wait for one pipeline while it commits the one before.
 /// The reader blocks when any pipeline's queue is full: the slowest pipeline sets the
-/// pace, and memory stays bounded by (QUEUE + 2) batches whatever the backlog.
-pub(super) const QUEUE: usize = 2;
+/// pace, and memory stays bounded by a few batches whatever the backlog. One is enough
+/// to overlap decoding with committing; a second bought no speed and cost ~50 MB.
+pub(super) const QUEUE: usize = 1;
 
 /// Decode each raw batch once and hand every pipeline its copy (Arrow arrays are shared,
 /// not copied). A pipeline that stopped listening (caught up, or failed) is dropped;

@@ -58,6 +58,17 @@ impl RawBatch {
         }
     }
 
+    /// An empty batch sized like `previous`: a stream's batches are alike, so the buffers
+    /// are allocated once at their final size instead of doubling (and copying) their way
+    /// there, holding up to twice what they need.
+    pub fn sized_like(previous: &RawBatch) -> Self {
+        Self {
+            buf: Vec::with_capacity(previous.buf.len() + previous.buf.len() / 8),
+            records: Vec::with_capacity(previous.records.len() + previous.records.len() / 8),
+            ..Self::new(previous.topic.clone())
+        }
+    }
+
     /// Add a record. A record at or below an offset the batch already holds for its
     /// partition means the consumer was re-positioned (a rebalance seeks to the table's
     /// offsets): the records from that offset on are dropped first, so a batch never

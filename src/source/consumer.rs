@@ -270,7 +270,8 @@ impl KafkaSource {
                 _ => Vec::new(),
             };
             if full || due || !at_end.is_empty() && (!batch.is_empty() || quiet) {
-                let mut closed = std::mem::replace(&mut batch, RawBatch::new(topic.clone()));
+                let next = RawBatch::sized_like(&batch);
+                let mut closed = std::mem::replace(&mut batch, next);
                 if closed.is_empty() && at_end.is_empty() {
                     continue;
                 }
