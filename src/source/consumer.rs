@@ -279,7 +279,14 @@ impl KafkaSource {
                 for (&p, &pos) in &closed.positions {
                     reported.insert(p, pos);
                 }
-                if tx.blocking_send(closed).is_err() {
+                // Wait until decode has taken the batch before filling the next: one
+                // batch waits and one is decoded, never two waiting (~50 MB each), and
+                // librdkafka's own prefetch keeps the next batch quick to fill.
+                let taken = tx
+                    .blocking_send(closed)
+                    .ok()
+                    .and_then(|()| futures::executor::block_on(tx.reserve()).ok());
+                if taken.is_none() {
                     return Ok(()); // the pipeline is gone; it reports why
                 }
             }
