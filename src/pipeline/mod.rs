@@ -96,10 +96,6 @@ impl Pipeline {
         }
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// The counters this pipeline updates while it runs (for the status page).
     pub fn metrics(&self) -> Arc<PipelineMetrics> {
         self.metrics.clone()
