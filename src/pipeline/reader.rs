@@ -68,10 +68,16 @@ pub async fn start_source(
     let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
 
     let bounds = match opts.until_caught_up {
-        true => Some(topic_bounds(&config, &topic).await?),
+        true => Some(probe(&config, &topic, "ends", crate::source::topic_bounds).await?),
         false => None,
     };
-    let partitions = topic_partitions(&config, &topic).await?;
+    let partitions = probe(
+        &config,
+        &topic,
+        "partitions",
+        crate::source::topic_partitions,
+    )
+    .await?;
     let prepared = try_join_all(pipelines.iter().map(|p| {
         let catch_up = bounds.clone().map(|b| catch_up(&config, b, opts));
         p.prepare(&partitions, catch_up, shutdown.clone())
@@ -146,30 +152,20 @@ async fn join_reader(
     decoded?
 }
 
-/// The topic's partitions (none while it does not exist).
-async fn topic_partitions(config: &Config, topic: &str) -> Result<Vec<i32>> {
-    let probe = crate::source::probe_config(&config.kafka.brokers, &config.kafka.options);
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || crate::source::topic_partitions(&probe, &topic))
-        .await
-        .map_err(|cause| Error::Task {
-            task: "reading the topic's partitions".into(),
-            cause,
-        })?
-        .map_err(Error::from)
-}
-
-/// The ends of every partition of the topic, read before consuming starts.
-async fn topic_bounds(
+/// A short-lived, blocking read of the topic's metadata (`what` names it in errors):
+/// its partitions (none while it does not exist) or the ends of each.
+async fn probe<T: Send + 'static>(
     config: &Config,
     topic: &str,
-) -> Result<BTreeMap<i32, crate::source::Bounds>> {
+    what: &str,
+    read: fn(&rdkafka::ClientConfig, &str) -> std::result::Result<T, crate::source::SourceError>,
+) -> Result<T> {
     let probe = crate::source::probe_config(&config.kafka.brokers, &config.kafka.options);
     let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || crate::source::topic_bounds(&probe, &topic))
+    tokio::task::spawn_blocking(move || read(&probe, &topic))
         .await
         .map_err(|cause| Error::Task {
-            task: "reading the topic's ends".into(),
+            task: format!("reading the topic's {what}"),
             cause,
         })?
         .map_err(Error::from)
