@@ -9,8 +9,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayBuilder, ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder,
-    Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Float64Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder,
 };
 use deltalake::arrow::compute::kernels::cast_utils::Parser;
 use deltalake::arrow::datatypes::{DataType, Date32Type, SchemaRef};
@@ -145,17 +145,6 @@ impl Builder {
             Self::Boolean(b) => Arc::new(b.finish()),
         }
     }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::Utf8(b) => b.len(),
-            Self::Date32(b) => b.len(),
-            Self::Int32(b) => b.len(),
-            Self::Int64(b) => b.len(),
-            Self::Float64(b) => b.len(),
-            Self::Boolean(b) => b.len(),
-        }
-    }
 }
 
 /// One message: a JSON object whose declared fields go to their builders.
@@ -175,8 +164,8 @@ impl<'de> Visitor<'de> for Row<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         use serde::de::Error;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let Some(&f) = self.decoder.by_name.get(key.as_ref()) else {
+        while let Some(field) = map.next_key_seed(Key(&self.decoder.by_name))? {
+            let Some(f) = field else {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             };
@@ -184,14 +173,35 @@ impl<'de> Visitor<'de> for Row<'_> {
                 return Err(A::Error::custom("duplicate key"));
             }
             self.seen[f] = self.stamp;
-            let before = self.builders[f].len();
+            // Appends exactly one value, or fails (every other JSON type is refused).
             let nullable = self.decoder.schema.field(f).is_nullable();
             map.next_value_seed(Value(&mut self.builders[f], nullable))?;
-            if self.builders[f].len() != before + 1 {
-                return Err(A::Error::custom("value not appended"));
-            }
         }
         Ok(())
+    }
+}
+
+/// A key, looked up among the declared fields as it is read: no copy of the name (an
+/// owned key would cost an allocation per field per message).
+struct Key<'a>(&'a HashMap<String, usize>);
+
+impl<'de> DeserializeSeed<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.get(v).copied())
     }
 }
 

@@ -5,8 +5,6 @@
 //! pipeline slows the reader (bounded queues) instead of being left behind: memory is
 //! bounded by the trigger sizes, never by the backlog.
 
-use std::collections::BTreeSet;
-
 use futures::future::{try_join_all, BoxFuture};
 use futures::FutureExt;
 
@@ -41,10 +39,10 @@ fn group_id(config: &Config, names: &[String]) -> String {
     match names {
         [one] => config.group_id(one),
         _ => {
-            let sorted: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+            let mut sorted: Vec<&str> = names.iter().map(String::as_str).collect();
+            sorted.sort_unstable();
             let source = &config.pipelines[&names[0]].source;
-            let joined: Vec<&str> = sorted.into_iter().collect();
-            format!("{}.{source}.{}", config.kafka.group_id, joined.join("+"))
+            format!("{}.{source}.{}", config.kafka.group_id, sorted.join("+"))
         }
     }
 }

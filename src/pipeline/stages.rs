@@ -149,17 +149,17 @@ impl GroupCommits {
 }
 
 /// Per partition every pipeline has committed, the lowest offset among them.
-fn lowest_common(all: &[BTreeMap<i32, i64>]) -> BTreeMap<i32, OffsetRange> {
+fn lowest_common(all: &[BTreeMap<i32, i64>]) -> BTreeMap<i32, i64> {
     let Some((first, rest)) = all.split_first() else {
         return BTreeMap::new();
     };
     first
         .iter()
         .filter_map(|(p, &o)| {
-            let last = rest
+            let low = rest
                 .iter()
                 .try_fold(o, |low, m| m.get(p).map(|&x| low.min(x)))?;
-            Some((*p, OffsetRange { first: last, last }))
+            Some((*p, low))
         })
         .collect()
 }
@@ -174,8 +174,8 @@ mod tests {
         let b = BTreeMap::from([(0, 4), (1, 9), (2, 3)]);
         let low = lowest_common(&[a, b]);
         assert_eq!(low.keys().copied().collect::<Vec<_>>(), vec![0, 1]);
-        assert_eq!(low[&0].last, 4);
-        assert_eq!(low[&1].last, 7);
+        assert_eq!(low[&0], 4);
+        assert_eq!(low[&1], 7);
         assert!(lowest_common(&[BTreeMap::from([(0, 1)]), BTreeMap::new()]).is_empty());
     }
 }

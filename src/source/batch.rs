@@ -147,7 +147,6 @@ impl RawBatch {
         if ts.is_empty() {
             return None;
         }
-        let oldest = *ts.iter().min()?;
         let mut at = |q: f64| {
             let i = ((ts.len() - 1) as f64 * q) as usize;
             *ts.select_nth_unstable(i).1
@@ -155,7 +154,7 @@ impl RawBatch {
         Some(ProducedAt {
             p50: at(0.5),
             p01: at(0.01),
-            oldest,
+            oldest: at(0.0),
         })
     }
 

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::batch::{OffsetRange, RawBatch};
+use super::batch::RawBatch;
 use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
 use super::SourceError;
 use crate::config::StartingOffsets;
@@ -124,11 +124,12 @@ impl SourceHandle {
             .collect()
     }
 
-    /// Mirror committed table offsets into the consumer group, for standard lag tools.
-    pub fn commit_offsets(&self, ranges: &BTreeMap<i32, OffsetRange>) {
+    /// Mirror committed table offsets (the last offset held per partition) into the
+    /// consumer group, for standard lag tools.
+    pub fn commit_offsets(&self, last: &BTreeMap<i32, i64>) {
         let mut tpl = TopicPartitionList::new();
-        for (&p, r) in ranges {
-            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(r.last + 1)) {
+        for (&p, &o) in last {
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o + 1)) {
                 warn!(topic = %self.topic, partition = p, error = %e, "bad offset for group commit");
             }
         }
