@@ -57,6 +57,9 @@ pub enum Command {
     /// A table's commits, newest first: time, operation, rows and files added and
     /// removed, and the micro-batch (batch id, Kafka offsets) each carried.
     History(HistoryArgs),
+    /// A table's columns (name, type, nullable, partition column), now or as they were at
+    /// a version or time: what schema evolution added shows here and in `history`.
+    Schema(SchemaArgs),
     /// Bin-pack small files (or Z-order) of one table or all, where it pays.
     Compact(CompactArgs),
     /// Delete data files no version within the retention needs (also files a crashed
@@ -112,6 +115,22 @@ pub struct HistoryArgs {
     /// Newest commits to show.
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub limit: usize,
+    /// Output format; default: table on a terminal, JSON lines otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<OutputFormat>,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("when").args(["version", "as_of"])))]
+pub struct SchemaArgs {
+    /// Table name.
+    pub table: String,
+    /// The schema as of this version.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+    /// The schema as of this time: RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC) or a date.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
     /// Output format; default: table on a terminal, JSON lines otherwise.
     #[arg(long, value_enum)]
     pub format: Option<OutputFormat>,
@@ -175,6 +194,15 @@ pub struct RunArgs {
     /// caught up) if the tables are not caught up this long after start, e.g. "10m".
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "until_caught_up")]
     pub deadline: Option<std::time::Duration>,
+    /// Rewind the pipelines deliberately before starting: every partition goes back to
+    /// its first record at or after this time (RFC 3339, e.g. 2024-03-01T00:00:00Z;
+    /// Kafka's OffsetsForTimes), and the records from there are ingested again. An
+    /// append table gets them a second time; an upsert table is corrected. A pipeline
+    /// that keeps aggregate state is refused (it would count them twice). A partition
+    /// already before that time stays where it is. Use once (with --pipeline), with the
+    /// other members of the group stopped; every start with it rewinds again.
+    #[arg(long, value_name = "TIME", value_parser = crate::config::parse_time)]
+    pub reset_to: Option<i64>,
     /// Run only these pipelines (repeatable); default: all configured.
     #[arg(long = "pipeline", value_name = "NAME")]
     pub pipelines: Vec<String>,

@@ -58,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 until_caught_up: args.until_caught_up,
                 deadline: args.deadline,
                 progress_json: args.progress == lakestream::cli::SummaryFormat::Json,
+                reset_to: args.reset_to,
             };
             let summaries = app::run(config, &args.pipelines, opts).await?;
             commands::print_summary(&summaries, args.summary);
@@ -75,6 +76,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync(args) => commands::sync(&config, args.once).await?,
         Command::Query(args) => commands::query(&config, args).await?,
         Command::History(args) => commands::history(&config, args).await?,
+        Command::Schema(args) => commands::schema(&config, args).await?,
         Command::Compact(args) => commands::compact(&config, args).await?,
         Command::Vacuum(args) => commands::vacuum(&config, args).await?,
         Command::Checkpoint(args) => commands::checkpoint(&config, args).await?,

@@ -1,9 +1,9 @@
-//! `query`, `history`, `compact`, `vacuum` and `checkpoint`: reading and tending the
+//! `query`, `history`, `schema`, `compact`, `vacuum` and `checkpoint`: reading and tending the
 //! tables from the command line.
 
 use std::io::IsTerminal;
 
-use crate::cli::{CompactArgs, HistoryArgs, QueryArgs, TableArg, VacuumArgs};
+use crate::cli::{CompactArgs, HistoryArgs, QueryArgs, SchemaArgs, TableArg, VacuumArgs};
 use crate::config::Config;
 use crate::maintenance::{self, select_tables};
 use crate::query::{self, At, OutputFormat};
@@ -12,18 +12,36 @@ use crate::{Error, Result};
 
 /// `lakestream query`.
 pub async fn query(config: &Config, args: QueryArgs) -> Result<()> {
-    let at = match (args.version, &args.as_of) {
+    let at = at(args.version, args.as_of.as_deref())?;
+    let batches = query::run_sql(config, &args.sql, at).await?;
+    let format = args.format.unwrap_or(default_format(OutputFormat::Csv));
+    Ok(query::write_batches(
+        &batches,
+        format,
+        &mut std::io::stdout().lock(),
+    )?)
+}
+
+/// `--version` or `--as-of` as a point in a table's history.
+fn at(version: Option<u64>, as_of: Option<&str>) -> Result<At> {
+    Ok(match (version, as_of) {
         (Some(v), _) => At::Version(v),
         (None, Some(t)) => At::Time(query::parse_time(t).map_err(|message| Error::Usage {
             option: "--as-of".into(),
             message,
         })?),
         (None, None) => At::Latest,
-    };
-    let batches = query::run_sql(config, &args.sql, at).await?;
-    let format = args.format.unwrap_or(default_format(OutputFormat::Csv));
+    })
+}
+
+/// `lakestream schema`.
+pub async fn schema(config: &Config, args: SchemaArgs) -> Result<()> {
+    select_tables(config, Some(&args.table))?;
+    let at = at(args.version, args.as_of.as_deref())?;
+    let batch = query::schema(&Storage::from_config(config), &args.table, at).await?;
+    let format = args.format.unwrap_or(default_format(OutputFormat::Json));
     Ok(query::write_batches(
-        &batches,
+        &[batch],
         format,
         &mut std::io::stdout().lock(),
     )?)

@@ -3,7 +3,7 @@
 mod lake;
 mod manual;
 
-pub use lake::{checkpoint, compact, history, query, vacuum};
+pub use lake::{checkpoint, compact, history, query, schema, vacuum};
 pub use manual::{completions, man_pages};
 
 use std::io::IsTerminal;

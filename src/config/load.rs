@@ -174,4 +174,53 @@ mod tests {
         let err = apply_override(&mut t, "a.b=2").unwrap_err().to_string();
         assert!(err.contains("'a' is a value"), "{err}");
     }
+
+    /// Every example config loads and validates, so none can rot.
+    #[test]
+    fn example_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples");
+        let mut loaded = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(&path, [], &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                loaded += 1;
+            }
+        }
+        assert!(loaded >= 3, "{loaded} example configs");
+    }
+
+    #[test]
+    fn start_positions_parse_and_name_their_errors() {
+        use super::super::{Start, StartingOffsets};
+        let base = "[kafka]\nstarting_offsets = ";
+        let parse = |v: &str| {
+            load_str(&format!("{base}{v}\n"), "t", [], &[]).map(|c| c.kafka.starting_offsets)
+        };
+        assert_eq!(
+            parse("\"latest\"").unwrap(),
+            StartingOffsets::all(Start::Latest)
+        );
+        let time = StartingOffsets::all(Start::Time(1_709_251_200_000));
+        assert_eq!(parse("\"2024-03-01T00:00:00Z\"").unwrap(), time);
+        assert_eq!(
+            parse("2024-03-01T00:00:00Z").unwrap(),
+            time,
+            "a bare TOML date-time"
+        );
+        let map = parse("{ \"0\" = 12, \"*\" = \"latest\" }").unwrap();
+        assert_eq!(map.for_partition(0), Start::Offset(12));
+        assert_eq!(map.for_partition(3), Start::Latest);
+        let err = parse("\"yesterday\"").unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.starting_offsets") && err.contains("RFC 3339"),
+            "{err}"
+        );
+        let err = parse("{ \"x\" = 1 }").unwrap_err().to_string();
+        assert!(err.contains("partition number"), "{err}");
+        // The command line takes a time too.
+        let set = ["kafka.starting_offsets=2024-03-01T00:00:00Z".to_string()];
+        let config = load_str("", "t", [], &set).unwrap();
+        assert_eq!(config.kafka.starting_offsets, time);
+    }
 }

@@ -7,6 +7,7 @@ mod load;
 mod pipeline;
 mod schedule;
 mod service;
+mod source;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -15,12 +16,13 @@ use serde::Deserialize;
 
 pub use fields::{arrow_schema as fields_schema, is_identifier, json_schema, FieldSpec, FieldType};
 pub use load::{load, load_str};
-pub use pipeline::{LookupConfig, LookupFormat, OutputMode, PipelineConfig, SourceConfig};
+pub use pipeline::{LookupConfig, LookupFormat, OutputMode, PipelineConfig};
 pub use schedule::{Cron, Schedule};
 pub use service::{
-    CompactConfig, HttpConfig, KafkaConfig, MaintenanceConfig, MysqlConfig, MysqlTls,
-    StartingOffsets, StorageConfig, TableMaintenance, VacuumConfig,
+    parse_time, CompactConfig, HttpConfig, IsolationLevel, KafkaConfig, MaintenanceConfig,
+    MysqlConfig, MysqlTls, Start, StartingOffsets, StorageConfig, TableMaintenance, VacuumConfig,
 };
+pub use source::{SchemaEvolution, SourceConfig, SourceFormat};
 
 /// Everything lakestream reads from `config/lakestream.toml`.
 #[derive(Debug, Clone, Deserialize)]

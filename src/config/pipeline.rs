@@ -1,21 +1,10 @@
-//! Sources (topics and their message schema), lookups and pipelines.
+//! Pipelines and lookups.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// Kafka topic to read.
-    pub topic: String,
-    /// Declared message schema, one `"name TYPE [NOT NULL]"` entry per field. Types:
-    /// string, int32, int64, double, boolean, date, timestamp. Fields not declared are ignored.
-    pub fields: Vec<String>,
-    /// Messages larger than this go to the dead-letter table.
-    #[serde(default = "defaults::max_message_bytes")]
-    pub max_message_bytes: usize,
-}
+use super::SourceFormat;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,6 +17,10 @@ pub enum OutputMode {
     Update,
     /// Every micro-batch atomically replaces the whole aggregate result.
     Complete,
+    /// Change data capture: each record upserts its row by `keys`; a record matching
+    /// `delete_when` (a Debezium delete), or a tombstone (null value, keyed by the
+    /// message key), deletes it. Within a micro-batch the last event of a key wins.
+    Upsert,
 }
 
 impl OutputMode {
@@ -36,6 +29,7 @@ impl OutputMode {
             Self::Append => "append",
             Self::Update => "update",
             Self::Complete => "complete",
+            Self::Upsert => "upsert",
         }
     }
 }
@@ -81,6 +75,9 @@ pub struct PipelineConfig {
     /// primary key (default for a table without SQL: kafka_partition, kafka_offset).
     #[serde(default)]
     pub keys: Vec<String>,
+    /// Upsert mode: a SQL predicate over the record's columns that makes it a delete
+    /// (e.g. `op = 'd'`); default for a debezium-json source: `cdc_op = 'd'`.
+    pub delete_when: Option<String>,
     /// Event-time column of the source that drives the watermark.
     pub event_time: Option<String>,
     /// How late an event may arrive: watermark = latest event time seen - this delay.
@@ -148,6 +145,15 @@ impl PipelineConfig {
             .collect()
     }
 
+    /// The upsert delete predicate (see `delete_when`).
+    pub fn delete_predicate(&self, format: SourceFormat) -> Option<String> {
+        match (&self.delete_when, format) {
+            (Some(sql), _) => Some(sql.clone()),
+            (None, SourceFormat::DebeziumJson) => Some("cdc_op = 'd'".into()),
+            (None, SourceFormat::Json) => None,
+        }
+    }
+
     pub fn dead_letter_table(&self) -> String {
         self.dead_letter_table
             .clone()
@@ -158,9 +164,6 @@ impl PipelineConfig {
 mod defaults {
     use std::time::Duration;
 
-    pub fn max_message_bytes() -> usize {
-        1024 * 1024
-    }
     pub fn trigger_interval() -> Duration {
         Duration::from_secs(1)
     }

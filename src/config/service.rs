@@ -141,6 +141,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Where a pipeline starts on a partition its table has never seen.
     pub starting_offsets: StartingOffsets,
+    /// `read_committed` (default): records of aborted (and still open) transactions are
+    /// never read. `read_uncommitted`: everything, as written.
+    pub isolation_level: IsolationLevel,
     /// Position a partition this many records before the offset to resume from; the
     /// records in between are skipped by the consumer. 0 is right for Kafka and Redpanda.
     /// tansu 0.6 answers a fetch from the middle of a record batch with the *next*
@@ -158,14 +161,133 @@ pub struct KafkaConfig {
     pub options: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartingOffsets {
-    /// Read the partition from its first retained record (Spark's `earliest`).
-    #[default]
+/// Where a pipeline starts on a partition its table has never recorded: one position
+/// for every partition, or a map by partition number (`"*"`: the others, default
+/// earliest). In the file: `"earliest"`, `"latest"`, an RFC 3339 time, an offset, or
+/// `{ "0" = 1200, "1" = "latest", "*" = "2024-03-01T00:00:00Z" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct StartingOffsets {
+    pub partitions: BTreeMap<i32, Start>,
+    pub others: Start,
+}
+
+/// One partition's start position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From the first retained record (Spark's `earliest`).
     Earliest,
     /// Skip what is already in the partition.
     Latest,
+    /// From this offset.
+    Offset(i64),
+    /// From the first record whose Kafka timestamp is at or after this time (ms since
+    /// the epoch), found with the standard OffsetsForTimes request.
+    Time(i64),
+}
+
+impl Default for StartingOffsets {
+    fn default() -> Self {
+        Self::all(Start::Earliest)
+    }
+}
+
+impl StartingOffsets {
+    pub fn all(start: Start) -> Self {
+        Self {
+            partitions: BTreeMap::new(),
+            others: start,
+        }
+    }
+
+    pub fn for_partition(&self, partition: i32) -> Start {
+        self.partitions
+            .get(&partition)
+            .copied()
+            .unwrap_or(self.others)
+    }
+}
+
+impl Start {
+    /// `earliest`, `latest`, an RFC 3339 time or an offset.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            t => match t.parse::<i64>() {
+                Ok(offset) if offset >= 0 => Ok(Self::Offset(offset)),
+                _ => parse_time(t).map(Self::Time),
+            },
+        }
+    }
+}
+
+/// An RFC 3339 time (with a zone or `Z`) as milliseconds since the epoch.
+pub fn parse_time(text: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| {
+            format!(
+                "'{text}' is not earliest, latest, an offset or an RFC 3339 time with a zone \
+                 (2024-03-01T00:00:00Z): {e}"
+            )
+        })
+}
+
+impl TryFrom<toml::Value> for Start {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        match value {
+            toml::Value::String(s) => Self::parse(&s),
+            toml::Value::Datetime(d) => Self::parse(&d.to_string()),
+            toml::Value::Integer(i) if i >= 0 => Ok(Self::Offset(i)),
+            other => Err(format!("{other} is not a start position")),
+        }
+    }
+}
+
+impl TryFrom<toml::Value> for StartingOffsets {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, String> {
+        let toml::Value::Table(map) = value else {
+            return Start::try_from(value).map(Self::all);
+        };
+        let mut out = Self::default();
+        for (key, value) in map {
+            let start = Start::try_from(value).map_err(|e| format!("partition {key}: {e}"))?;
+            if key == "*" {
+                out.others = start;
+                continue;
+            }
+            let partition = key
+                .parse::<i32>()
+                .ok()
+                .filter(|p| *p >= 0)
+                .ok_or_else(|| format!("'{key}' is not a partition number (or \"*\")"))?;
+            out.partitions.insert(partition, start);
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    #[default]
+    ReadCommitted,
+    ReadUncommitted,
+}
+
+impl IsolationLevel {
+    /// The librdkafka `isolation.level` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadCommitted => "read_committed",
+            Self::ReadUncommitted => "read_uncommitted",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +386,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             group_id: "lakestream".into(),
             starting_offsets: StartingOffsets::default(),
+            isolation_level: IsolationLevel::default(),
             seek_rewind: 0,
             fail_on_data_loss: true,
             // A broker answers a fetch only when it has data or after this wait;

@@ -1,10 +1,7 @@
 //! Start-up validation: every check names the key and says what is allowed.
 
 use super::fields::{is_identifier, FieldSpec, FieldType};
-use super::{
-    Config, ConfigError, LookupConfig, LookupFormat, MysqlConfig, OutputMode, SourceConfig,
-};
-use crate::decode::METADATA_COLUMNS;
+use super::{Config, ConfigError, LookupConfig, LookupFormat, MysqlConfig, OutputMode};
 
 /// How much longer than the slowest commit retry a vacuum retention must be.
 const VACUUM_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -15,6 +12,12 @@ impl Config {
             return Err(ConfigError::key("kafka.brokers", "must not be empty"));
         }
         check_name("kafka.group_id", &self.kafka.group_id, false)?;
+        if self.kafka.options.contains_key("isolation.level") {
+            return Err(ConfigError::key(
+                "kafka.options.isolation.level",
+                "set kafka.isolation_level instead (read_committed or read_uncommitted)",
+            ));
+        }
         if !(1..=22).contains(&self.storage.zstd_level) {
             return Err(ConfigError::key(
                 "storage.zstd_level",
@@ -27,6 +30,7 @@ impl Config {
         for (name, source) in &self.sources {
             check_name(&format!("sources.{name}"), name, true)?;
             source.field_specs(name)?;
+            source.zone(name)?;
             if source.max_message_bytes == 0 {
                 return Err(ConfigError::key(
                     format!("sources.{name}.max_message_bytes"),
@@ -300,7 +304,45 @@ impl Config {
     fn validate_streaming(&self, name: &str, fields: &[FieldSpec]) -> Result<(), ConfigError> {
         let key = |k: &str| format!("pipelines.{name}.{k}");
         let p = &self.pipelines[name];
-        if p.sql.is_none() && p.mode != OutputMode::Append {
+        if p.mode == OutputMode::Upsert {
+            let source = &self.sources[&p.source];
+            if source.schema_evolution != super::SchemaEvolution::Off {
+                return Err(ConfigError::key(
+                    format!("sources.{}.schema_evolution", p.source),
+                    format!(
+                        "not supported with upsert pipelines yet (pipelines.{name}): \
+                         declare the fields"
+                    ),
+                ));
+            }
+            if p.sql.is_some() {
+                return Err(ConfigError::key(
+                    key("sql"),
+                    "upsert mode applies the source's records as they are: remove sql \
+                     (aggregates use update mode)",
+                ));
+            }
+            if p.keys.is_empty() {
+                return Err(ConfigError::key(
+                    key("keys"),
+                    "upsert mode MERGEs by key: list the columns that identify a record",
+                ));
+            }
+            for k in &p.keys {
+                if !fields.iter().any(|f| &f.name == k) {
+                    return Err(ConfigError::key(
+                        key("keys"),
+                        format!("'{k}' is not a field of source '{}'", p.source),
+                    ));
+                }
+            }
+        } else if p.delete_when.is_some() {
+            return Err(ConfigError::key(
+                key("delete_when"),
+                "only upsert mode deletes: set mode = \"upsert\" and keys",
+            ));
+        }
+        if p.sql.is_none() && !matches!(p.mode, OutputMode::Append | OutputMode::Upsert) {
             return Err(ConfigError::key(
                 key("mode"),
                 format!(
@@ -377,40 +419,6 @@ impl LookupConfig {
                 ),
             )),
         }
-    }
-}
-
-impl SourceConfig {
-    /// The parsed field declarations (the source's name is used in error messages).
-    pub fn field_specs(&self, name: &str) -> Result<Vec<FieldSpec>, ConfigError> {
-        let key = format!("sources.{name}.fields");
-        if self.topic.trim().is_empty() {
-            return Err(ConfigError::key(
-                format!("sources.{name}.topic"),
-                "must not be empty",
-            ));
-        }
-        if self.fields.is_empty() {
-            return Err(ConfigError::key(key, "declare at least one field"));
-        }
-        let mut specs: Vec<FieldSpec> = Vec::with_capacity(self.fields.len());
-        for text in &self.fields {
-            let spec = FieldSpec::parse(text).map_err(|m| ConfigError::key(&key, m))?;
-            if specs.iter().any(|s| s.name == spec.name) {
-                return Err(ConfigError::key(
-                    &key,
-                    format!("field '{}' is declared twice", spec.name),
-                ));
-            }
-            if METADATA_COLUMNS.contains(&spec.name.as_str()) {
-                return Err(ConfigError::key(
-                    &key,
-                    format!("'{}' is reserved for Kafka metadata", spec.name),
-                ));
-            }
-            specs.push(spec);
-        }
-        Ok(specs)
     }
 }
 

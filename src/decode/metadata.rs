@@ -58,13 +58,20 @@ pub fn columns(raw: &RawBatch, indices: &[usize]) -> Vec<ArrayRef> {
 }
 
 /// `payload` (decoded from `indices`) plus the metadata columns, as `schema`.
+/// `payload`'s first `declared` columns, the metadata columns, then its other (learned)
+/// columns: the table's column order.
 pub fn append_columns(
     payload: &RecordBatch,
     raw: &RawBatch,
     indices: &[usize],
     schema: &SchemaRef,
+    declared: usize,
 ) -> Result<RecordBatch, ArrowError> {
-    let mut columns = payload.columns().to_vec();
+    let (declared, learned) = payload
+        .columns()
+        .split_at(declared.min(payload.num_columns()));
+    let mut columns = declared.to_vec();
     columns.extend(self::columns(raw, indices));
+    columns.extend_from_slice(learned);
     RecordBatch::try_new(schema.clone(), columns)
 }

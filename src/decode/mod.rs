@@ -1,10 +1,14 @@
 //! JSON -> Arrow with a declared schema. Good records become rows with Kafka metadata
 //! columns; bad ones become dead letters carrying the reason, never an error.
 
+mod cdc;
 mod dead_letter;
+mod evolve;
 mod fast;
 mod metadata;
+mod zone;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::RecordBatch;
@@ -24,9 +28,17 @@ use crate::source::RawBatch;
 pub struct Decoded {
     /// Payload columns followed by the Kafka metadata columns, in raw-batch order.
     pub rows: RecordBatch,
-    /// Records that could not be decoded, with the reason.
+    /// Records that could not be decoded, with the reason. Tombstones are here too: only
+    /// an upsert pipeline applies them (see `tombstones`), and it drops them from here.
     pub dead_letters: RecordBatch,
+    /// Tombstones whose message key is a JSON object: the key's fields in the declared
+    /// columns (all nullable), with the metadata columns.
+    pub tombstones: RecordBatch,
 }
+
+/// Why a tombstone is a dead letter for every pipeline but an upsert one.
+pub const TOMBSTONE_REASON: &str =
+    "tombstone (null value): only an upsert pipeline applies it, as a delete by its key";
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot assemble decoded batch: {0}")]
@@ -35,7 +47,9 @@ pub struct DecodeError(#[from] ArrowError);
 /// Decodes JSON messages of one source.
 #[derive(Debug, Clone)]
 pub struct JsonDecoder {
+    /// The declared fields, then the learned ones (see `evolve`).
     fields: Arc<[FieldSpec]>,
+    declared: usize,
     /// What the JSON reader decodes (timestamps as text, see `FieldType::json_type`).
     json_schema: SchemaRef,
     payload_schema: SchemaRef,
@@ -44,23 +58,92 @@ pub struct JsonDecoder {
     pipeline: Arc<str>,
     /// Plain messages skip arrow-json (see `fast`); `None` where a field type needs it.
     fast: Option<Arc<fast::FastDecoder>>,
+    /// Zone of zone-less TIMESTAMP strings (`None`: UTC).
+    zone: Option<chrono_tz::Tz>,
+    /// Messages are Debezium change events (see `cdc::flatten`).
+    debezium: bool,
+    /// `json_schema`, `payload_schema` and `table_schema` with every field nullable:
+    /// what a tombstone's key fills.
+    relaxed: [SchemaRef; 3],
+    /// `schema_evolution = "add_columns"`: undeclared fields become columns.
+    learner: Option<evolve::Learner>,
+}
+
+/// A batch made ready for decoding: envelopes unwrapped (the original stays for dead
+/// letters) and the records already refused, with the reason.
+#[derive(Default)]
+struct Unwrapped {
+    flat: Option<RawBatch>,
+    errors: HashMap<usize, String>,
 }
 
 impl JsonDecoder {
     pub fn new(fields: Vec<FieldSpec>, max_message_bytes: usize, pipeline: &str) -> Self {
-        let payload_schema = crate::config::fields_schema(&fields);
-        let mut all: Vec<_> = payload_schema.fields().iter().cloned().collect();
-        all.extend(metadata::fields());
-        let json_schema = crate::config::json_schema(&fields);
-        Self {
-            fast: fast::FastDecoder::new(&json_schema).map(Arc::new),
-            json_schema,
+        let empty = Arc::new(Schema::empty());
+        let mut decoder = Self {
+            declared: fields.len(),
             fields: fields.into(),
-            payload_schema,
-            table_schema: Arc::new(Schema::new(all)),
+            json_schema: empty.clone(),
+            payload_schema: empty.clone(),
+            table_schema: empty.clone(),
             max_message_bytes,
             pipeline: pipeline.into(),
+            fast: None,
+            zone: None,
+            debezium: false,
+            relaxed: [empty.clone(), empty.clone(), empty],
+            learner: None,
+        };
+        decoder.rebuild();
+        decoder
+    }
+
+    /// The schemas from the declared and learned fields: table rows hold the declared
+    /// columns, the metadata columns, then the learned ones (new columns go last).
+    fn rebuild(&mut self) {
+        let mut fields: Vec<FieldSpec> = self.fields[..self.declared].to_vec();
+        if let Some(learner) = &self.learner {
+            fields.extend(learner.learned().iter().map(|(name, kind)| FieldSpec {
+                name: name.clone(),
+                ty: kind.field_type(),
+                required: false,
+            }));
         }
+        let payload_schema = crate::config::fields_schema(&fields);
+        let payload: Vec<_> = payload_schema.fields().iter().cloned().collect();
+        let mut all = payload[..self.declared].to_vec();
+        all.extend(metadata::fields());
+        all.extend_from_slice(&payload[self.declared..]);
+        self.json_schema = crate::config::json_schema(&fields);
+        self.table_schema = Arc::new(Schema::new(all));
+        self.payload_schema = payload_schema;
+        self.relaxed = [&self.json_schema, &self.payload_schema, &self.table_schema].map(|s| {
+            let fields: Vec<_> = s
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect();
+            Arc::new(Schema::new(fields))
+        });
+        self.fast = fast::FastDecoder::new(&self.json_schema).map(Arc::new);
+        self.fields = fields.into();
+    }
+
+    /// Read every message as a Debezium change event (`format = "debezium-json"`).
+    pub fn with_debezium(mut self, debezium: bool) -> Self {
+        self.debezium = debezium;
+        self
+    }
+
+    /// Schema of [`Decoded::tombstones`].
+    pub fn tombstone_schema(&self) -> SchemaRef {
+        self.relaxed[2].clone()
+    }
+
+    /// Read zone-less TIMESTAMP strings as local time in `zone` (the source's `timezone`).
+    pub fn with_zone(mut self, zone: Option<chrono_tz::Tz>) -> Self {
+        self.zone = zone;
+        self
     }
 
     /// Schema of [`Decoded::rows`]: the declared fields, then the metadata columns.
@@ -70,12 +153,42 @@ impl JsonDecoder {
 
     /// Decode a batch, splitting the work over `threads` OS threads.
     pub fn decode(&self, raw: &RawBatch, threads: usize) -> Result<Decoded, DecodeError> {
+        self.decode_unwrapped(raw, self.unwrap(raw), threads)
+    }
+
+    /// Debezium events become the records they carry; dead letters keep the event as
+    /// it came.
+    fn unwrap(&self, raw: &RawBatch) -> Unwrapped {
+        let mut unwrapped = Unwrapped::default();
+        if self.debezium {
+            let errors = &mut unwrapped.errors;
+            unwrapped.flat = Some(raw.rewritten(|i| match raw.is_tombstone(i) {
+                true => None,
+                false => Some(
+                    cdc::flatten(raw.payload(i), raw.key(i)).unwrap_or_else(|e| {
+                        errors.insert(i, e);
+                        Vec::new()
+                    }),
+                ),
+            }));
+        }
+        unwrapped
+    }
+
+    fn decode_unwrapped(
+        &self,
+        raw: &RawBatch,
+        unwrapped: Unwrapped,
+        threads: usize,
+    ) -> Result<Decoded, DecodeError> {
+        let source = unwrapped.flat.as_ref().unwrap_or(raw);
+        let errors = &unwrapped.errors;
         let indices: Vec<usize> = (0..raw.len()).collect();
         let chunk = indices.len().div_ceil(threads.max(1)).max(1);
         let parts: Vec<Part> = std::thread::scope(|s| {
             let handles: Vec<_> = indices
                 .chunks(chunk)
-                .map(|c| s.spawn(move || self.decode_part(raw, c)))
+                .map(|c| s.spawn(move || self.decode_part(source, c, errors)))
                 .collect();
             handles
                 .into_iter()
@@ -84,21 +197,37 @@ impl JsonDecoder {
         });
         let mut good = Vec::new();
         let mut dead = Vec::new();
+        let mut tombstones = Vec::new();
         for part in parts {
             good.extend(part.good);
             dead.extend(part.dead);
+            tombstones.extend(part.tombstones);
         }
         Ok(Decoded {
             rows: concat_batches(&self.table_schema, &good)?,
             dead_letters: dead_letter::to_batch(raw, &dead, &self.pipeline)?,
+            tombstones: self.decode_keys(raw, &tombstones)?,
         })
     }
 
-    fn decode_part(&self, raw: &RawBatch, indices: &[usize]) -> Part {
+    fn decode_part(
+        &self,
+        raw: &RawBatch,
+        indices: &[usize],
+        unwrap_errors: &HashMap<usize, String>,
+    ) -> Part {
         let mut part = Part::default();
         let mut candidates = Vec::with_capacity(indices.len());
         for &i in indices {
-            match self.precheck(raw.payload(i)) {
+            let checked = match unwrap_errors.get(&i) {
+                Some(reason) => Err(reason.clone()),
+                None if raw.is_tombstone(i) => {
+                    part.tombstones.push(i);
+                    Err(TOMBSTONE_REASON.into())
+                }
+                None => self.precheck(raw.payload(i)),
+            };
+            match checked {
                 Ok(()) => candidates.push(i),
                 Err(reason) => part.dead.push(DeadLetter { index: i, reason }),
             }
@@ -108,6 +237,38 @@ impl JsonDecoder {
         part
     }
 
+    /// The keys of the tombstones `indices` that are JSON objects, as rows of the
+    /// tombstone schema (a key that is not, or does not decode, deletes nothing: its
+    /// dead letter stays).
+    fn decode_keys(&self, raw: &RawBatch, indices: &[usize]) -> Result<RecordBatch, DecodeError> {
+        let [json, payload, table] = &self.relaxed;
+        let mut rows = Vec::new();
+        for &i in indices {
+            let Some(key) = raw.key(i).and_then(cdc::key_object) else {
+                continue;
+            };
+            let Ok(bytes) = serde_json::to_vec(&key) else {
+                continue;
+            };
+            let decoded = ReaderBuilder::new(json.clone())
+                .build_decoder()
+                .and_then(|mut d| {
+                    d.decode(&bytes)?;
+                    d.flush()
+                });
+            if let Ok(Some(batch)) = decoded {
+                let typed = self.to_payload_types(batch, payload)?;
+                rows.push(metadata::append_columns(
+                    &typed,
+                    raw,
+                    &[i],
+                    table,
+                    self.declared,
+                )?);
+            }
+        }
+        Ok(concat_batches(table, &rows)?)
+    }
     /// Cheap checks that need no parsing.
     fn precheck(&self, payload: &[u8]) -> Result<(), String> {
         if payload.is_empty() {
@@ -155,8 +316,10 @@ impl JsonDecoder {
             Some(Ok(batch)) => batch,
             _ => self.decode_general(raw, indices)?,
         };
-        let payload = self.to_payload_types(payload).map_err(|e| e.to_string())?;
-        metadata::append_columns(&payload, raw, indices, &self.table_schema)
+        let payload = self
+            .to_payload_types(payload, &self.payload_schema)
+            .map_err(|e| e.to_string())?;
+        metadata::append_columns(&payload, raw, indices, &self.table_schema, self.declared)
             .map_err(|e| e.to_string())
     }
 
@@ -183,9 +346,14 @@ impl JsonDecoder {
             .ok_or("no rows decoded")?)
     }
 
-    /// Timestamps read as text or epoch numbers become microseconds, UTC; a string that
-    /// is no date-time fails the whole call (and bisection finds its record).
-    fn to_payload_types(&self, decoded: RecordBatch) -> Result<RecordBatch, ArrowError> {
+    /// Timestamps read as text or epoch numbers become microseconds, UTC (zone-less text
+    /// in the source's zone); a string that is no date-time fails the whole call (and
+    /// bisection finds its record).
+    fn to_payload_types(
+        &self,
+        decoded: RecordBatch,
+        schema: &SchemaRef,
+    ) -> Result<RecordBatch, ArrowError> {
         let options = CastOptions {
             safe: false,
             ..Default::default()
@@ -193,15 +361,19 @@ impl JsonDecoder {
         let columns = decoded
             .columns()
             .iter()
-            .zip(self.payload_schema.fields())
-            .map(
-                |(column, field)| match column.data_type() == field.data_type() {
-                    true => Ok(column.clone()),
-                    false => cast_with_options(column, field.data_type(), &options),
-                },
-            )
+            .zip(schema.fields())
+            .zip(self.fields.iter())
+            .map(|((column, field), spec)| {
+                match (column.data_type() == field.data_type(), self.zone) {
+                    (true, _) => Ok(column.clone()),
+                    (false, Some(zone)) if spec.ty == FieldType::Timestamp => {
+                        zone::to_instants(column, zone)
+                    }
+                    (false, _) => cast_with_options(column, field.data_type(), &options),
+                }
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        RecordBatch::try_new(self.payload_schema.clone(), columns)
+        RecordBatch::try_new(schema.clone(), columns)
     }
 
     /// A plain TIMESTAMP field holding a JSON number, named with what to do about it.
@@ -252,6 +424,7 @@ impl JsonDecoder {
 struct Part {
     good: Vec<RecordBatch>,
     dead: Vec<DeadLetter>,
+    tombstones: Vec<usize>,
 }
 
 #[cfg(test)]

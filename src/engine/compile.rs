@@ -135,6 +135,12 @@ impl Engine {
                 }
             }
             (Shape::Aggregate { .. }, OutputMode::Update | OutputMode::Complete) => {}
+            (Shape::Aggregate { .. }, OutputMode::Upsert) => {
+                return Err(bad(
+                    "upsert mode applies records, not a query: use update mode for an aggregate"
+                        .to_string(),
+                ))
+            }
         }
         match &self.shape {
             Shape::Aggregate { keys, .. } if !p.keys.is_empty() => {

@@ -11,6 +11,7 @@
 //! - `process` is a pure function of (batch, state): the sink calls it again after a
 //!   conflicting commit, from the state that is then current.
 
+mod changes;
 mod compile;
 mod lookup;
 mod plan;
@@ -28,6 +29,7 @@ use deltalake::datafusion::datasource::MemTable;
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
+pub use changes::{Changes, DELETE};
 pub use plan::{Merge, Shape};
 pub use state::{Aggregate, Clock};
 pub use window::micros;
@@ -197,6 +199,22 @@ impl Engine {
         for l in &mut self.lookups {
             l.refresh(&self.ctx).await?;
         }
+        // Columns a source added by schema evolution are not the query's: it was planned
+        // over the declared ones.
+        let projected;
+        let input = if input.schema() == self.input_schema {
+            input
+        } else {
+            let indices = self
+                .input_schema
+                .fields()
+                .iter()
+                .map(|f| input.schema().index_of(f.name()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| self.run_error(e))?;
+            projected = input.project(&indices).map_err(|e| self.run_error(e))?;
+            &projected
+        };
         let (partial, late_rows) = self
             .query(input, state.clock.watermark)
             .await
@@ -257,6 +275,8 @@ impl Engine {
                 (Emit::Merge(changed), open)
             }
             OutputMode::Complete => (Emit::Replace(merged.clone()), merged),
+            // Refused when the query is compiled: upsert pipelines run no query.
+            OutputMode::Upsert => return Err(self.run_error("upsert mode runs no query")),
         };
         Ok(Step {
             emit,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
+use crate::config::{Start, StartingOffsets};
 use crate::sink::{DeltaSink, SinkError};
 use crate::source::Bounds;
 
@@ -16,9 +17,10 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 
 pub struct CatchUp {
     bounds: BTreeMap<i32, Bounds>,
-    /// `kafka.starting_offsets = "earliest"`: a partition the table never recorded
-    /// starts at its first retained record.
-    from_earliest: bool,
+    /// `kafka.starting_offsets`: a partition the table never recorded that starts
+    /// `earliest` starts at its first retained record; any other start is recorded in
+    /// the table before reading.
+    starting: StartingOffsets,
     started: Instant,
     deadline: Option<Duration>,
     session_timeout: Duration,
@@ -50,14 +52,14 @@ struct Missing {
 impl CatchUp {
     pub fn new(
         bounds: BTreeMap<i32, Bounds>,
-        from_earliest: bool,
+        starting: StartingOffsets,
         deadline: Option<Duration>,
         session_timeout: Duration,
     ) -> Self {
         info!(targets = ?bounds.iter().map(|(p, b)| (*p, b.end)).collect::<BTreeMap<_, _>>(), "catching up to the ends of the topic's partitions");
         Self {
             bounds,
-            from_earliest,
+            starting,
             started: Instant::now(),
             deadline,
             session_timeout,
@@ -85,7 +87,7 @@ impl CatchUp {
             let at = table.committed_offset(p).await?;
             let next = match at {
                 Some(last) => last + 1,
-                None if self.from_earliest => b.low,
+                None if self.starting.for_partition(p) == Start::Earliest => b.low,
                 None => i64::MIN, // "latest": not started until recorded
             };
             if next < b.end {

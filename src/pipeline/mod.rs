@@ -16,9 +16,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::{Config, PipelineConfig};
+use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::{Int32Type, Int64Type};
+
+use crate::config::{Config, OutputMode, PipelineConfig};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
-use crate::engine::Engine;
+use crate::engine::{Changes, Engine};
 use crate::metrics::{
     Durations, EventTime, Latency, PipelineMetrics, PipelineState, Progress, SinkProgress,
     Snapshot, SourceProgress,
@@ -40,6 +44,9 @@ pub struct RunOptions {
     pub deadline: Option<std::time::Duration>,
     /// Progress records as JSON lines on stderr instead of a human log line.
     pub progress_json: bool,
+    /// `run --reset-to`: rewind every partition to its first record at or after this
+    /// time (ms since the epoch) before starting.
+    pub reset_to: Option<i64>,
 }
 
 /// A decoded batch on its way to the commit stage (one copy per pipeline; the Arrow
@@ -73,6 +80,8 @@ struct Prepared {
     table: DeltaSink,
     dead: DeltaSink,
     engine: Option<Engine>,
+    /// Upsert mode: turns each batch into one change per key.
+    changes: Option<Changes>,
     catch_up: Option<CatchUp>,
 }
 
@@ -126,14 +135,26 @@ impl Pipeline {
             }
             None => None,
         };
-        let schema = engine
-            .as_ref()
-            .map_or_else(|| decoder.table_schema(), Engine::output_schema);
+        let changes = (p.mode == OutputMode::Upsert).then(|| {
+            Changes::new(
+                &self.name,
+                p.keys.clone(),
+                p.delete_predicate(source.format),
+                decoder.tombstone_schema(),
+            )
+        });
+        // An upsert table's columns are all nullable: a delete carries only its key.
+        let schema = match (&engine, &changes) {
+            (Some(engine), _) => engine.output_schema(),
+            (None, Some(_)) => decoder.tombstone_schema(),
+            (None, None) => decoder.table_schema(),
+        };
         let sink_opts = self.sink_options(&p, &source.topic, shutdown);
         let mut table = DeltaSink::open(&p.table, &schema, sink_opts.clone()).await?;
         let dlq_opts = SinkOptions {
             partition_by: Vec::new(),
             change_data_feed: false,
+            upsert_keys: Vec::new(),
             ..sink_opts.clone()
         };
         let dead = DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
@@ -151,6 +172,7 @@ impl Pipeline {
             table,
             dead,
             engine,
+            changes,
             catch_up,
         })
     }
@@ -160,11 +182,14 @@ impl Pipeline {
         let p = &self.config.pipelines[&self.name];
         let source = &self.config.sources[&p.source];
         let fields = source.field_specs(&p.source)?;
-        Ok(JsonDecoder::new(
-            fields,
-            source.max_message_bytes,
-            &self.name,
-        ))
+        Ok(
+            JsonDecoder::new(fields, source.max_message_bytes, &self.name)
+                .with_zone(source.zone(&p.source)?)
+                .with_debezium(source.format == crate::config::SourceFormat::DebeziumJson)
+                .with_evolution(
+                    source.schema_evolution == crate::config::SchemaEvolution::AddColumns,
+                ),
+        )
     }
 
     /// Commit what the reader sends until it stops (or, catching up, until the table
@@ -180,6 +205,7 @@ impl Pipeline {
             mut table,
             mut dead,
             mut engine,
+            changes,
             mut catch_up,
             ..
         } = prepared;
@@ -211,7 +237,13 @@ impl Pipeline {
             let Some(ready) = ready else { break };
             let positions = ready.positions.clone();
             let committed = self
-                .commit(ready, &mut table, &mut dead, &feed, engine.as_mut(), opts)
+                .commit(
+                    ready,
+                    (&mut table, &mut dead),
+                    &feed,
+                    (engine.as_mut(), changes.as_ref()),
+                    opts,
+                )
                 .await;
             if let Err(e) = committed {
                 self.metrics.set_state(PipelineState::Failed);
@@ -266,7 +298,11 @@ impl Pipeline {
             pipeline: self.name.clone(),
             topic: topic.to_string(),
             partition_by: p.partition_by.clone(),
-            change_data_feed: p.mode == crate::config::OutputMode::Update,
+            change_data_feed: matches!(p.mode, OutputMode::Update | OutputMode::Upsert),
+            upsert_keys: match p.mode {
+                OutputMode::Upsert => p.keys.clone(),
+                _ => Vec::new(),
+            },
             zstd_level: storage.zstd_level,
             target_file_size: storage.target_file_size,
             no_dictionary: p.no_dictionary(),
@@ -283,10 +319,9 @@ impl Pipeline {
     async fn commit(
         &self,
         ready: Ready,
-        table: &mut DeltaSink,
-        dead: &mut DeltaSink,
+        (table, dead): (&mut DeltaSink, &mut DeltaSink),
         feed: &Feed,
-        mut engine: Option<&mut Engine>,
+        (mut engine, changes): (Option<&mut Engine>, Option<&Changes>),
         opts: RunOptions,
     ) -> Result<()> {
         let source = &feed.source;
@@ -311,9 +346,17 @@ impl Pipeline {
             ranges: ranges.clone(),
             with_batch_id: false,
         };
+        let (batch_rows, dead_letters) = match changes {
+            Some(changes) => {
+                let batch = changes.batch(&decoded.rows, &decoded.tombstones).await?;
+                let dead = without(&decoded.dead_letters, &batch.tombstones)?;
+                (batch.rows, dead)
+            }
+            None => (decoded.rows, decoded.dead_letters),
+        };
         let mut dead_rows = 0;
-        if decoded.dead_letters.num_rows() > 0 {
-            let dead_letters = crate::decode::for_pipeline(&decoded.dead_letters, &self.name)
+        if dead_letters.num_rows() > 0 {
+            let dead_letters = crate::decode::for_pipeline(&dead_letters, &self.name)
                 .map_err(crate::decode::DecodeError::from)?;
             if let CommitOutcome::Committed { rows, .. } =
                 dead.commit(&dead_letters, &info, None).await?
@@ -328,7 +371,7 @@ impl Pipeline {
             with_batch_id: true,
             ..info
         };
-        let outcome = table.commit(&decoded.rows, &info, engine).await?;
+        let outcome = table.commit(&batch_rows, &info, engine).await?;
         if matches!(outcome, CommitOutcome::Committed { .. }) {
             crate::failpoint::hit("after_commit", &self.name);
         }
@@ -354,7 +397,7 @@ impl Pipeline {
             } => {
                 m.rows.inc_by(rows as u64);
                 m.skipped
-                    .inc_by(decoded.rows.num_rows().saturating_sub(input_rows) as u64);
+                    .inc_by(batch_rows.num_rows().saturating_sub(input_rows) as u64);
                 m.late_rows.inc_by(late_rows);
                 m.state_rows.set(state_rows as i64);
                 if let Some(w) = watermark {
@@ -363,7 +406,7 @@ impl Pipeline {
                 m.table_version.store(version, Ordering::Relaxed);
             }
             CommitOutcome::AlreadyCommitted => {
-                m.skipped.inc_by(decoded.rows.num_rows() as u64);
+                m.skipped.inc_by(batch_rows.num_rows() as u64);
                 info!(pipeline = %self.name, records, "batch already in the table, skipped");
             }
         }
@@ -401,6 +444,32 @@ async fn watch_high_watermarks(
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// Dead letters but those of the tombstones `applied` (partition, offset).
+fn without(
+    dead: &RecordBatch,
+    applied: &HashSet<(i32, i64)>,
+) -> std::result::Result<RecordBatch, crate::decode::DecodeError> {
+    if applied.is_empty() {
+        return Ok(dead.clone());
+    }
+    let partitions = dead
+        .column_by_name("kafka_partition")
+        .and_then(|c| c.as_primitive_opt::<Int32Type>());
+    let offsets = dead
+        .column_by_name("kafka_offset")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>());
+    let (Some(partitions), Some(offsets)) = (partitions, offsets) else {
+        return Ok(dead.clone());
+    };
+    let keep: BooleanArray = partitions
+        .values()
+        .iter()
+        .zip(offsets.values())
+        .map(|(&p, &o)| Some(!applied.contains(&(p, o))))
+        .collect();
+    Ok(filter_record_batch(dead, &keep)?)
 }
 
 /// Partitions with records left to read beyond what the consumer had reached.

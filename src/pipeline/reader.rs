@@ -62,7 +62,7 @@ pub async fn start_source(
     let config = first.config.clone();
     let source_name = config.pipelines[&first.name].source.clone();
     let topic = config.sources[&source_name].topic.clone();
-    let decoder = first.decoder()?;
+    let mut decoder = first.decoder()?;
     let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
 
     let bounds = match opts.until_caught_up {
@@ -76,11 +76,23 @@ pub async fn start_source(
         crate::source::topic_partitions,
     )
     .await?;
-    let prepared = try_join_all(pipelines.iter().map(|p| {
+    let mut prepared = try_join_all(pipelines.iter().map(|p| {
         let catch_up = bounds.clone().map(|b| catch_up(&config, b, opts));
         p.prepare(&partitions, catch_up, shutdown.clone())
     }))
     .await?;
+    if let Some(millis) = opts.reset_to {
+        rewind(&config, &topic, millis, &names, &mut prepared).await?;
+    }
+    // Columns earlier runs added (schema evolution) are read again with their types.
+    for p in prepared
+        .iter()
+        .filter(|p| p.engine.is_none() && p.changes.is_none())
+    {
+        if let Some(schema) = p.table.arrow_schema() {
+            decoder.know_columns(&schema);
+        }
+    }
 
     let store = TablesOffsets {
         tables: prepared
@@ -150,15 +162,56 @@ async fn join_reader(
     decoded?
 }
 
+/// `run --reset-to`: move every table back to the first record at or after `millis`
+/// (never forward), before the reader positions anything.
+async fn rewind(
+    config: &Config,
+    topic: &str,
+    millis: i64,
+    names: &[String],
+    prepared: &mut [super::Prepared],
+) -> Result<()> {
+    for (name, p) in names.iter().zip(prepared.iter()) {
+        if p.engine
+            .as_ref()
+            .is_some_and(crate::engine::Engine::keeps_state)
+        {
+            return Err(Error::Pipeline {
+                pipeline: name.clone(),
+                message: "--reset-to refused: this pipeline keeps aggregate state that \
+                          already counts the records it would read again (they would be \
+                          counted twice). To recompute it, stop the pipeline, delete its \
+                          table and run it again from kafka.starting_offsets"
+                    .into(),
+            });
+        }
+    }
+    let rewind = config.kafka.seek_rewind;
+    let starts = probe(config, topic, "offsets at the reset time", move |c, t| {
+        crate::source::topic_offsets_for_time(c, t, millis, rewind)
+    })
+    .await?;
+    let last: BTreeMap<i32, i64> = starts.iter().map(|(&p, &o)| (p, o - 1)).collect();
+    for (name, p) in names.iter().zip(prepared.iter_mut()) {
+        let held = crate::sink::record_offsets(&p.sink_opts, &p.p.table, &last, true).await?;
+        info!(pipeline = %name, table = %p.p.table, reset_to = ?starts, now = ?held, "rewound: records from these offsets are ingested again");
+        // The sink caches what the table held: read the lowered offsets.
+        p.table.refresh().await?;
+    }
+    Ok(())
+}
+
 /// A short-lived, blocking read of the topic's metadata (`what` names it in errors):
 /// its partitions (none while it does not exist) or the ends of each.
 async fn probe<T: Send + 'static>(
     config: &Config,
     topic: &str,
     what: &str,
-    read: fn(&rdkafka::ClientConfig, &str) -> std::result::Result<T, crate::source::SourceError>,
+    read: impl FnOnce(&rdkafka::ClientConfig, &str) -> std::result::Result<T, crate::source::SourceError>
+        + Send
+        + 'static,
 ) -> Result<T> {
-    let probe = crate::source::probe_config(&config.kafka.brokers, &config.kafka.options);
+    let probe = crate::source::probe_config(&config.kafka.brokers, &kafka_options(&config.kafka));
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || read(&probe, &topic))
         .await
@@ -182,10 +235,20 @@ fn catch_up(
         .unwrap_or(45_000); // librdkafka's default
     CatchUp::new(
         bounds,
-        kafka.starting_offsets == crate::config::StartingOffsets::Earliest,
+        kafka.starting_offsets.clone(),
         opts.deadline,
         std::time::Duration::from_millis(session_ms),
     )
+}
+
+/// librdkafka properties of the readers: `kafka.options` and the isolation level.
+fn kafka_options(kafka: &crate::config::KafkaConfig) -> BTreeMap<String, String> {
+    let mut options = kafka.options.clone();
+    options.insert(
+        "isolation.level".into(),
+        kafka.isolation_level.as_str().into(),
+    );
+    options
 }
 
 /// One consumer for several pipelines: a batch closes at the smallest trigger and size
@@ -203,8 +266,8 @@ fn consumer_settings(
         brokers: kafka.brokers.clone(),
         group_id: group_id(config, names),
         topic: topic.to_string(),
-        options: kafka.options.clone(),
-        starting: kafka.starting_offsets,
+        options: kafka_options(kafka),
+        starting: kafka.starting_offsets.clone(),
         seek_rewind: kafka.seek_rewind,
         max_records: each().map(|p| p.max_offsets_per_trigger).min().unwrap_or(1),
         max_bytes: each().map(|p| p.max_bytes_per_trigger).min().unwrap_or(1),

@@ -18,15 +18,15 @@ pub(super) async fn decode_stage(
     mut raw_rx: mpsc::Receiver<RawBatch>,
     mut outputs: Vec<mpsc::Sender<Ready>>,
 ) -> Result<()> {
-    let decoder = Arc::new(decoder);
+    // Lent to one blocking task per batch and handed back: with schema evolution a
+    // batch may add columns that every later batch decodes.
+    let mut decoder = decoder;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     while let Some(raw) = raw_rx.recv().await {
-        let decoder = decoder.clone();
         let fetch_ms = raw.opened_at.map_or(0, |t| t.elapsed().as_millis() as u64);
-        let ready = tokio::task::spawn_blocking(move || {
+        let (back, ready) = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let decoded = decoder.decode(&raw, threads)?;
-            Ok::<_, crate::decode::DecodeError>(Ready {
+            let ready = decoder.decode_evolving(&raw, threads).map(|decoded| Ready {
                 opened_at: raw.opened_at,
                 fetch_ms,
                 decode_ms: started.elapsed().as_millis() as u64,
@@ -36,13 +36,16 @@ pub(super) async fn decode_stage(
                 bytes: raw.byte_len(),
                 produced: raw.timestamp_quantiles(),
                 decoded,
-            })
+            });
+            (decoder, ready)
         })
         .await
         .map_err(|cause| Error::Task {
             task: "decode".into(),
             cause,
-        })??;
+        })?;
+        decoder = back;
+        let ready = ready?;
         let mut open = Vec::with_capacity(outputs.len());
         for tx in outputs {
             if tx.send(ready.clone()).await.is_ok() {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
+    BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray, UInt64Array,
 };
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::kernel::Action;
@@ -32,6 +32,8 @@ pub struct HistoryEntry {
     pub batch_id: Option<i64>,
     /// Kafka offsets the commit added, `partition:first-last`.
     pub offsets: Option<String>,
+    /// What a commit did to the schema: `created: a, b` or `added: c BIGINT`.
+    pub schema_change: Option<String>,
 }
 
 /// The last `limit` commits of table `name`, newest first.
@@ -49,16 +51,20 @@ pub async fn history(
         .max(oldest);
     // Rows of each live file before `from`, so removals can be counted in rows.
     let mut rows_by_file = HashMap::new();
+    // The columns before `from`, so a commit's schema change reads as what it added.
+    let mut columns = None;
     if from > oldest {
         table.load_version(from - 1).await.map_err(err)?;
-        for f in table.snapshot().map_err(err)?.log_data().iter() {
+        let snapshot = table.snapshot().map_err(err)?;
+        for f in snapshot.log_data().iter() {
             rows_by_file.insert(f.path().to_string(), f.num_records().unwrap_or(0) as u64);
         }
+        columns = Some(column_list(snapshot.schema().fields()));
     }
     let complete = from == 0 || from > oldest;
     let mut entries = Vec::new();
     for version in from..=latest {
-        let e = entry(&table, version, &mut rows_by_file, complete).await;
+        let e = entry(&table, version, &mut rows_by_file, complete, &mut columns).await;
         entries.push(e.map_err(err)?);
     }
     entries.reverse();
@@ -70,6 +76,7 @@ async fn entry(
     version: u64,
     rows_by_file: &mut HashMap<String, u64>,
     complete: bool,
+    columns: &mut Option<Vec<(String, String)>>,
 ) -> Result<HistoryEntry, DeltaTableError> {
     let actions = commit_actions(table, version).await?.unwrap_or_default();
     let mut e = HistoryEntry {
@@ -83,6 +90,7 @@ async fn entry(
         pipeline: None,
         batch_id: None,
         offsets: None,
+        schema_change: None,
     };
     for action in actions {
         match action {
@@ -99,6 +107,11 @@ async fn entry(
                     (Some(total), Some(r)) => Some(total + r),
                     _ => None,
                 };
+            }
+            Action::Metadata(metadata) => {
+                let now = column_list(metadata.parse_schema()?.fields());
+                e.schema_change = describe_change(columns.as_deref(), &now);
+                *columns = Some(now);
             }
             Action::CommitInfo(info) => {
                 e.timestamp = info.timestamp;
@@ -120,6 +133,36 @@ async fn entry(
     Ok(e)
 }
 
+fn column_list<'a>(
+    fields: impl Iterator<Item = &'a deltalake::kernel::StructField>,
+) -> Vec<(String, String)> {
+    fields
+        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .collect()
+}
+
+/// `created: a, b` for a first schema, `added: c long` for new columns, `changed` for
+/// anything else (None when the columns stayed the same, e.g. a property change).
+fn describe_change(
+    before: Option<&[(String, String)]>,
+    now: &[(String, String)],
+) -> Option<String> {
+    let list = |cols: &[(String, String)]| {
+        cols.iter()
+            .map(|(n, t)| format!("{n} {t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match before {
+        None => Some(format!("created: {}", list(now))),
+        Some(before) if before == now => None,
+        Some(before) if now.starts_with(before) => {
+            Some(format!("added: {}", list(&now[before.len()..])))
+        }
+        Some(_) => Some(format!("changed: {}", list(now))),
+    }
+}
+
 /// The entries as a table, for the same output formats as queries.
 pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch, QueryError> {
     let schema = Schema::new(vec![
@@ -137,6 +180,7 @@ pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch, QueryError
         Field::new("pipeline", DataType::Utf8, true),
         Field::new("batch_id", DataType::Int64, true),
         Field::new("offsets", DataType::Utf8, true),
+        Field::new("schema_change", DataType::Utf8, true),
     ]);
     let col = |f: fn(&HistoryEntry) -> u64| {
         Arc::new(UInt64Array::from_iter_values(entries.iter().map(f)))
@@ -164,6 +208,45 @@ pub fn history_batch(entries: &[HistoryEntry]) -> Result<RecordBatch, QueryError
             Arc::new(Int64Array::from_iter(entries.iter().map(|e| e.batch_id))),
             Arc::new(StringArray::from_iter(
                 entries.iter().map(|e| e.offsets.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(
+                entries.iter().map(|e| e.schema_change.as_deref()),
+            )),
+        ],
+    )
+    .map_err(|e| QueryError::Output(e.to_string()))
+}
+
+/// Table `name`'s columns as of `at`: name, type, nullable, partition column.
+pub async fn schema(
+    storage: &Storage,
+    name: &str,
+    at: super::At,
+) -> Result<RecordBatch, QueryError> {
+    let table = super::open_at(storage, name, at).await?;
+    let snapshot = table.snapshot().map_err(|e| QueryError::delta(name, e))?;
+    let partitions = snapshot.metadata().partition_columns().to_vec();
+    let fields: Vec<_> = snapshot.schema().fields().cloned().collect();
+    let out = Schema::new(vec![
+        Field::new("column", DataType::Utf8, false),
+        Field::new("type", DataType::Utf8, false),
+        Field::new("nullable", DataType::Boolean, false),
+        Field::new("partition", DataType::Boolean, false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(out),
+        vec![
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| f.name().clone()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                fields.iter().map(|f| f.data_type().to_string()),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                fields.iter().map(|f| Some(f.is_nullable())),
+            )),
+            Arc::new(BooleanArray::from_iter(
+                fields.iter().map(|f| Some(partitions.contains(f.name()))),
             )),
         ],
     )

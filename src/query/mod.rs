@@ -1,5 +1,5 @@
 //! Reading the lake: SQL over the configured tables (as of now, a version or a time) and
-//! a table's commit history.
+//! a table's commit history and schema.
 
 mod format;
 mod history;
@@ -7,7 +7,7 @@ mod sql;
 mod travel;
 
 pub use format::{write_batches, OutputFormat};
-pub use history::{history, history_batch, HistoryEntry};
+pub use history::{history, history_batch, schema, HistoryEntry};
 pub use travel::{open_at, At};
 
 use chrono::{DateTime, Utc};

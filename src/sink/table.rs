@@ -1,7 +1,9 @@
 //! Opening (or creating) a Delta table and writing data files into it.
 
-use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{new_null_array, RecordBatch};
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::{Action, Add, StructType};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
@@ -76,7 +78,14 @@ fn check_schema(
         .fields()
         .map(|f| (f.name().clone(), f.data_type().to_string()))
         .collect();
-    if existing != wanted {
+    // Columns schema evolution added follow ours, nullable: files without them read
+    // them as null.
+    let added_ok = snapshot
+        .schema()
+        .fields()
+        .skip(wanted.len())
+        .all(|f| f.is_nullable());
+    if !existing.starts_with(&wanted) || !added_ok {
         return Err(SinkError::Schema {
             table: name.to_string(),
             message: format!(
@@ -112,21 +121,86 @@ pub fn writer_properties(zstd_level: i32, no_dictionary: &[String]) -> WriterPro
 }
 
 /// Write `rows` as Parquet data files of `table` (split by partition values) and return
-/// their `add` actions, not yet committed.
+/// their `add` actions, not yet committed. Rows with columns the table lacks (schema
+/// evolution) are written with the widened schema (see [`widen`]).
 pub async fn write_files(
     table: &DeltaTable,
     rows: RecordBatch,
     props: WriterProperties,
     target_file_size: u64,
+    storage: &Storage,
 ) -> Result<Vec<Add>, DeltaTableError> {
     if rows.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let mut writer = RecordBatchWriter::for_table(table)?
+    let (writer, rows) = match widen(table, &rows.schema())? {
+        None => (RecordBatchWriter::for_table(table)?, rows),
+        Some(widened) => {
+            let partitions = table.snapshot()?.metadata().partition_columns().to_vec();
+            let writer = RecordBatchWriter::try_new(
+                table.table_url().as_str(),
+                widened.clone(),
+                Some(partitions),
+                Some(storage.options.clone()),
+            )?;
+            (writer, conform(&rows, &widened)?)
+        }
+    };
+    let mut writer = writer
         .with_writer_properties(props)
         .with_target_file_size(target_file_size);
     writer.write(rows).await?;
     writer.flush().await
+}
+
+/// The table's schema widened by the columns of `batch` it lacks (appended, nullable);
+/// None when it has them all. A column both have with different types is an error:
+/// the batch was decoded for another table.
+pub fn widen(table: &DeltaTable, batch: &Schema) -> Result<Option<SchemaRef>, DeltaTableError> {
+    let current = table.snapshot()?.snapshot().arrow_schema();
+    let mut fields: Vec<Field> = current
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    for field in batch.fields() {
+        match current.field_with_name(field.name()) {
+            Ok(have) if have.data_type() != field.data_type() => {
+                return Err(DeltaTableError::Generic(format!(
+                    "column '{}' is {} in the table but {} in this batch (schema evolution \
+                     from two writers?); the batch is not written",
+                    field.name(),
+                    have.data_type(),
+                    field.data_type()
+                )))
+            }
+            Ok(_) => {}
+            Err(_) => fields.push(field.as_ref().clone().with_nullable(true)),
+        }
+    }
+    Ok((fields.len() > current.fields().len()).then(|| Arc::new(Schema::new(fields))))
+}
+
+/// `rows` as `schema`: its columns by name, null where it has none.
+fn conform(rows: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DeltaTableError> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match rows.column_by_name(f.name()) {
+            Some(c) => c.clone(),
+            None => new_null_array(f.data_type(), rows.num_rows()),
+        })
+        .collect();
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The `metaData` action that widens `table` to `schema` (same id, partitioning and
+/// configuration: readers see a new nullable column, nothing else).
+pub fn widened_metadata(table: &DeltaTable, schema: &SchemaRef) -> Result<Action, DeltaTableError> {
+    use deltalake::kernel::MetadataExt as _;
+    let columns: StructType = schema.as_ref().try_into_kernel()?;
+    let metadata = table.snapshot()?.metadata().clone().with_schema(&columns)?;
+    Ok(Action::Metadata(metadata))
 }
 
 /// The actions of commit `version`, typed by delta-rs (None: its log entry is gone).

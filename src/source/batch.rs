@@ -28,6 +28,8 @@ struct RawRecord {
     timestamp_ms: Option<i64>,
     key: Option<Range<usize>>,
     payload: Range<usize>,
+    /// The value was null (a Kafka tombstone), not merely empty.
+    tombstone: bool,
 }
 
 /// When the batch's records were produced (Kafka timestamps, ms): the median record, the
@@ -92,6 +94,7 @@ impl RawBatch {
         self.last.insert(partition, offset);
         self.opened_at.get_or_insert_with(Instant::now);
         let key = key.map(|k| self.append(k));
+        let tombstone = payload.is_none();
         let payload = self.append(payload.unwrap_or_default());
         self.records.push(RawRecord {
             partition,
@@ -99,7 +102,37 @@ impl RawBatch {
             timestamp_ms,
             key,
             payload,
+            tombstone,
         });
+    }
+
+    /// The same records with each payload replaced by `rewrite(i)` (`None`: unchanged):
+    /// a decoder that unwraps an envelope decodes the rewritten batch and keeps the
+    /// original for dead letters.
+    pub fn rewritten(&self, mut rewrite: impl FnMut(usize) -> Option<Vec<u8>>) -> RawBatch {
+        let mut out = RawBatch::sized_like(self);
+        out.positions = self.positions.clone();
+        out.opened_at = self.opened_at;
+        for (i, r) in self.records.iter().enumerate() {
+            let payload = match (rewrite(i), r.tombstone) {
+                (Some(bytes), _) => Some(bytes),
+                (None, true) => None,
+                (None, false) => Some(self.payload(i).to_vec()),
+            };
+            out.push(
+                r.partition,
+                r.offset,
+                r.timestamp_ms,
+                self.key(i),
+                payload.as_deref(),
+            );
+        }
+        out
+    }
+
+    /// The record's value was null (a tombstone).
+    pub fn is_tombstone(&self, i: usize) -> bool {
+        self.records[i].tombstone
     }
 
     fn append(&mut self, bytes: &[u8]) -> Range<usize> {
@@ -198,6 +231,11 @@ mod tests {
         assert_eq!(b.key(0), Some(&b"k"[..]));
         assert_eq!(b.payload(1), b"");
         assert_eq!(b.key(1), None);
+        assert!(b.is_tombstone(1) && !b.is_tombstone(0));
+        let upper = b.rewritten(|i| (i == 0).then(|| b"{\"a\":1}".to_vec()));
+        assert_eq!(upper.payload(0), b"{\"a\":1}");
+        assert_eq!(upper.payload(2), b"x");
+        assert!(upper.is_tombstone(1));
         let ranges = b.offset_ranges();
         assert_eq!(
             ranges[&1],

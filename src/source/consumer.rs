@@ -148,7 +148,7 @@ impl KafkaSource {
         let state = Arc::new(Mutex::new(AssignState::default()));
         let context = SourceContext {
             topic: settings.topic.clone(),
-            starting: settings.starting,
+            starting: settings.starting.clone(),
             seek_rewind: settings.seek_rewind,
             store,
             state: state.clone(),

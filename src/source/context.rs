@@ -12,7 +12,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use super::consumer::OffsetStore;
-use crate::config::StartingOffsets;
+use crate::config::{Start, StartingOffsets};
 
 /// What to do when records the table has not ingested can no longer be read.
 #[derive(Clone)]
@@ -117,16 +117,42 @@ impl SourceContext {
                 };
                 self.resume_offset(p, highest + 1, floor, high, &mut reset)?;
             }
-            let start = match (committed.lowest, self.starting) {
+            let start = match (committed.lowest, self.starting.for_partition(p)) {
                 (Some(last), _) => self.resume_offset(p, last + 1, low, high, &mut reset)?,
-                (None, StartingOffsets::Earliest) => low,
-                (None, StartingOffsets::Latest) => {
-                    // Spark records the start too: if this member dies before its first
-                    // commit, the next owner must not start at a later "latest".
-                    let end = super::ends::partition_end(&self.probe, &self.topic, p, high)
-                        .map_err(|e| e.to_string())?;
+                (None, Start::Earliest) => low,
+                // Spark records the start too: if this member dies before its first
+                // commit, the next owner must not start at a later "latest" (or at a
+                // time or offset the configuration no longer names).
+                (None, Start::Latest) => {
+                    let end = self.end(p, high)?;
                     record.insert(p, end - 1);
                     end
+                }
+                (None, Start::Offset(offset)) => {
+                    let start = self.explicit_start(p, offset, low, high)?;
+                    record.insert(p, start - 1);
+                    start
+                }
+                (None, Start::Time(millis)) => {
+                    let bounds = BTreeMap::from([(
+                        p,
+                        super::Bounds {
+                            low,
+                            end: self.end(p, high)?,
+                        },
+                    )]);
+                    let starts = super::offsets_for_time(
+                        &self.probe,
+                        &self.topic,
+                        millis,
+                        &bounds,
+                        self.seek_rewind,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let start = starts.get(&p).copied().unwrap_or(low);
+                    info!(topic = %self.topic, partition = p, millis, start, "starting at the first record of the configured time");
+                    record.insert(p, start - 1);
+                    start
                 }
             };
             starts.insert(p, start);
@@ -146,6 +172,44 @@ impl SourceContext {
                 .map_err(|e| format!("cannot position partition {p}: {e}"))?;
         }
         Ok(starts)
+    }
+
+    fn end(&self, partition: i32, high: i64) -> Result<i64, String> {
+        super::ends::partition_end(&self.probe, &self.topic, partition, high)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A configured start offset: below the first retained record it is data loss (the
+    /// records asked for are gone), beyond the end a mistake.
+    fn explicit_start(
+        &self,
+        partition: i32,
+        offset: i64,
+        low: i64,
+        high: i64,
+    ) -> Result<i64, String> {
+        if offset < low {
+            self.data_loss.report(
+                &self.topic,
+                &format!(
+                    "partition {partition}: kafka.starting_offsets asks for offset {offset} \
+                     but the earliest record still in the topic is {low}"
+                ),
+            )?;
+            return Ok(low);
+        }
+        let end = if offset <= high {
+            high
+        } else {
+            self.end(partition, high)?
+        };
+        if offset > end {
+            return Err(format!(
+                "partition {partition}: kafka.starting_offsets asks for offset {offset} but \
+                 the partition ends at {end}; fix the offset (or use \"latest\")"
+            ));
+        }
+        Ok(offset)
     }
 
     /// Where to read `partition` from when its table resumes at `resume`; a resume
@@ -173,8 +237,7 @@ impl SourceContext {
         if resume <= high {
             return Ok(resume);
         }
-        let end = super::ends::partition_end(&self.probe, &self.topic, partition, high)
-            .map_err(|e| e.to_string())?;
+        let end = self.end(partition, high)?;
         if resume <= end {
             return Ok(resume);
         }

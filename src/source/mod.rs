@@ -9,6 +9,7 @@ pub mod dataset;
 mod ends;
 mod producer;
 pub mod synthetic;
+mod times;
 
 pub use admin::ensure_topic;
 pub use batch::{OffsetRange, ProducedAt, RawBatch};
@@ -17,6 +18,7 @@ pub use context::DataLossPolicy;
 pub use count::{count_topic, CountReport};
 pub use ends::{probe_config, topic_bounds, topic_partitions, Bounds};
 pub use producer::{produce, ProduceOptions, ProduceReport, Rate};
+pub use times::{offsets_for_time, topic_offsets_for_time};
 
 use rdkafka::error::KafkaError;
 

@@ -26,6 +26,19 @@ pub fn sql_files(dir: &str) -> Result<Vec<PathBuf>, SyncError> {
     Ok(files)
 }
 
+/// The text of every `.sql` file of `dir`.
+pub fn sql_texts(dir: &str) -> Result<Vec<String>, SyncError> {
+    sql_files(dir)?
+        .iter()
+        .map(|path| {
+            std::fs::read_to_string(path).map_err(|e| SyncError::BiSql {
+                file: path.display().to_string(),
+                message: e.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// Statements of a file: split at `;` that ends a line; comment-only parts dropped.
 fn statements(text: &str) -> Vec<String> {
     let mut out = Vec::new();

@@ -1,16 +1,19 @@
 //! What a Delta table holds beyond a mirrored version. Where the table keeps a change
-//! data feed (update-mode tables do), only the rows its later commits inserted or
-//! updated, in commit order: cost follows the change, not the table. Otherwise the rows
+//! data feed (update and upsert tables do), only the net change of its later commits:
+//! per key, the last row inserted or updated, or the key deleted. Cost follows the
+//! change, not the table. Otherwise the rows
 //! of the data files later commits added that are still live (a MERGE rewrites whole
 //! files, so that re-sends unchanged rows). Read through delta-rs (so partition columns
 //! come back); sending a row twice is harmless: the mirror upserts by key.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
+use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
+use deltalake::arrow::compute::kernels::boolean::not;
 use deltalake::arrow::compute::{
     concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
 };
+use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::datafusion::physical_plan::collect;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::delta_datafusion::{FileSelection, MissingSelectedFilePolicy};
@@ -20,60 +23,77 @@ use deltalake::{DeltaTable, DeltaTableError};
 pub struct Change {
     pub version: u64,
     pub batches: Vec<RecordBatch>,
+    /// Keys (the key columns) whose rows were deleted.
+    pub deletes: Option<RecordBatch>,
     /// The whole table (first sync, complete mode, or the log entries needed were
     /// cleaned up) rather than only what is new.
     pub full: bool,
 }
 
 /// The change of `table` (at `version`) since `mirrored`; None when there is none.
-/// `full` asks for the whole table.
+/// `full` asks for the whole table. `keys` identify a row; where rows are deleted by
+/// key (upsert tables), only the change data feed can tell what changed: without it
+/// the whole table is read.
 pub async fn since(
     table: &DeltaTable,
     version: u64,
     mirrored: Option<u64>,
     full: bool,
+    keys: &[String],
+    deletes: bool,
 ) -> Result<Option<Change>, DeltaTableError> {
     if mirrored == Some(version) {
         return Ok(None);
     }
     if let Some(from) = mirrored.filter(|&from| !full && from < version) {
-        if let Some(batches) = feed(table, from, version).await {
+        if let Some((batches, deleted)) = feed(table, from, version, keys).await {
             return Ok(Some(Change {
                 version,
                 batches,
+                deletes: deleted,
                 full: false,
             }));
         }
     }
     let paths = match mirrored {
-        Some(from) if !full && from < version => added_files(table, from, version).await?,
+        Some(from) if !full && !deletes && from < version => {
+            added_files(table, from, version).await?
+        }
         _ => None,
     };
     let change = match paths {
         None => Change {
             version,
             batches: scan(table, None).await?,
+            deletes: None,
             full: true,
         },
         Some(paths) if paths.is_empty() => Change {
             version,
             batches: Vec::new(),
+            deletes: None,
             full: false,
         },
         Some(paths) => Change {
             version,
             batches: scan(table, Some(paths)).await?,
+            deletes: None,
             full: false,
         },
     };
     Ok(Some(change))
 }
 
-/// Rows inserted or updated by commits `from+1..=to`, from the change data feed, oldest
-/// commit first (so the mirror's upserts end on the newest value). `None` where the feed
-/// cannot say: not enabled, or not for every commit in the range (enabled later, log
-/// entries cleaned up), or it records deletes (the file reading path decides those).
-async fn feed(table: &DeltaTable, from: u64, to: u64) -> Option<Vec<RecordBatch>> {
+/// The net change of commits `from+1..=to` from the change data feed: per key, the last
+/// row inserted or updated (as the table's columns), or its deletion. `None` where the
+/// feed cannot say: not enabled, or not for every commit in the range (enabled later,
+/// log entries cleaned up), or deletes in a table without keys.
+async fn feed(
+    table: &DeltaTable,
+    from: u64,
+    to: u64,
+    keys: &[String],
+) -> Option<(Vec<RecordBatch>, Option<RecordBatch>)> {
     let snapshot = table.snapshot().ok()?;
     if snapshot.table_config().enable_change_data_feed != Some(true) {
         return None;
@@ -100,33 +120,83 @@ async fn feed(table: &DeltaTable, from: u64, to: u64) -> Option<Vec<RecordBatch>
         .iter()
         .map(|f| f.name().clone())
         .collect();
-    Some(upserts(&all, &columns)?.into_iter().collect())
+    let (upserts, deletes) = net(&all, &columns, keys)?;
+    Some((upserts.into_iter().collect(), deletes))
 }
 
-/// The inserted and post-update rows of the feed as the table's columns, sorted by
-/// commit version; `None` if it holds a delete.
-fn upserts(batch: &RecordBatch, columns: &[String]) -> Option<Option<RecordBatch>> {
+/// The feed's inserted, post-update and deleted rows reduced to the last change per key
+/// (by commit version): the rows to upsert (the table's columns) and the keys to delete.
+fn net(
+    batch: &RecordBatch,
+    columns: &[String],
+    keys: &[String],
+) -> Option<(Option<RecordBatch>, Option<RecordBatch>)> {
     let kind = batch
         .column_by_name("_change_type")?
         .as_string_opt::<i32>()?;
-    if kind.iter().any(|k| k == Some("delete")) {
+    let has_deletes = kind.iter().any(|k| k == Some("delete"));
+    if has_deletes && keys.is_empty() {
         return None;
     }
     let keep: BooleanArray = kind
         .iter()
-        .map(|k| Some(matches!(k, Some("insert" | "update_postimage"))))
+        .map(|k| Some(matches!(k, Some("insert" | "update_postimage" | "delete"))))
         .collect();
     let kept = filter_record_batch(batch, &keep).ok()?;
     if kept.num_rows() == 0 {
-        return Some(None);
+        return Some((None, None));
     }
     let order = sort_to_indices(kept.column_by_name("_commit_version")?, None, None).ok()?;
     let sorted = take_record_batch(&kept, &order).ok()?;
-    let indices: Vec<usize> = columns
+    let last = match has_deletes {
+        true => last_per_key(&sorted, keys)?,
+        false => sorted,
+    };
+    let deleted: BooleanArray = last
+        .column_by_name("_change_type")?
+        .as_string_opt::<i32>()?
         .iter()
-        .map(|c| sorted.schema().index_of(c).ok())
+        .map(|k| Some(k == Some("delete")))
+        .collect();
+    let project = |batch: &RecordBatch, names: &[String]| -> Option<RecordBatch> {
+        let indices: Vec<usize> = names
+            .iter()
+            .map(|c| batch.schema().index_of(c).ok())
+            .collect::<Option<_>>()?;
+        batch.project(&indices).ok()
+    };
+    let upserts = filter_record_batch(&last, &not(&deleted).ok()?).ok()?;
+    let deletes = filter_record_batch(&last, &deleted).ok()?;
+    let upserts = (upserts.num_rows() > 0)
+        .then(|| project(&upserts, columns))
+        .flatten();
+    let deletes = (deletes.num_rows() > 0)
+        .then(|| project(&deletes, keys))
+        .flatten();
+    Some((upserts, deletes))
+}
+
+/// The last row of each key of `sorted` (oldest first), in order.
+fn last_per_key(sorted: &RecordBatch, keys: &[String]) -> Option<RecordBatch> {
+    let key_columns: Vec<_> = keys
+        .iter()
+        .map(|k| sorted.column_by_name(k).cloned())
         .collect::<Option<_>>()?;
-    Some(Some(sorted.project(&indices).ok()?))
+    let converter = RowConverter::new(
+        key_columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )
+    .ok()?;
+    let rows = converter.convert_columns(&key_columns).ok()?;
+    let mut last: HashMap<&[u8], u32> = HashMap::new();
+    for i in 0..sorted.num_rows() {
+        last.insert(rows.row(i).data(), i as u32);
+    }
+    let mut kept: Vec<u32> = last.into_values().collect();
+    kept.sort_unstable();
+    take_record_batch(sorted, &UInt32Array::from(kept)).ok()
 }
 
 /// Paths of files added by commits `from+1..=to` (None when an entry is gone).

@@ -10,8 +10,10 @@
 
 mod bi;
 mod changes;
+mod layout;
 mod mysql;
 mod types;
+mod zones;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -28,7 +30,7 @@ use tracing::{info, warn};
 use crate::config::{Config, MysqlConfig, OutputMode};
 use crate::retry::Backoff;
 use changes::Change;
-use mysql::Layout;
+use layout::Layout;
 
 pub use bi::sql_files;
 
@@ -178,6 +180,8 @@ pub struct SyncTask {
     /// Open tables, brought up to date incrementally on each pass.
     tables: HashMap<String, DeltaTable>,
     bi_ready: bool,
+    /// Zones of the sources (see `zones`).
+    source_zones: Vec<chrono_tz::Tz>,
     pub metrics: Arc<SyncMetrics>,
 }
 
@@ -202,6 +206,11 @@ impl SyncTask {
             conn: None,
             tables: HashMap::new(),
             bi_ready: false,
+            source_zones: config
+                .sources
+                .iter()
+                .filter_map(|(name, s)| s.zone(name).ok().flatten())
+                .collect(),
             metrics: Arc::new(SyncMetrics::default()),
         })
     }
@@ -271,6 +280,8 @@ impl SyncTask {
         }
         // Views read the mirrored tables: create them once those exist.
         if all_exist && !self.bi_ready {
+            let sql = bi::sql_texts(&self.mysql.sql_dir)?;
+            zones::install(conn, &zones::wanted(self.source_zones.clone(), &sql)).await?;
             let files = bi::apply(conn, &self.mysql.sql_dir).await?;
             bi::ensure_account(conn, &self.mysql).await?;
             info!(files, dir = %self.mysql.sql_dir, "BI views applied");
@@ -414,28 +425,39 @@ async fn sync_table(
     let layout = Layout::new(&t.table, schema, t.keys.clone())?;
     // A table created now (first sync, or dropped by someone) has no rows: start over
     // from the whole Delta table.
-    let created = mysql::ensure_table(conn, &layout).await?;
+    let created = layout::ensure_table(conn, &layout).await?;
     let mirrored = if created {
         None
     } else {
         mysql::mirrored_version(conn, &t.table).await?
     };
     let complete = t.mode == OutputMode::Complete;
-    let change = changes::since(table, version, mirrored, complete)
+    // Rows of an upsert table are deleted by key: only the change feed (or a full
+    // replace) can carry that to the mirror.
+    let deletes = t.mode == OutputMode::Upsert;
+    let change = changes::since(table, version, mirrored, complete, &t.keys, deletes)
         .await
         .map_err(delta_err)?;
     done.version = Some(version);
     let Some(Change {
         version,
         batches,
+        deletes: deleted,
         full,
     }) = change
     else {
         return Ok(done);
     };
-    let replace = complete || (full && t.keys.is_empty());
+    let replace = complete || (full && (t.keys.is_empty() || deletes));
     done.rows = mysql::write(
-        conn, &layout, &batches, replace, mirrored, version, batch_rows,
+        conn,
+        &layout,
+        &batches,
+        deleted.as_ref(),
+        replace,
+        mirrored,
+        version,
+        batch_rows,
     )
     .await?;
     done.replaced = replace;

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod cdc;
 mod config_errors;
 mod crash;
 mod deploy;
@@ -15,8 +16,10 @@ mod mirror;
 mod mirror_edges;
 mod replay;
 mod scale_out;
+mod schema_evolution;
 mod shared_reader;
 mod sink;
+mod start_positions;
 mod status;
 mod streaming;
 mod time_travel;

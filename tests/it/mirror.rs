@@ -31,6 +31,15 @@ fn env(name: &str) -> (TestEnv, MariaDb) {
     (env, db)
 }
 
+/// `2018-11-04T09:00:00Z` as San Francisco wall-clock time, `2018-11-04T01:00:00`.
+fn sf_local(utc: &str) -> String {
+    let at =
+        chrono::DateTime::parse_from_rfc3339(utc.trim()).unwrap_or_else(|e| panic!("{utc}: {e}"));
+    at.with_timezone(&chrono_tz::America::Los_Angeles)
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
 /// Each mirrored table read from Delta and from MySQL as sorted `a|b|c` rows.
 async fn assert_mirror_equals_delta(env: &TestEnv, db: &MariaDb) {
     const TS: &str = "'%Y-%m-%dT%H:%i:%sZ'";
@@ -93,19 +102,55 @@ async fn mirror_equals_delta_views_match_and_bi_account_is_read_only() {
     let view = db
         .rows(
             DB,
-            &format!("SELECT DATE_FORMAT(hour_start, {TS}), calls FROM v_calls_per_hour"),
+            &format!("SELECT DATE_FORMAT(hour_start_utc, {TS}), calls FROM v_calls_per_hour"),
         )
         .await;
     assert_eq!(per_hour, view, "v_calls_per_hour");
-    let top = row_strings(
-        &env.sql(
-            "crime_type_hourly",
-            "SELECT original_crime_type_name, sum(calls) AS c FROM t \
-             WHERE window_start >= date_trunc('day', (SELECT max(window_start) FROM t)) \
-             GROUP BY 1 ORDER BY c DESC, 1 LIMIT 10",
+    // People read San Francisco local time: checked against chrono-tz, both DST sides.
+    let pairs = db
+        .rows(
+            DB,
+            &format!(
+                "SELECT DATE_FORMAT(hour_start_utc, {TS}), \
+                 DATE_FORMAT(hour_start, '%Y-%m-%dT%H:%i:%s') FROM v_calls_per_hour"
+            ),
         )
-        .await,
-    );
+        .await;
+    assert!(!pairs.is_empty());
+    for pair in &pairs {
+        let (utc, local) = pair.split_once('|').expect("two columns");
+        assert_eq!(local, sf_local(utc), "{pair}");
+    }
+    // The latest day is San Francisco's.
+    let hourly = env
+        .sql(
+            "crime_type_hourly",
+            "SELECT window_start, original_crime_type_name, calls FROM t",
+        )
+        .await;
+    let rows = row_strings(&hourly);
+    let day = |utc: &str| sf_local(utc)[..10].to_string();
+    let latest = rows
+        .iter()
+        .map(|r| day(r.split('|').next().unwrap_or_default()))
+        .max()
+        .unwrap_or_default();
+    let mut per_type: std::collections::BTreeMap<String, i64> = Default::default();
+    for r in &rows {
+        let cells: Vec<&str> = r.split('|').collect();
+        if day(cells[0]) >= latest {
+            *per_type.entry(cells[1].to_string()).or_default() +=
+                cells[2].parse::<i64>().unwrap_or(0);
+        }
+    }
+    let mut ranked: Vec<(String, i64)> = per_type.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut top: Vec<String> = ranked
+        .iter()
+        .take(10)
+        .map(|(t, c)| format!("{t}|{c}"))
+        .collect();
+    top.sort();
     let view = db
         .rows(
             DB,

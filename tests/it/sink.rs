@@ -63,6 +63,7 @@ pub async fn open_table(
         topic: "t".into(),
         partition_by: Vec::new(),
         change_data_feed: false,
+        upsert_keys: Vec::new(),
         zstd_level: 1,
         target_file_size: 1 << 27,
         no_dictionary: Vec::new(),

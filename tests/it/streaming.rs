@@ -3,11 +3,12 @@
 
 use crate::common::{python_count, row_strings, summary_of, RawRecord, TestEnv};
 
-/// One call in the SF export format.
+/// One call in the SF export format; the golden times are UTC (`Z`), so the hand-computed
+/// windows read as written whatever the source's `timezone`.
 fn call(id: u32, crime_type: &str, time: &str, disposition: &str) -> String {
     let date = &time[..10];
     format!(
-        r#"{{"crime_id":"{id}","original_crime_type_name":"{crime_type}","report_date":"{date}T00:00:00.000","call_date":"{date}T00:00:00.000","offense_date":"{date}T00:00:00.000","call_time":"{hm}","call_date_time":"{time}.000","disposition":"{disposition}","address":"800 Blk Market St","city":"San Francisco","state":"CA","agency_id":"1","address_type":"Premise Address","common_location":""}}"#,
+        r#"{{"crime_id":"{id}","original_crime_type_name":"{crime_type}","report_date":"{date}T00:00:00.000","call_date":"{date}T00:00:00.000","offense_date":"{date}T00:00:00.000","call_time":"{hm}","call_date_time":"{time}.000Z","disposition":"{disposition}","address":"800 Blk Market St","city":"San Francisco","state":"CA","agency_id":"1","address_type":"Premise Address","common_location":""}}"#,
         hm = &time[11..16]
     )
 }

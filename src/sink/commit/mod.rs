@@ -15,15 +15,18 @@ use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+mod append;
 mod replay;
 mod stateful;
+mod upsert;
 
+use append::Written;
 use replay::{drop_committed, new_ranges};
 
 use super::state::{self, StateRef};
-use super::table::{open_or_create, write_files, writer_properties};
+use super::table::{open_or_create, widen, widened_metadata, write_files, writer_properties};
 use super::SinkError;
 use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
 use crate::retry::Backoff;
@@ -41,6 +44,9 @@ pub struct SinkOptions {
     /// here: a MERGE then records the rows it changed, and the MySQL mirror reads only
     /// those.
     pub change_data_feed: bool,
+    /// Upsert mode: each batch holds one change per key (`engine::Changes`) and is
+    /// MERGEd by these columns; empty: batches are appended.
+    pub upsert_keys: Vec<String>,
     pub zstd_level: i32,
     pub target_file_size: u64,
     /// Columns written without dictionary encoding (near-unique values).
@@ -169,6 +175,11 @@ impl DeltaSink {
         &self.name
     }
 
+    /// The table's columns as Arrow sees them (None: no snapshot loaded).
+    pub fn arrow_schema(&self) -> Option<deltalake::arrow::datatypes::SchemaRef> {
+        Some(self.table.snapshot().ok()?.snapshot().arrow_schema())
+    }
+
     pub fn version(&self) -> Option<i64> {
         self.table.version().map(|v| v as i64)
     }
@@ -248,6 +259,7 @@ impl DeltaSink {
         loop {
             let result = match engine.as_deref_mut() {
                 Some(engine) => self.try_stream(rows, batch, engine).await,
+                None if !self.opts.upsert_keys.is_empty() => self.try_upsert(rows, batch).await,
                 None => self.try_commit(rows, batch, &mut written).await,
             };
             let error = match result {
@@ -405,67 +417,6 @@ impl DeltaSink {
         }
     }
 
-    async fn try_commit(
-        &mut self,
-        rows: &RecordBatch,
-        batch: &BatchInfo,
-        written: &mut Option<Written>,
-    ) -> Result<CommitOutcome, AttemptError> {
-        let (committed, new_ranges) = self.new_part(batch).await?;
-        let Some(new_ranges) = new_ranges else {
-            return Ok(CommitOutcome::AlreadyCommitted);
-        };
-        let files = match written.take() {
-            Some(files) if files.ranges == new_ranges => files,
-            _ => {
-                let keep = if new_ranges == batch.ranges {
-                    rows.clone()
-                } else {
-                    drop_committed(rows, &committed)?
-                };
-                let rows = keep.num_rows();
-                let t = Instant::now();
-                let adds = write_files(
-                    &self.table,
-                    keep,
-                    self.props.clone(),
-                    self.opts.target_file_size,
-                )
-                .await?;
-                self.timings.write_ms += ms_since(t);
-                Written {
-                    ranges: new_ranges.clone(),
-                    adds,
-                    rows,
-                }
-            }
-        };
-        let rows_added = files.rows;
-        let adds = files.adds.clone();
-        *written = Some(files);
-        let batch_id = if batch.with_batch_id {
-            Some(self.next_batch_id().await?)
-        } else {
-            None
-        };
-        let props = self.properties(&new_ranges, batch_id, rows_added, None);
-        let actions = adds.into_iter().map(Action::Add).collect();
-        let version = self
-            .commit_actions(actions, props, OutputMode::Append, batch_id)
-            .await?;
-        *written = None;
-        self.landed(&new_ranges, batch_id);
-        Ok(CommitOutcome::Committed {
-            version,
-            batch_id,
-            rows: rows_added,
-            input_rows: rows_added,
-            late_rows: 0,
-            state_rows: 0,
-            watermark: None,
-        })
-    }
-
     async fn write(&mut self, rows: &RecordBatch) -> Result<Vec<Add>, DeltaTableError> {
         let t = Instant::now();
         let adds = write_files(
@@ -473,6 +424,7 @@ impl DeltaSink {
             rows.clone(),
             self.props.clone(),
             self.opts.target_file_size,
+            &self.opts.storage,
         )
         .await;
         self.timings.write_ms += ms_since(t);
@@ -488,14 +440,6 @@ pub(crate) fn batch_app_id(pipeline: &str) -> String {
 /// The `txn` app id under which a table records the last offset of a partition.
 pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
     format!("lakestream.{pipeline}.{topic}.{partition}")
-}
-
-/// Data files already written for the new part of a batch, reused when a retry finds
-/// the same part still missing from the table.
-struct Written {
-    ranges: BTreeMap<i32, OffsetRange>,
-    adds: Vec<Add>,
-    rows: usize,
 }
 
 /// Another writer committed since our snapshot: re-read and redo, no backoff needed.

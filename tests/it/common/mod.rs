@@ -36,6 +36,9 @@ pub struct TestEnv {
     pub env_vars: Vec<(String, String)>,
     /// Tables on an S3-compatible server instead of the local folder.
     pub s3: Option<S3Target>,
+    /// Another config file than the shipped one (relative to the repository), and the
+    /// source whose topic becomes this test's.
+    pub config: Option<(String, String)>,
     /// Processes spawned in the background, killed when the test ends (even by panic).
     spawned: std::sync::Mutex<Vec<u32>>,
 }
@@ -74,6 +77,7 @@ impl TestEnv {
             pipelines: vec!["calls".to_string()],
             env_vars: Vec::new(),
             s3: None,
+            config: None,
             spawned: std::sync::Mutex::new(Vec::new()),
         };
         std::fs::create_dir_all(env.root()).expect("table root");
@@ -120,8 +124,12 @@ impl TestEnv {
     /// The binary with the shipped config and this test's topic, group and tables.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakestream"));
-        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");
-        cmd.arg("--config").arg(config);
+        let (config, source) = self
+            .config
+            .clone()
+            .unwrap_or_else(|| ("config/lakestream.toml".into(), "police_calls".into()));
+        cmd.arg("--config")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(config));
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LAKESTREAM__")) {
             cmd.env_remove(k);
         }
@@ -142,7 +150,7 @@ impl TestEnv {
         let sets = [
             format!("kafka.brokers={}", brokers()),
             format!("kafka.group_id={}", self.group),
-            format!("sources.police_calls.topic={}", self.topic),
+            format!("sources.{source}.topic={}", self.topic),
             format!("storage.root={root}"),
             // Short sessions: a killed consumer's partitions move on within seconds.
             "kafka.options.session.timeout.ms=6000".to_string(),
@@ -152,12 +160,17 @@ impl TestEnv {
             // Tests run side by side: each status page on a port of its own.
             "http.listen=127.0.0.1:0".to_string(),
         ];
-        let pipelines = [
+        let shipped = [
             "calls",
             "crime_type_windows",
             "crime_type_hourly",
             "disposition_summary",
         ];
+        let pipelines = if self.config.is_some() {
+            &[][..]
+        } else {
+            &shipped[..]
+        };
         let speed = pipelines.iter().flat_map(|p| {
             [
                 format!("pipelines.{p}.trigger_interval=300ms"),

@@ -1,0 +1,90 @@
+//! Commits of pipelines that append the decoded records as they are: the new part of
+//! the batch is written as data files and committed with its offsets (and, when it
+//! carries fields the table lacks, the schema change) in one commit.
+
+use super::*;
+
+impl DeltaSink {
+    pub(super) async fn try_commit(
+        &mut self,
+        rows: &RecordBatch,
+        batch: &BatchInfo,
+        written: &mut Option<Written>,
+    ) -> Result<CommitOutcome, AttemptError> {
+        let (committed, new_ranges) = self.new_part(batch).await?;
+        let Some(new_ranges) = new_ranges else {
+            return Ok(CommitOutcome::AlreadyCommitted);
+        };
+        let files = match written.take() {
+            Some(files) if files.ranges == new_ranges => files,
+            _ => {
+                let keep = if new_ranges == batch.ranges {
+                    rows.clone()
+                } else {
+                    drop_committed(rows, &committed)?
+                };
+                let rows = keep.num_rows();
+                let schema = keep.schema();
+                let t = Instant::now();
+                let adds = write_files(
+                    &self.table,
+                    keep,
+                    self.props.clone(),
+                    self.opts.target_file_size,
+                    &self.opts.storage,
+                )
+                .await?;
+                self.timings.write_ms += ms_since(t);
+                Written {
+                    ranges: new_ranges.clone(),
+                    adds,
+                    rows,
+                    schema,
+                }
+            }
+        };
+        let rows_added = files.rows;
+        let adds = files.adds.clone();
+        // New columns (schema evolution) join the table in the commit that first
+        // carries them, decided against the snapshot this attempt commits on.
+        let widened = widen(&self.table, &files.schema)?;
+        *written = Some(files);
+        let batch_id = if batch.with_batch_id {
+            Some(self.next_batch_id().await?)
+        } else {
+            None
+        };
+        let props = self.properties(&new_ranges, batch_id, rows_added, None);
+        let mut actions = Vec::with_capacity(adds.len() + 1);
+        if let Some(schema) = &widened {
+            crate::failpoint::hit("before_schema_change", &self.opts.pipeline);
+            actions.push(widened_metadata(&self.table, schema)?);
+            info!(table = %self.name, columns = ?schema.fields().iter().map(|f| f.name()).collect::<Vec<_>>(), "adding columns to the table");
+        }
+        actions.extend(adds.into_iter().map(Action::Add));
+        let version = self
+            .commit_actions(actions, props, OutputMode::Append, batch_id)
+            .await?;
+        *written = None;
+        self.landed(&new_ranges, batch_id);
+        Ok(CommitOutcome::Committed {
+            version,
+            batch_id,
+            rows: rows_added,
+            input_rows: rows_added,
+            late_rows: 0,
+            state_rows: 0,
+            watermark: None,
+        })
+    }
+}
+
+/// Data files already written for the new part of a batch, reused when a retry finds
+/// the same part still missing from the table.
+pub(super) struct Written {
+    ranges: BTreeMap<i32, OffsetRange>,
+    adds: Vec<Add>,
+    rows: usize,
+    /// The rows' columns (wider than the table's after schema evolution).
+    schema: deltalake::arrow::datatypes::SchemaRef,
+}

@@ -1,0 +1,103 @@
+//! Commits of upsert pipelines: one MERGE per micro-batch applies its changes (one per
+//! key, see `engine::changes`) and records its offsets in the same commit, so a batch
+//! replayed after a crash finds its offsets in the table and changes nothing twice.
+
+use super::*;
+use crate::engine::DELETE;
+
+impl DeltaSink {
+    pub(super) async fn try_upsert(
+        &mut self,
+        rows: &RecordBatch,
+        batch: &BatchInfo,
+    ) -> Result<CommitOutcome, AttemptError> {
+        let (committed, new_ranges) = self.new_part(batch).await?;
+        let Some(new_ranges) = new_ranges else {
+            return Ok(CommitOutcome::AlreadyCommitted);
+        };
+        let changes = if new_ranges == batch.ranges {
+            rows.clone()
+        } else {
+            drop_committed(rows, &committed)?
+        };
+        let batch_id = match batch.with_batch_id {
+            true => Some(self.next_batch_id().await?),
+            false => None,
+        };
+        let count = changes.num_rows();
+        let props = self.properties(&new_ranges, batch_id, count, None);
+        let version = match count {
+            0 => {
+                self.commit_actions(Vec::new(), props, OutputMode::Update, batch_id)
+                    .await?
+            }
+            _ => self.merge_changes(changes, props).await?,
+        };
+        self.landed(&new_ranges, batch_id);
+        Ok(CommitOutcome::Committed {
+            version,
+            batch_id,
+            rows: count,
+            input_rows: rows.num_rows(),
+            late_rows: 0,
+            state_rows: 0,
+            watermark: None,
+        })
+    }
+
+    /// MERGE by the keys: a delete removes the key's row, an upsert replaces it or adds
+    /// it. Keys compare null-safe.
+    async fn merge_changes(
+        &mut self,
+        changes: RecordBatch,
+        props: CommitProperties,
+    ) -> Result<i64, DeltaTableError> {
+        let predicate = self
+            .opts
+            .upsert_keys
+            .iter()
+            .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let columns: Vec<String> = changes
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|c| c != DELETE)
+            .collect();
+        let t = Instant::now();
+        let source = SessionContext::new().read_batch(changes)?;
+        let delete = format!("source.\"{DELETE}\"");
+        let upsert = format!("NOT source.\"{DELETE}\"");
+        let (table, _metrics) = self
+            .table
+            .clone()
+            .merge(source, predicate)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .with_commit_properties(props)
+            .when_matched_delete(|d| d.predicate(delete.as_str()))?
+            .when_matched_update(|mut u| {
+                u = u.predicate(upsert.as_str());
+                for c in &columns {
+                    u = u.update(format!("\"{c}\""), format!("source.\"{c}\""));
+                }
+                u
+            })?
+            .when_not_matched_insert(|mut i| {
+                i = i.predicate(upsert.as_str());
+                for c in &columns {
+                    i = i.set(format!("\"{c}\""), format!("source.\"{c}\""));
+                }
+                i
+            })?
+            .await?;
+        self.timings.commit_ms += ms_since(t);
+        self.table = table;
+        self.table
+            .version()
+            .map(|v| v as i64)
+            .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
+    }
+}

@@ -1,0 +1,176 @@
+//! Offsets by time: where a partition's records reach a timestamp, for a configured
+//! start time and `run --reset-to`.
+//!
+//! The answer comes from the standard OffsetsForTimes request and is checked by reading
+//! the records around it: the record at the offset must be at or after the time, the one
+//! before it earlier. tansu 0.6 answers every such request with offset 0; where the
+//! check fails, the partition is read from its start to find the offset (with a warning
+//! that names the broker's answer), so a wrong answer never moves a start silently.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::{Bounds, SourceError};
+
+/// A read that makes no progress for this long fails.
+const READ_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The first offset of each partition of `bounds` whose record's timestamp is at or
+/// after `millis` (its end when there is none). `rewind`: see `kafka.seek_rewind`.
+pub fn offsets_for_time(
+    config: &ClientConfig,
+    topic: &str,
+    millis: i64,
+    bounds: &BTreeMap<i32, Bounds>,
+    rewind: u32,
+) -> Result<BTreeMap<i32, i64>, SourceError> {
+    let err = SourceError::kafka(topic);
+    let consumer: BaseConsumer = config.create().map_err(err)?;
+    let mut tpl = TopicPartitionList::new();
+    for &p in bounds.keys() {
+        tpl.add_partition_offset(topic, p, Offset::Offset(millis))
+            .map_err(SourceError::kafka(topic))?;
+    }
+    let found = consumer
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .map_err(SourceError::kafka(topic))?;
+    let mut out = BTreeMap::new();
+    for (&p, b) in bounds {
+        let answer = match found.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            Some(Offset::End) => Some(b.end),
+            _ => None,
+        };
+        let reader = Reader {
+            consumer: &consumer,
+            topic,
+            partition: p,
+            bounds: *b,
+            rewind,
+        };
+        let checked = match answer {
+            Some(o) if (b.low..=b.end).contains(&o) && reader.is_first_at(o, millis)? => o,
+            _ => {
+                warn!(topic, partition = p, ?answer, millis, "the broker answered OffsetsForTimes wrongly; reading the partition to find the offset");
+                reader.scan_for(millis)?
+            }
+        };
+        out.insert(p, checked);
+    }
+    Ok(out)
+}
+
+/// [`offsets_for_time`] for every partition of `topic`.
+pub fn topic_offsets_for_time(
+    config: &ClientConfig,
+    topic: &str,
+    millis: i64,
+    rewind: u32,
+) -> Result<BTreeMap<i32, i64>, SourceError> {
+    let bounds = super::topic_bounds(config, topic)?;
+    offsets_for_time(config, topic, millis, &bounds, rewind)
+}
+
+/// Reads one partition's timestamps.
+struct Reader<'a> {
+    consumer: &'a BaseConsumer,
+    topic: &'a str,
+    partition: i32,
+    bounds: Bounds,
+    rewind: u32,
+}
+
+impl Reader<'_> {
+    /// Whether `offset` is the first record at or after `millis`: its record is (or it
+    /// is the end) and the record before it is not.
+    fn is_first_at(&self, offset: i64, millis: i64) -> Result<bool, SourceError> {
+        let from = (offset - 1).max(self.bounds.low);
+        let mut before_ok = offset == self.bounds.low;
+        let mut at_ok = offset == self.bounds.end;
+        self.read_from(from, |o, ts| {
+            if o == offset - 1 {
+                before_ok = ts.is_some_and(|t| t < millis);
+            }
+            if o == offset {
+                at_ok = ts.is_some_and(|t| t >= millis);
+            }
+            o >= offset
+        })?;
+        Ok(before_ok && at_ok)
+    }
+
+    /// The first record at or after `millis`, read from the partition's start.
+    fn scan_for(&self, millis: i64) -> Result<i64, SourceError> {
+        let mut found = self.bounds.end;
+        let mut seen = 0u64;
+        self.read_from(self.bounds.low, |o, ts| {
+            seen += 1;
+            if seen % 1_000_000 == 0 {
+                info!(
+                    topic = self.topic,
+                    partition = self.partition,
+                    offset = o,
+                    "still looking for the start time"
+                );
+            }
+            let hit = ts.is_some_and(|t| t >= millis);
+            if hit {
+                found = o;
+            }
+            hit
+        })?;
+        Ok(found)
+    }
+
+    /// Call `visit(offset, timestamp)` for each record from `from` on (positioned
+    /// `rewind` records earlier, records before `from` skipped) until it returns true or
+    /// the partition's end is reached.
+    fn read_from(
+        &self,
+        from: i64,
+        mut visit: impl FnMut(i64, Option<i64>) -> bool,
+    ) -> Result<(), SourceError> {
+        let err = SourceError::kafka(self.topic);
+        if from >= self.bounds.end {
+            return Ok(());
+        }
+        let seek = (from - i64::from(self.rewind)).max(self.bounds.low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, self.partition, Offset::Offset(seek))
+            .map_err(SourceError::kafka(self.topic))?;
+        self.consumer.assign(&tpl).map_err(err)?;
+        let mut last_progress = Instant::now();
+        loop {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) if m.partition() == self.partition => {
+                    last_progress = Instant::now();
+                    let offset = m.offset();
+                    if offset >= from && visit(offset, m.timestamp().to_millis()) {
+                        return Ok(());
+                    }
+                    if offset + 1 >= self.bounds.end {
+                        return Ok(());
+                    }
+                }
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => return Err(SourceError::kafka(self.topic)(e)),
+            }
+            if last_progress.elapsed() > READ_PATIENCE {
+                return Err(SourceError::Assignment {
+                    topic: self.topic.to_string(),
+                    message: format!(
+                        "partition {}: no record arrived for {}s while looking for a start \
+                         time from offset {from}",
+                        self.partition,
+                        READ_PATIENCE.as_secs()
+                    ),
+                });
+            }
+        }
+    }
+}
