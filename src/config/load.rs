@@ -218,9 +218,13 @@ mod tests {
         );
         let err = parse("{ \"x\" = 1 }").unwrap_err().to_string();
         assert!(err.contains("partition number"), "{err}");
-        // The command line takes a time too.
+        // The command line takes a time, and a map, too (over a string in the file).
         let set = ["kafka.starting_offsets=2024-03-01T00:00:00Z".to_string()];
         let config = load_str("", "t", [], &set).unwrap();
         assert_eq!(config.kafka.starting_offsets, time);
+        let set = [r#"kafka.starting_offsets={ "1" = 5 }"#.to_string()];
+        let file = "[kafka]\nstarting_offsets = \"earliest\"\n";
+        let config = load_str(file, "t", [], &set).unwrap();
+        assert_eq!(config.kafka.starting_offsets.for_partition(1), Start::Offset(5));
     }
 }

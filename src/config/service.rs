@@ -251,6 +251,16 @@ impl TryFrom<toml::Value> for StartingOffsets {
     type Error = String;
 
     fn try_from(value: toml::Value) -> Result<Self, String> {
+        let value = match value {
+            // A map given on the command line or in the environment arrives as text.
+            toml::Value::String(text) if text.trim_start().starts_with('{') => {
+                let mut doc: toml::Table = format!("v = {text}")
+                    .parse()
+                    .map_err(|e| format!("'{text}' is not a TOML inline table: {e}"))?;
+                doc.remove("v").unwrap_or(toml::Value::String(text))
+            }
+            other => other,
+        };
         let toml::Value::Table(map) = value else {
             return Start::try_from(value).map(Self::all);
         };

@@ -47,10 +47,11 @@ fn run_until_failpoint(env: &TestEnv, failpoint: &str) {
 }
 
 fn python_columns(env: &TestEnv) -> String {
-    let script = "import sys; from deltalake import DeltaTable; \
+    // os._exit: the reader's runtime can abort while Python tears it down.
+    let script = "import os, sys; from deltalake import DeltaTable; \
         t = DeltaTable(sys.argv[1]).to_pyarrow_table(); \
         print(t.num_rows, t.column('priority').null_count, t.column('unit').null_count, \
-              sorted(set(x for x in t.column('unit').to_pylist() if x)))";
+              sorted(set(x for x in t.column('unit').to_pylist() if x)), flush=True); os._exit(0)";
     let out =
         Command::new(std::env::var("LAKESTREAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into()))
             .args(["-c", script, env.table_url("calls").as_str()])
@@ -74,6 +75,9 @@ async fn new_fields_become_columns_once_across_kill_9_and_reach_python_and_mysql
         r#"mysql.mirror=["calls"]"#.to_string(),
     ]);
     env.without_bi_views();
+    lakestream::source::ensure_topic(&crate::common::brokers(), &env.topic, 4)
+        .await
+        .expect("create topic");
 
     produce(&env, "old", |_| String::new());
     env.catch_up();
