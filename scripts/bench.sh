@@ -8,6 +8,8 @@
 #  (a) broker ceiling: `count-topic`, a plain rdkafka BaseConsumer that only counts (the
 #      faster of two reads);
 #  (b) `run --until-caught-up --pipeline calls` into empty tables;
+#  (b2) the same with the source's timezone unset (zone-less times read as UTC by
+#      arrow's parser instead of as San Francisco local time): the cost of the zone;
 #  (c) `run --until-caught-up` with all four shipped pipelines (one shared reader);
 #  (d) live: all four pipelines while a producer sends LIVE_RATE calls/s for LIVE_SECONDS;
 #      latency = a record's Kafka timestamp to its batch's commit (progress records);
@@ -59,6 +61,11 @@ PY
 )
 echo "== (b) run --until-caught-up --pipeline calls" >&2
 b=$(measure "$bin" "${sets[@]}" "${quiet[@]}" run --until-caught-up --summary json --pipeline calls)
+echo "== (b2) the same, timezone unset" >&2
+rm -rf "$work/tables"
+grep -v '^timezone = ' config/lakestream.toml > "$work/utc.toml"
+b2=$(measure "$bin" --config "$work/utc.toml" "${sets[@]}" --set "kafka.group_id=$topic-utc" "${quiet[@]}" \
+     run --until-caught-up --summary json --pipeline calls)
 echo "== (c) run --until-caught-up, all four pipelines" >&2
 rm -rf "$work/tables"
 c=$(measure "$bin" "${sets[@]}" --set "kafka.group_id=$topic-all" "${quiet[@]}" run --until-caught-up --summary json)
@@ -89,9 +96,9 @@ PY
       --kafka "${BROKERS:-127.0.0.1:9092}" -g "$topic-kdi" -a "$topic-kdi" 2>/dev/null || true)
 fi
 
-python3 - "$a" "$b" "$c" "$work/live.progress" "$(stat -c %s "$bin")" "$LIVE_RATE" "$e" <<'PY'
+python3 - "$a" "$b" "$c" "$work/live.progress" "$(stat -c %s "$bin")" "$LIVE_RATE" "$e" "$b2" <<'PY'
 import json, sys
-a_out, b_out, c_out, live_path, size, rate, e_out = sys.argv[1:8]
+a_out, b_out, c_out, live_path, size, rate, e_out, b2_out = sys.argv[1:9]
 def field(text, name):
     return next(float(l.split()[1]) for l in text.splitlines() if l.startswith(name))
 def objects(text):
@@ -110,6 +117,9 @@ def row(name, rate, out, ratio):
                  f"{cpu:.1f}", f"{field(out, 'WALL_SECONDS'):.1f} s"))
 row("(a) broker ceiling (count only)", ceiling, a_out, "1.00 x ceiling")
 row("(b) `calls` alone", b_rate, b_out, f"{b_rate/ceiling:.2f} x ceiling")
+b2 = objects(b2_out)[0]
+b2_rate = b2["records"] / b2["activeSeconds"]
+row("(b2) `calls`, timezone unset (UTC)", b2_rate, b2_out, f"(b) is {b_rate/b2_rate:.2f} x (b2)")
 row("(c) all four pipelines", c_rate, c_out, f"{c_rate/b_rate:.2f} x (b)")
 if e_out.strip():
     e_rate = events / field(e_out, "WALL_SECONDS")

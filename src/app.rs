@@ -59,12 +59,14 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
         tasks.spawn(task.run(background.clone(), final_pass))
     });
 
+    // Tables named per topic are scheduled as their topics start.
     let tables: Vec<String> = names
         .iter()
         .flat_map(|n| {
             let p = &config.pipelines[n];
             [p.table.clone(), p.dead_letter_table()]
         })
+        .filter(|t| !t.contains(crate::config::TOPIC))
         .collect();
     crate::maintenance::spawn_schedules(&config, &tables, &tasks, &background);
 
@@ -83,47 +85,88 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
         )
         .await;
     }
-    // One reader per source: its pipelines' commit loops and the reader itself all run
-    // on `running`; the first to fail stops the rest.
-    let mut running: JoinSet<(String, Result<Option<Snapshot>>)> = JoinSet::new();
+    // One reader per source (per topic of a multi-topic source): its pipelines' commit
+    // loops and the reader itself all run on `running`; the first to fail stops the rest.
+    let mut run = Running {
+        set: JoinSet::new(),
+        tasks: &tasks,
+        background: &background,
+        shutdown: &shutdown,
+        opts,
+    };
     let mut first_error = None;
     let mut by_name: std::collections::HashMap<String, Pipeline> =
         names.iter().cloned().zip(pipelines).collect();
+    // Pipelines of pattern sources, by source, for topics that appear later.
+    let mut templates: std::collections::HashMap<String, Vec<Pipeline>> = Default::default();
+    let (found_tx, found_rx) = tokio::sync::mpsc::channel::<(String, String)>(16);
     for group in crate::pipeline::reader_groups(&config, &names) {
-        let members: Vec<Pipeline> = group.iter().filter_map(|n| by_name.remove(n)).collect();
-        let started = match crate::pipeline::start_source(members, opts, &shutdown).await {
-            Ok(started) => started,
+        let mut members: Vec<Pipeline> = group.iter().filter_map(|n| by_name.remove(n)).collect();
+        let source_name = config.pipelines[&group[0]].source.clone();
+        let source = &config.sources[&source_name];
+        let started = if source.is_multi_topic() {
+            run.start_topics(&config, &source_name, &members).await
+        } else {
+            let single = members.drain(..).map(|p| (p, false)).collect();
+            run.start(single).await.map(|()| Vec::new())
+        };
+        match started {
+            Ok(topics) if source.topic_pattern.is_some() && !opts.until_caught_up => {
+                tokio::spawn(watch_topics(
+                    config.clone(),
+                    source_name.clone(),
+                    topics,
+                    found_tx.clone(),
+                    shutdown.clone(),
+                ));
+                templates.insert(source_name, members);
+            }
+            Ok(_) => {}
             Err(e) => {
                 error!(pipelines = ?group, error = %e, "cannot start; stopping the others");
                 shutdown.cancel();
                 first_error = Some(e);
                 break;
             }
-        };
-        for (name, run) in started.pipelines {
-            running.spawn(tasks.track_future(async move { (name, run.await.map(Some)) }));
         }
-        let reader = format!("reader of {group:?}");
-        running.spawn(
-            tasks.track_future(async move { (reader, started.reader.await.map(|()| None)) }),
-        );
     }
+    drop(found_tx);
+    let mut found = Some(found_rx);
     let mut summaries = Vec::new();
-    while let Some(joined) = running.join_next().await {
-        match joined {
-            Ok((_, Ok(summary))) => summaries.extend(summary),
-            Ok((name, Err(e))) => {
-                error!(task = %name, error = %e, "failed; stopping the others");
-                shutdown.cancel();
-                first_error.get_or_insert(e);
+    loop {
+        tokio::select! {
+            Some(joined) = run.set.join_next(), if !run.set.is_empty() => match joined {
+                Ok((_, Ok(summary))) => summaries.extend(summary),
+                Ok((name, Err(e))) => {
+                    error!(task = %name, error = %e, "failed; stopping the others");
+                    shutdown.cancel();
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    shutdown.cancel();
+                    first_error.get_or_insert(Error::Task {
+                        task: "pipeline".into(),
+                        cause: e,
+                    });
+                }
+            },
+            topic = async { found.as_mut()?.recv().await }, if found.is_some() => {
+                let Some((source, topic)) = topic else {
+                    found = None;
+                    continue;
+                };
+                let members = templates.get(&source).map(Vec::as_slice).unwrap_or_default();
+                info!(source = %source, topic = %topic, "new topic: starting its pipelines");
+                let started = run
+                    .start(members.iter().map(|p| (p.for_topic(&topic), true)).collect())
+                    .await;
+                if let Err(e) = started {
+                    error!(topic = %topic, error = %e, "cannot start; stopping the others");
+                    shutdown.cancel();
+                    first_error.get_or_insert(e);
+                }
             }
-            Err(e) => {
-                shutdown.cancel();
-                first_error.get_or_insert(Error::Task {
-                    task: "pipeline".into(),
-                    cause: e,
-                });
-            }
+            else => break,
         }
     }
     background.cancel();
@@ -146,6 +189,100 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
     match first_error {
         Some(e) => Err(e),
         None => Ok(summaries),
+    }
+}
+
+/// Where readers and commit loops run, and what starting one needs.
+struct Running<'a> {
+    set: JoinSet<(String, Result<Option<Snapshot>>)>,
+    tasks: &'a TaskTracker,
+    background: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+    opts: RunOptions,
+}
+
+impl Running<'_> {
+    /// Start one reader for `members` (of one source and topic); with `per_topic`, the
+    /// maintenance of their per-topic tables too.
+    async fn start(&mut self, members: Vec<(Pipeline, bool)>) -> Result<()> {
+        let names: Vec<String> = members.iter().map(|(p, _)| p.name().to_string()).collect();
+        for (p, per_topic) in &members {
+            if *per_topic {
+                let config = p.config();
+                let tables: Vec<String> = p
+                    .tables()
+                    .into_iter()
+                    .filter(|t| !config.tables().contains_key(t))
+                    .collect();
+                crate::maintenance::spawn_schedules(config, &tables, self.tasks, self.background);
+            }
+        }
+        let pipelines = members.into_iter().map(|(p, _)| p).collect();
+        let started = crate::pipeline::start_source(pipelines, self.opts, self.shutdown).await?;
+        for (name, run) in started.pipelines {
+            self.set.spawn(
+                self.tasks
+                    .track_future(async move { (name, run.await.map(Some)) }),
+            );
+        }
+        let reader = format!("reader of {names:?}");
+        self.set.spawn(
+            self.tasks
+                .track_future(async move { (reader, started.reader.await.map(|()| None)) }),
+        );
+        Ok(())
+    }
+
+    /// Start `members` on every topic their source reads now; returns the topics.
+    async fn start_topics(
+        &mut self,
+        config: &Config,
+        source: &str,
+        members: &[Pipeline],
+    ) -> Result<Vec<String>> {
+        let topics = crate::pipeline::source_topics(config, source).await?;
+        if topics.is_empty() {
+            warn!(
+                source,
+                "no topic matches yet; waiting for one to be created"
+            );
+        }
+        for topic in &topics {
+            info!(source, topic = %topic, "starting the pipelines of a topic");
+            self.start(members.iter().map(|p| (p.for_topic(topic), true)).collect())
+                .await?;
+        }
+        Ok(topics)
+    }
+}
+
+/// Look for new topics of a pattern source every `topic_refresh_interval`, until stop.
+async fn watch_topics(
+    config: Config,
+    source: String,
+    known: Vec<String>,
+    found: tokio::sync::mpsc::Sender<(String, String)>,
+    stop: CancellationToken,
+) {
+    let mut known: std::collections::BTreeSet<String> = known.into_iter().collect();
+    let every = config.sources[&source].topic_refresh_interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+        match crate::pipeline::source_topics(&config, &source).await {
+            Ok(topics) => {
+                for topic in topics {
+                    if known.insert(topic.clone())
+                        && found.send((source.clone(), topic)).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            Err(e) => warn!(source = %source, error = %e, "cannot list topics; trying again"),
+        }
     }
 }
 

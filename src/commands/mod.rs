@@ -60,6 +60,12 @@ pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, Prod
             .map(|s| s.topic.clone())
             .ok_or_else(|| ConfigError::key("sources", "no source configured; pass --topic"))?,
     };
+    if topic.is_empty() {
+        return Err(bad_arg(
+            "--topic",
+            "the source reads several topics (topics or topic_pattern): name one",
+        ));
+    }
     if args.partitions < 1 {
         return Err(bad_arg("--partitions", "must be at least 1"));
     }

@@ -225,6 +225,48 @@ mod tests {
         let set = [r#"kafka.starting_offsets={ "1" = 5 }"#.to_string()];
         let file = "[kafka]\nstarting_offsets = \"earliest\"\n";
         let config = load_str(file, "t", [], &set).unwrap();
-        assert_eq!(config.kafka.starting_offsets.for_partition(1), Start::Offset(5));
+        assert_eq!(
+            config.kafka.starting_offsets.for_partition(1),
+            Start::Offset(5)
+        );
+    }
+
+    #[test]
+    fn a_topic_of_a_multi_topic_source_gets_its_own_tables_and_group() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/many-topics.toml");
+        let config = load(&path, [], &[]).unwrap();
+        let one = config.for_topic("feeds", "sf.north-2");
+        assert_eq!(one.sources["feeds"].topic, "sf.north-2");
+        let per = &one.pipelines["per_topic"];
+        assert_eq!(per.table, "calls_sf_north_2");
+        assert_eq!(per.dead_letter_table(), "calls_sf_north_2_dead_letters");
+        assert!(!per.adopt, "a per-topic table is its topic's alone");
+        assert!(
+            one.pipelines["all"].adopt,
+            "the shared table takes every topic"
+        );
+        assert_eq!(one.pipelines["all"].table, "calls_all");
+        assert_eq!(one.kafka.group_id, "lakestream-many.sf_north_2");
+        assert!(config.is_table("calls_sf_north_2") && config.is_table("calls_all"));
+        assert!(!config.is_table("calls_") && !config.is_table("other"));
+
+        // {topic} needs a source of several topics; a source names exactly one kind.
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");
+        let err = load(
+            &shipped,
+            [],
+            &["pipelines.calls.table=raw_{topic}".to_string()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("several topics"), "{err}");
+        let err = load(&path, [], &["sources.feeds.topic=x".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly one of topic"), "{err}");
+        let err = load(&path, [], &["sources.feeds.topic_pattern=(".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("topic_pattern"), "{err}");
     }
 }

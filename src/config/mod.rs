@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 pub use fields::{arrow_schema as fields_schema, is_identifier, json_schema, FieldSpec, FieldType};
 pub use load::{load, load_str};
-pub use pipeline::{LookupConfig, LookupFormat, OutputMode, PipelineConfig};
+pub use pipeline::{render_table, LookupConfig, LookupFormat, OutputMode, PipelineConfig, TOPIC};
 pub use schedule::{Cron, Schedule};
 pub use service::{
     parse_time, CompactConfig, HttpConfig, IsolationLevel, KafkaConfig, MaintenanceConfig,
@@ -66,6 +66,47 @@ impl Config {
                 ]
             })
             .collect()
+    }
+
+    /// Whether `name` is a table the pipelines write: a configured one, or one a
+    /// per-topic table (`raw_{topic}`) names for some topic.
+    pub fn is_table(&self, name: &str) -> bool {
+        self.tables().contains_key(name)
+            || self.tables().keys().any(|t| {
+                let Some((prefix, suffix)) = t.split_once(TOPIC) else {
+                    return false;
+                };
+                name.len() > prefix.len() + suffix.len()
+                    && name.starts_with(prefix)
+                    && name.ends_with(suffix)
+                    && is_identifier(name)
+            })
+    }
+
+    /// The config one topic of a multi-topic source runs with: the source reads
+    /// `topic`, its pipelines write their tables for it (`{topic}` filled in) and consume
+    /// in groups of their own. A table shared by every topic keeps each topic's offsets
+    /// apart (they are kept per topic), so it takes the other topics' commits as its own.
+    pub fn for_topic(&self, source: &str, topic: &str) -> Config {
+        let mut config = self.clone();
+        if let Some(s) = config.sources.get_mut(source) {
+            s.topic = topic.to_string();
+            s.topics.clear();
+            s.topic_pattern = None;
+        }
+        let suffix = render_table(TOPIC, topic);
+        config.kafka.group_id = format!("{}.{suffix}", self.kafka.group_id);
+        for p in config.pipelines.values_mut().filter(|p| p.source == source) {
+            p.dead_letter_table = Some(render_table(&p.dead_letter_table(), topic));
+            if !p.is_per_topic() {
+                p.adopt = true;
+            }
+            p.table = render_table(&p.table, topic);
+            if let Some(group) = &mut p.group_id {
+                *group = format!("{group}.{suffix}");
+            }
+        }
+        config
     }
 
     /// The consumer group a pipeline reads with.

@@ -154,11 +154,35 @@ impl PipelineConfig {
         }
     }
 
+    /// Whether `table` names its topic (`raw_{topic}`): one table per topic.
+    pub fn is_per_topic(&self) -> bool {
+        self.table.contains(TOPIC)
+    }
+
     pub fn dead_letter_table(&self) -> String {
         self.dead_letter_table
             .clone()
             .unwrap_or_else(|| format!("{}_dead_letters", self.table))
     }
+}
+
+/// Where a pipeline's `table` names the topic it was read from.
+pub const TOPIC: &str = "{topic}";
+
+/// `template` with `{topic}` replaced by `topic` made a table-name part: characters other
+/// than letters, digits and `_` become `_` (`sf.calls-v2` -> `sf_calls_v2`).
+pub fn render_table(template: &str, topic: &str) -> String {
+    let part: String = topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    template.replace(TOPIC, &part)
 }
 
 mod defaults {

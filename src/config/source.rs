@@ -10,8 +10,17 @@ use crate::decode::METADATA_COLUMNS;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// Kafka topic to read.
+    /// Kafka topic to read; or `topics`, or `topic_pattern` (exactly one of the three).
+    #[serde(default)]
     pub topic: String,
+    /// Several topics, each read by its own consumer into the source's pipelines.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Every topic whose name matches this regular expression (anchored), including
+    /// topics created while `run` is running (looked for every `topic_refresh_interval`).
+    pub topic_pattern: Option<String>,
+    #[serde(default = "default_topic_refresh", with = "humantime_serde")]
+    pub topic_refresh_interval: std::time::Duration,
     /// Declared message schema, one `"name TYPE [NOT NULL]"` entry per field. Types:
     /// string, int32, int64, double, boolean, date, timestamp. Fields not declared are ignored.
     pub fields: Vec<String>,
@@ -51,6 +60,10 @@ pub enum SourceFormat {
     DebeziumJson,
 }
 
+fn default_topic_refresh() -> std::time::Duration {
+    std::time::Duration::from_secs(30)
+}
+
 fn default_max_message_bytes() -> usize {
     1024 * 1024
 }
@@ -81,15 +94,56 @@ impl SourceConfig {
             .transpose()
     }
 
+    /// Several topics (a list or a pattern): each is read on its own, and a pipeline's
+    /// `table` may name it (`raw_{topic}`).
+    pub fn is_multi_topic(&self) -> bool {
+        !self.topics.is_empty() || self.topic_pattern.is_some()
+    }
+
+    /// `topic_pattern`, anchored at both ends.
+    pub fn pattern(&self, name: &str) -> Result<Option<regex::Regex>, ConfigError> {
+        self.topic_pattern
+            .as_deref()
+            .map(|p| {
+                regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                    ConfigError::key(format!("sources.{name}.topic_pattern"), e.to_string())
+                })
+            })
+            .transpose()
+    }
+
+    /// Exactly one of `topic`, `topics` and `topic_pattern`.
+    fn check_topics(&self, name: &str) -> Result<(), ConfigError> {
+        let given = [
+            !self.topic.trim().is_empty(),
+            !self.topics.is_empty(),
+            self.topic_pattern.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(ConfigError::key(
+                format!("sources.{name}.topic"),
+                "set exactly one of topic, topics (a list) and topic_pattern (a regex)",
+            ));
+        }
+        if self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::key(
+                format!("sources.{name}.topics"),
+                "a topic name is empty",
+            ));
+        }
+        if self.topic_refresh_interval.is_zero() {
+            return Err(ConfigError::key(
+                format!("sources.{name}.topic_refresh_interval"),
+                "must be positive",
+            ));
+        }
+        self.pattern(name).map(|_| ())
+    }
+
     /// The parsed field declarations (the source's name is used in error messages).
     pub fn field_specs(&self, name: &str) -> Result<Vec<FieldSpec>, ConfigError> {
         let key = format!("sources.{name}.fields");
-        if self.topic.trim().is_empty() {
-            return Err(ConfigError::key(
-                format!("sources.{name}.topic"),
-                "must not be empty",
-            ));
-        }
+        self.check_topics(name)?;
         if self.fields.is_empty() {
             return Err(ConfigError::key(key, "declare at least one field"));
         }

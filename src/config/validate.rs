@@ -186,6 +186,23 @@ impl Config {
                     format!("'{name}' is not a configured pipeline"),
                 )
             })?;
+            let multi_topic = self
+                .sources
+                .get(&p.source)
+                .is_some_and(|s| s.is_multi_topic());
+            if p.is_per_topic() {
+                return Err(ConfigError::key(
+                    "mysql.mirror",
+                    format!("'{name}' writes one table per topic; the mirror takes one table per pipeline"),
+                ));
+            }
+            if multi_topic && p.sql.is_none() && p.keys.is_empty() {
+                return Err(ConfigError::key(
+                    format!("pipelines.{name}.keys"),
+                    "a table of several topics is mirrored by topic, partition and offset: \
+                     set keys = [\"kafka_topic\", \"kafka_partition\", \"kafka_offset\"]",
+                ));
+            }
             if p.mode != OutputMode::Complete && p.row_keys().is_empty() {
                 return Err(ConfigError::key(
                     format!("pipelines.{name}.keys"),
@@ -234,8 +251,37 @@ impl Config {
                 format!("no source '{}' (known: {})", p.source, known.join(", ")),
             )
         })?;
-        check_name(&key("table"), &p.table, true)?;
-        check_name(&key("dead_letter_table"), &p.dead_letter_table(), true)?;
+        // A per-topic table is checked as it would be named for a topic.
+        let sample = |t: &str| super::render_table(t, "topic");
+        check_name(&key("table"), &sample(&p.table), true)?;
+        check_name(
+            &key("dead_letter_table"),
+            &sample(&p.dead_letter_table()),
+            true,
+        )?;
+        if p.is_per_topic() && !source.is_multi_topic() {
+            return Err(ConfigError::key(
+                key("table"),
+                format!(
+                    "{{topic}} needs a source with several topics: set sources.{}.topics \
+                     or topic_pattern",
+                    p.source
+                ),
+            ));
+        }
+        if p.dead_letter_table().contains(super::TOPIC) != p.is_per_topic() {
+            return Err(ConfigError::key(
+                key("dead_letter_table"),
+                "name {topic} in both table and dead_letter_table, or in neither",
+            ));
+        }
+        if source.is_multi_topic() && p.sql.is_some() && !p.is_per_topic() {
+            return Err(ConfigError::key(
+                key("table"),
+                "a query keeps its state per table: name the topic in it (\"name_{topic}\") \
+                 so each topic has its own",
+            ));
+        }
         if p.dead_letter_table() == p.table {
             return Err(ConfigError::key(
                 key("dead_letter_table"),

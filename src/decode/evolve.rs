@@ -97,14 +97,14 @@ impl Value {
     }
 
     fn fits(self, kind: Kind) -> bool {
-        match (self, kind) {
-            (Self::Null, _) => true,
-            (Self::Text | Self::Nested, Kind::Text) => true,
-            (Self::Int, Kind::Int) => true,
-            (Self::Int | Self::BigInt | Self::Double, Kind::Double) => true,
-            (Self::Bool, Kind::Bool) => true,
-            _ => false,
-        }
+        matches!(
+            (self, kind),
+            (Self::Null, _)
+                | (Self::Text | Self::Nested, Kind::Text)
+                | (Self::Int, Kind::Int)
+                | (Self::Int | Self::BigInt | Self::Double, Kind::Double)
+                | (Self::Bool, Kind::Bool)
+        )
     }
 }
 

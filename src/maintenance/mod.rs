@@ -81,8 +81,12 @@ pub fn select_tables(
 ) -> Result<Vec<String>, MaintenanceError> {
     let tables = config.tables();
     match selected {
-        None => Ok(tables.into_keys().collect()),
-        Some(t) if tables.contains_key(t) => Ok(vec![t.to_string()]),
+        // Per-topic tables are named one by one (their topics are the broker's to say).
+        None => Ok(tables
+            .into_keys()
+            .filter(|t| !t.contains(crate::config::TOPIC))
+            .collect()),
+        Some(t) if config.is_table(t) => Ok(vec![t.to_string()]),
         Some(t) => Err(MaintenanceError::UnknownTable {
             table: t.to_string(),
             known: tables.into_keys().collect::<Vec<_>>().join(", "),

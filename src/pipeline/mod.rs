@@ -32,7 +32,7 @@ use crate::source::{OffsetRange, OffsetStore, ProducedAt, RawBatch, SourceHandle
 use crate::{Error, Result};
 use catchup::{CatchUp, Status};
 use progress::BatchReport;
-pub use reader::{reader_groups, start_source, Started};
+pub use reader::{reader_groups, source_topics, start_source, Started};
 use stages::GroupCommits;
 
 /// How a run ends, and how it reports.
@@ -103,6 +103,31 @@ impl Pipeline {
             config,
             metrics: Arc::new(PipelineMetrics::new(name)),
         }
+    }
+
+    /// This pipeline on one topic of its multi-topic source, counting into the same
+    /// metrics (see `Config::for_topic`).
+    pub fn for_topic(&self, topic: &str) -> Pipeline {
+        let source = &self.config.pipelines[&self.name].source;
+        Self {
+            name: self.name.clone(),
+            config: self.config.for_topic(source, topic),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The tables this pipeline writes (its table and its dead letters).
+    pub fn tables(&self) -> [String; 2] {
+        let p = &self.config.pipelines[&self.name];
+        [p.table.clone(), p.dead_letter_table()]
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The counters this pipeline updates while it runs (for the status page).

@@ -47,6 +47,23 @@ fn group_id(config: &Config, names: &[String]) -> String {
     }
 }
 
+/// The topics a multi-topic source reads now: its list, or the topics its pattern
+/// matches.
+pub async fn source_topics(config: &Config, source: &str) -> Result<Vec<String>> {
+    let s = &config.sources[source];
+    let Some(pattern) = s.pattern(source)? else {
+        return Ok(s.topics.clone());
+    };
+    let probe = crate::source::probe_config(&config.kafka.brokers, &kafka_options(&config.kafka));
+    tokio::task::spawn_blocking(move || crate::source::matching_topics(&probe, &pattern))
+        .await
+        .map_err(|cause| Error::Task {
+            task: "listing topics".into(),
+            cause,
+        })?
+        .map_err(Error::from)
+}
+
 /// Prepare `pipelines` (all of one source, see [`reader_groups`]) and start their reader.
 pub async fn start_source(
     pipelines: Vec<Pipeline>,

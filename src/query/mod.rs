@@ -108,7 +108,7 @@ pub async fn run_sql(config: &Config, sql: &str, at: At) -> Result<Vec<RecordBat
     for reference in state.resolve_table_references(&statement)? {
         let name = reference.table();
         let (base, version) = sql::split_versioned(name);
-        if reference.schema().is_some() || !tables.contains_key(base) {
+        if reference.schema().is_some() || !config.is_table(base) {
             return Err(QueryError::UnknownTable {
                 table: reference.to_string(),
                 known: tables.keys().cloned().collect::<Vec<_>>().join(", "),

@@ -58,3 +58,26 @@ pub async fn ensure_topic(
     }
     Ok(count)
 }
+
+/// The names of the cluster's topics that `pattern` matches (internal `__` topics
+/// never), sorted.
+pub fn matching_topics(
+    config: &ClientConfig,
+    pattern: &regex::Regex,
+) -> Result<Vec<String>, SourceError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(SourceError::kafka(pattern.as_str()))?;
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(SourceError::kafka(pattern.as_str()))?;
+    let mut topics: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_string())
+        .filter(|name| !name.starts_with("__") && pattern.is_match(name))
+        .collect();
+    topics.sort();
+    Ok(topics)
+}

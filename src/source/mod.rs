@@ -11,7 +11,7 @@ mod producer;
 pub mod synthetic;
 mod times;
 
-pub use admin::ensure_topic;
+pub use admin::{ensure_topic, matching_topics};
 pub use batch::{OffsetRange, ProducedAt, RawBatch};
 pub use consumer::{Committed, ConsumerSettings, KafkaSource, OffsetStore, SourceHandle};
 pub use context::DataLossPolicy;

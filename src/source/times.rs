@@ -110,7 +110,7 @@ impl Reader<'_> {
         let mut seen = 0u64;
         self.read_from(self.bounds.low, |o, ts| {
             seen += 1;
-            if seen % 1_000_000 == 0 {
+            if seen.is_multiple_of(1_000_000) {
                 info!(
                     topic = self.topic,
                     partition = self.partition,

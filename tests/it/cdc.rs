@@ -180,7 +180,10 @@ async fn debezium_changes_under_kill_9_equal_the_final_state_in_delta_and_mysql(
     }
     // The killed runs must have committed part of the stream, or they proved nothing.
     let killed_commits = env.open_table("customers").await.version().unwrap_or(0);
-    assert!(killed_commits > 2, "the killed runs committed {killed_commits} versions");
+    assert!(
+        killed_commits > 2,
+        "the killed runs committed {killed_commits} versions"
+    );
     let out = env.run_ok(&["run", "--until-caught-up", "--summary", "json"]);
     eprintln!("final catch-up: {}", String::from_utf8_lossy(&out.stdout));
     env.run_ok(&["sync", "--once"]);

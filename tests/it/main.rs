@@ -11,6 +11,7 @@ mod deploy;
 mod edges;
 mod ingest;
 mod maintenance;
+mod many_topics;
 mod metrics;
 mod mirror;
 mod mirror_edges;

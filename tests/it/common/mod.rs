@@ -147,10 +147,9 @@ impl TestEnv {
             }
             None => self.root().display().to_string(),
         };
-        let sets = [
+        let mut sets = vec![
             format!("kafka.brokers={}", brokers()),
             format!("kafka.group_id={}", self.group),
-            format!("sources.{source}.topic={}", self.topic),
             format!("storage.root={root}"),
             // Short sessions: a killed consumer's partitions move on within seconds.
             "kafka.options.session.timeout.ms=6000".to_string(),
@@ -160,6 +159,10 @@ impl TestEnv {
             // Tests run side by side: each status page on a port of its own.
             "http.listen=127.0.0.1:0".to_string(),
         ];
+        // A source of several topics gets its topics from the test (empty name).
+        if !source.is_empty() {
+            sets.push(format!("sources.{source}.topic={}", self.topic));
+        }
         let shipped = [
             "calls",
             "crime_type_windows",
