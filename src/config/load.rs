@@ -249,6 +249,15 @@ mod tests {
         assert_eq!(one.kafka.group_id, "lakestream-many.sf_north_2");
         assert!(config.is_table("calls_sf_north_2") && config.is_table("calls_all"));
         assert!(!config.is_table("calls_") && !config.is_table("other"));
+        assert_eq!(per.partition_columns(), ["call_date_time_date"]);
+        let err = load(
+            &path,
+            [],
+            &[r#"pipelines.all.partition_by=["date(crime_id)"]"#.to_string()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TIMESTAMP"), "{err}");
 
         // {topic} needs a source of several topics; a source names exactly one kind.
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");

@@ -154,6 +154,26 @@ impl PipelineConfig {
         }
     }
 
+    /// Partition entries that are computed (`date(call_date_time)`), parsed; the plain
+    /// column names are left out.
+    pub fn derived(&self) -> Vec<crate::engine::Derived> {
+        self.partition_by
+            .iter()
+            .filter_map(|e| crate::engine::Derived::parse(e)?.ok())
+            .collect()
+    }
+
+    /// The table's partition columns: derived ones by their names.
+    pub fn partition_columns(&self) -> Vec<String> {
+        self.partition_by
+            .iter()
+            .map(|e| match crate::engine::Derived::parse(e) {
+                Some(Ok(d)) => d.name,
+                _ => e.clone(),
+            })
+            .collect()
+    }
+
     /// Whether `table` names its topic (`raw_{topic}`): one table per topic.
     pub fn is_per_topic(&self) -> bool {
         self.table.contains(TOPIC)

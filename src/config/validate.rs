@@ -2,6 +2,7 @@
 
 use super::fields::{is_identifier, FieldSpec, FieldType};
 use super::{Config, ConfigError, LookupConfig, LookupFormat, MysqlConfig, OutputMode};
+use crate::decode::METADATA_COLUMNS;
 
 /// How much longer than the slowest commit retry a vacuum retention must be.
 const VACUUM_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
@@ -311,6 +312,13 @@ impl Config {
         }
         let fields = source.field_specs(&p.source)?;
         self.validate_streaming(name, &fields)?;
+        if p.sql.is_some() && !p.derived().is_empty() {
+            return Err(ConfigError::key(
+                key("partition_by"),
+                "date(...) partitions records as they are read; a query selects its own \
+                 partition column",
+            ));
+        }
         if p.sql.is_some() {
             // Output columns come from the query: checked when it is planned at start-up.
             return Ok(());
@@ -324,6 +332,31 @@ impl Config {
             }
         }
         for column in &p.partition_by {
+            if let Some(derived) = crate::engine::Derived::parse(column) {
+                let derived = derived.map_err(|m| ConfigError::key(key("partition_by"), m))?;
+                let from = fields.iter().find(|f| f.name == derived.from);
+                if !from.is_some_and(|f| f.ty.is_timestamp() && f.required) {
+                    return Err(ConfigError::key(
+                        key("partition_by"),
+                        format!(
+                            "date() takes a NOT NULL TIMESTAMP field of source '{}'; '{}' is not one",
+                            p.source, derived.from
+                        ),
+                    ));
+                }
+                if fields.iter().any(|f| f.name == derived.name)
+                    || METADATA_COLUMNS.contains(&derived.name.as_str())
+                {
+                    return Err(ConfigError::key(
+                        key("partition_by"),
+                        format!(
+                            "'{}' is already a column: name it (\"day = {column}\")",
+                            derived.name
+                        ),
+                    ));
+                }
+                continue;
+            }
             let field = fields.iter().find(|f| &f.name == column).ok_or_else(|| {
                 ConfigError::key(
                     key("partition_by"),

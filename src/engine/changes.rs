@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use deltalake::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array,
+};
 use deltalake::arrow::compute::{cast, concat_batches, take_record_batch};
 use deltalake::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
@@ -144,12 +146,13 @@ impl Changes {
             .fields()
             .iter()
             .map(|f| {
+                // A tombstone carries its key only: computed columns stay null.
                 batch
                     .column_by_name(f.name())
                     .cloned()
-                    .ok_or_else(|| self.error(format!("no column '{}'", f.name())))
+                    .unwrap_or_else(|| new_null_array(f.data_type(), batch.num_rows()))
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
         columns.push(Arc::new(flags));
         RecordBatch::try_new(self.flagged_schema(), columns).map_err(|e| self.error(e))
     }

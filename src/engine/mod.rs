@@ -13,6 +13,7 @@
 
 mod changes;
 mod compile;
+mod derive;
 mod lookup;
 mod plan;
 mod state;
@@ -30,6 +31,7 @@ use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use changes::{Changes, DELETE};
+pub use derive::{Derive, Derived};
 pub use plan::{Merge, Shape};
 pub use state::{Aggregate, Clock};
 pub use window::micros;

@@ -22,7 +22,7 @@ use deltalake::arrow::datatypes::{Int32Type, Int64Type};
 
 use crate::config::{Config, OutputMode, PipelineConfig};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
-use crate::engine::{Changes, Engine};
+use crate::engine::{Changes, Derive, Engine};
 use crate::metrics::{
     Durations, EventTime, Latency, PipelineMetrics, PipelineState, Progress, SinkProgress,
     Snapshot, SourceProgress,
@@ -82,6 +82,8 @@ struct Prepared {
     engine: Option<Engine>,
     /// Upsert mode: turns each batch into one change per key.
     changes: Option<Changes>,
+    /// Computed partition columns (`date(...)`), added to each batch's rows.
+    derive: Derive,
     catch_up: Option<CatchUp>,
 }
 
@@ -160,19 +162,20 @@ impl Pipeline {
             }
             None => None,
         };
+        let derive = Derive::new(p.derived(), source.zone(&p.source)?);
         let changes = (p.mode == OutputMode::Upsert).then(|| {
             Changes::new(
                 &self.name,
                 p.keys.clone(),
                 p.delete_predicate(source.format),
-                decoder.tombstone_schema(),
+                derive.schema(&decoder.tombstone_schema()),
             )
         });
         // An upsert table's columns are all nullable: a delete carries only its key.
         let schema = match (&engine, &changes) {
             (Some(engine), _) => engine.output_schema(),
-            (None, Some(_)) => decoder.tombstone_schema(),
-            (None, None) => decoder.table_schema(),
+            (None, Some(_)) => derive.schema(&decoder.tombstone_schema()),
+            (None, None) => derive.schema(&decoder.table_schema()),
         };
         let sink_opts = self.sink_options(&p, &source.topic, shutdown);
         let mut table = DeltaSink::open(&p.table, &schema, sink_opts.clone()).await?;
@@ -198,6 +201,7 @@ impl Pipeline {
             dead,
             engine,
             changes,
+            derive,
             catch_up,
         })
     }
@@ -231,6 +235,7 @@ impl Pipeline {
             mut dead,
             mut engine,
             changes,
+            derive,
             mut catch_up,
             ..
         } = prepared;
@@ -266,7 +271,7 @@ impl Pipeline {
                     ready,
                     (&mut table, &mut dead),
                     &feed,
-                    (engine.as_mut(), changes.as_ref()),
+                    (engine.as_mut(), changes.as_ref(), &derive),
                     opts,
                 )
                 .await;
@@ -322,7 +327,7 @@ impl Pipeline {
             storage: crate::storage::Storage::from_config(&self.config),
             pipeline: self.name.clone(),
             topic: topic.to_string(),
-            partition_by: p.partition_by.clone(),
+            partition_by: p.partition_columns(),
             change_data_feed: matches!(p.mode, OutputMode::Update | OutputMode::Upsert),
             upsert_keys: match p.mode {
                 OutputMode::Upsert => p.keys.clone(),
@@ -346,7 +351,7 @@ impl Pipeline {
         ready: Ready,
         (table, dead): (&mut DeltaSink, &mut DeltaSink),
         feed: &Feed,
-        (mut engine, changes): (Option<&mut Engine>, Option<&Changes>),
+        (mut engine, changes, derive): (Option<&mut Engine>, Option<&Changes>, &Derive),
         opts: RunOptions,
     ) -> Result<()> {
         let source = &feed.source;
@@ -371,13 +376,16 @@ impl Pipeline {
             ranges: ranges.clone(),
             with_batch_id: false,
         };
+        let rows = derive
+            .apply(&decoded.rows)
+            .map_err(crate::decode::DecodeError::from)?;
         let (batch_rows, dead_letters) = match changes {
             Some(changes) => {
-                let batch = changes.batch(&decoded.rows, &decoded.tombstones).await?;
+                let batch = changes.batch(&rows, &decoded.tombstones).await?;
                 let dead = without(&decoded.dead_letters, &batch.tombstones)?;
                 (batch.rows, dead)
             }
-            None => (decoded.rows, decoded.dead_letters),
+            None => (rows, decoded.dead_letters),
         };
         let mut dead_rows = 0;
         if dead_letters.num_rows() > 0 {

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use crate::common::{brokers, produce_raw_to, row_strings, wait_until, RawRecord, TestEnv};
+use crate::common::{brokers, produce_raw_to, row_strings, tail, wait_until, RawRecord, TestEnv};
 
 const PER_TOPIC: usize = 40;
+/// Alone this takes seconds; beside the suite's heavy tests, much longer.
+const PATIENCE: Duration = Duration::from_secs(150);
 
 fn produce(topic: &str, tag: &str) {
     let payloads: Vec<(i32, String)> = (0..PER_TOPIC)
@@ -63,21 +65,28 @@ async fn a_pattern_source_reads_new_topics_into_per_topic_and_shared_tables_exac
     }
 
     let mut run = env.spawn(&["run"], "run-1.log");
-    wait_until(
-        Duration::from_secs(60),
-        "topics a and b ingested",
-        || async {
-            rows(&env, &table_of(&a)).await == PER_TOPIC as i64
+    let log = env.dir.path().join("run-1.log");
+    let ingested = async {
+        loop {
+            if rows(&env, &table_of(&a)).await == PER_TOPIC as i64
                 && rows(&env, &table_of(&b)).await == PER_TOPIC as i64
-        },
-    )
-    .await;
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    assert!(
+        tokio::time::timeout(PATIENCE, ingested).await.is_ok(),
+        "topics a and b not ingested; run log:\n{}",
+        tail(&std::fs::read(&log).unwrap_or_default())
+    );
     // A topic created while running is picked up.
     lakestream::source::ensure_topic(&brokers(), &c, 2)
         .await
         .expect("topic");
     produce(&c, "first");
-    wait_until(Duration::from_secs(60), "topic c ingested", || async {
+    wait_until(PATIENCE, "topic c ingested", || async {
         rows(&env, &table_of(&c)).await == PER_TOPIC as i64
     })
     .await;
@@ -123,6 +132,18 @@ async fn a_pattern_source_reads_new_topics_into_per_topic_and_shared_tables_exac
         shared, want,
         "the shared table holds every topic's records once"
     );
+    // Partitioned by the local day of call_date_time (10:00 in San Francisco).
+    let table = env.open_table(&table_of(&a)).await;
+    let snapshot = table.snapshot().expect("snapshot");
+    assert_eq!(
+        snapshot.metadata().partition_columns(),
+        &["call_date_time_date".to_string()]
+    );
+    let days = row_strings(
+        &env.sql(&table_of(&a), "SELECT DISTINCT call_date_time_date FROM t")
+            .await,
+    );
+    assert_eq!(days, ["2018-10-01"]);
     // The per-topic tables are tables like any other for the commands.
     let out = env.run_ok(&["query", &format!("SELECT count(*) FROM {}", table_of(&c))]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&(2 * PER_TOPIC).to_string()));
