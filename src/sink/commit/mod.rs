@@ -408,6 +408,16 @@ impl DeltaSink {
         Ok(finalized.version() as i64)
     }
 
+    /// Take the table a MERGE started at `started` returned; its version.
+    fn merged(&mut self, table: DeltaTable, started: Instant) -> Result<i64, DeltaTableError> {
+        self.timings.commit_ms += ms_since(started);
+        self.table = table;
+        self.table
+            .version()
+            .map(|v| v as i64)
+            .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
+    }
+
     fn landed(&mut self, new_ranges: &BTreeMap<i32, OffsetRange>, batch_id: Option<i64>) {
         for (p, r) in new_ranges {
             self.committed.insert(*p, Some(r.last));
@@ -430,6 +440,15 @@ impl DeltaSink {
         self.timings.write_ms += ms_since(t);
         adds
     }
+}
+
+/// A MERGE's match on `keys`: `target.k IS NOT DISTINCT FROM source.k AND ...`, so a
+/// NULL key is a key too.
+fn key_match(keys: &[String]) -> String {
+    keys.iter()
+        .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 /// The `txn` app id under which a table numbers a pipeline's batches.

@@ -192,11 +192,7 @@ impl DeltaSink {
                 "update mode needs an aggregate".into(),
             ));
         };
-        let predicate = keys
-            .iter()
-            .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let predicate = key_match(keys);
         let t = Instant::now();
         let source = SessionContext::new().read_batch(rows.clone())?;
         let columns: Vec<String> = rows
@@ -225,11 +221,6 @@ impl DeltaSink {
                 i
             })?
             .await?;
-        self.timings.commit_ms += ms_since(t);
-        self.table = table;
-        self.table
-            .version()
-            .map(|v| v as i64)
-            .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
+        self.merged(table, t)
     }
 }

@@ -52,13 +52,7 @@ impl DeltaSink {
         changes: RecordBatch,
         props: CommitProperties,
     ) -> Result<i64, DeltaTableError> {
-        let predicate = self
-            .opts
-            .upsert_keys
-            .iter()
-            .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let predicate = key_match(&self.opts.upsert_keys);
         let columns: Vec<String> = changes
             .schema()
             .fields()
@@ -93,11 +87,6 @@ impl DeltaSink {
                 i
             })?
             .await?;
-        self.timings.commit_ms += ms_since(t);
-        self.table = table;
-        self.table
-            .version()
-            .map(|v| v as i64)
-            .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
+        self.merged(table, t)
     }
 }
