@@ -71,8 +71,9 @@ impl Config {
     /// Whether `name` is a table the pipelines write: a configured one, or one a
     /// per-topic table (`raw_{topic}`) names for some topic.
     pub fn is_table(&self, name: &str) -> bool {
-        self.tables().contains_key(name)
-            || self.tables().keys().any(|t| {
+        let tables = self.tables();
+        tables.contains_key(name)
+            || tables.keys().any(|t| {
                 let Some((prefix, suffix)) = t.split_once(TOPIC) else {
                     return false;
                 };

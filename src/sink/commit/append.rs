@@ -18,11 +18,7 @@ impl DeltaSink {
         let files = match written.take() {
             Some(files) if files.ranges == new_ranges => files,
             _ => {
-                let keep = if new_ranges == batch.ranges {
-                    rows.clone()
-                } else {
-                    drop_committed(rows, &committed)?
-                };
+                let keep = rows_beyond(rows, batch, &new_ranges, &committed)?;
                 let rows = keep.num_rows();
                 let schema = keep.schema();
                 let t = Instant::now();

@@ -442,6 +442,20 @@ impl DeltaSink {
     }
 }
 
+/// The rows of `batch` the table does not hold yet (all of them unless another writer
+/// or an earlier attempt committed part of it).
+fn rows_beyond(
+    rows: &RecordBatch,
+    batch: &BatchInfo,
+    new_ranges: &BTreeMap<i32, OffsetRange>,
+    committed: &HashMap<i32, Option<i64>>,
+) -> Result<RecordBatch, DeltaTableError> {
+    match *new_ranges == batch.ranges {
+        true => Ok(rows.clone()),
+        false => drop_committed(rows, committed),
+    }
+}
+
 /// A MERGE's match on `keys`: `target.k IS NOT DISTINCT FROM source.k AND ...`, so a
 /// NULL key is a key too.
 fn key_match(keys: &[String]) -> String {

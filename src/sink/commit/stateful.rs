@@ -97,11 +97,7 @@ impl DeltaSink {
         let Some(new_ranges) = new_ranges else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
-        let input = if new_ranges == batch.ranges {
-            rows.clone()
-        } else {
-            drop_committed(rows, &committed)?
-        };
+        let input = rows_beyond(rows, batch, &new_ranges, &committed)?;
         let t = Instant::now();
         let current = self
             .stream_state(engine)

@@ -15,11 +15,7 @@ impl DeltaSink {
         let Some(new_ranges) = new_ranges else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
-        let changes = if new_ranges == batch.ranges {
-            rows.clone()
-        } else {
-            drop_committed(rows, &committed)?
-        };
+        let changes = rows_beyond(rows, batch, &new_ranges, &committed)?;
         let batch_id = match batch.with_batch_id {
             true => Some(self.next_batch_id().await?),
             false => None,
