@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what lakestream's tests and demo need on a fresh Debian/Ubuntu machine that has
-# the Rust toolchain and Python: the tansu broker (crates.io), MariaDB (apt), the Python
-# `deltalake` reader and `moto_server` (PyPI), Chromium (apt) and a C toolchain for
-# librdkafka. Skips what is already there.
+# the Rust toolchain, Java 17+ with Maven, and Python: Apache Kafka (jars from Maven Central),
+# MariaDB (apt), the Python `deltalake` reader, `confluent-kafka` (a second Kafka client for
+# the tests) and `moto_server` (PyPI), Chromium (apt), and a C toolchain with OpenSSL's headers
+# for librdkafka. Skips what is already there. LAKESTREAM_BROKER=tansu also installs the tansu
+# broker (crates.io), the opt-in alternative.
 set -euo pipefail
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
@@ -13,12 +15,29 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
-if ! command -v make >/dev/null || ! command -v g++ >/dev/null; then
-  log "installing a C/C++ toolchain (librdkafka is built from source)"
-  apt_install build-essential
+if ! command -v make >/dev/null || ! command -v g++ >/dev/null || ! command -v pkg-config >/dev/null \
+   || [ ! -f /usr/include/openssl/ssl.h ]; then
+  log "installing a C/C++ toolchain and OpenSSL headers (librdkafka is built from source with TLS)"
+  apt_install build-essential pkg-config libssl-dev
 fi
 
-if ! command -v tansu >/dev/null; then
+KAFKA_LIBS=${KAFKA_LIBS:-$HOME/.cache/lakestream-kafka/libs}
+kafka_pom="$(cd "$(dirname "$0")" && pwd)/kafka/pom.xml"
+# The folder is stamped with the pom it was made from, so a version change re-assembles it.
+if [ "$(cat "$KAFKA_LIBS/.pom.sha" 2>/dev/null)" != "$(sha256sum < "$kafka_pom")" ]; then
+  if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+    log "installing Java 17 and Maven (Apache Kafka runs on the JVM)"
+    apt_install openjdk-17-jre-headless maven
+  fi
+  log "assembling Apache Kafka from Maven Central into $KAFKA_LIBS"
+  rm -rf "$KAFKA_LIBS.tmp"
+  mvn -q -B -f "$kafka_pom" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$KAFKA_LIBS.tmp"
+  rm -rf "$KAFKA_LIBS" && mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
+  sha256sum < "$kafka_pom" > "$KAFKA_LIBS/.pom.sha"
+fi
+
+if [ "${LAKESTREAM_BROKER:-kafka}" = tansu ] && ! command -v tansu >/dev/null; then
   log "installing the tansu Kafka-compatible broker from crates.io (about 10 minutes)"
   # Its own throw-away target dir, not the project's (CARGO_TARGET_DIR may be exported).
   env -u CARGO_TARGET_DIR cargo install tansu --locked --features dynostore,libsql
@@ -37,6 +56,10 @@ fi
 if ! python3 -c 'import deltalake, pyarrow' 2>/dev/null; then
   log "installing the Python deltalake reader (independent check of our tables)"
   python3 -m pip install --quiet --disable-pip-version-check deltalake pyarrow
+fi
+if ! python3 -c 'import confluent_kafka' 2>/dev/null; then
+  log "installing confluent-kafka (the tests' second Kafka client: codecs, transactions)"
+  python3 -m pip install --quiet --disable-pip-version-check 'confluent-kafka>=2.6'
 fi
 if ! command -v moto_server >/dev/null; then
   log "installing moto_server (a local S3-compatible server for the object-storage tests)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start the services lakestream's tests and demo use, unless they already answer:
-# the tansu broker on 127.0.0.1:9092 and MariaDB on 127.0.0.1:3306.
+# Apache Kafka on 127.0.0.1:9092 (PLAINTEXT), 9093 (SASL_SSL) and 9094 (mTLS), see
+# scripts/kafka/start.sh, and MariaDB on 127.0.0.1:3306. LAKESTREAM_BROKER=tansu starts the
+# tansu broker on 9092 instead (PLAINTEXT only; see docs/operations.md for what differs).
 # Logs go to $LAKESTREAM_RUN_DIR (default ~/.cache/lakestream-run).
 set -euo pipefail
 
@@ -9,12 +11,17 @@ mkdir -p "$RUN_DIR"
 log() { printf '[services] %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {
-  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
+  for _ in $(seq 1 120); do port_open "$1" && return 0; sleep 0.5; done
   log "$2 did not come up on port $1; see $3"; return 1
 }
 
 if port_open 9092; then
   log "broker already listening on 127.0.0.1:9092"
+elif [ "${LAKESTREAM_BROKER:-kafka}" = kafka ]; then
+  "$(dirname "$0")/kafka/start.sh"
+  wait_port 9092 Kafka "$RUN_DIR/kafka/kafka.log"
+  wait_port 9093 Kafka "$RUN_DIR/kafka/kafka.log"
+  wait_port 9094 Kafka "$RUN_DIR/kafka/kafka.log"
 else
   log "starting tansu on 127.0.0.1:9092 (log: $RUN_DIR/tansu.log)"
   setsid nohup tansu broker \

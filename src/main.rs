@@ -81,12 +81,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Vacuum(args) => commands::vacuum(&config, args).await?,
         Command::Checkpoint(args) => commands::checkpoint(&config, args).await?,
         Command::CountTopic(args) => {
+            let connection = lakestream::source::Connection::new(&config.kafka)?;
             let report = tokio::task::spawn_blocking(move || {
-                lakestream::source::count_topic(
-                    &config.kafka.brokers,
-                    &args.topic,
-                    &config.kafka.options,
-                )
+                connection.check()?;
+                lakestream::source::count_topic(&connection, &args.topic)
             })
             .await??;
             println!("{}", serde_json::to_string(&report)?);

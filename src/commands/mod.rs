@@ -15,7 +15,9 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Snapshot;
 use crate::source::dataset::{Dataset, DatasetOptions};
 use crate::source::synthetic::CallGenerator;
-use crate::source::{ensure_topic, produce as send_all, ProduceOptions, ProduceReport, Rate};
+use crate::source::{
+    ensure_topic, produce as send_all, Connection, ProduceOptions, ProduceReport, Rate,
+};
 use crate::sync::SyncTask;
 use crate::{Error, Result};
 
@@ -75,9 +77,17 @@ pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, Prod
     if args.rate.is_nan() || args.rate < 0.0 {
         return Err(bad_arg("--rate", "must be 0 (unlimited) or positive"));
     }
-    ensure_topic(&config.kafka.brokers, &topic, args.partitions).await?;
+    let connection = Connection::new(&config.kafka)?;
+    let checked = connection.clone();
+    tokio::task::spawn_blocking(move || checked.check())
+        .await
+        .map_err(|cause| Error::Task {
+            task: "connecting to Kafka".into(),
+            cause,
+        })??;
+    ensure_topic(&connection, &topic, args.partitions).await?;
     let opts = ProduceOptions {
-        brokers: config.kafka.brokers.clone(),
+        connection,
         topic: topic.clone(),
         rate: Rate(args.rate),
         compression: args.compression.clone(),

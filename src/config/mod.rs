@@ -6,6 +6,7 @@ mod fields;
 mod load;
 mod pipeline;
 mod schedule;
+mod security;
 mod service;
 mod source;
 mod validate;
@@ -18,6 +19,7 @@ pub use fields::{arrow_schema as fields_schema, is_identifier, json_schema, Fiel
 pub use load::{load, load_str};
 pub use pipeline::{render_table, LookupConfig, LookupFormat, OutputMode, PipelineConfig, TOPIC};
 pub use schedule::{Cron, Schedule};
+pub use security::{read_secret, AwsConfig, Mechanism, OauthConfig, Protocol, SecurityConfig};
 pub use service::{
     parse_time, CompactConfig, HttpConfig, IsolationLevel, KafkaConfig, MaintenanceConfig,
     MysqlConfig, MysqlTls, Start, StartingOffsets, StorageConfig, TableMaintenance, VacuumConfig,

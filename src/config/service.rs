@@ -145,7 +145,8 @@ pub struct KafkaConfig {
     /// never read. `read_uncommitted`: everything, as written.
     pub isolation_level: IsolationLevel,
     /// Position a partition this many records before the offset to resume from; the
-    /// records in between are skipped by the consumer. 0 is right for Kafka and Redpanda.
+    /// records in between are skipped by the consumer. 0 is right for Kafka, Redpanda and
+    /// the managed services.
     /// tansu 0.6 answers a fetch from the middle of a record batch with the *next*
     /// batch, silently skipping the rest of the first; a rewind at least as large as a
     /// producer batch (librdkafka: batch.num.messages, default 10000) avoids that.
@@ -157,6 +158,8 @@ pub struct KafkaConfig {
     /// With `false` the pipeline logs and counts each case and goes on from the
     /// earliest record still there.
     pub fail_on_data_loss: bool,
+    /// TLS and SASL: how to reach a secured cluster (see `config/lakestream.toml`).
+    pub security: super::SecurityConfig,
     /// Extra librdkafka properties passed through as they are (e.g. `"fetch.wait.max.ms" = "5"`).
     pub options: BTreeMap<String, String>,
 }
@@ -399,10 +402,10 @@ impl Default for KafkaConfig {
             isolation_level: IsolationLevel::default(),
             seek_rewind: 0,
             fail_on_data_loss: true,
-            // A broker answers a fetch only when it has data or after this wait;
-            // librdkafka's 500 ms default caps a consumer at a few fetches a second on a
-            // quiet partition.
-            options: BTreeMap::from([("fetch.wait.max.ms".to_string(), "5".to_string())]),
+            security: super::SecurityConfig::default(),
+            // Kafka answers a fetch as soon as it has data: librdkafka's defaults suit
+            // it. (tansu waits fetch.wait.max.ms on every fetch; see docs/operations.md.)
+            options: BTreeMap::new(),
         }
     }
 }

@@ -4,6 +4,16 @@ use super::fields::{is_identifier, FieldSpec, FieldType};
 use super::{Config, ConfigError, LookupConfig, LookupFormat, MysqlConfig, OutputMode};
 use crate::decode::METADATA_COLUMNS;
 
+/// librdkafka properties that `kafka.security` owns.
+fn is_security_option(key: &str) -> bool {
+    key == "security.protocol"
+        || key.starts_with("sasl.")
+        || key.starts_with("ssl.key")
+        || key.starts_with("ssl.certificate")
+        || key.starts_with("ssl.ca.")
+        || key == "enable.sasl.oauthbearer.unsecure.jwt"
+}
+
 /// How much longer than the slowest commit retry a vacuum retention must be.
 const VACUUM_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -19,6 +29,16 @@ impl Config {
                 "set kafka.isolation_level instead (read_committed or read_uncommitted)",
             ));
         }
+        // Security goes through kafka.security, which keeps secrets out of the file and
+        // the logs and checks the combination once.
+        if let Some(key) = self.kafka.options.keys().find(|k| is_security_option(k)) {
+            return Err(ConfigError::key(
+                format!("kafka.options.{key}"),
+                "set TLS and SASL in kafka.security instead (protocol, mechanism, username, \
+                 password_env or password_file, ca_file, certificate_file, key_file)",
+            ));
+        }
+        self.kafka.security.validate()?;
         if !(1..=22).contains(&self.storage.zstd_level) {
             return Err(ConfigError::key(
                 "storage.zstd_level",

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::config::{Start, StartingOffsets};
-use crate::sink::{DeltaSink, SinkError};
-use crate::source::Bounds;
+use crate::sink::DeltaSink;
+use crate::source::{partition_end, Bounds, Connection};
 
 /// How often a run that is not caught up says what it waits for.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -27,18 +27,18 @@ pub struct CatchUp {
     /// Positions this member's committed batches reached (see `RawBatch::positions`).
     covered: HashMap<i32, i64>,
     last_report: Instant,
-    /// What the table held for the partitions others own, and since when unchanged.
-    others: (Vec<(i32, Option<i64>)>, Instant),
+    /// Reads a partition's current end (see `missing`).
+    probe: Connection,
+    topic: String,
 }
 
 /// Where a catch-up stands.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Status {
     Done,
+    /// Partitions other members own wait for them; a dead member's partitions move to a
+    /// live one when its session expires (the broker sees to that).
     Waiting,
-    /// Partitions other members own have not moved for a whole session timeout:
-    /// their owner is dead (or stuck), so join the group again to take them over.
-    Rejoin,
 }
 
 /// A partition not caught up yet: where the table stands and where it must get to.
@@ -55,6 +55,7 @@ impl CatchUp {
         starting: StartingOffsets,
         deadline: Option<Duration>,
         session_timeout: Duration,
+        (probe, topic): (Connection, &str),
     ) -> Self {
         info!(targets = ?bounds.iter().map(|(p, b)| (*p, b.end)).collect::<BTreeMap<_, _>>(), "catching up to the ends of the topic's partitions");
         Self {
@@ -65,7 +66,8 @@ impl CatchUp {
             session_timeout,
             covered: HashMap::new(),
             last_report: Instant::now(),
-            others: (Vec::new(), Instant::now()),
+            probe,
+            topic: topic.to_string(),
         }
     }
 
@@ -78,19 +80,24 @@ impl CatchUp {
     }
 
     /// Partitions the table does not yet hold up to their end.
-    async fn missing(&self, table: &mut DeltaSink) -> Result<Vec<Missing>, SinkError> {
+    async fn missing(&self, table: &mut DeltaSink) -> Result<Vec<Missing>, String> {
         let mut missing = Vec::new();
         for (&p, b) in &self.bounds {
             if self.covered.get(&p).is_some_and(|&c| c >= b.end) {
                 continue;
             }
-            let at = table.committed_offset(p).await?;
+            let at = table.committed_offset(p).await.map_err(|e| e.to_string())?;
             let next = match at {
                 Some(last) => last + 1,
                 None if self.starting.for_partition(p) == Start::Earliest => b.low,
                 None => i64::MIN, // "latest": not started until recorded
             };
-            if next < b.end {
+            // A table past the end it had at start is caught up only if the partition
+            // reaches that far now (other members read on). Past the partition's end
+            // it holds offsets of an older topic: not caught up until the reader's
+            // data-loss check has stopped the run or reset the table.
+            let beyond = next > b.end && next > self.current_end(p).await?;
+            if next < b.end || beyond {
                 missing.push(Missing {
                     partition: p,
                     at,
@@ -101,13 +108,21 @@ impl CatchUp {
         Ok(missing)
     }
 
+    async fn current_end(&self, partition: i32) -> Result<i64, String> {
+        let (probe, topic) = (self.probe.clone(), self.topic.clone());
+        tokio::task::spawn_blocking(move || partition_end(&probe, &topic, partition))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    }
+
     /// Done once caught up; an error when the deadline passed first.
     pub async fn check(
         &mut self,
         table: &mut DeltaSink,
         assigned: &[i32],
     ) -> Result<Status, String> {
-        let missing = self.missing(table).await.map_err(|e| e.to_string())?;
+        let missing = self.missing(table).await?;
         if missing.is_empty() {
             info!(
                 table = table.name(),
@@ -130,19 +145,6 @@ impl CatchUp {
                 "not caught up yet: {}",
                 self.describe(&missing, assigned)
             );
-        }
-        let others: Vec<(i32, Option<i64>)> = missing
-            .iter()
-            .filter(|m| !assigned.contains(&m.partition))
-            .map(|m| (m.partition, m.at))
-            .collect();
-        if others.is_empty() || others != self.others.0 {
-            self.others = (others, Instant::now());
-            return Ok(Status::Waiting);
-        }
-        if self.others.1.elapsed() > self.session_timeout + Duration::from_secs(2) {
-            self.others.1 = Instant::now();
-            return Ok(Status::Rejoin);
         }
         Ok(Status::Waiting)
     }

@@ -94,6 +94,8 @@ struct Feed {
     group: Arc<GroupCommits>,
     /// This pipeline's place in `group`.
     slot: usize,
+    /// Resets of the tables' offsets so far (see `TablesOffsets::resets`).
+    resets: Arc<std::sync::atomic::AtomicU64>,
     /// The reader stops once every pipeline it feeds has dropped this.
     _reading: Arc<tokio_util::sync::DropGuard>,
 }
@@ -251,6 +253,7 @@ impl Pipeline {
         let _lag_guard = lag_stop.drop_guard();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut late_error = None;
+        let mut resets_seen = 0;
         loop {
             let ready = tokio::select! {
                 ready = feed.rx.recv() => ready,
@@ -265,6 +268,14 @@ impl Pipeline {
                 }
             };
             let Some(ready) = ready else { break };
+            // The reader lowered the tables' offsets (a recreated topic): what this sink
+            // cached would drop the new records as replays.
+            let resets = feed.resets.load(Ordering::SeqCst);
+            if resets != resets_seen {
+                resets_seen = resets;
+                table.refresh().await?;
+                dead.refresh().await?;
+            }
             let positions = ready.positions.clone();
             let committed = self
                 .commit(
@@ -306,7 +317,6 @@ impl Pipeline {
         let assigned = feed.source.assigned();
         match c.check(table, &assigned).await {
             Ok(Status::Waiting) => return,
-            Ok(Status::Rejoin) => return feed.source.rejoin(),
             Ok(Status::Done) => {}
             Err(message) => *late_error = Some(self.fail(message)),
         }

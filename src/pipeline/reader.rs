@@ -10,7 +10,7 @@ use futures::FutureExt;
 
 use super::stages::{decode_stage, TablesOffsets, QUEUE};
 use super::*;
-use crate::source::{ConsumerSettings, DataLossPolicy, KafkaSource};
+use crate::source::{Connection, ConsumerSettings, DataLossPolicy, KafkaSource};
 
 /// The pipelines of one source, started on one reader.
 pub struct Started {
@@ -54,7 +54,7 @@ pub async fn source_topics(config: &Config, source: &str) -> Result<Vec<String>>
     let Some(pattern) = s.pattern(source)? else {
         return Ok(s.topics.clone());
     };
-    let probe = crate::source::probe_config(&config.kafka.brokers, &kafka_options(&config.kafka));
+    let probe = connection(&config.kafka)?;
     tokio::task::spawn_blocking(move || crate::source::matching_topics(&probe, &pattern))
         .await
         .map_err(|cause| Error::Task {
@@ -93,10 +93,21 @@ pub async fn start_source(
         crate::source::topic_partitions,
     )
     .await?;
-    let mut prepared = try_join_all(pipelines.iter().map(|p| {
-        let catch_up = bounds.clone().map(|b| catch_up(&config, b, opts));
-        p.prepare(&partitions, catch_up, shutdown.clone())
-    }))
+    let catch_ups = pipelines
+        .iter()
+        .map(|_| {
+            bounds
+                .clone()
+                .map(|b| catch_up(&config, &topic, b, opts))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut prepared = try_join_all(
+        pipelines
+            .iter()
+            .zip(catch_ups)
+            .map(|(p, catch_up)| p.prepare(&partitions, catch_up, shutdown.clone())),
+    )
     .await?;
     if let Some(millis) = opts.reset_to {
         rewind(&config, &topic, millis, &names, &mut prepared).await?;
@@ -111,14 +122,20 @@ pub async fn start_source(
         }
     }
 
+    let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let store = TablesOffsets {
         tables: prepared
             .iter()
             .map(|p| (p.sink_opts.clone(), p.p.table.clone()))
             .collect(),
+        dead_letters: prepared
+            .iter()
+            .map(|p| (p.sink_opts.clone(), p.p.dead_letter_table()))
+            .collect(),
+        resets: resets.clone(),
         runtime: tokio::runtime::Handle::current(),
     };
-    let settings = consumer_settings(&config, &names, &pipelines, &topic, bounds.as_ref());
+    let settings = consumer_settings(&config, &names, &pipelines, &topic, bounds.as_ref())?;
     let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
     info!(source = %source_name, topic = %topic, pipelines = ?names, "reading the source once for its pipelines");
 
@@ -155,6 +172,7 @@ pub async fn start_source(
                 source: handle.clone(),
                 group: group.clone(),
                 slot,
+                resets: resets.clone(),
                 _reading: alive.clone(),
             };
             let name = pipeline.name.clone();
@@ -224,11 +242,11 @@ async fn probe<T: Send + 'static>(
     config: &Config,
     topic: &str,
     what: &str,
-    read: impl FnOnce(&rdkafka::ClientConfig, &str) -> std::result::Result<T, crate::source::SourceError>
+    read: impl FnOnce(&Connection, &str) -> std::result::Result<T, crate::source::SourceError>
         + Send
         + 'static,
 ) -> Result<T> {
-    let probe = crate::source::probe_config(&config.kafka.brokers, &kafka_options(&config.kafka));
+    let probe = connection(&config.kafka)?;
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || read(&probe, &topic))
         .await
@@ -241,31 +259,28 @@ async fn probe<T: Send + 'static>(
 
 fn catch_up(
     config: &Config,
+    topic: &str,
     bounds: BTreeMap<i32, crate::source::Bounds>,
     opts: RunOptions,
-) -> CatchUp {
+) -> Result<CatchUp> {
     let kafka = &config.kafka;
     let session_ms = kafka
         .options
         .get("session.timeout.ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(45_000); // librdkafka's default
-    CatchUp::new(
+    Ok(CatchUp::new(
         bounds,
         kafka.starting_offsets.clone(),
         opts.deadline,
         std::time::Duration::from_millis(session_ms),
-    )
+        (connection(kafka)?, topic),
+    ))
 }
 
-/// librdkafka properties of the readers: `kafka.options` and the isolation level.
-fn kafka_options(kafka: &crate::config::KafkaConfig) -> BTreeMap<String, String> {
-    let mut options = kafka.options.clone();
-    options.insert(
-        "isolation.level".into(),
-        kafka.isolation_level.as_str().into(),
-    );
-    options
+/// How the readers connect: `kafka.security`, `kafka.options` and the isolation level.
+fn connection(kafka: &crate::config::KafkaConfig) -> Result<Connection> {
+    Ok(Connection::new(kafka)?.with("isolation.level", kafka.isolation_level.as_str()))
 }
 
 /// One consumer for several pipelines: a batch closes at the smallest trigger and size
@@ -276,14 +291,13 @@ fn consumer_settings(
     pipelines: &[Pipeline],
     topic: &str,
     bounds: Option<&BTreeMap<i32, crate::source::Bounds>>,
-) -> ConsumerSettings {
+) -> Result<ConsumerSettings> {
     let kafka = &config.kafka;
     let each = || names.iter().map(|n| &config.pipelines[n]);
-    ConsumerSettings {
-        brokers: kafka.brokers.clone(),
+    Ok(ConsumerSettings {
+        connection: connection(kafka)?,
         group_id: group_id(config, names),
         topic: topic.to_string(),
-        options: kafka_options(kafka),
         starting: kafka.starting_offsets.clone(),
         seek_rewind: kafka.seek_rewind,
         max_records: each().map(|p| p.max_offsets_per_trigger).min().unwrap_or(1),
@@ -297,7 +311,7 @@ fn consumer_settings(
                 .map(|p| p.metrics.data_loss_events.clone())
                 .collect(),
         },
-    }
+    })
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::source::Committed;
+use std::sync::atomic::AtomicU64;
 
 /// How many decoded batches may wait for one pipeline while it commits the one before.
 /// The reader blocks when any pipeline's queue is full: the slowest pipeline sets the
@@ -65,6 +66,12 @@ pub(super) async fn decode_stage(
 /// drops what its own table already holds.
 pub(super) struct TablesOffsets {
     pub tables: Vec<(SinkOptions, String)>,
+    /// The dead-letter tables beside them: lowered with them on a reset (a recreated
+    /// topic), or the new topic's bad records would be dropped as replays.
+    pub dead_letters: Vec<(SinkOptions, String)>,
+    /// Bumped after every reset, so each pipeline re-reads its tables' offsets before
+    /// its next commit instead of trusting the ones it cached.
+    pub resets: Arc<AtomicU64>,
     pub runtime: tokio::runtime::Handle,
 }
 
@@ -108,6 +115,12 @@ impl OffsetStore for TablesOffsets {
         overwrite: bool,
     ) -> std::result::Result<BTreeMap<i32, i64>, String> {
         let mut lowest: BTreeMap<i32, i64> = BTreeMap::new();
+        if overwrite {
+            for (opts, table) in &self.dead_letters {
+                self.block(crate::sink::record_offsets(opts, table, last, true))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         for (opts, table) in &self.tables {
             let recorded = self
                 .block(crate::sink::record_offsets(opts, table, last, overwrite))
@@ -118,6 +131,9 @@ impl OffsetStore for TablesOffsets {
                     .and_modify(|l| *l = (*l).min(o))
                     .or_insert(o);
             }
+        }
+        if overwrite {
+            self.resets.fetch_add(1, Ordering::SeqCst);
         }
         Ok(lowest)
     }

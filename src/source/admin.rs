@@ -3,25 +3,50 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientConfig;
 use tracing::{info, warn};
 
-use super::SourceError;
+use super::{Connection, KafkaContext, SourceError};
 
 /// Create `topic` with `partitions` unless it exists. Returns its partition count.
 pub async fn ensure_topic(
-    brokers: &str,
+    connection: &Connection,
     topic: &str,
     partitions: i32,
 ) -> Result<usize, SourceError> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
+    let existing = super::topic_partitions(connection, topic)?.len();
+    if existing > 0 {
+        if existing != partitions as usize {
+            warn!(
+                topic,
+                existing,
+                requested = partitions,
+                "topic exists with another partition count; using it as it is"
+            );
+        }
+        return Ok(existing);
+    }
+    // rdkafka's admin client never polls for OAUTHBEARER token requests, so with a token
+    // mechanism the topic must exist already (managed clusters usually create topics
+    // through their own consoles anyway).
+    if connection.context().auth().is_some() {
+        return Err(SourceError::Produce {
+            topic: topic.to_string(),
+            message: "the topic does not exist and lakestream cannot create topics over \
+                      OAUTHBEARER/AWS_MSK_IAM; create it with the cluster's tools"
+                .into(),
+        });
+    }
+    let admin: AdminClient<KafkaContext> = connection
+        .client_config()
+        .create_with_context(connection.context())
         .map_err(SourceError::kafka(topic))?;
-    super::check_broker(admin.inner(), brokers, topic)?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    // No metadata request for the topic before this: the admin client is a producer to
+    // librdkafka, and a producer's request makes a broker with auto-create on create the
+    // topic with its own partition count. Replication -1: the cluster's default (managed
+    // clusters refuse 1).
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics([&new], &options)
@@ -62,13 +87,10 @@ pub async fn ensure_topic(
 /// The names of the cluster's topics that `pattern` matches (internal `__` topics
 /// never), sorted.
 pub fn matching_topics(
-    config: &ClientConfig,
+    connection: &Connection,
     pattern: &regex::Regex,
 ) -> Result<Vec<String>, SourceError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(SourceError::kafka(pattern.as_str()))?;
+    let consumer = connection.consumer(super::ends::PROBE_GROUP, &[])?;
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .map_err(SourceError::kafka(pattern.as_str()))?;

@@ -7,15 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::batch::RawBatch;
 use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
-use super::SourceError;
+use super::{Connection, SourceError};
 use crate::config::StartingOffsets;
 
 /// The tables' side of the offsets, called from the rebalance callback on the consumer
@@ -57,10 +58,10 @@ impl Committed {
 
 #[derive(Clone)]
 pub struct ConsumerSettings {
-    pub brokers: String,
+    /// Brokers, security and `kafka.options` (with the isolation level).
+    pub connection: Connection,
     pub group_id: String,
     pub topic: String,
-    pub options: BTreeMap<String, String>,
     pub starting: StartingOffsets,
     /// See `kafka.seek_rewind`.
     pub seek_rewind: u32,
@@ -91,15 +92,6 @@ pub struct SourceHandle {
 impl SourceHandle {
     pub fn topic(&self) -> &str {
         &self.topic
-    }
-
-    /// Ask the consumer to leave the group and join it again. A catch-up waiting on
-    /// partitions whose owner stopped committing uses it after a session timeout: tansu
-    /// 0.6 drops a dead member only when someone joins, so a member that joined while
-    /// the dead one still counted would wait forever. On Kafka the rejoin is a plain
-    /// rebalance and costs a moment.
-    pub fn rejoin(&self) {
-        self.consumer.context().lock().rejoin = true;
     }
 
     /// Partitions assigned to this member now.
@@ -153,11 +145,10 @@ impl KafkaSource {
             store,
             state: state.clone(),
             data_loss: settings.data_loss.clone(),
-            probe: super::ends::probe_config(&settings.brokers, &settings.options),
+            probe: settings.connection.clone(),
         };
-        let mut config = ClientConfig::new();
+        let mut config = settings.connection.client_config();
         config
-            .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &settings.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -165,14 +156,18 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             // High watermarks for the lag in progress records and /metrics.
             .set("statistics.interval.ms", "1000");
-        for (k, v) in &settings.options {
-            config.set(k, v);
+        // kafka.options may set these too (e.g. a longer statistics interval).
+        for key in ["statistics.interval.ms", "auto.offset.reset"] {
+            if let Some(v) = settings.connection.property(key) {
+                config.set(key, v);
+            }
         }
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(context)
             .map_err(SourceError::kafka(&settings.topic))?;
+        settings.connection.authenticate(&consumer);
         let partitions =
-            super::check_broker(consumer.client(), &settings.brokers, &settings.topic)?;
+            super::check_broker(consumer.client(), &settings.connection, &settings.topic)?;
         if partitions == 0 {
             warn!(topic = %settings.topic, "topic does not exist yet; waiting for it to be created");
         }
@@ -218,14 +213,6 @@ impl KafkaSource {
             let polled = self.consumer.poll(Duration::from_millis(50));
             let quiet = polled.is_none();
             polls += 1;
-            let rejoin = std::mem::take(&mut lock(&self.state).rejoin);
-            if rejoin {
-                info!(topic = %topic, "leaving and joining the group again to take over partitions nobody commits");
-                self.consumer.unsubscribe();
-                self.consumer
-                    .subscribe(&[&topic])
-                    .map_err(SourceError::kafka(&topic))?;
-            }
             {
                 let mut state = lock(&self.state);
                 if let Some(message) = state.error.take() {
@@ -248,6 +235,8 @@ impl KafkaSource {
                         batch.push(p, o, m.timestamp().to_millis(), m.key(), m.payload());
                     }
                 }
+                // librdkafka would hand the same batch back forever: stop and say where.
+                Some(Err(e)) if is_undecodable(&e) => return Err(self.undecodable(&e, &offsets)),
                 Some(Err(e))
                     if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
                 {
@@ -315,7 +304,7 @@ impl KafkaSource {
             None if start.is_some_and(|s| offset < s) => return Ok(false),
             None => start.unwrap_or(offset),
         };
-        if offset < expected && self.shrunk(partition, offset, expected)? {
+        if offset < expected && self.shrunk(partition, expected)? {
             self.lost(&format!(
                 "partition {partition} went back from offset {} to {offset} and now ends \
                  before it; was the topic deleted and recreated?",
@@ -356,13 +345,50 @@ impl KafkaSource {
         Ok(true)
     }
 
-    /// Whether `partition`, delivering `offset` again after `expected`, now ends before
-    /// `expected`: a recreated topic. Otherwise it is a re-delivery (librdkafka and tansu
-    /// do that around re-positioning), which the batch and the table's offsets absorb.
-    fn shrunk(&self, partition: i32, offset: i64, expected: i64) -> Result<bool, SourceError> {
+    /// Whether `partition`, delivering an offset below `expected`, now ends before
+    /// `expected`: a recreated topic. Otherwise it is a re-delivery (librdkafka does that
+    /// around re-positioning), which the batch and the table's offsets absorb.
+    fn shrunk(&self, partition: i32, expected: i64) -> Result<bool, SourceError> {
         let probe = &self.consumer.context().probe;
-        let end = super::ends::partition_end(probe, &self.settings.topic, partition, offset)?;
+        let end = super::ends::partition_end(probe, &self.settings.topic, partition)?;
         Ok(end < expected)
+    }
+
+    /// The error for a record batch librdkafka cannot decode. The client's error carries
+    /// no partition, so it names the assigned partitions that stopped short of their end:
+    /// the batch at such a partition's position is the one that failed.
+    fn undecodable(&self, error: &KafkaError, offsets: &Offsets) -> SourceError {
+        let topic = &self.settings.topic;
+        let mut stuck = Vec::new();
+        for (p, position) in self.positions(offsets) {
+            let high = self
+                .consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(5))
+                .map_or(i64::MAX, |(_, h)| h);
+            if position < high {
+                stuck.push(format!("partition {p} at offset {position}"));
+            }
+        }
+        stuck.sort();
+        let what = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::NotImplemented) => {
+                "its compression codec is not built into this client (supported: none, gzip, \
+                 snappy, lz4, zstd)"
+            }
+            _ => "it is corrupt or uses a format this client cannot read",
+        };
+        SourceError::Assignment {
+            topic: topic.clone(),
+            message: format!(
+                "cannot decode the record batch at {}: {what} ({error}). The pipeline stops \
+                 rather than skip it; reading resumes there after a restart",
+                if stuck.is_empty() {
+                    "an unknown position".to_string()
+                } else {
+                    stuck.join(", ")
+                }
+            ),
+        }
     }
 
     fn lost(&self, what: &str) -> Result<(), SourceError> {
@@ -418,6 +444,18 @@ impl KafkaSource {
         }
         out
     }
+}
+
+/// A consume error that repeats for the same batch however often it is fetched.
+fn is_undecodable(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageConsumption(
+            RDKafkaErrorCode::NotImplemented
+                | RDKafkaErrorCode::BadMessage
+                | RDKafkaErrorCode::BadCompression
+        ) | KafkaError::MessageConsumptionFatal(_)
+    )
 }
 
 /// Per assigned partition: where reading starts and the next offset expected.

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use rdkafka::client::OAuthToken;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaRespErr;
@@ -12,6 +13,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use super::consumer::OffsetStore;
+use super::{Connection, KafkaContext};
 use crate::config::{Start, StartingOffsets};
 
 /// What to do when records the table has not ingested can no longer be read.
@@ -57,8 +59,6 @@ pub struct AssignState {
     pub starts: HashMap<i32, i64>,
     /// A failure the consumer loop must stop on.
     pub error: Option<String>,
-    /// Leave and join the group again (see `SourceHandle::rejoin`).
-    pub rejoin: bool,
     /// Latest high watermark per partition, from librdkafka's statistics (for lag).
     pub high: HashMap<i32, i64>,
 }
@@ -70,8 +70,9 @@ pub struct SourceContext {
     pub store: Box<dyn OffsetStore>,
     pub state: Arc<Mutex<AssignState>>,
     pub data_loss: DataLossPolicy,
-    /// For reading past a high watermark that may trail the log (see `ends`).
-    pub probe: rdkafka::ClientConfig,
+    /// For short reads beside the consumer (ends, offsets by time); also the source of
+    /// this consumer's OAUTHBEARER tokens.
+    pub probe: Connection,
 }
 
 impl SourceContext {
@@ -174,8 +175,11 @@ impl SourceContext {
         Ok(starts)
     }
 
+    /// The partition's end (high watermark). `high` is what the consumer's own request
+    /// answered: under read_committed the last stable offset, which may be lower.
     fn end(&self, partition: i32, high: i64) -> Result<i64, String> {
-        super::ends::partition_end(&self.probe, &self.topic, partition, high)
+        super::ends::partition_end(&self.probe, &self.topic, partition)
+            .map(|end| end.max(high))
             .map_err(|e| e.to_string())
     }
 
@@ -261,6 +265,15 @@ pub fn lock(state: &Mutex<AssignState>) -> MutexGuard<'_, AssignState> {
 }
 
 impl ClientContext for SourceContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        KafkaContext::token(self.probe.context().auth())
+    }
+
     /// librdkafka's statistics (every `statistics.interval.ms`) carry each partition's
     /// high watermark: lag without a request per batch.
     fn stats(&self, statistics: rdkafka::Statistics) {

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-use super::SourceError;
+use super::{Connection, SourceError};
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -19,20 +19,8 @@ pub struct CountReport {
     pub seconds: f64,
 }
 
-pub fn count_topic(
-    brokers: &str,
-    topic: &str,
-    options: &BTreeMap<String, String>,
-) -> Result<CountReport, SourceError> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "lakestream-count-topic")
-        .set("enable.auto.commit", "false");
-    for (k, v) in options {
-        config.set(k, v);
-    }
-    let consumer: BaseConsumer = config.create().map_err(SourceError::kafka(topic))?;
+pub fn count_topic(connection: &Connection, topic: &str) -> Result<CountReport, SourceError> {
+    let consumer = connection.consumer("lakestream-count-topic", &[])?;
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(SourceError::kafka(topic))?;
@@ -57,11 +45,8 @@ pub fn count_topic(
     let mut first: Option<Instant> = None;
     let mut next: BTreeMap<i32, i64> = partitions.iter().map(|&p| (p, 0)).collect();
     let mut idle = Instant::now();
-    // Past the reported ends, read on until a quiet second: tansu 0.6 reports a high
-    // watermark short (see `ends.rs`).
     loop {
-        let reached = next.iter().all(|(p, n)| *n >= ends[p]);
-        if reached && idle.elapsed() > Duration::from_secs(1) {
+        if next.iter().all(|(p, n)| *n >= ends[p]) {
             break;
         }
         match consumer.poll(Duration::from_millis(100)) {
@@ -73,7 +58,7 @@ pub fn count_topic(
                 idle = Instant::now();
             }
             Some(Err(e)) => return Err(SourceError::kafka(topic)(e)),
-            None if !reached && idle.elapsed() > Duration::from_secs(30) => {
+            None if idle.elapsed() > Duration::from_secs(30) => {
                 return Err(SourceError::Assignment {
                     topic: topic.to_string(),
                     message: "no message for 30 s before reaching the end".into(),

@@ -1,7 +1,9 @@
 //! Kafka in and out: the micro-batching consumer, the replay producer and its inputs.
 
 mod admin;
+mod auth;
 mod batch;
+mod client;
 mod consumer;
 mod context;
 mod count;
@@ -12,11 +14,13 @@ pub mod synthetic;
 mod times;
 
 pub use admin::{ensure_topic, matching_topics};
+pub use auth::msk_token;
 pub use batch::{OffsetRange, ProducedAt, RawBatch};
+pub use client::{Connection, KafkaContext};
 pub use consumer::{Committed, ConsumerSettings, KafkaSource, OffsetStore, SourceHandle};
 pub use context::DataLossPolicy;
 pub use count::{count_topic, CountReport};
-pub use ends::{probe_config, topic_bounds, topic_partitions, Bounds};
+pub use ends::{partition_end, topic_bounds, topic_partitions, Bounds};
 pub use producer::{produce, ProduceOptions, ProduceReport, Rate};
 pub use times::{offsets_for_time, topic_offsets_for_time};
 
@@ -29,10 +33,19 @@ pub enum SourceError {
     #[error("topic '{topic}': {message}")]
     Assignment { topic: String, message: String },
     #[error(
-        "cannot reach Kafka at {brokers} ({cause}); check kafka.brokers, or start a local \
-         broker with scripts/services.sh"
+        "librdkafka refused the client settings ({cause}); check kafka.options and \
+         kafka.security"
     )]
-    Unreachable { brokers: String, cause: KafkaError },
+    Settings { cause: KafkaError },
+    #[error("cannot connect to Kafka at {brokers} over {how}: {reason}. What to check: {hint}")]
+    Unreachable {
+        brokers: String,
+        /// Listener kind and mechanism (`SASL_SSL SCRAM-SHA-512 as user 'x'`).
+        how: String,
+        /// The broker's or the TLS library's words.
+        reason: String,
+        hint: String,
+    },
     #[error("cannot read {path}: {message}")]
     Input { path: String, message: String },
     #[error("producing to '{topic}': {message}")]
@@ -52,15 +65,12 @@ impl SourceError {
 /// retry silently forever. Returns the topic's partition count (0: it does not exist yet).
 pub(crate) fn check_broker<C: rdkafka::client::ClientContext>(
     client: &rdkafka::client::Client<C>,
-    brokers: &str,
+    connection: &Connection,
     topic: &str,
 ) -> Result<usize, SourceError> {
     let metadata = client
         .fetch_metadata(Some(topic), std::time::Duration::from_secs(10))
-        .map_err(|cause| SourceError::Unreachable {
-            brokers: brokers.to_string(),
-            cause,
-        })?;
+        .map_err(|cause| connection.unreachable(cause, None))?;
     Ok(metadata
         .topics()
         .iter()

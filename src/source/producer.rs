@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::client::OAuthToken;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::ClientContext;
 
-use super::SourceError;
+use super::auth::Auth;
+use super::{Connection, KafkaContext, SourceError};
 
 /// Events per second; 0 means as fast as the broker takes them.
 #[derive(Debug, Clone, Copy)]
@@ -17,7 +19,7 @@ pub struct Rate(pub f64);
 
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
-    pub brokers: String,
+    pub connection: Connection,
     pub topic: String,
     pub rate: Rate,
     /// librdkafka `compression.type`.
@@ -40,13 +42,22 @@ impl ProduceReport {
 }
 
 /// Counts failed deliveries; the librdkafka producer retries transient errors itself.
-#[derive(Default)]
 struct DeliveryCounter {
     failed: Arc<AtomicU64>,
     first_error: std::sync::Mutex<Option<String>>,
+    auth: Auth,
 }
 
-impl ClientContext for DeliveryCounter {}
+impl ClientContext for DeliveryCounter {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        KafkaContext::token(&self.auth)
+    }
+}
 
 impl ProducerContext for DeliveryCounter {
     type DeliveryOpaque = ();
@@ -73,15 +84,23 @@ where
         topic: opts.topic.clone(),
         message,
     };
-    let producer: BaseProducer<DeliveryCounter> = ClientConfig::new()
-        .set("bootstrap.servers", &opts.brokers)
+    let context = DeliveryCounter {
+        failed: Arc::default(),
+        first_error: std::sync::Mutex::default(),
+        auth: opts.connection.context().auth().clone(),
+    };
+    let producer: BaseProducer<DeliveryCounter> = opts
+        .connection
+        .client_config()
         // A retried send never stores a record twice: exact counts stay exact.
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
         .set("compression.type", &opts.compression)
-        .create_with_context(DeliveryCounter::default())
+        .create_with_context(context)
         .map_err(SourceError::kafka(&opts.topic))?;
+    // The first OAUTHBEARER token is made while the producer polls.
+    producer.poll(Duration::from_millis(100));
     let bar = if opts.progress {
         ProgressBar::new(total)
     } else {

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::{Bounds, SourceError};
+use super::{Bounds, Connection, KafkaContext, SourceError};
 
 /// A read that makes no progress for this long fails.
 const READ_PATIENCE: Duration = Duration::from_secs(30);
@@ -23,14 +23,13 @@ const READ_PATIENCE: Duration = Duration::from_secs(30);
 /// The first offset of each partition of `bounds` whose record's timestamp is at or
 /// after `millis` (its end when there is none). `rewind`: see `kafka.seek_rewind`.
 pub fn offsets_for_time(
-    config: &ClientConfig,
+    connection: &Connection,
     topic: &str,
     millis: i64,
     bounds: &BTreeMap<i32, Bounds>,
     rewind: u32,
 ) -> Result<BTreeMap<i32, i64>, SourceError> {
-    let err = SourceError::kafka(topic);
-    let consumer: BaseConsumer = config.create().map_err(err)?;
+    let consumer = connection.consumer(super::ends::PROBE_GROUP, &[])?;
     let mut tpl = TopicPartitionList::new();
     for &p in bounds.keys() {
         tpl.add_partition_offset(topic, p, Offset::Offset(millis))
@@ -67,18 +66,18 @@ pub fn offsets_for_time(
 
 /// [`offsets_for_time`] for every partition of `topic`.
 pub fn topic_offsets_for_time(
-    config: &ClientConfig,
+    connection: &Connection,
     topic: &str,
     millis: i64,
     rewind: u32,
 ) -> Result<BTreeMap<i32, i64>, SourceError> {
-    let bounds = super::topic_bounds(config, topic)?;
-    offsets_for_time(config, topic, millis, &bounds, rewind)
+    let bounds = super::topic_bounds(connection, topic)?;
+    offsets_for_time(connection, topic, millis, &bounds, rewind)
 }
 
 /// Reads one partition's timestamps.
 struct Reader<'a> {
-    consumer: &'a BaseConsumer,
+    consumer: &'a BaseConsumer<KafkaContext>,
     topic: &'a str,
     partition: i32,
     bounds: Bounds,

@@ -166,7 +166,7 @@ async fn debezium_changes_under_kill_9_equal_the_final_state_in_delta_and_mysql(
     ]);
     let (messages, expected) = generate(15);
     // The topic with its partitions first, then the stream.
-    lakestream::source::ensure_topic(&brokers(), &env.topic, PARTITIONS)
+    lakestream::source::ensure_topic(&crate::common::connection(), &env.topic, PARTITIONS)
         .await
         .expect("create topic");
     produce(&env.topic, &messages);

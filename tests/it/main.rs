@@ -4,6 +4,7 @@
 
 mod common;
 
+mod broker;
 mod cdc;
 mod config_errors;
 mod crash;
@@ -18,6 +19,7 @@ mod mirror_edges;
 mod replay;
 mod scale_out;
 mod schema_evolution;
+mod security;
 mod shared_reader;
 mod sink;
 mod start_positions;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::common::{brokers, produce_raw_to, row_strings, tail, wait_until, RawRecord, TestEnv};
+use crate::common::{produce_raw_to, row_strings, tail, wait_until, RawRecord, TestEnv};
 
 const PER_TOPIC: usize = 40;
 /// Alone this takes seconds; beside the suite's heavy tests, much longer.
@@ -58,7 +58,7 @@ async fn a_pattern_source_reads_new_topics_into_per_topic_and_shared_tables_exac
     ]);
     let [a, b, c] = ["a", "b", "c"].map(|t| format!("{prefix}.{t}"));
     for t in [&a, &b] {
-        lakestream::source::ensure_topic(&brokers(), t, 2)
+        lakestream::source::ensure_topic(&crate::common::connection(), t, 2)
             .await
             .expect("topic");
         produce(t, "first");
@@ -82,7 +82,7 @@ async fn a_pattern_source_reads_new_topics_into_per_topic_and_shared_tables_exac
         tail(&std::fs::read(&log).unwrap_or_default())
     );
     // A topic created while running is picked up.
-    lakestream::source::ensure_topic(&brokers(), &c, 2)
+    lakestream::source::ensure_topic(&crate::common::connection(), &c, 2)
         .await
         .expect("topic");
     produce(&c, "first");

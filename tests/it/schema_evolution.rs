@@ -75,7 +75,7 @@ async fn new_fields_become_columns_once_across_kill_9_and_reach_python_and_mysql
         r#"mysql.mirror=["calls"]"#.to_string(),
     ]);
     env.without_bi_views();
-    lakestream::source::ensure_topic(&crate::common::brokers(), &env.topic, 4)
+    lakestream::source::ensure_topic(&crate::common::connection(), &env.topic, 4)
         .await
         .expect("create topic");
 

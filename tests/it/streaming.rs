@@ -167,13 +167,18 @@ async fn golden_windows_watermarks_and_output_modes() {
 fn failing_sql(env: &TestEnv, sql: &str) -> String {
     let path = env.dir.path().join("broken.sql");
     std::fs::write(&path, sql).expect("write sql");
+    // Before the subcommand: clap replaces the earlier --set values with those given
+    // after it.
+    let set = format!("pipelines.disposition_summary.sql={}", path.display());
     let out = env
-        .command(&["run", "--until-caught-up"])
-        .arg("--set")
-        .arg(format!(
-            "pipelines.disposition_summary.sql={}",
-            path.display()
-        ))
+        .command(&[
+            "--set",
+            &set,
+            "run",
+            "--until-caught-up",
+            "--pipeline",
+            "disposition_summary",
+        ])
         .output()
         .expect("spawn");
     assert!(!out.status.success(), "a broken query must stop start-up");

@@ -21,6 +21,11 @@ pub fn brokers() -> String {
     std::env::var("LAKESTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
+/// A plaintext connection to the test broker, for the library's own helpers.
+pub fn connection() -> lakestream::source::Connection {
+    lakestream::source::Connection::plaintext(&brokers(), &Default::default())
+}
+
 /// (partition, key, payload) of a message produced as it is.
 pub type RawRecord<'a> = (i32, Option<&'a [u8]>, &'a [u8]);
 
@@ -147,13 +152,21 @@ impl TestEnv {
             }
             None => self.root().display().to_string(),
         };
+        // Short sessions: a killed consumer's partitions move on within seconds. (The
+        // KIP-848 consumer protocol takes them from the broker, which the test broker
+        // sets to the same.)
+        let consumer_protocol = self
+            .overrides
+            .iter()
+            .any(|o| o.ends_with("group.protocol=consumer"));
+        let sessions = [
+            "kafka.options.session.timeout.ms=6000".to_string(),
+            "kafka.options.heartbeat.interval.ms=500".to_string(),
+        ];
         let mut sets = vec![
             format!("kafka.brokers={}", brokers()),
             format!("kafka.group_id={}", self.group),
             format!("storage.root={root}"),
-            // Short sessions: a killed consumer's partitions move on within seconds.
-            "kafka.options.session.timeout.ms=6000".to_string(),
-            "kafka.options.heartbeat.interval.ms=500".to_string(),
             // Tests of the MySQL mirror turn it on with their own database.
             "mysql.enabled=false".to_string(),
             // Tests run side by side: each status page on a port of its own.
@@ -180,6 +193,9 @@ impl TestEnv {
                 format!("pipelines.{p}.max_offsets_per_trigger=5000"),
             ]
         });
+        if !consumer_protocol {
+            sets.extend(sessions);
+        }
         for s in sets.into_iter().chain(speed).chain(self.overrides.clone()) {
             cmd.arg("--set").arg(s);
         }
