@@ -41,13 +41,9 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
     }
     // Before any table is created or touched: a wrong password or certificate stops here,
     // saying what to check.
-    let connection = crate::source::Connection::new(&config.kafka)?;
-    tokio::task::spawn_blocking(move || connection.check())
-        .await
-        .map_err(|cause| Error::Task {
-            task: "connecting to Kafka".into(),
-            cause,
-        })??;
+    crate::source::Connection::new(&config.kafka)?
+        .checked()
+        .await?;
     crate::sink::check_conditional_put(&crate::storage::Storage::from_config(&config)).await?;
 
     // One shape for every long-lived task: spawned on `tasks`, stopped by a token.

@@ -77,14 +77,7 @@ pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, Prod
     if args.rate.is_nan() || args.rate < 0.0 {
         return Err(bad_arg("--rate", "must be 0 (unlimited) or positive"));
     }
-    let connection = Connection::new(&config.kafka)?;
-    let checked = connection.clone();
-    tokio::task::spawn_blocking(move || checked.check())
-        .await
-        .map_err(|cause| Error::Task {
-            task: "connecting to Kafka".into(),
-            cause,
-        })??;
+    let connection = Connection::new(&config.kafka)?.checked().await?;
     ensure_topic(&connection, &topic, args.partitions).await?;
     let opts = ProduceOptions {
         connection,

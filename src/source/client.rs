@@ -188,6 +188,16 @@ impl Connection {
         }
     }
 
+    /// [`Connection::check`] from async code; the connection back when it works.
+    pub async fn checked(self) -> Result<Self, SourceError> {
+        tokio::task::spawn_blocking(move || self.check().map(|()| self))
+            .await
+            .map_err(|cause| SourceError::Panicked {
+                task: "the connection check",
+                cause: cause.to_string(),
+            })?
+    }
+
     /// The start-up error: broker, listener kind, mechanism, the broker's or TLS
     /// library's words, and what to check.
     pub(crate) fn unreachable(&self, cause: KafkaError, seen: Option<String>) -> SourceError {

@@ -46,6 +46,8 @@ pub enum SourceError {
         reason: String,
         hint: String,
     },
+    #[error("{task} panicked: {cause}")]
+    Panicked { task: &'static str, cause: String },
     #[error("cannot read {path}: {message}")]
     Input { path: String, message: String },
     #[error("producing to '{topic}': {message}")]

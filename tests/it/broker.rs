@@ -9,15 +9,19 @@ use std::time::{Duration, Instant};
 use crate::common::{brokers, parse_summary, tail, wait_until, TestEnv};
 
 /// tests/fixtures/kafka_tool.py: the confluent-kafka client (its own librdkafka build).
-fn tool(args: &[&str]) {
+fn try_tool(args: &[&str]) -> std::process::Output {
     let python = std::env::var("LAKESTREAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kafka_tool.py");
-    let out = Command::new(python)
+    Command::new(python)
         .arg(script)
         .arg(brokers())
         .args(args)
         .output()
-        .expect("python3");
+        .expect("python3")
+}
+
+fn tool(args: &[&str]) {
+    let out = try_tool(args);
     assert!(
         out.status.success(),
         "kafka_tool {args:?}: {}",
@@ -155,23 +159,15 @@ async fn a_deleted_and_recreated_topic_is_data_loss_then_read_from_its_start() {
     env.catch_up();
     tool(&["delete-topic", &env.topic]);
     // Topic deletion completes in the background.
-    let mut created = false;
-    for _ in 0..40 {
-        let python = std::env::var("LAKESTREAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let status = Command::new(python)
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/fixtures/kafka_tool.py"
-            ))
-            .args([&brokers(), "create-topic", &env.topic, "4"])
-            .output()
-            .expect("python3");
-        if status.status.success() {
-            created = true;
-            break;
+    let created = (0..40).any(|_| {
+        let done = try_tool(&["create-topic", &env.topic, "4"])
+            .status
+            .success();
+        if !done {
+            std::thread::sleep(Duration::from_millis(500));
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        done
+    });
     assert!(created, "topic recreated");
     tool(&["produce", &env.topic, "none", "40", "new"]);
 
