@@ -200,7 +200,9 @@ pub fn read_secret(file: Option<&str>, env: &str, key: &str) -> Result<String, C
 }
 
 impl SecurityConfig {
-    /// Consistency of the section, with the secrets it names present.
+    /// Consistency of the section. The secrets are read only when a client connects
+    /// (`query` or `compact` need no Kafka password), and an absent one is an error
+    /// naming its key then.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         const KEY: &str = "kafka.security";
         match (self.protocol.is_sasl(), self.mechanism) {
@@ -262,9 +264,6 @@ impl SecurityConfig {
                 })?;
             }
         }
-        if let Some(env) = &self.key_password_env {
-            read_secret(None, env, &format!("{KEY}.key_password"))?;
-        }
         match self.mechanism {
             Some(m) if m.uses_password() => {
                 if self.username.as_deref().is_none_or(str::is_empty) {
@@ -273,7 +272,6 @@ impl SecurityConfig {
                         format!("{} needs a user name", m.name()),
                     ));
                 }
-                self.password()?;
             }
             Some(Mechanism::OauthBearer) => {
                 let o = &self.oauth;
@@ -296,7 +294,6 @@ impl SecurityConfig {
                         "OAUTHBEARER needs the OIDC client id",
                     ));
                 }
-                self.client_secret()?;
             }
             _ => {}
         }
@@ -370,15 +367,6 @@ mod tests {
             (
                 &[
                     "kafka.security.protocol=sasl_ssl",
-                    "kafka.security.mechanism=SCRAM-SHA-512",
-                    "kafka.security.username=u",
-                    "kafka.security.password_env=LAKESTREAM_TEST_UNSET_VARIABLE",
-                ],
-                "kafka.security.password_env",
-            ),
-            (
-                &[
-                    "kafka.security.protocol=sasl_ssl",
                     "kafka.security.mechanism=OAUTHBEARER",
                 ],
                 "kafka.security.oauth.token_endpoint",
@@ -407,6 +395,25 @@ mod tests {
             let err = load(sets).expect_err("must be refused");
             assert!(err.contains(key), "{sets:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_missing_secret_is_named_when_connecting_not_when_loading() {
+        let config = load(&[
+            "kafka.security.protocol=sasl_ssl",
+            "kafka.security.mechanism=SCRAM-SHA-512",
+            "kafka.security.username=u",
+            "kafka.security.password_env=LAKESTREAM_TEST_UNSET_VARIABLE",
+        ])
+        .expect("loads: query and compact need no Kafka password");
+        let err = crate::source::Connection::new(&config.kafka)
+            .expect_err("no password")
+            .to_string();
+        assert!(
+            err.contains("kafka.security.password_env")
+                && err.contains("LAKESTREAM_TEST_UNSET_VARIABLE"),
+            "{err}"
+        );
     }
 
     #[test]
