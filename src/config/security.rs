@@ -265,13 +265,11 @@ impl SecurityConfig {
             }
         }
         match self.mechanism {
-            Some(m) if m.uses_password() => {
-                if self.username.as_deref().is_none_or(str::is_empty) {
-                    return Err(ConfigError::key(
-                        format!("{KEY}.username"),
-                        format!("{} needs a user name", m.name()),
-                    ));
-                }
+            Some(m) if m.uses_password() && self.username.as_deref().is_none_or(str::is_empty) => {
+                return Err(ConfigError::key(
+                    format!("{KEY}.username"),
+                    format!("{} needs a user name", m.name()),
+                ));
             }
             Some(Mechanism::OauthBearer) => {
                 let o = &self.oauth;
