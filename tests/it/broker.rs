@@ -151,6 +151,66 @@ async fn records_deleted_before_they_were_read_are_data_loss() {
     env.assert_each_offset_once(380).await;
 }
 
+/// Retention (time) deletes records the table has not read: the same data loss as
+/// DeleteRecords, found at assignment.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_removed_by_retention_before_they_were_read_are_data_loss() {
+    let env = TestEnv::new("retention");
+    tool(&["create-topic", &env.topic, "4"]);
+    tool(&["produce", &env.topic, "none", "40", "first"]);
+    env.catch_up();
+    tool(&["produce", &env.topic, "none", "40", "second"]);
+    // Short retention and segments from now on: the next record rolls each partition's
+    // segment, and the broker (checking every second) deletes the old one.
+    tool(&[
+        "set-config",
+        &env.topic,
+        "retention.ms=1000",
+        "segment.ms=100",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    tool(&["produce", &env.topic, "none", "4", "roll"]);
+    wait_until(Duration::from_secs(60), "retention to delete", || async {
+        let out = try_tool(&["low-watermarks", &env.topic]);
+        let lows: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        lows.len() == 4 && lows.iter().all(|&l| l >= 20)
+    })
+    .await;
+    // Retention off again (it also empties an expired active segment): these stay.
+    tool(&["set-config", &env.topic, "retention.ms=-1"]);
+    tool(&["produce", &env.topic, "none", "4", "third"]);
+
+    let err = fails(&env, &[]);
+    assert!(
+        err.contains("data loss") && err.contains("retention") && err.contains(&env.topic),
+        "{}",
+        tail(err.as_bytes())
+    );
+    assert_eq!(
+        env.count("calls").await,
+        40,
+        "nothing committed past the loss"
+    );
+    let out = env.run_ok(&[
+        "--set",
+        "kafka.fail_on_data_loss=false",
+        "run",
+        "--until-caught-up",
+        "--summary",
+        "json",
+    ]);
+    let summary = parse_summary(&out.stdout);
+    assert_eq!(summary["dataLossEvents"], 4, "one per partition: {summary}");
+    assert_eq!(rows_tagged(&env, "second").await, 0, "deleted before read");
+    assert_eq!(
+        rows_tagged(&env, "third").await,
+        4,
+        "what came after the loss"
+    );
+    let rows = env.count("calls").await;
+    env.assert_each_offset_once(rows).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_and_recreated_topic_is_data_loss_then_read_from_its_start() {
     let env = TestEnv::new("recreated");
