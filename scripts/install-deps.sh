@@ -16,9 +16,9 @@ apt_install() {
 }
 
 if ! command -v make >/dev/null || ! command -v g++ >/dev/null || ! command -v pkg-config >/dev/null \
-   || [ ! -f /usr/include/openssl/ssl.h ]; then
-  log "installing a C/C++ toolchain and OpenSSL headers (librdkafka is built from source with TLS)"
-  apt_install build-essential pkg-config libssl-dev
+   || [ ! -f /usr/include/openssl/ssl.h ] || ! command -v openssl >/dev/null; then
+  log "installing a C/C++ toolchain and OpenSSL (librdkafka is built with TLS; the test broker's certificates are made with openssl)"
+  apt_install build-essential pkg-config libssl-dev openssl
 fi
 
 KAFKA_LIBS=${KAFKA_LIBS:-$HOME/.cache/lakestream-kafka/libs}

@@ -82,35 +82,35 @@ pub async fn start_source(
     let mut decoder = first.decoder()?;
     let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
 
+    // Built once: it reads the Kafka secrets.
+    let connection = connection(&config.kafka)?;
     let bounds = match opts.until_caught_up {
-        true => Some(probe(&config, &topic, "ends", crate::source::topic_bounds).await?),
+        true => Some(probe(&connection, &topic, "ends", crate::source::topic_bounds).await?),
         false => None,
     };
     let partitions = probe(
-        &config,
+        &connection,
         &topic,
         "partitions",
         crate::source::topic_partitions,
     )
     .await?;
-    let catch_ups = pipelines
-        .iter()
-        .map(|_| {
-            bounds
-                .clone()
-                .map(|b| catch_up(&config, &topic, b, opts))
-                .transpose()
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut prepared = try_join_all(
-        pipelines
-            .iter()
-            .zip(catch_ups)
-            .map(|(p, catch_up)| p.prepare(&partitions, catch_up, shutdown.clone())),
-    )
+    let mut prepared = try_join_all(pipelines.iter().map(|p| {
+        let catch_up = bounds
+            .clone()
+            .map(|b| catch_up(&config, (&connection, &topic), b, opts));
+        p.prepare(&partitions, catch_up, shutdown.clone())
+    }))
     .await?;
     if let Some(millis) = opts.reset_to {
-        rewind(&config, &topic, millis, &names, &mut prepared).await?;
+        rewind(
+            &config,
+            (&connection, &topic),
+            millis,
+            &names,
+            &mut prepared,
+        )
+        .await?;
     }
     // Columns earlier runs added (schema evolution) are read again with their types.
     for p in prepared
@@ -135,7 +135,14 @@ pub async fn start_source(
         resets: resets.clone(),
         runtime: tokio::runtime::Handle::current(),
     };
-    let settings = consumer_settings(&config, &names, &pipelines, &topic, bounds.as_ref())?;
+    let settings = consumer_settings(
+        &config,
+        connection,
+        &names,
+        &pipelines,
+        &topic,
+        bounds.as_ref(),
+    );
     let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
     info!(source = %source_name, topic = %topic, pipelines = ?names, "reading the source once for its pipelines");
 
@@ -201,7 +208,7 @@ async fn join_reader(
 /// (never forward), before the reader positions anything.
 async fn rewind(
     config: &Config,
-    topic: &str,
+    (connection, topic): (&Connection, &str),
     millis: i64,
     names: &[String],
     prepared: &mut [super::Prepared],
@@ -222,9 +229,12 @@ async fn rewind(
         }
     }
     let rewind = config.kafka.seek_rewind;
-    let starts = probe(config, topic, "offsets at the reset time", move |c, t| {
-        crate::source::topic_offsets_for_time(c, t, millis, rewind)
-    })
+    let starts = probe(
+        connection,
+        topic,
+        "offsets at the reset time",
+        move |c, t| crate::source::topic_offsets_for_time(c, t, millis, rewind),
+    )
     .await?;
     let last: BTreeMap<i32, i64> = starts.iter().map(|(&p, &o)| (p, o - 1)).collect();
     for (name, p) in names.iter().zip(prepared.iter_mut()) {
@@ -239,14 +249,14 @@ async fn rewind(
 /// A short-lived, blocking read of the topic's metadata (`what` names it in errors):
 /// its partitions (none while it does not exist) or the ends of each.
 async fn probe<T: Send + 'static>(
-    config: &Config,
+    connection: &Connection,
     topic: &str,
     what: &str,
     read: impl FnOnce(&Connection, &str) -> std::result::Result<T, crate::source::SourceError>
         + Send
         + 'static,
 ) -> Result<T> {
-    let probe = connection(&config.kafka)?;
+    let probe = connection.clone();
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || read(&probe, &topic))
         .await
@@ -259,23 +269,23 @@ async fn probe<T: Send + 'static>(
 
 fn catch_up(
     config: &Config,
-    topic: &str,
+    (connection, topic): (&Connection, &str),
     bounds: BTreeMap<i32, crate::source::Bounds>,
     opts: RunOptions,
-) -> Result<CatchUp> {
+) -> CatchUp {
     let kafka = &config.kafka;
     let session_ms = kafka
         .options
         .get("session.timeout.ms")
         .and_then(|v| v.parse().ok())
         .unwrap_or(45_000); // librdkafka's default
-    Ok(CatchUp::new(
+    CatchUp::new(
         bounds,
         kafka.starting_offsets.clone(),
         opts.deadline,
         std::time::Duration::from_millis(session_ms),
-        (connection(kafka)?, topic),
-    ))
+        (connection.clone(), topic),
+    )
 }
 
 /// How the readers connect: `kafka.security`, `kafka.options` and the isolation level.
@@ -287,15 +297,16 @@ fn connection(kafka: &crate::config::KafkaConfig) -> Result<Connection> {
 /// any of them asks for, so none waits longer or holds more than it configured.
 fn consumer_settings(
     config: &Config,
+    connection: Connection,
     names: &[String],
     pipelines: &[Pipeline],
     topic: &str,
     bounds: Option<&BTreeMap<i32, crate::source::Bounds>>,
-) -> Result<ConsumerSettings> {
+) -> ConsumerSettings {
     let kafka = &config.kafka;
     let each = || names.iter().map(|n| &config.pipelines[n]);
-    Ok(ConsumerSettings {
-        connection: connection(kafka)?,
+    ConsumerSettings {
+        connection,
         group_id: group_id(config, names),
         topic: topic.to_string(),
         starting: kafka.starting_offsets.clone(),
@@ -311,7 +322,7 @@ fn consumer_settings(
                 .map(|p| p.metrics.data_loss_events.clone())
                 .collect(),
         },
-    })
+    }
 }
 
 #[cfg(test)]

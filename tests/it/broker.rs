@@ -133,15 +133,7 @@ async fn records_deleted_before_they_were_read_are_data_loss() {
         "nothing committed past the loss"
     );
 
-    let out = env.run_ok(&[
-        "--set",
-        "kafka.fail_on_data_loss=false",
-        "run",
-        "--until-caught-up",
-        "--summary",
-        "json",
-    ]);
-    let summary = parse_summary(&out.stdout);
+    let summary = env.catch_up_skipping_data_loss();
     assert_eq!(summary["dataLossEvents"], 1, "{summary}");
     assert_eq!(
         env.count("calls").await,
@@ -191,15 +183,7 @@ async fn records_removed_by_retention_before_they_were_read_are_data_loss() {
         40,
         "nothing committed past the loss"
     );
-    let out = env.run_ok(&[
-        "--set",
-        "kafka.fail_on_data_loss=false",
-        "run",
-        "--until-caught-up",
-        "--summary",
-        "json",
-    ]);
-    let summary = parse_summary(&out.stdout);
+    let summary = env.catch_up_skipping_data_loss();
     assert_eq!(summary["dataLossEvents"], 4, "one per partition: {summary}");
     assert_eq!(rows_tagged(&env, "second").await, 0, "deleted before read");
     assert_eq!(
@@ -235,12 +219,7 @@ async fn a_deleted_and_recreated_topic_is_data_loss_then_read_from_its_start() {
     assert!(err.contains("recreated"), "{}", tail(err.as_bytes()));
     assert_eq!(rows_tagged(&env, "new").await, 0);
 
-    env.run_ok(&[
-        "--set",
-        "kafka.fail_on_data_loss=false",
-        "run",
-        "--until-caught-up",
-    ]);
+    env.catch_up_skipping_data_loss();
     assert_eq!(
         rows_tagged(&env, "old").await,
         120,

@@ -8,7 +8,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableRefer
 use deltalake::kernel::Transaction;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 
-use crate::common::{parse_summary, tail, wait_until, RawRecord, TestEnv};
+use crate::common::{tail, wait_until, RawRecord, TestEnv};
 
 /// Run `args`, expecting failure; its stderr.
 fn fails(env: &TestEnv, args: &[&str]) -> String {
@@ -212,15 +212,7 @@ async fn a_resume_offset_past_the_end_is_data_loss() {
     assert_eq!(env.count("calls").await, 400, "nothing may be committed");
 
     // Overridden: logged, counted, and partition 0 starts over from its first record.
-    let out = env.run_ok(&[
-        "--set",
-        "kafka.fail_on_data_loss=false",
-        "run",
-        "--until-caught-up",
-        "--summary",
-        "json",
-    ]);
-    let summary = parse_summary(&out.stdout);
+    let summary = env.catch_up_skipping_data_loss();
     assert_eq!(summary["dataLossEvents"], 1, "{summary}");
     let p0 = env
         .scalar("calls", "SELECT count(*) FROM t WHERE kafka_partition = 0")

@@ -267,6 +267,20 @@ impl TestEnv {
         parse_summary(&out.stdout)
     }
 
+    /// `run --until-caught-up` with `kafka.fail_on_data_loss = false`: the calls
+    /// pipeline's JSON summary.
+    pub fn catch_up_skipping_data_loss(&self) -> serde_json::Value {
+        let out = self.run_ok(&[
+            "--set",
+            "kafka.fail_on_data_loss=false",
+            "run",
+            "--until-caught-up",
+            "--summary",
+            "json",
+        ]);
+        parse_summary(&out.stdout)
+    }
+
     /// Produce raw payloads, each to an explicit partition.
     pub fn produce_raw(&self, records: &[RawRecord]) {
         produce_raw_to(&self.topic, records);
