@@ -7,7 +7,9 @@
 //! Points: `after_dead_letters` (dead letters committed, rows not yet),
 //! `after_state_write` (state snapshot written, its commit not yet), `after_commit`
 //! (table committed, group offsets not yet), `before_schema_change` (data files of a batch
-//! that adds columns written, its commit not yet). Unset, a point costs one atomic load.
+//! that adds columns written, its commit not yet), `during_reset` (a reset of the offsets
+//! after a recreated topic: before each row table's reset commit, the dead letters'
+//! already done). Unset, a point costs one atomic load.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -240,10 +240,13 @@ mod tests {
         let per = &one.pipelines["per_topic"];
         assert_eq!(per.table, "calls_sf_north_2");
         assert_eq!(per.dead_letter_table(), "calls_sf_north_2_dead_letters");
-        assert!(!per.adopt, "a per-topic table is its topic's alone");
         assert!(
-            one.pipelines["all"].adopt,
-            "the shared table takes every topic"
+            !per.shared_by_topics,
+            "a per-topic table is its topic's alone"
+        );
+        assert!(
+            one.pipelines["all"].shared_by_topics && !one.pipelines["all"].adopt,
+            "the shared table takes every topic of its pipeline, no other writer"
         );
         assert_eq!(one.pipelines["all"].table, "calls_all");
         assert_eq!(one.kafka.group_id, "lakestream-many.sf_north_2");

@@ -89,7 +89,8 @@ impl Config {
     /// The config one topic of a multi-topic source runs with: the source reads
     /// `topic`, its pipelines write their tables for it (`{topic}` filled in) and consume
     /// in groups of their own. A table shared by every topic keeps each topic's offsets
-    /// apart (they are kept per topic), so it takes the other topics' commits as its own.
+    /// apart (they are kept per topic), so it takes this pipeline's commits for the other
+    /// topics as its own; another pipeline's commits still need `adopt`.
     pub fn for_topic(&self, source: &str, topic: &str) -> Config {
         let mut config = self.clone();
         if let Some(s) = config.sources.get_mut(source) {
@@ -101,9 +102,7 @@ impl Config {
         config.kafka.group_id = format!("{}.{suffix}", self.kafka.group_id);
         for p in config.pipelines.values_mut().filter(|p| p.source == source) {
             p.dead_letter_table = Some(render_table(&p.dead_letter_table(), topic));
-            if !p.is_per_topic() {
-                p.adopt = true;
-            }
+            p.shared_by_topics = !p.is_per_topic();
             p.table = render_table(&p.table, topic);
             if let Some(group) = &mut p.group_id {
                 *group = format!("{group}.{suffix}");

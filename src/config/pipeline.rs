@@ -117,6 +117,11 @@ pub struct PipelineConfig {
     /// `kafka.starting_offsets`) next to what the table holds.
     #[serde(default)]
     pub adopt: bool,
+    /// Set by `Config::for_topic` on a table every topic of a multi-topic source writes:
+    /// the pipeline's commits for the source's other topics are its own, not another
+    /// writer's (a renamed pipeline is still refused).
+    #[serde(skip)]
+    pub shared_by_topics: bool,
 }
 
 impl PipelineConfig {

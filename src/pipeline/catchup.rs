@@ -41,6 +41,14 @@ pub enum Status {
     Waiting,
 }
 
+/// What the reader knows: partitions assigned now, partitions it positioned (checked
+/// for data loss) in this run, and the topic's id now.
+pub struct Seen {
+    pub assigned: Vec<i32>,
+    pub positioned: std::collections::BTreeSet<i32>,
+    pub topic_id: Option<i64>,
+}
+
 /// A partition not caught up yet: where the table stands and where it must get to.
 #[derive(Debug)]
 struct Missing {
@@ -79,8 +87,9 @@ impl CatchUp {
         }
     }
 
-    /// Partitions the table does not yet hold up to their end.
-    async fn missing(&self, table: &mut DeltaSink) -> Result<Vec<Missing>, String> {
+    /// Partitions the table does not yet hold up to their end, or holds offsets of that
+    /// nobody has checked against the topic as it is now.
+    async fn missing(&self, table: &mut DeltaSink, seen: &Seen) -> Result<Vec<Missing>, String> {
         let mut missing = Vec::new();
         for (&p, b) in &self.bounds {
             if self.covered.get(&p).is_some_and(|&c| c >= b.end) {
@@ -92,12 +101,25 @@ impl CatchUp {
                 None if self.starting.for_partition(p) == Start::Earliest => b.low,
                 None => i64::MIN, // "latest": not started until recorded
             };
-            // A table past the end it had at start is caught up only if the partition
-            // reaches that far now (other members read on). Past the partition's end
-            // it holds offsets of an older topic: not caught up until the reader's
-            // data-loss check has stopped the run or reset the table.
-            let beyond = next > b.end && next > self.current_end(p).await?;
-            if next < b.end || beyond {
+            if next < b.end {
+                missing.push(Missing {
+                    partition: p,
+                    at,
+                    end: b.end,
+                });
+                continue;
+            }
+            // Far enough; but offsets of a deleted topic reach any end. They count once
+            // this member's data-loss checks ran on the partition, or the offsets were
+            // read from the topic as it is now (its id), or (a broker without topic
+            // ids) the partition reaches that far now (other members read on).
+            let stamp = table.committed_topic(p).await.map_err(|e| e.to_string())?;
+            let trusted = seen.positioned.contains(&p)
+                || match (seen.topic_id, stamp) {
+                    (Some(now), stamp) => stamp == Some(now),
+                    (None, _) => next <= b.end || next <= self.current_end(p).await?,
+                };
+            if !trusted {
                 missing.push(Missing {
                     partition: p,
                     at,
@@ -117,12 +139,8 @@ impl CatchUp {
     }
 
     /// Done once caught up; an error when the deadline passed first.
-    pub async fn check(
-        &mut self,
-        table: &mut DeltaSink,
-        assigned: &[i32],
-    ) -> Result<Status, String> {
-        let missing = self.missing(table).await?;
+    pub async fn check(&mut self, table: &mut DeltaSink, seen: &Seen) -> Result<Status, String> {
+        let missing = self.missing(table, seen).await?;
         if missing.is_empty() {
             info!(
                 table = table.name(),
@@ -135,7 +153,7 @@ impl CatchUp {
             return Err(format!(
                 "not caught up within {}: {}",
                 humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                self.describe(&missing, assigned)
+                self.describe(&missing, &seen.assigned)
             ));
         }
         if self.last_report.elapsed() >= REPORT_EVERY {
@@ -143,7 +161,7 @@ impl CatchUp {
             info!(
                 table = table.name(),
                 "not caught up yet: {}",
-                self.describe(&missing, assigned)
+                self.describe(&missing, &seen.assigned)
             );
         }
         Ok(Status::Waiting)

@@ -64,6 +64,8 @@ struct Ready {
     bytes: usize,
     /// When the records were produced, for the latency in the progress record.
     produced: Option<ProducedAt>,
+    /// The id of the topic they were read from (see `RawBatch::topic_id`).
+    topic_id: Option<i64>,
     decoded: Decoded,
 }
 
@@ -191,7 +193,11 @@ impl Pipeline {
         if let Some(v) = table.version() {
             self.metrics.table_version.store(v, Ordering::Relaxed);
         }
-        table.check_owner(partitions, p.adopt).await?;
+        let ownership = crate::sink::Ownership {
+            adopt: p.adopt,
+            shared_by_topics: p.shared_by_topics,
+        };
+        table.check_owner(partitions, ownership).await?;
         if let Some(engine) = engine.as_mut() {
             engine.set_partitions(partitions.to_vec());
             table.stream_state(engine).await?;
@@ -314,8 +320,13 @@ impl Pipeline {
         late_error: &mut Option<Error>,
     ) {
         let Some(c) = catch_up.as_mut() else { return };
-        let assigned = feed.source.assigned();
-        match c.check(table, &assigned).await {
+        let (positioned, topic_id) = feed.source.checked();
+        let seen = catchup::Seen {
+            assigned: feed.source.assigned(),
+            positioned,
+            topic_id,
+        };
+        match c.check(table, &seen).await {
             Ok(Status::Waiting) => return,
             Ok(Status::Done) => {}
             Err(message) => *late_error = Some(self.fail(message)),
@@ -374,6 +385,7 @@ impl Pipeline {
             records,
             bytes,
             produced,
+            topic_id,
             decoded,
         } = ready;
         if records == 0 {
@@ -385,6 +397,7 @@ impl Pipeline {
         let info = BatchInfo {
             ranges: ranges.clone(),
             with_batch_id: false,
+            topic_id,
         };
         let rows = derive
             .apply(&decoded.rows)

@@ -238,7 +238,14 @@ async fn rewind(
     .await?;
     let last: BTreeMap<i32, i64> = starts.iter().map(|(&p, &o)| (p, o - 1)).collect();
     for (name, p) in names.iter().zip(prepared.iter_mut()) {
-        let held = crate::sink::record_offsets(&p.sink_opts, &p.p.table, &last, true).await?;
+        let held = crate::sink::record_offsets(
+            &p.sink_opts,
+            &p.p.table,
+            &last,
+            crate::source::Record::Lower,
+            None,
+        )
+        .await?;
         info!(pipeline = %name, table = %p.p.table, reset_to = ?starts, now = ?held, "rewound: records from these offsets are ingested again");
         // The sink caches what the table held: read the lowered offsets.
         p.table.refresh().await?;

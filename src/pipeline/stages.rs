@@ -2,7 +2,7 @@
 //! the tables' offsets the consumer's rebalance callback reads.
 
 use super::*;
-use crate::source::Committed;
+use crate::source::{Committed, Record};
 use std::sync::atomic::AtomicU64;
 
 /// How many decoded batches may wait for one pipeline while it commits the one before.
@@ -36,6 +36,7 @@ pub(super) async fn decode_stage(
                 records: raw.len(),
                 bytes: raw.byte_len(),
                 produced: raw.timestamp_quantiles(),
+                topic_id: raw.topic_id,
                 decoded,
             });
             (decoder, ready)
@@ -91,6 +92,7 @@ impl OffsetStore for TablesOffsets {
     fn committed(
         &self,
         partitions: &[i32],
+        topic_id: Option<i64>,
     ) -> std::result::Result<HashMap<i32, Committed>, String> {
         let mut out: HashMap<i32, Committed> = HashMap::new();
         for (i, (opts, table)) in self.tables.iter().enumerate() {
@@ -98,12 +100,16 @@ impl OffsetStore for TablesOffsets {
                 .block(crate::sink::read_committed(opts, table, partitions))
                 .map_err(|e| e.to_string())?;
             for &p in partitions {
-                let last = held.get(&p).copied().flatten();
-                let c = out.entry(p).or_insert(Committed::single(last));
+                let h = held.get(&p).copied().unwrap_or_default();
+                let c = out.entry(p).or_insert(Committed::single(h.last));
                 if i > 0 {
-                    c.lowest = c.lowest.zip(last).map(|(a, b)| a.min(b));
-                    c.highest = c.highest.max(last);
+                    c.lowest = c.lowest.zip(h.last).map(|(a, b)| a.min(b));
+                    c.highest = c.highest.max(h.last);
                 }
+                c.recreated |= h
+                    .topic_id
+                    .zip(topic_id)
+                    .is_some_and(|(was, now)| was != now);
             }
         }
         Ok(out)
@@ -112,18 +118,27 @@ impl OffsetStore for TablesOffsets {
     fn record(
         &self,
         last: &BTreeMap<i32, i64>,
-        overwrite: bool,
+        mode: Record,
+        topic_id: Option<i64>,
     ) -> std::result::Result<BTreeMap<i32, i64>, String> {
         let mut lowest: BTreeMap<i32, i64> = BTreeMap::new();
-        if overwrite {
-            for (opts, table) in &self.dead_letters {
-                self.block(crate::sink::record_offsets(opts, table, last, true))
-                    .map_err(|e| e.to_string())?;
-            }
+        // A reset lowers the dead letters' offsets too, or the new topic's bad records
+        // would be dropped as replays.
+        let dead_letters = self.dead_letters.iter().filter(|_| mode != Record::Start);
+        for (opts, table) in dead_letters {
+            self.block(crate::sink::record_offsets(
+                opts, table, last, mode, topic_id,
+            ))
+            .map_err(|e| e.to_string())?;
         }
         for (opts, table) in &self.tables {
+            if mode != Record::Start {
+                crate::failpoint::hit("during_reset", &opts.pipeline);
+            }
             let recorded = self
-                .block(crate::sink::record_offsets(opts, table, last, overwrite))
+                .block(crate::sink::record_offsets(
+                    opts, table, last, mode, topic_id,
+                ))
                 .map_err(|e| e.to_string())?;
             for (p, o) in recorded {
                 lowest
@@ -132,7 +147,7 @@ impl OffsetStore for TablesOffsets {
                     .or_insert(o);
             }
         }
-        if overwrite {
+        if mode != Record::Start {
             self.resets.fetch_add(1, Ordering::SeqCst);
         }
         Ok(lowest)

@@ -5,13 +5,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
-use deltalake::kernel::{Action, Transaction};
+use deltalake::kernel::Action;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::{json, Value};
 
-use super::commit::{batch_app_id, is_conflict, txn_app_id};
+use super::commit::{batch_app_id, is_conflict, topic_app_id, txn_app_id};
 use super::{SinkError, SinkOptions};
+use crate::source::Record;
 
 /// How many conflicting writers a position commit outlasts before it gives up.
 const MAX_ATTEMPTS: usize = 50;
@@ -20,47 +21,55 @@ async fn open(opts: &SinkOptions, name: &str) -> Result<DeltaTable, SinkError> {
     opts.storage.open(name).await
 }
 
+/// What a table records for one partition of its topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// The last offset it holds.
+    pub last: Option<i64>,
+    /// The id of the topic that offset was read from (`TopicId::fingerprint`); None in
+    /// tables written before ids were recorded, or from a broker without them.
+    pub topic_id: Option<i64>,
+}
+
 async fn versions(
     table: &DeltaTable,
     opts: &SinkOptions,
     partitions: impl Iterator<Item = i32>,
-) -> Result<HashMap<i32, Option<i64>>, DeltaTableError> {
+) -> Result<HashMap<i32, Held>, DeltaTableError> {
     let snapshot = table.snapshot()?;
     let log_store = table.log_store();
     let mut out = HashMap::new();
     for p in partitions {
-        let app_id = txn_app_id(&opts.pipeline, &opts.topic, p);
-        out.insert(
-            p,
-            snapshot
-                .transaction_version(log_store.as_ref(), app_id)
-                .await?,
-        );
+        let read = |app_id| snapshot.transaction_version(log_store.as_ref(), app_id);
+        let last = read(txn_app_id(&opts.pipeline, &opts.topic, p)).await?;
+        let topic_id = read(topic_app_id(&opts.pipeline, &opts.topic, p)).await?;
+        out.insert(p, Held { last, topic_id });
     }
     Ok(out)
 }
 
-/// Last offset the table holds for each of `partitions`, read fresh from storage.
+/// What the table holds for each of `partitions`, read fresh from storage.
 pub async fn read_committed(
     opts: &SinkOptions,
     name: &str,
     partitions: &[i32],
-) -> Result<HashMap<i32, Option<i64>>, SinkError> {
+) -> Result<HashMap<i32, Held>, SinkError> {
     let table = open(opts, name).await?;
     versions(&table, opts, partitions.iter().copied())
         .await
         .map_err(|e| SinkError::delta(name, e))
 }
 
-/// Commit `last` as the offsets the table holds (only where it holds none, or, with
-/// `overwrite`, where it holds more: a reset moves a table back, never forward past
-/// records it has not got), with no data: a start position that must survive this
-/// process. Two members racing here both end with the first one's positions.
+/// Commit `last` as the offsets the table holds (where `mode` says), stamped with
+/// `topic_id`, with no data: a start position or a reset that must survive this
+/// process. Two members racing here both end with the first one's positions. Returns
+/// the offsets the table then holds.
 pub async fn record_offsets(
     opts: &SinkOptions,
     name: &str,
     last: &BTreeMap<i32, i64>,
-    overwrite: bool,
+    mode: Record,
+    topic_id: Option<i64>,
 ) -> Result<BTreeMap<i32, i64>, SinkError> {
     let err = |e| SinkError::delta(name, e);
     let mut table = open(opts, name).await?;
@@ -70,27 +79,31 @@ pub async fn record_offsets(
             .map_err(err)?;
         let write: BTreeMap<i32, i64> = last
             .iter()
-            .filter(|(p, &o)| match held.get(p).copied().flatten() {
-                None => true,
-                Some(h) => overwrite && h > o,
+            .filter(|(p, &o)| {
+                let h = held.get(p).copied().unwrap_or_default();
+                match (h.last, mode) {
+                    (None, _) | (Some(_), Record::Exactly) => true,
+                    (Some(h), Record::Lower) => h > o,
+                    (Some(_), Record::Start) => false,
+                }
             })
             .map(|(&p, &o)| (p, o))
             .collect();
-        let mut result: BTreeMap<i32, i64> =
-            held.iter().filter_map(|(&p, v)| Some((p, (*v)?))).collect();
+        let mut result: BTreeMap<i32, i64> = held
+            .iter()
+            .filter_map(|(&p, v)| Some((p, v.last?)))
+            .collect();
         if write.is_empty() {
             return Ok(result);
         }
-        let txns = write
-            .iter()
-            .map(|(&p, &o)| Transaction::new(txn_app_id(&opts.pipeline, &opts.topic, p), o));
+        let txns = super::commit::offset_txns(opts, write.iter().map(|(&p, &o)| (p, o)), topic_id);
         let metadata = json!({
             "pipeline": opts.pipeline,
             "topic": opts.topic,
             "startPositions": write.iter().map(|(p, o)| (p.to_string(), json!(o + 1))).collect::<serde_json::Map<_, _>>(),
         });
         let props = CommitProperties::default()
-            .with_application_transactions(txns.collect())
+            .with_application_transactions(txns)
             .with_metadata([("lakestream".to_string(), metadata)])
             .with_max_retries(0)
             .with_create_checkpoint(false)
@@ -125,6 +138,16 @@ pub async fn record_offsets(
     ))
 }
 
+/// Who may write a table besides the pipeline's own commits for its topic.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ownership {
+    /// `pipelines.NAME.adopt`: any writer's table, knowingly.
+    pub adopt: bool,
+    /// A table every topic of the pipeline's multi-topic source writes: the pipeline's
+    /// commits for its other topics are its own.
+    pub shared_by_topics: bool,
+}
+
 /// Refuse a table whose lakestream commits were made by another pipeline or for another
 /// topic: offsets are recorded per (pipeline, topic), so such a table would silently get
 /// its whole topic again. `partitions` are the topic's partitions.
@@ -133,7 +156,7 @@ pub(super) async fn check_owner(
     name: &str,
     opts: &SinkOptions,
     partitions: &[i32],
-    adopt: bool,
+    ownership: Ownership,
 ) -> Result<(), SinkError> {
     let err = |e| SinkError::delta(name, e);
     if table.version().unwrap_or(0) == 0 || partitions.is_empty() {
@@ -142,7 +165,7 @@ pub(super) async fn check_owner(
     let ours = versions(table, opts, partitions.iter().copied())
         .await
         .map_err(err)?;
-    if ours.values().any(Option::is_some) {
+    if ours.values().any(|h| h.last.is_some()) {
         return Ok(());
     }
     let snapshot = table.snapshot().map_err(err)?;
@@ -152,6 +175,12 @@ pub(super) async fn check_owner(
         .map_err(err)?;
     let writer = latest_entry(table, |_| true).await.map_err(err)?;
     let files = snapshot.log_data().num_files();
+    let by_us = writer
+        .as_ref()
+        .is_some_and(|w| w["pipeline"].as_str() == Some(opts.pipeline.as_str()));
+    if ownership.shared_by_topics && (batches.is_some() || by_us) {
+        return Ok(()); // this pipeline's other topics: the new topic joins the table
+    }
     let foreign = match (&writer, batches) {
         // Our batches, none for this topic: the topic changed.
         (_, Some(_)) => Some(format!(
@@ -178,7 +207,7 @@ pub(super) async fn check_owner(
     let Some(why) = foreign else {
         return Ok(());
     };
-    if adopt {
+    if ownership.adopt {
         tracing::warn!(table = name, pipeline = %opts.pipeline, "adopting a table: {why}");
         return Ok(());
     }

@@ -121,8 +121,11 @@ pub fn writer_properties(zstd_level: i32, no_dictionary: &[String]) -> WriterPro
 }
 
 /// Write `rows` as Parquet data files of `table` (split by partition values) and return
-/// their `add` actions, not yet committed. Rows with columns the table lacks (schema
-/// evolution) are written with the widened schema (see [`widen`]).
+/// their `add` actions, not yet committed. Rows are conformed to the table's columns by
+/// name: another writer (a second member, another topic of a shared table) may have
+/// learned the same new columns in another order, or some this one has not seen yet.
+/// Rows with columns the table lacks (schema evolution) are written with the widened
+/// schema (see [`widen`]).
 pub async fn write_files(
     table: &DeltaTable,
     rows: RecordBatch,
@@ -134,7 +137,14 @@ pub async fn write_files(
         return Ok(Vec::new());
     }
     let (writer, rows) = match widen(table, &rows.schema())? {
-        None => (RecordBatchWriter::for_table(table)?, rows),
+        None => {
+            let current = table.snapshot()?.snapshot().arrow_schema();
+            let rows = match rows.schema().fields() == current.fields() {
+                true => rows,
+                false => conform(&rows, &current)?,
+            };
+            (RecordBatchWriter::for_table(table)?, rows)
+        }
         Some(widened) => {
             let partitions = table.snapshot()?.metadata().partition_columns().to_vec();
             let writer = RecordBatchWriter::try_new(

@@ -19,6 +19,9 @@ pub struct RawBatch {
     /// The consumer's position per assigned partition when the batch closed: every
     /// offset below it is in this batch, an earlier one, or no record at all.
     pub positions: HashMap<i32, i64>,
+    /// The topic's id (`TopicId::fingerprint`) as read after the batch closed: its
+    /// records were fetched from that incarnation of the topic (None: no ids).
+    pub topic_id: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +60,7 @@ impl RawBatch {
             records: Vec::new(),
             last: HashMap::new(),
             positions: HashMap::new(),
+            topic_id: None,
         }
     }
 

@@ -2,7 +2,7 @@
 //! `BaseConsumer`: polling is a tight loop, and rebalance callbacks may block on the
 //! table lookup without stalling the async runtime.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,23 +16,39 @@ use tracing::{debug, info, warn};
 
 use super::batch::RawBatch;
 use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
-use super::{Connection, SourceError};
+use super::{Connection, SourceError, TopicId};
 use crate::config::StartingOffsets;
 
 /// The tables' side of the offsets, called from the rebalance callback on the consumer
 /// thread (it may block). One reader may feed several tables (one per pipeline).
+/// `topic_id` is the topic's id now (`TopicId::fingerprint`; None: the broker keeps none).
 pub trait OffsetStore: Send + Sync {
-    /// Last offset the output tables hold for each of `partitions`.
-    fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, Committed>, String>;
-    /// Commit "the tables hold everything up to `last`" for these partitions before they
-    /// are read: where a table has no offset yet, or, with `overwrite`, where a table
-    /// records more than `last` (a reset never moves a table forward past records).
-    /// Returns the lowest offset the tables then record for them.
+    /// What the output tables hold for each of `partitions`.
+    fn committed(
+        &self,
+        partitions: &[i32],
+        topic_id: Option<i64>,
+    ) -> Result<HashMap<i32, Committed>, String>;
+    /// Commit "the tables hold everything up to `last`" for these partitions (where
+    /// `mode` says), stamped with `topic_id`, before they are read. Returns the lowest
+    /// offset the tables then record for them.
     fn record(
         &self,
         last: &BTreeMap<i32, i64>,
-        overwrite: bool,
+        mode: Record,
+        topic_id: Option<i64>,
     ) -> Result<BTreeMap<i32, i64>, String>;
+}
+
+/// Which offsets a table already records [`OffsetStore::record`] replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// None: only partitions the table has no offset for (a start position).
+    Start,
+    /// Offsets above the given ones (`run --reset-to`: back, never forward).
+    Lower,
+    /// All: the table's offsets belong to a deleted topic of the same name.
+    Exactly,
 }
 
 /// What the tables fed by one reader hold for a partition.
@@ -44,6 +60,9 @@ pub struct Committed {
     /// The table furthest ahead: a resume point the partition no longer reaches means
     /// the topic was recreated, whichever table holds it.
     pub highest: Option<i64>,
+    /// A table recorded its offset for another topic of this name (the topic was
+    /// deleted and recreated since): none of the offsets can be trusted.
+    pub recreated: bool,
 }
 
 impl Committed {
@@ -52,6 +71,7 @@ impl Committed {
         Self {
             lowest: last,
             highest: last,
+            recreated: false,
         }
     }
 }
@@ -103,6 +123,16 @@ impl SourceHandle {
             .iter()
             .copied()
             .collect()
+    }
+
+    /// Partitions positioned by this member so far (their data-loss checks ran), and
+    /// the topic's id as last read (`TopicId::fingerprint`).
+    pub fn checked(&self) -> (BTreeSet<i32>, Option<i64>) {
+        let state = self.consumer.context().lock();
+        (
+            state.positioned.clone(),
+            state.topic_id.map(TopicId::fingerprint),
+        )
     }
 
     /// Latest known high watermark of each partition this member reads.
@@ -265,6 +295,13 @@ impl KafkaSource {
                 if closed.is_empty() && at_end.is_empty() {
                     continue;
                 }
+                // Read after the batch's records were fetched: if the id is still the
+                // one they were read under, they come from that incarnation of the topic.
+                if self.recreated(&mut offsets)? {
+                    reported.clear();
+                    continue; // what the batch held came (partly) from the deleted topic
+                }
+                closed.topic_id = lock(&self.state).topic_id.map(TopicId::fingerprint);
                 closed.positions = self.positions(&offsets);
                 for (&p, &pos) in &closed.positions {
                     reported.insert(p, pos);
@@ -281,11 +318,67 @@ impl KafkaSource {
                 }
             }
         }
-        if !batch.is_empty() {
+        if !batch.is_empty() && !self.recreated(&mut offsets)? {
+            batch.topic_id = lock(&self.state).topic_id.map(TopicId::fingerprint);
             batch.positions = self.positions(&offsets);
             let _ = tx.blocking_send(batch);
         }
         Ok(())
+    }
+
+    /// Whether the topic was deleted and recreated since its id was last read. Then
+    /// (unless the data-loss policy stops the reader) every table starts the assigned
+    /// partitions over at the new topic's first record, recorded before it is read.
+    fn recreated(&self, offsets: &mut Offsets) -> Result<bool, SourceError> {
+        let topic = &self.settings.topic;
+        let now = super::topic_id(self.consumer.client(), topic, Duration::from_secs(10))?;
+        let (was, assigned) = {
+            let mut state = lock(&self.state);
+            let was = state.topic_id;
+            if now.is_some() {
+                state.topic_id = now;
+            }
+            (was, state.assigned.clone())
+        };
+        let (Some(was), Some(now)) = (was, now) else {
+            return Ok(false); // no ids, or the topic is gone for now (not recreated yet)
+        };
+        if was == now {
+            return Ok(false);
+        }
+        self.lost(&format!(
+            "the topic was deleted and recreated while it was read (its id went from {was} \
+             to {now}); records of the old topic not yet committed are gone"
+        ))?;
+        let mut starts = BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for &p in &assigned {
+            let (low, _) = self
+                .consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_err(SourceError::kafka(topic))?;
+            starts.insert(p, low);
+            tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                .map_err(SourceError::kafka(topic))?;
+        }
+        let last = starts.iter().map(|(&p, &low)| (p, low - 1)).collect();
+        self.consumer
+            .context()
+            .store
+            .record(&last, Record::Exactly, Some(now.fingerprint()))
+            .map_err(|message| SourceError::Assignment {
+                topic: topic.clone(),
+                message,
+            })?;
+        if !assigned.is_empty() {
+            self.consumer
+                .seek_partitions(tpl, Duration::from_secs(10))
+                .map_err(SourceError::kafka(topic))?;
+        }
+        info!(topic = %topic, starts = ?starts, "reading the recreated topic from its start");
+        offsets.starts = starts.into_iter().collect();
+        offsets.next.clear();
+        Ok(true)
     }
 
     /// Whether to keep record `offset` of `partition`; an error when the partition skips
@@ -313,10 +406,11 @@ impl KafkaSource {
             // Without a restart the table's offsets would drop the new records as
             // replays: make the table start over here, as an assignment would.
             let reset = BTreeMap::from([(partition, offset - 1)]);
+            let id = lock(&self.state).topic_id.map(TopicId::fingerprint);
             self.consumer
                 .context()
                 .store
-                .record(&reset, true)
+                .record(&reset, Record::Exactly, id)
                 .map_err(|message| SourceError::Assignment {
                     topic: self.settings.topic.clone(),
                     message,

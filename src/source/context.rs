@@ -12,8 +12,8 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
-use super::consumer::OffsetStore;
-use super::{Connection, KafkaContext};
+use super::consumer::{OffsetStore, Record};
+use super::{Connection, KafkaContext, TopicId};
 use crate::config::{Start, StartingOffsets};
 
 /// What to do when records the table has not ingested can no longer be read.
@@ -61,6 +61,10 @@ pub struct AssignState {
     pub error: Option<String>,
     /// Latest high watermark per partition, from librdkafka's statistics (for lag).
     pub high: HashMap<i32, i64>,
+    /// The topic's id as last read (see `topic_id`): batches are stamped with it.
+    pub topic_id: Option<TopicId>,
+    /// Partitions this member positioned (and so checked for data loss) in this run.
+    pub positioned: BTreeSet<i32>,
 }
 
 pub struct SourceContext {
@@ -92,7 +96,11 @@ impl SourceContext {
             .iter()
             .map(|e| e.partition())
             .collect();
-        let last_committed = self.store.committed(&partitions)?;
+        let id = super::topic_id(consumer.client(), &self.topic, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        self.lock().topic_id = id;
+        let fingerprint = id.map(TopicId::fingerprint);
+        let last_committed = self.store.committed(&partitions, fingerprint)?;
         let mut starts = HashMap::new();
         let mut lows = HashMap::new();
         // Start positions that must be in the table before anything is read from them.
@@ -107,6 +115,22 @@ impl SourceContext {
                 .get(&p)
                 .copied()
                 .unwrap_or(super::Committed::single(None));
+            if committed.recreated {
+                self.data_loss.report(
+                    &self.topic,
+                    &format!(
+                        "partition {partition}: the tables' offsets were read from an earlier \
+                         topic of this name (its id is now {now}): the topic was deleted and \
+                         recreated, and what the old one held after those offsets is gone",
+                        partition = p,
+                        now = id.map(|i| i.to_string()).unwrap_or_default()
+                    ),
+                )?;
+                // Every table starts the new topic over, at its first record.
+                reset.insert(p, low - 1);
+                starts.insert(p, low);
+                continue;
+            }
             if let Some(highest) = committed.highest.filter(|&h| committed.lowest != Some(h)) {
                 // A table ahead of the others (or beside a new one) may hold offsets of
                 // a deleted topic, or lost records the new one does not miss: reading
@@ -119,6 +143,8 @@ impl SourceContext {
                 self.resume_offset(p, highest + 1, floor, high, &mut reset)?;
             }
             let start = match (committed.lowest, self.starting.for_partition(p)) {
+                // A table ahead was found to hold a deleted topic's offsets: all start over.
+                _ if reset.contains_key(&p) => low,
                 (Some(last), _) => self.resume_offset(p, last + 1, low, high, &mut reset)?,
                 (None, Start::Earliest) => low,
                 // Spark records the start too: if this member dies before its first
@@ -160,10 +186,10 @@ impl SourceContext {
         }
         // Resets first: a table moved back must count when the lowest start is recorded.
         if !reset.is_empty() {
-            self.store.record(&reset, true)?;
+            self.store.record(&reset, Record::Exactly, fingerprint)?;
         }
         if !record.is_empty() {
-            for (p, last) in self.store.record(&record, false)? {
+            for (p, last) in self.store.record(&record, Record::Start, fingerprint)? {
                 starts.insert(p, last + 1);
             }
         }
@@ -311,6 +337,7 @@ impl ConsumerContext for SourceContext {
                         info!(topic = %self.topic, starts = ?positions, "partitions assigned");
                         for (p, start) in positions {
                             state.assigned.insert(p);
+                            state.positioned.insert(p);
                             state.starts.insert(p, start);
                         }
                     }

@@ -12,17 +12,19 @@ mod ends;
 mod producer;
 pub mod synthetic;
 mod times;
+mod topic_id;
 
 pub use admin::{ensure_topic, matching_topics};
 pub use auth::msk_token;
 pub use batch::{OffsetRange, ProducedAt, RawBatch};
 pub use client::{Connection, KafkaContext};
-pub use consumer::{Committed, ConsumerSettings, KafkaSource, OffsetStore, SourceHandle};
+pub use consumer::{Committed, ConsumerSettings, KafkaSource, OffsetStore, Record, SourceHandle};
 pub use context::DataLossPolicy;
 pub use count::{count_topic, CountReport};
 pub use ends::{partition_end, topic_bounds, topic_partitions, Bounds};
 pub use producer::{produce, ProduceOptions, ProduceReport, Rate};
 pub use times::{offsets_for_time, topic_offsets_for_time};
+pub use topic_id::{topic_id, TopicId};
 
 use rdkafka::error::KafkaError;
 

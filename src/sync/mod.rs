@@ -426,11 +426,26 @@ async fn sync_table(
     // A table created now (first sync, or dropped by someone) has no rows: start over
     // from the whole Delta table.
     let created = layout::ensure_table(conn, &layout).await?;
-    let mirrored = if created {
-        None
-    } else {
-        mysql::mirrored_version(conn, &t.table).await?
+    let state = match created {
+        true => None,
+        false => mysql::mirrored(conn, &t.table).await?,
     };
+    let table_id = table
+        .snapshot()
+        .map_err(delta_err)?
+        .metadata()
+        .id()
+        .to_string();
+    // A table deleted and rebuilt under the same name (a new id, or a version behind the
+    // mirror's) shares nothing with what MySQL holds: replace it whole, atomically.
+    let rebuilt = state.as_ref().is_some_and(|s| {
+        s.table_id.as_ref().is_some_and(|id| *id != table_id) || s.version > version
+    });
+    if rebuilt {
+        info!(table = %t.table, "the Delta table was rebuilt since the last sync: replacing its mirror");
+    }
+    let from = state.as_ref().map(|s| s.version);
+    let mirrored = from.filter(|_| !rebuilt);
     let complete = t.mode == OutputMode::Complete;
     // Rows of an upsert table are deleted by key: only the change feed (or a full
     // replace) can carry that to the mirror.
@@ -448,15 +463,19 @@ async fn sync_table(
     else {
         return Ok(done);
     };
-    let replace = complete || (full && (t.keys.is_empty() || deletes));
+    let replace = complete || rebuilt || (full && (t.keys.is_empty() || deletes));
+    let to = mysql::Mirrored {
+        version,
+        table_id: Some(table_id),
+    };
     done.rows = mysql::write(
         conn,
         &layout,
         &batches,
         deleted.as_ref(),
         replace,
-        mirrored,
-        version,
+        from,
+        &to,
         batch_rows,
     )
     .await?;

@@ -81,10 +81,27 @@ pub async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
                table_name VARCHAR(64) NOT NULL PRIMARY KEY, \
                delta_version BIGINT NOT NULL, \
                rows_written BIGINT NOT NULL, \
-               synced_at DATETIME(6) NOT NULL) ENGINE=InnoDB"
+               synced_at DATETIME(6) NOT NULL, \
+               delta_table_id VARCHAR(64) NULL) ENGINE=InnoDB"
         ),
     )
     .await?;
+    // Mirrors made before the table id was kept (MySQL has no ADD COLUMN IF NOT EXISTS).
+    let has_id: Option<i64> = conn
+        .exec_first(
+            "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = ? AND COLUMN_NAME = 'delta_table_id'",
+            (STATE_TABLE,),
+        )
+        .await
+        .map_err(|e| SyncError::mysql("reading the sync state's columns", e))?;
+    if has_id.is_none() {
+        run(
+            &mut conn,
+            &format!("ALTER TABLE {STATE_TABLE} ADD COLUMN delta_table_id VARCHAR(64) NULL"),
+        )
+        .await?;
+    }
     Ok(conn)
 }
 
@@ -109,14 +126,27 @@ pub async fn run(conn: &mut Conn, sql: &str) -> Result<(), SyncError> {
         .map_err(|e| SyncError::mysql(sql, e))
 }
 
-/// The Delta version `table` reflects in MySQL (None: never synced).
-pub async fn mirrored_version(conn: &mut Conn, table: &str) -> Result<Option<u64>, SyncError> {
-    let sql = format!("SELECT delta_version FROM {STATE_TABLE} WHERE table_name = ?");
-    let v: Option<i64> = conn
+/// What a mirror reflects: a version of one Delta table (its `metaData` id: a table
+/// deleted and rebuilt under the same name has a new id and starts again at version 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirrored {
+    pub version: u64,
+    /// None: mirrored before the id was kept.
+    pub table_id: Option<String>,
+}
+
+/// What `table`'s mirror in MySQL reflects (None: never synced).
+pub async fn mirrored(conn: &mut Conn, table: &str) -> Result<Option<Mirrored>, SyncError> {
+    let sql =
+        format!("SELECT delta_version, delta_table_id FROM {STATE_TABLE} WHERE table_name = ?");
+    let row: Option<(i64, Option<String>)> = conn
         .exec_first(&sql, (table,))
         .await
         .map_err(|e| SyncError::mysql(&sql, e))?;
-    Ok(v.map(|v| v as u64))
+    Ok(row.map(|(version, table_id)| Mirrored {
+        version: version as u64,
+        table_id,
+    }))
 }
 
 /// Delete the rows whose keys `deletes` (the key columns) holds.
@@ -170,7 +200,7 @@ async fn delete_keys(
         .map_err(|e| SyncError::mysql(&sql, e))
 }
 
-/// Write `batches` and the new version in one transaction: upsert by key, or (with
+/// Write `batches` and the new state `to` in one transaction: upsert by key, or (with
 /// `replace`) swap the whole content. Readers see the old rows or the new, never a
 /// mix. Fails with `Conflict` when the recorded version is no longer `from` (another
 /// sync got there first); nothing is written then.
@@ -182,7 +212,7 @@ pub async fn write(
     deletes: Option<&RecordBatch>,
     replace: bool,
     from: Option<u64>,
-    version: u64,
+    to: &Mirrored,
     batch_rows: usize,
 ) -> Result<u64, SyncError> {
     let mut tx = conn
@@ -213,14 +243,21 @@ pub async fn write(
         written += insert_batch(&mut tx, layout, batch, batch_rows).await?;
     }
     let state = format!(
-        "INSERT INTO {STATE_TABLE} (table_name, delta_version, rows_written, synced_at) \
-         VALUES (?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
+        "INSERT INTO {STATE_TABLE} \
+         (table_name, delta_version, rows_written, synced_at, delta_table_id) \
+         VALUES (?, ?, ?, UTC_TIMESTAMP(6), ?) ON DUPLICATE KEY UPDATE \
          delta_version = VALUES(delta_version), \
-         rows_written = rows_written + VALUES(rows_written), synced_at = VALUES(synced_at)"
+         rows_written = rows_written + VALUES(rows_written), synced_at = VALUES(synced_at), \
+         delta_table_id = VALUES(delta_table_id)"
     );
     tx.exec_drop(
         &state,
-        (layout.table.as_str(), version as i64, written as i64),
+        (
+            layout.table.as_str(),
+            to.version as i64,
+            written as i64,
+            to.table_id.as_deref(),
+        ),
     )
     .await
     .map_err(|e| SyncError::mysql(&state, e))?;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::common::{brokers, parse_summary, tail, wait_until, TestEnv};
 
 /// tests/fixtures/kafka_tool.py: the confluent-kafka client (its own librdkafka build).
-fn try_tool(args: &[&str]) -> std::process::Output {
+pub(crate) fn try_tool(args: &[&str]) -> std::process::Output {
     let python = std::env::var("LAKESTREAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kafka_tool.py");
     Command::new(python)
@@ -20,7 +20,7 @@ fn try_tool(args: &[&str]) -> std::process::Output {
         .expect("python3")
 }
 
-fn tool(args: &[&str]) {
+pub(crate) fn tool(args: &[&str]) {
     let out = try_tool(args);
     assert!(
         out.status.success(),
@@ -29,8 +29,22 @@ fn tool(args: &[&str]) {
     );
 }
 
+/// Delete `topic` and create it again with 4 partitions.
+pub(crate) fn recreate(topic: &str) {
+    tool(&["delete-topic", topic]);
+    // Topic deletion completes in the background.
+    let created = (0..40).any(|_| {
+        let done = try_tool(&["create-topic", topic, "4"]).status.success();
+        if !done {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        done
+    });
+    assert!(created, "topic {topic} recreated");
+}
+
 /// `run --until-caught-up` expecting failure; its stderr.
-fn fails(env: &TestEnv, extra: &[&str]) -> String {
+pub(crate) fn fails(env: &TestEnv, extra: &[&str]) -> String {
     let mut args = extra.to_vec();
     args.extend(["run", "--until-caught-up", "--deadline", "2m"]);
     let out = env.command(&args).output().expect("spawn");
@@ -201,18 +215,7 @@ async fn a_deleted_and_recreated_topic_is_data_loss_then_read_from_its_start() {
     tool(&["create-topic", &env.topic, "4"]);
     tool(&["produce", &env.topic, "none", "120", "old"]);
     env.catch_up();
-    tool(&["delete-topic", &env.topic]);
-    // Topic deletion completes in the background.
-    let created = (0..40).any(|_| {
-        let done = try_tool(&["create-topic", &env.topic, "4"])
-            .status
-            .success();
-        if !done {
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        done
-    });
-    assert!(created, "topic recreated");
+    recreate(&env.topic);
     tool(&["produce", &env.topic, "none", "40", "new"]);
 
     let err = fails(&env, &[]);

@@ -6,6 +6,7 @@ mod common;
 
 mod broker;
 mod cdc;
+mod changes;
 mod config_errors;
 mod crash;
 mod deploy;

@@ -38,6 +38,7 @@ pub fn rows(p: i32, first: i64, last: i64) -> (RecordBatch, BatchInfo) {
     let info = BatchInfo {
         ranges: BTreeMap::from([(p, OffsetRange { first, last })]),
         with_batch_id: true,
+        topic_id: None,
     };
     (batch, info)
 }

@@ -50,7 +50,7 @@ impl DeltaSink {
         } else {
             None
         };
-        let props = self.properties(&new_ranges, batch_id, rows_added, None);
+        let props = self.properties(&new_ranges, (batch_id, batch.topic_id), rows_added, None);
         let mut actions = Vec::with_capacity(adds.len() + 1);
         if let Some(schema) = &widened {
             crate::failpoint::hit("before_schema_change", &self.opts.pipeline);
@@ -62,7 +62,7 @@ impl DeltaSink {
             .commit_actions(actions, props, OutputMode::Append, batch_id)
             .await?;
         *written = None;
-        self.landed(&new_ranges, batch_id);
+        self.landed(&new_ranges, batch, batch_id);
         Ok(CommitOutcome::Committed {
             version,
             batch_id,

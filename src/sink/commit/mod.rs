@@ -67,6 +67,9 @@ pub struct BatchInfo {
     pub ranges: BTreeMap<i32, OffsetRange>,
     /// Record a batch id (a `txn` of its own) in this table.
     pub with_batch_id: bool,
+    /// The id of the topic the batch was read from (`TopicId::fingerprint`), recorded
+    /// beside each partition's offset; None where the broker keeps no topic ids.
+    pub topic_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +99,8 @@ pub struct DeltaSink {
     props: WriterProperties,
     /// `txn` versions read from `table`'s current snapshot, by partition.
     committed: HashMap<i32, Option<i64>>,
+    /// The topic id each partition's offset was recorded for, read likewise.
+    stamps: HashMap<i32, Option<i64>>,
     /// Last batch id, read from the same snapshot (outer `None`: not read yet). Reading
     /// `txn` actions replays the log since the last checkpoint, so both are cached.
     last_batch_id: Option<Option<i64>>,
@@ -163,6 +168,7 @@ impl DeltaSink {
             props: writer_properties(opts.zstd_level, &opts.no_dictionary),
             opts,
             committed: HashMap::new(),
+            stamps: HashMap::new(),
             last_batch_id: None,
             stream: None,
             stream_checked: false,
@@ -185,8 +191,13 @@ impl DeltaSink {
     }
 
     /// Refuse a table that another pipeline or topic wrote (see `offsets::check_owner`).
-    pub async fn check_owner(&self, partitions: &[i32], adopt: bool) -> Result<(), SinkError> {
-        super::offsets::check_owner(&self.table, &self.name, &self.opts, partitions, adopt).await
+    pub async fn check_owner(
+        &self,
+        partitions: &[i32],
+        ownership: super::Ownership,
+    ) -> Result<(), SinkError> {
+        super::offsets::check_owner(&self.table, &self.name, &self.opts, partitions, ownership)
+            .await
     }
 
     /// Where the last `commit` spent its time.
@@ -228,9 +239,25 @@ impl DeltaSink {
         Ok(v)
     }
 
+    /// The id of the topic `partition`'s offset was read from (see `BatchInfo::topic_id`).
+    pub async fn committed_topic(&mut self, partition: i32) -> Result<Option<i64>, SinkError> {
+        self.cached_stamp(partition).await.map_err(|e| self.err(e))
+    }
+
+    async fn cached_stamp(&mut self, partition: i32) -> Result<Option<i64>, DeltaTableError> {
+        if let Some(v) = self.stamps.get(&partition) {
+            return Ok(*v);
+        }
+        let app_id = topic_app_id(&self.opts.pipeline, &self.opts.topic, partition);
+        let v = self.txn_version(app_id).await?;
+        self.stamps.insert(partition, v);
+        Ok(v)
+    }
+
     /// Load the latest table version (another process may have committed).
     pub async fn refresh(&mut self) -> Result<(), SinkError> {
         self.committed.clear();
+        self.stamps.clear();
         self.last_batch_id = None;
         self.stream_checked = false;
         self.table
@@ -334,11 +361,29 @@ impl DeltaSink {
     > {
         let mut committed = HashMap::new();
         for &p in batch.ranges.keys() {
-            let v = self.cached_offset(p).await?;
+            let v = match self.stale(p, batch.topic_id).await? {
+                true => Some(i64::MAX),
+                false => self.cached_offset(p).await?,
+            };
             committed.insert(p, v);
         }
         let new = new_ranges(&batch.ranges, &committed);
         Ok((committed, new))
+    }
+
+    /// Whether the batch's records of `partition` come from an earlier incarnation of
+    /// the topic than the table's offsets: the reader resets the tables (stamping the
+    /// new topic id) before it reads a recreated topic, and only a reset changes a
+    /// partition's stamp, so such records were read before the topic was deleted and
+    /// are dropped like records the table already holds (the reader reported the loss).
+    async fn stale(&mut self, partition: i32, batch: Option<i64>) -> Result<bool, DeltaTableError> {
+        let Some(batch) = batch else { return Ok(false) };
+        let held = self.cached_stamp(partition).await?;
+        let stale = held.is_some_and(|h| h != batch);
+        if stale {
+            warn!(table = %self.name, partition, "records read before the topic was recreated: not written");
+        }
+        Ok(stale)
     }
 
     /// The id the next batch commit gets.
@@ -354,14 +399,16 @@ impl DeltaSink {
     fn properties(
         &self,
         new_ranges: &BTreeMap<i32, OffsetRange>,
-        batch_id: Option<i64>,
+        batch: (Option<i64>, Option<i64>),
         rows: usize,
         extra: Option<(&str, Value)>,
     ) -> CommitProperties {
-        let mut txns: Vec<Transaction> = new_ranges
-            .iter()
-            .map(|(&p, r)| Transaction::new(self.app_id(p), r.last))
-            .collect();
+        let (batch_id, topic_id) = batch;
+        let mut txns = offset_txns(
+            &self.opts,
+            new_ranges.iter().map(|(&p, r)| (p, r.last)),
+            topic_id,
+        );
         if let Some(id) = batch_id {
             txns.push(Transaction::new(self.batch_app_id(), id));
         }
@@ -418,9 +465,17 @@ impl DeltaSink {
             .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
     }
 
-    fn landed(&mut self, new_ranges: &BTreeMap<i32, OffsetRange>, batch_id: Option<i64>) {
+    fn landed(
+        &mut self,
+        new_ranges: &BTreeMap<i32, OffsetRange>,
+        batch: &BatchInfo,
+        batch_id: Option<i64>,
+    ) {
         for (p, r) in new_ranges {
             self.committed.insert(*p, Some(r.last));
+            if batch.topic_id.is_some() {
+                self.stamps.insert(*p, batch.topic_id);
+            }
         }
         if batch_id.is_some() {
             self.last_batch_id = Some(batch_id);
@@ -473,6 +528,34 @@ pub(crate) fn batch_app_id(pipeline: &str) -> String {
 /// The `txn` app id under which a table records the last offset of a partition.
 pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
     format!("lakestream.{pipeline}.{topic}.{partition}")
+}
+
+/// The `txn` app id under which a table records the id of the topic a partition's
+/// offset was read from (its version is `TopicId::fingerprint`).
+pub fn topic_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+    format!("lakestream.{pipeline}.{topic}.{partition}.topic_id")
+}
+
+/// The `txn` actions recording `last` offsets, stamped with the topic's id when known.
+pub(crate) fn offset_txns(
+    opts: &SinkOptions,
+    last: impl Iterator<Item = (i32, i64)>,
+    topic_id: Option<i64>,
+) -> Vec<Transaction> {
+    let mut txns = Vec::new();
+    for (p, o) in last {
+        txns.push(Transaction::new(
+            txn_app_id(&opts.pipeline, &opts.topic, p),
+            o,
+        ));
+        if let Some(id) = topic_id {
+            txns.push(Transaction::new(
+                topic_app_id(&opts.pipeline, &opts.topic, p),
+                id,
+            ));
+        }
+    }
+    txns
 }
 
 /// Another writer committed since our snapshot: re-read and redo, no backoff needed.

@@ -124,8 +124,12 @@ impl DeltaSink {
             "file": snapshot.map(|r| state::path(&self.opts.pipeline, r).to_string()),
         });
         let emitted = step.emit.rows().num_rows();
-        let mut props =
-            self.properties(&new_ranges, Some(batch_id), emitted, Some(("state", entry)));
+        let mut props = self.properties(
+            &new_ranges,
+            (Some(batch_id), batch.topic_id),
+            emitted,
+            Some(("state", entry)),
+        );
         if let Some(r) = snapshot {
             props = props.with_application_transaction(Transaction::new(
                 state::state_app_id(&self.opts.pipeline),
@@ -157,7 +161,7 @@ impl DeltaSink {
             }
             Emit::Merge(out) => self.merge(out, engine.shape(), props).await?,
         };
-        self.landed(&new_ranges, Some(batch_id));
+        self.landed(&new_ranges, batch, Some(batch_id));
         let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
         let watermark = step.state.clock.watermark;
         self.stream = Some((snapshot, step.state));

@@ -21,7 +21,7 @@ impl DeltaSink {
             false => None,
         };
         let count = changes.num_rows();
-        let props = self.properties(&new_ranges, batch_id, count, None);
+        let props = self.properties(&new_ranges, (batch_id, batch.topic_id), count, None);
         let version = match count {
             0 => {
                 self.commit_actions(Vec::new(), props, OutputMode::Update, batch_id)
@@ -29,7 +29,7 @@ impl DeltaSink {
             }
             _ => self.merge_changes(changes, props).await?,
         };
-        self.landed(&new_ranges, batch_id);
+        self.landed(&new_ranges, batch, batch_id);
         Ok(CommitOutcome::Committed {
             version,
             batch_id,
