@@ -94,6 +94,7 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
     // loops and the reader itself all run on `running`; the first to fail stops the rest.
     let mut run = Running {
         set: JoinSet::new(),
+        topics: Default::default(),
         tasks: &tasks,
         background: &background,
         shutdown: &shutdown,
@@ -161,10 +162,14 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
                     continue;
                 };
                 let members = templates.get(&source).map(Vec::as_slice).unwrap_or_default();
+                let known = run.topics.get(&source).into_iter().flatten();
+                let collisions = config.topic_collisions(&source, known.chain([&topic]));
+                if let Some((table, others)) = collisions.into_iter().find(|(_, t)| t.contains(&topic)) {
+                    refuse(members, &source, &topic, &table, &others);
+                    continue;
+                }
                 info!(source = %source, topic = %topic, "new topic: starting its pipelines");
-                let started = run
-                    .start(members.iter().map(|p| (p.for_topic(&topic), true)).collect())
-                    .await;
+                let started = run.start_topic(&source, &topic, members).await;
                 if let Err(e) = started {
                     error!(topic = %topic, error = %e, "cannot start; stopping the others");
                     shutdown.cancel();
@@ -200,6 +205,8 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
 /// Where readers and commit loops run, and what starting one needs.
 struct Running<'a> {
     set: JoinSet<(String, Result<Option<Snapshot>>)>,
+    /// The topics started so far, by multi-topic source.
+    topics: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
     tasks: &'a TaskTracker,
     background: &'a CancellationToken,
     shutdown: &'a CancellationToken,
@@ -252,12 +259,52 @@ impl Running<'_> {
                 "no topic matches yet; waiting for one to be created"
             );
         }
-        for topic in &topics {
+        // Of topics that would share a per-topic table, the one that has been writing
+        // it goes on (or, for a new table, the first by name); the others are refused.
+        let storage = crate::storage::Storage::from_config(config);
+        let mut refused = std::collections::BTreeSet::new();
+        for (table, group) in config.topic_collisions(source, &topics) {
+            let writer = crate::sink::last_topic(&storage, &table).await?;
+            let keep = writer
+                .filter(|w| group.contains(w))
+                .unwrap_or_else(|| group[0].clone());
+            for topic in group.iter().filter(|t| **t != keep) {
+                refuse(members, source, topic, &table, &group);
+                refused.insert(topic.clone());
+            }
+        }
+        for topic in topics.iter().filter(|t| !refused.contains(*t)) {
             info!(source, topic = %topic, "starting the pipelines of a topic");
-            self.start(members.iter().map(|p| (p.for_topic(topic), true)).collect())
-                .await?;
+            self.start_topic(source, topic, members).await?;
         }
         Ok(topics)
+    }
+
+    /// Start `members` on `topic` of their multi-topic source.
+    async fn start_topic(&mut self, source: &str, topic: &str, members: &[Pipeline]) -> Result<()> {
+        self.start(members.iter().map(|p| (p.for_topic(topic), true)).collect())
+            .await?;
+        self.topics
+            .entry(source.to_string())
+            .or_default()
+            .insert(topic.to_string());
+        Ok(())
+    }
+}
+
+/// Leave `topic` unread, loudly: its per-topic table `table` is also another topic's
+/// (`topics` all name it). The other topics go on.
+fn refuse(members: &[Pipeline], source: &str, topic: &str, table: &str, topics: &[String]) {
+    warn!(
+        source,
+        topic,
+        table,
+        "topic refused: topics {topics:?} would all write table '{table}' (characters other \
+         than letters, digits and _ become _); this one is not read. Rename a topic, or \
+         narrow sources.{source}.topic_pattern"
+    );
+    for p in members {
+        p.metrics().refused_topics.inc();
     }
 }
 

@@ -111,6 +111,36 @@ impl Config {
         config
     }
 
+    /// Topics of `source` whose per-topic tables would be one table (`sf-a` and `sf_a`
+    /// both make `raw_sf_a`): for each such table, the topics that name it, sorted.
+    pub fn topic_collisions<'t>(
+        &self,
+        source: &str,
+        topics: impl IntoIterator<Item = &'t String>,
+    ) -> BTreeMap<String, Vec<String>> {
+        let templates: Vec<&str> = self
+            .pipelines
+            .values()
+            .filter(|p| p.source == source && p.is_per_topic())
+            .map(|p| p.table.as_str())
+            .collect();
+        let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for topic in topics {
+            for template in &templates {
+                by_table
+                    .entry(render_table(template, topic))
+                    .or_default()
+                    .push(topic.clone());
+            }
+        }
+        by_table.retain(|_, topics| {
+            topics.sort();
+            topics.dedup();
+            topics.len() > 1
+        });
+        by_table
+    }
+
     /// The consumer group a pipeline reads with.
     pub fn group_id(&self, pipeline: &str) -> String {
         self.pipelines

@@ -50,6 +50,16 @@ impl Config {
         }
         for (name, source) in &self.sources {
             check_name(&format!("sources.{name}"), name, true)?;
+            if let Some((table, topics)) = self.topic_collisions(name, &source.topics).pop_first() {
+                return Err(ConfigError::key(
+                    format!("sources.{name}.topics"),
+                    format!(
+                        "topics {topics:?} would all write table '{table}' (characters other \
+                         than letters, digits and _ become _): remove one, or name the table \
+                         differently"
+                    ),
+                ));
+            }
             source.field_specs(name)?;
             source.zone(name)?;
             if source.max_message_bytes == 0 {

@@ -50,6 +50,8 @@ pub struct PipelineMetrics {
     pub late_rows: Counter,
     /// Records found lost (deleted or recreated under us), shared with the consumer.
     pub data_loss_events: Counter,
+    /// Topics of a multi-topic source refused: their per-topic table collides.
+    pub refused_topics: Counter,
     /// Commit attempts lost to another writer.
     pub conflicts: Counter,
     /// Stateful pipelines: open state rows.
@@ -96,6 +98,7 @@ impl PipelineMetrics {
             skipped: counter(&m.replayed_rows),
             late_rows: counter(&m.late_rows),
             data_loss_events: counter(&m.data_loss_events),
+            refused_topics: counter(&m.refused_topics),
             conflicts: counter(&m.commit_conflicts),
             state_rows: m.state_rows.get_or_create(&label).clone(),
             up: m.pipeline_up.get_or_create(&label).clone(),

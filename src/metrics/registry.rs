@@ -58,6 +58,7 @@ pub struct Metrics {
     pub replayed_rows: ByPipeline,
     pub late_rows: ByPipeline,
     pub data_loss_events: ByPipeline,
+    pub refused_topics: ByPipeline,
     pub commit_conflicts: ByPipeline,
     pub state_rows: Family<PipelineLabel, Gauge>,
     pub pipeline_up: Family<PipelineLabel, Gauge>,
@@ -92,6 +93,7 @@ impl Metrics {
             replayed_rows: Default::default(),
             late_rows: Default::default(),
             data_loss_events: Default::default(),
+            refused_topics: Default::default(),
             commit_conflicts: Default::default(),
             state_rows: Default::default(),
             pipeline_up: Default::default(),
@@ -146,6 +148,11 @@ impl Metrics {
             "data_loss_events",
             "Times records were found lost before ingestion (retention, recreated topic)",
             m.data_loss_events.clone(),
+        );
+        r.register(
+            "refused_topics",
+            "Topics the source matched but the pipeline does not read: their per-topic table is another topic's",
+            m.refused_topics.clone(),
         );
         r.register(
             "commit_conflicts",

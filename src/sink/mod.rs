@@ -17,7 +17,7 @@ mod table;
 
 pub(crate) use commit::is_conflict;
 pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
-pub use offsets::{read_committed, record_offsets, Held, Ownership};
+pub use offsets::{last_topic, read_committed, record_offsets, Held, Ownership};
 pub use probe::check_conditional_put;
 pub(crate) use table::{add_rows, commit_actions};
 pub use table::{open_or_create, writer_properties};

@@ -223,6 +223,19 @@ pub(super) async fn check_owner(
     })
 }
 
+/// The topic the newest lakestream commit of table `name` read (None: no such table or
+/// commit): which of two topics that name one table has been writing it.
+pub async fn last_topic(
+    storage: &crate::storage::Storage,
+    name: &str,
+) -> Result<Option<String>, SinkError> {
+    let table = storage.load(name).await?;
+    let entry = latest_entry(&table, |e| e["topic"].is_string())
+        .await
+        .map_err(|e| SinkError::delta(name, e))?;
+    Ok(entry.and_then(|e| e["topic"].as_str().map(str::to_string)))
+}
+
 /// The `lakestream` entry of the newest commit whose entry `wanted` accepts (log
 /// entries cleaned up behind a checkpoint end the search: then only `txn` records speak).
 pub(super) async fn latest_entry(
