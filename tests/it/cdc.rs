@@ -221,3 +221,58 @@ async fn debezium_changes_under_kill_9_equal_the_final_state_in_delta_and_mysql(
     let dead = env.count("customers_dead_letters").await;
     assert_eq!(dead, 0, "dead letters");
 }
+
+/// Upsert order across micro-batches: a change from another partition than the one that
+/// last changed a key applies only if its Kafka timestamp is not older (the same rule
+/// as inside one batch); from the same partition, offset order decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_change_from_another_partition_does_not_overwrite_a_newer_one() {
+    let mut env = TestEnv::new("upsert-order");
+    env.config = Some((
+        "config/examples/cdc-json-upsert.toml".into(),
+        "inventory".into(),
+    ));
+    env.pipelines = vec!["inventory".into()];
+    lakestream::source::ensure_topic(&crate::common::connection(), &env.topic, PARTITIONS)
+        .await
+        .expect("create topic");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer");
+    let send = |partition: i32, at: i64, value: &str| {
+        let key = value.split('"').nth(3).unwrap_or_default().to_string();
+        producer
+            .send(
+                BaseRecord::to(&env.topic)
+                    .partition(partition)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes())
+                    .timestamp(1_700_000_000_000 + at),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    };
+    send(0, 2000, r#"{"sku":"A","stock":2}"#);
+    send(0, 2000, r#"{"sku":"B","stock":2}"#);
+    env.run_ok(&["run", "--until-caught-up"]);
+    // Older changes of A from other partitions (an update, a delete), a newer one of B.
+    send(1, 1000, r#"{"sku":"A","stock":1}"#);
+    send(2, 1500, r#"{"sku":"A","op":"d"}"#);
+    send(1, 3000, r#"{"sku":"B","stock":3}"#);
+    env.run_ok(&["run", "--until-caught-up"]);
+    assert_eq!(stock(&env).await, ["A|2", "B|3"]);
+    // From the partition that last changed A, offset order wins over the timestamp.
+    send(0, 900, r#"{"sku":"A","stock":5}"#);
+    env.run_ok(&["run", "--until-caught-up"]);
+    assert_eq!(stock(&env).await, ["A|5", "B|3"]);
+}
+
+async fn stock(env: &TestEnv) -> Vec<String> {
+    row_strings(
+        &env.sql("inventory", "SELECT sku, stock FROM t ORDER BY sku")
+            .await,
+    )
+}

@@ -42,7 +42,10 @@ impl DeltaSink {
     }
 
     /// MERGE by the keys: a delete removes the key's row, an upsert replaces it or adds
-    /// it. Keys compare null-safe.
+    /// it. Keys compare null-safe. A change from another partition than the one that
+    /// last changed the row applies only if its Kafka timestamp is not older (the rule
+    /// `engine::changes` applies inside a batch, so it holds across batches too); from
+    /// the same partition, offset order is the order.
     async fn merge_changes(
         &mut self,
         changes: RecordBatch,
@@ -58,8 +61,23 @@ impl DeltaSink {
             .collect();
         let t = Instant::now();
         let source = SessionContext::new().read_batch(changes)?;
-        let delete = format!("source.\"{DELETE}\"");
-        let upsert = format!("NOT source.\"{DELETE}\"");
+        let same_source = ["kafka_topic", "kafka_partition"]
+            .into_iter()
+            .filter(|c| columns.iter().any(|have| have == c))
+            .map(|c| format!("source.\"{c}\" = target.\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let newer = match columns.iter().any(|c| c == "kafka_timestamp") && !same_source.is_empty()
+        {
+            true => format!(
+                " AND ({same_source} OR target.kafka_timestamp IS NULL \
+                 OR source.kafka_timestamp >= target.kafka_timestamp)"
+            ),
+            false => String::new(),
+        };
+        let delete = format!("source.\"{DELETE}\"{newer}");
+        let insert = format!("NOT source.\"{DELETE}\"");
+        let upsert = format!("{insert}{newer}");
         let (table, _metrics) = self
             .table
             .clone()
@@ -76,7 +94,7 @@ impl DeltaSink {
                 u
             })?
             .when_not_matched_insert(|mut i| {
-                i = i.predicate(upsert.as_str());
+                i = i.predicate(insert.as_str());
                 for c in &columns {
                     i = i.set(format!("\"{c}\""), format!("source.\"{c}\""));
                 }
