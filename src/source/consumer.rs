@@ -297,7 +297,7 @@ impl KafkaSource {
                 }
                 // Read after the batch's records were fetched: if the id is still the
                 // one they were read under, they come from that incarnation of the topic.
-                if self.recreated(&mut offsets)? {
+                if self.recreated(&mut offsets, &stop)? {
                     reported.clear();
                     continue; // what the batch held came (partly) from the deleted topic
                 }
@@ -318,7 +318,7 @@ impl KafkaSource {
                 }
             }
         }
-        if !batch.is_empty() && !self.recreated(&mut offsets)? {
+        if !batch.is_empty() && !self.recreated(&mut offsets, &stop)? {
             batch.topic_id = lock(&self.state).topic_id.map(TopicId::fingerprint);
             batch.positions = self.positions(&offsets);
             let _ = tx.blocking_send(batch);
@@ -329,9 +329,24 @@ impl KafkaSource {
     /// Whether the topic was deleted and recreated since its id was last read. Then
     /// (unless the data-loss policy stops the reader) every table starts the assigned
     /// partitions over at the new topic's first record, recorded before it is read.
-    fn recreated(&self, offsets: &mut Offsets) -> Result<bool, SourceError> {
+    fn recreated(
+        &self,
+        offsets: &mut Offsets,
+        stop: &CancellationToken,
+    ) -> Result<bool, SourceError> {
         let topic = &self.settings.topic;
-        let now = super::topic_id(self.consumer.client(), topic, Duration::from_secs(10))?;
+        // Without the id the batch cannot be stamped: wait for the broker (as a fetch
+        // would); on shutdown the batch is dropped and read again on restart.
+        let now = loop {
+            match super::topic_id(self.consumer.client(), topic, Duration::from_secs(10)) {
+                Ok(now) => break now,
+                Err(e) if !stop.is_cancelled() => {
+                    warn!(topic = %topic, error = %e, "cannot read the topic's id; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(_) => return Ok(true),
+            }
+        };
         let (was, assigned) = {
             let mut state = lock(&self.state);
             let was = state.topic_id;
@@ -353,10 +368,18 @@ impl KafkaSource {
         let mut starts = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         for &p in &assigned {
-            let (low, _) = self
+            // The new topic may have fewer partitions: those are revoked by the next
+            // rebalance, nothing to reset.
+            let low = match self
                 .consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map_err(SourceError::kafka(topic))?;
+            {
+                Ok((low, _)) => low,
+                Err(e) => {
+                    warn!(topic = %topic, partition = p, error = %e, "partition not in the recreated topic");
+                    continue;
+                }
+            };
             starts.insert(p, low);
             tpl.add_partition_offset(topic, p, Offset::Offset(low))
                 .map_err(SourceError::kafka(topic))?;
@@ -370,7 +393,7 @@ impl KafkaSource {
                 topic: topic.clone(),
                 message,
             })?;
-        if !assigned.is_empty() {
+        if !starts.is_empty() {
             self.consumer
                 .seek_partitions(tpl, Duration::from_secs(10))
                 .map_err(SourceError::kafka(topic))?;

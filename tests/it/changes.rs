@@ -223,8 +223,10 @@ async fn a_renamed_shared_table_pipeline_and_colliding_topics_are_refused() {
         .await
         .expect("topic");
     produce_to(&first, "first", 40);
-    env.overrides
-        .push("pipelines.all.trigger_interval=300ms".to_string());
+    env.overrides.extend([
+        "pipelines.all.trigger_interval=300ms".to_string(),
+        "http.enabled=true".to_string(),
+    ]);
     let mut run = env.spawn(&["run"], "run.log");
     let per_topic = format!("calls_{}", first.replace(['.', '-'], "_"));
     wait_until(PATIENCE, "the first topic ingested", || async {
@@ -244,6 +246,14 @@ async fn a_renamed_shared_table_pipeline_and_colliding_topics_are_refused() {
         String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).contains("topic refused")
     })
     .await;
+    let port = crate::common::http::status_port(&env, "run.log").await;
+    let (_, text) = crate::common::http::get(port, "/metrics");
+    let metrics = crate::common::http::parse_prometheus(&text);
+    assert_eq!(
+        metrics.get(r#"lakestream_refused_topics_total{pipeline="per_topic"}"#),
+        Some(&1.0),
+        "{text}"
+    );
     produce_to(&first, "more", 10);
     wait_until(PATIENCE, "the first topic still ingested", || async {
         env.count(&per_topic).await == 50 && env.count("calls_all").await == 50

@@ -16,7 +16,11 @@ use crate::common::{sigterm, tail, wait_until, RawRecord, TestEnv};
 const DB: &str = "lakestream_metrics";
 
 /// Metrics whose events this test does not cause, and the test that checks them.
-const MOVED_ELSEWHERE: [(&str, &str); 3] = [
+const MOVED_ELSEWHERE: [(&str, &str); 4] = [
+    (
+        "lakestream_refused_topics",
+        "changes::a_renamed_shared_table_pipeline_and_colliding_topics_are_refused",
+    ),
     (
         "lakestream_data_loss_events",
         "edges::a_resume_offset_past_the_end_is_data_loss (the summary's dataLossEvents reads the same counter)",
