@@ -274,14 +274,7 @@ impl Pipeline {
                 }
             };
             let Some(ready) = ready else { break };
-            // The reader lowered the tables' offsets (a recreated topic): what this sink
-            // cached would drop the new records as replays.
-            let resets = feed.resets.load(Ordering::SeqCst);
-            if resets != resets_seen {
-                resets_seen = resets;
-                table.refresh().await?;
-                dead.refresh().await?;
-            }
+            reread_after_reset(&feed, &mut resets_seen, [&mut table, &mut dead]).await?;
             let positions = ready.positions.clone();
             let committed = self
                 .commit(
@@ -298,6 +291,7 @@ impl Pipeline {
             }
             if let Some(c) = catch_up.as_mut() {
                 c.covered(&positions);
+                reread_after_reset(&feed, &mut resets_seen, [&mut table, &mut dead]).await?;
                 self.check_caught_up(&mut catch_up, &mut table, &mut feed, &mut late_error)
                     .await;
             }
@@ -484,6 +478,20 @@ impl Pipeline {
         m.record(progress);
         Ok(())
     }
+}
+
+/// The reader lowered the tables' offsets (a recreated topic): re-read what the sinks
+/// cached, or the new topic's records would be dropped as replays (and a catch-up
+/// judged on offsets that are gone).
+async fn reread_after_reset(feed: &Feed, seen: &mut u64, sinks: [&mut DeltaSink; 2]) -> Result<()> {
+    let resets = feed.resets.load(Ordering::SeqCst);
+    if resets != *seen {
+        *seen = resets;
+        for sink in sinks {
+            sink.refresh().await?;
+        }
+    }
+    Ok(())
 }
 
 /// Copy the broker's latest offsets into the metrics every second, so the lag shown

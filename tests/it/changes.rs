@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::broker::{fails, recreate, tool};
 use crate::common::{sigterm, tail, wait_until, RawRecord, TestEnv};
+use crate::many_topics::produce as produce_to;
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -190,24 +191,6 @@ fn many_topics(name: &str) -> TestEnv {
         "pipelines.per_topic.trigger_interval=300ms".to_string(),
     ]);
     env
-}
-
-fn produce_to(topic: &str, tag: &str, n: usize) {
-    let payloads: Vec<(i32, String)> = (0..n)
-        .map(|i| {
-            (
-                (i % 2) as i32,
-                format!(
-                    r#"{{"crime_id":"{tag}-{i}","call_date":"2018-10-01","call_date_time":"2018-10-01T10:00:00"}}"#
-                ),
-            )
-        })
-        .collect();
-    let records: Vec<RawRecord> = payloads
-        .iter()
-        .map(|(p, json)| (*p, None, json.as_bytes()))
-        .collect();
-    crate::common::produce_raw_to(topic, &records);
 }
 
 /// Renaming the pipeline that writes a table shared by every topic is refused (it would

@@ -10,8 +10,9 @@ const PER_TOPIC: usize = 40;
 /// Alone this takes seconds; beside the suite's heavy tests, much longer.
 const PATIENCE: Duration = Duration::from_secs(150);
 
-fn produce(topic: &str, tag: &str) {
-    let payloads: Vec<(i32, String)> = (0..PER_TOPIC)
+/// `n` calls tagged `tag` to partitions 0 and 1 of `topic`.
+pub(crate) fn produce(topic: &str, tag: &str, n: usize) {
+    let payloads: Vec<(i32, String)> = (0..n)
         .map(|i| {
             (
                 (i % 2) as i32,
@@ -61,7 +62,7 @@ async fn a_pattern_source_reads_new_topics_into_per_topic_and_shared_tables_exac
         lakestream::source::ensure_topic(&crate::common::connection(), t, 2)
             .await
             .expect("topic");
-        produce(t, "first");
+        produce(t, "first", PER_TOPIC);
     }
 
     let mut run = env.spawn(&["run"], "run-1.log");
@@ -85,7 +86,7 @@ async fn a_pattern_source_reads_new_topics_into_per_topic_and_shared_tables_exac
     lakestream::source::ensure_topic(&crate::common::connection(), &c, 2)
         .await
         .expect("topic");
-    produce(&c, "first");
+    produce(&c, "first", PER_TOPIC);
     wait_until(PATIENCE, "topic c ingested", || async {
         rows(&env, &table_of(&c)).await == PER_TOPIC as i64
     })
@@ -95,7 +96,7 @@ async fn a_pattern_source_reads_new_topics_into_per_topic_and_shared_tables_exac
 
     // More records while it is down; the restarted process finds all three topics.
     for t in [&a, &b, &c] {
-        produce(t, "second");
+        produce(t, "second", PER_TOPIC);
     }
     let out = env.run_ok(&["run", "--until-caught-up", "--summary", "json"]);
     assert!(out.status.success());
