@@ -232,6 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn topics_that_name_one_per_topic_table_collide() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/many-topics.toml");
+        let config = load(&path, [], &[]).unwrap();
+        let topics = ["sf-a", "sf_a", "sf.b"].map(String::from);
+        let collisions = config.topic_collisions("feeds", &topics);
+        assert_eq!(collisions.len(), 1);
+        assert_eq!(collisions["calls_sf_a"], ["sf-a", "sf_a"]);
+        let list = [r#"sources.feeds.topics=["sf-a", "sf_a"]"#.to_string()];
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("topic_pattern", "# ");
+        let err = load_str(&text, "t", [], &list).unwrap_err().to_string();
+        assert!(
+            err.contains("sources.feeds.topics") && err.contains("calls_sf_a"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn a_topic_of_a_multi_topic_source_gets_its_own_tables_and_group() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/many-topics.toml");
         let config = load(&path, [], &[]).unwrap();
