@@ -73,11 +73,13 @@ pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Resul
         })
         .filter(|t| !t.contains(crate::config::TOPIC))
         .collect();
-    crate::maintenance::spawn_schedules(&config, &tables, &tasks, &background);
+    // Sinks report lost commits here; the maintenance schedules yield to them.
+    let contention = crate::sink::Contention::default();
+    crate::maintenance::spawn_schedules(&config, &tables, &tasks, &background, &contention);
 
     let pipelines: Vec<Pipeline> = names
         .iter()
-        .map(|name| Pipeline::new(name, config.clone()))
+        .map(|name| Pipeline::new(name, config.clone(), contention.clone()))
         .collect();
     if config.http.enabled {
         serve_status(
@@ -226,7 +228,13 @@ impl Running<'_> {
                     .into_iter()
                     .filter(|t| !config.tables().contains_key(t))
                     .collect();
-                crate::maintenance::spawn_schedules(config, &tables, self.tasks, self.background);
+                crate::maintenance::spawn_schedules(
+                    config,
+                    &tables,
+                    self.tasks,
+                    self.background,
+                    p.contention(),
+                );
             }
         }
         let pipelines = members.into_iter().map(|(p, _)| p).collect();

@@ -15,6 +15,8 @@ pub enum Error {
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Sync(#[from] crate::sync::SyncError),

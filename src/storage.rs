@@ -4,11 +4,23 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use deltalake::DeltaTable;
+use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
 use crate::config::Config;
-use crate::sink::SinkError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("table '{table}': bad location: {message}")]
+    Location { table: String, message: String },
+    #[error("table '{table}': {cause}")]
+    Delta {
+        table: String,
+        cause: Box<DeltaTableError>,
+    },
+    #[error("no Delta table '{table}' under {root} yet (has its pipeline run?)")]
+    NoTable { table: String, root: String },
+}
 
 /// `storage.root` (a local folder or a URL) and `storage.options` (object store
 /// credentials and settings, passed to delta-rs as they are).
@@ -28,9 +40,9 @@ impl Storage {
 
     /// The table `name` is the folder `name` under the root; a local one is created so
     /// delta-rs can open it.
-    pub fn url(&self, name: &str) -> Result<Url, SinkError> {
+    pub fn url(&self, name: &str) -> Result<Url, StorageError> {
         let root = &self.root;
-        let bad = |message: String| SinkError::Location {
+        let bad = |message: String| StorageError::Location {
             table: name.to_string(),
             message,
         };
@@ -49,18 +61,21 @@ impl Storage {
     }
 
     /// The table `name` at its latest version, or an uncreated table (no version).
-    pub async fn load(&self, name: &str) -> Result<DeltaTable, SinkError> {
+    pub async fn load(&self, name: &str) -> Result<DeltaTable, StorageError> {
         let url = self.url(name)?;
         DeltaTable::try_from_url_with_storage_options(url, self.options.clone())
             .await
-            .map_err(|e| SinkError::delta(name, e))
+            .map_err(|e| StorageError::Delta {
+                table: name.to_string(),
+                cause: Box::new(e),
+            })
     }
 
     /// The table `name` at its latest version; an error when it has no commit yet.
-    pub async fn open(&self, name: &str) -> Result<DeltaTable, SinkError> {
+    pub async fn open(&self, name: &str) -> Result<DeltaTable, StorageError> {
         let table = self.load(name).await?;
         if table.version().is_none() {
-            return Err(SinkError::NoTable {
+            return Err(StorageError::NoTable {
                 table: name.to_string(),
                 root: self.root.clone(),
             });

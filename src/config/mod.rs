@@ -3,6 +3,7 @@
 //! validated once at start-up. Every error names the key at fault.
 
 mod fields;
+pub mod kafka_columns;
 mod load;
 mod pipeline;
 mod schedule;
@@ -17,7 +18,9 @@ use serde::Deserialize;
 
 pub use fields::{arrow_schema as fields_schema, is_identifier, json_schema, FieldSpec, FieldType};
 pub use load::{load, load_str};
-pub use pipeline::{render_table, LookupConfig, LookupFormat, OutputMode, PipelineConfig, TOPIC};
+pub use pipeline::{
+    render_table, Derived, LookupConfig, LookupFormat, OutputMode, PipelineConfig, TOPIC,
+};
 pub use schedule::{Cron, Schedule};
 pub use security::{read_secret, AwsConfig, Mechanism, OauthConfig, Protocol, SecurityConfig};
 pub use service::{

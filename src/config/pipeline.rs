@@ -161,10 +161,10 @@ impl PipelineConfig {
 
     /// Partition entries that are computed (`date(call_date_time)`), parsed; the plain
     /// column names are left out.
-    pub fn derived(&self) -> Vec<crate::engine::Derived> {
+    pub fn derived(&self) -> Vec<Derived> {
         self.partition_by
             .iter()
-            .filter_map(|e| crate::engine::Derived::parse(e)?.ok())
+            .filter_map(|e| Derived::parse(e)?.ok())
             .collect()
     }
 
@@ -172,7 +172,7 @@ impl PipelineConfig {
     pub fn partition_columns(&self) -> Vec<String> {
         self.partition_by
             .iter()
-            .map(|e| match crate::engine::Derived::parse(e) {
+            .map(|e| match Derived::parse(e) {
                 Some(Ok(d)) => d.name,
                 _ => e.clone(),
             })
@@ -230,5 +230,33 @@ mod defaults {
     }
     pub fn lookup_refresh() -> Duration {
         Duration::from_secs(10)
+    }
+}
+
+/// One derived column: its name and the TIMESTAMP column it is the day of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    pub name: String,
+    pub from: String,
+}
+
+impl Derived {
+    /// `date(col)` or `name = date(col)`; `None` for a plain column name.
+    pub fn parse(entry: &str) -> Option<Result<Self, String>> {
+        let (name, expr) = match entry.split_once('=') {
+            Some((n, e)) => (Some(n.trim()), e.trim()),
+            None => (None, entry.trim()),
+        };
+        let inner = expr.strip_prefix("date(")?.strip_suffix(')')?.trim();
+        let name = name.map_or_else(|| format!("{inner}_date"), str::to_string);
+        if !super::is_identifier(&name) || !super::is_identifier(inner) {
+            return Some(Err(format!(
+                "'{entry}': expected date(FIELD) or NAME = date(FIELD)"
+            )));
+        }
+        Some(Ok(Self {
+            name,
+            from: inner.to_string(),
+        }))
     }
 }

@@ -4,8 +4,8 @@
 use serde::Deserialize;
 
 use super::fields::FieldSpec;
+use super::kafka_columns::METADATA_COLUMNS;
 use super::ConfigError;
-use crate::decode::METADATA_COLUMNS;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

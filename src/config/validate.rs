@@ -1,8 +1,8 @@
 //! Start-up validation: every check names the key and says what is allowed.
 
 use super::fields::{is_identifier, FieldSpec, FieldType};
+use super::kafka_columns::METADATA_COLUMNS;
 use super::{Config, ConfigError, LookupConfig, LookupFormat, MysqlConfig, OutputMode};
-use crate::decode::METADATA_COLUMNS;
 
 /// librdkafka properties that `kafka.security` owns.
 fn is_security_option(key: &str) -> bool {
@@ -362,7 +362,7 @@ impl Config {
             }
         }
         for column in &p.partition_by {
-            if let Some(derived) = crate::engine::Derived::parse(column) {
+            if let Some(derived) = super::Derived::parse(column) {
                 let derived = derived.map_err(|m| ConfigError::key(key("partition_by"), m))?;
                 let from = fields.iter().find(|f| f.name == derived.from);
                 if !from.is_some_and(|f| f.ty.is_timestamp() && f.required) {

@@ -10,14 +10,9 @@ use deltalake::arrow::error::ArrowError;
 
 use crate::source::RawBatch;
 
-pub const TOPIC: &str = "kafka_topic";
-pub const PARTITION: &str = "kafka_partition";
-pub const OFFSET: &str = "kafka_offset";
-pub const KEY: &str = "kafka_key";
-pub const TIMESTAMP: &str = "kafka_timestamp";
-
-/// Names a declared field may not take.
-pub const METADATA_COLUMNS: [&str; 5] = [TOPIC, PARTITION, OFFSET, KEY, TIMESTAMP];
+pub use crate::config::kafka_columns::{
+    KEY, METADATA_COLUMNS, OFFSET, PARTITION, TIMESTAMP, TOPIC,
+};
 
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))

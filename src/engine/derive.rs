@@ -12,33 +12,7 @@ use deltalake::arrow::array::{ArrayRef, AsArray, Date32Array, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
 use deltalake::arrow::error::ArrowError;
 
-/// One derived column: its name and the TIMESTAMP column it is the day of.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Derived {
-    pub name: String,
-    pub from: String,
-}
-
-impl Derived {
-    /// `date(col)` or `name = date(col)`; `None` for a plain column name.
-    pub fn parse(entry: &str) -> Option<Result<Self, String>> {
-        let (name, expr) = match entry.split_once('=') {
-            Some((n, e)) => (Some(n.trim()), e.trim()),
-            None => (None, entry.trim()),
-        };
-        let inner = expr.strip_prefix("date(")?.strip_suffix(')')?.trim();
-        let name = name.map_or_else(|| format!("{inner}_date"), str::to_string);
-        if !crate::config::is_identifier(&name) || !crate::config::is_identifier(inner) {
-            return Some(Err(format!(
-                "'{entry}': expected date(FIELD) or NAME = date(FIELD)"
-            )));
-        }
-        Some(Ok(Self {
-            name,
-            from: inner.to_string(),
-        }))
-    }
-}
+use crate::config::Derived;
 
 /// The derived columns of one pipeline and the zone their days are in.
 #[derive(Debug, Clone, Default)]

@@ -31,7 +31,7 @@ use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use changes::{Changes, DELETE};
-pub use derive::{Derive, Derived};
+pub use derive::Derive;
 pub use plan::{Merge, Shape};
 pub use state::{Aggregate, Clock};
 pub use window::micros;

@@ -10,14 +10,12 @@ mod compact;
 mod scheduler;
 mod vacuum;
 
-pub use checkpoint::{after_commit, checkpoint, CheckpointReport};
+pub use checkpoint::{checkpoint, CheckpointReport};
 pub use compact::{compact, CompactOptions, CompactReport};
 pub use scheduler::spawn_schedules;
 pub use vacuum::{vacuum, VacuumOptions, VacuumReport};
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deltalake::{DeltaTable, DeltaTableError};
 
@@ -31,6 +29,8 @@ use crate::storage::Storage;
 pub enum MaintenanceError {
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("table '{table}': {cause}")]
     Delta {
         table: String,
@@ -55,23 +55,6 @@ impl MaintenanceError {
             cause: Box::new(cause),
         }
     }
-}
-
-/// Tables whose ingestion commit lost to another writer, and when. A scheduled run on
-/// such a table yields once (see `scheduler`): a tight schedule on a slow store must not
-/// keep a pipeline losing its commit until `commit_retry_timeout` stops it.
-static CONTENDED: LazyLock<Mutex<HashMap<String, Instant>>> = LazyLock::new(Default::default);
-
-/// Ingestion of `table` just lost a commit to a concurrent writer.
-pub fn ingestion_contended(table: &str) {
-    let mut contended = CONTENDED.lock().unwrap_or_else(|e| e.into_inner());
-    contended.insert(table.to_string(), Instant::now());
-}
-
-/// Whether ingestion of `table` lost a commit within `window`.
-fn recently_contended(table: &str, window: Duration) -> bool {
-    let contended = CONTENDED.lock().unwrap_or_else(|e| e.into_inner());
-    contended.get(table).is_some_and(|t| t.elapsed() < window)
 }
 
 /// The configured tables named by `selected` (all when None), or which name is unknown.

@@ -11,6 +11,7 @@ use tracing::{debug, info, warn};
 use super::{compact, compact_options, vacuum, vacuum_options};
 use crate::config::{Config, Schedule};
 use crate::metrics::metrics;
+use crate::sink::Contention;
 use crate::storage::Storage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,7 @@ pub fn spawn_schedules(
     tables: &[String],
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
+    contention: &Contention,
 ) {
     if !config.maintenance.enabled {
         return;
@@ -67,9 +69,9 @@ pub fn spawn_schedules(
                 tasks.spawn(run_schedule(
                     config,
                     table,
-                    task,
-                    schedule,
+                    (task, schedule),
                     shutdown.clone(),
+                    contention.clone(),
                 ));
             }
         }
@@ -79,9 +81,9 @@ pub fn spawn_schedules(
 async fn run_schedule(
     config: Arc<Config>,
     table: String,
-    task: Task,
-    schedule: Schedule,
+    (task, schedule): (Task, Schedule),
     shutdown: CancellationToken,
+    contention: Contention,
 ) {
     debug!(table = %table, task = ?task, schedule = %schedule, "maintenance scheduled");
     let storage = Storage::from_config(&config);
@@ -94,7 +96,7 @@ async fn run_schedule(
         // Ingestion comes first: after it lost a commit, this run waits for the next tick
         // (at most MAX_YIELDS in a row: several writers on one table conflict all the
         // time, and maintenance must still happen).
-        if yielded < MAX_YIELDS && super::recently_contended(&table, YIELD_WINDOW) {
+        if yielded < MAX_YIELDS && contention.recent(&table, YIELD_WINDOW) {
             yielded += 1;
             metrics().maintenance_run(task.name(), "skipped");
             debug!(table = %table, task = ?task, "ingestion just lost a commit; this run waits for the next tick");

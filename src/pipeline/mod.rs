@@ -73,6 +73,8 @@ pub struct Pipeline {
     name: String,
     config: Config,
     metrics: Arc<PipelineMetrics>,
+    /// Where its sinks report lost commits (maintenance yields to them).
+    contention: crate::sink::Contention,
 }
 
 /// A pipeline ready to consume: tables open, state restored, refusals checked.
@@ -103,11 +105,12 @@ struct Feed {
 }
 
 impl Pipeline {
-    pub fn new(name: &str, config: Config) -> Self {
+    pub fn new(name: &str, config: Config, contention: crate::sink::Contention) -> Self {
         Self {
             name: name.to_string(),
             config,
             metrics: Arc::new(PipelineMetrics::new(name)),
+            contention,
         }
     }
 
@@ -119,6 +122,7 @@ impl Pipeline {
             name: self.name.clone(),
             config: self.config.for_topic(source, topic),
             metrics: self.metrics.clone(),
+            contention: self.contention.clone(),
         }
     }
 
@@ -130,6 +134,11 @@ impl Pipeline {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where its sinks report lost commits.
+    pub fn contention(&self) -> &crate::sink::Contention {
+        &self.contention
     }
 
     pub fn config(&self) -> &Config {
@@ -355,6 +364,7 @@ impl Pipeline {
             checkpoint_interval: self.config.maintenance.checkpoint_interval,
             log_retention: self.config.maintenance.log_retention,
             shutdown,
+            contention: self.contention.clone(),
         }
     }
 

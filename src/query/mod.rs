@@ -75,6 +75,8 @@ pub enum QueryError {
     Maintenance(#[from] MaintenanceError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("cannot write the result: {0}")]
     Output(String),
 }

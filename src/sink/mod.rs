@@ -9,18 +9,23 @@
 //!    delta-rs): on any conflict or doubtful failure we re-read the table and start over
 //!    from rule 2, which also tells whether a "failed" commit had in fact landed.
 
+mod checkpoint;
 mod commit;
+mod contention;
 mod offsets;
 mod probe;
 mod state;
 mod table;
+mod txn;
 
-pub(crate) use commit::is_conflict;
+pub use checkpoint::checkpoint;
 pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
+pub use contention::Contention;
 pub use offsets::{last_topic, read_committed, record_offsets, Held, Ownership};
 pub use probe::check_conditional_put;
 pub(crate) use table::{add_rows, commit_actions};
 pub use table::{open_or_create, writer_properties};
+pub(crate) use txn::is_conflict;
 
 use deltalake::DeltaTableError;
 
@@ -31,8 +36,8 @@ pub enum SinkError {
         table: String,
         cause: Box<DeltaTableError>,
     },
-    #[error("table '{table}': bad location: {message}")]
-    Location { table: String, message: String },
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     #[error("table '{table}': schema mismatch: {message}")]
     Schema { table: String, message: String },
     #[error("table '{table}': commit kept failing for {seconds}s, last error: {cause}")]
@@ -45,8 +50,6 @@ pub enum SinkError {
     Engine(#[from] crate::engine::EngineError),
     #[error("table '{table}': {message}")]
     StateMissing { table: String, message: String },
-    #[error("no Delta table '{table}' under {root} yet (has its pipeline run?)")]
-    NoTable { table: String, root: String },
     #[error("table '{table}' belongs to another pipeline or topic: {message}")]
     Owner { table: String, message: String },
     #[error(

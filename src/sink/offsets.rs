@@ -10,7 +10,7 @@ use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::{json, Value};
 
-use super::commit::{batch_app_id, is_conflict, topic_app_id, txn_app_id};
+use super::txn::{batch_app_id, is_conflict, offset_txns, topic_app_id, txn_app_id};
 use super::{SinkError, SinkOptions};
 use crate::source::Record;
 
@@ -18,7 +18,7 @@ use crate::source::Record;
 const MAX_ATTEMPTS: usize = 50;
 
 async fn open(opts: &SinkOptions, name: &str) -> Result<DeltaTable, SinkError> {
-    opts.storage.open(name).await
+    Ok(opts.storage.open(name).await?)
 }
 
 /// What a table records for one partition of its topic.
@@ -96,7 +96,11 @@ pub async fn record_offsets(
         if write.is_empty() {
             return Ok(result);
         }
-        let txns = super::commit::offset_txns(opts, write.iter().map(|(&p, &o)| (p, o)), topic_id);
+        let txns = offset_txns(
+            (&opts.pipeline, &opts.topic),
+            write.iter().map(|(&p, &o)| (p, o)),
+            topic_id,
+        );
         let metadata = json!({
             "pipeline": opts.pipeline,
             "topic": opts.topic,

@@ -66,7 +66,7 @@ pub async fn check_conditional_put(storage: &Storage) -> Result<(), SinkError> {
         Err(ObjectStoreError::AlreadyExists { .. } | ObjectStoreError::Precondition { .. }) => {
             Ok(())
         }
-        outcome => Err(SinkError::Location {
+        outcome => Err(SinkError::Storage(crate::storage::StorageError::Location {
             table: PROBE_TABLE.to_string(),
             message: format!(
                 "the object store at {root} {} a second conditional create of the same key, \
@@ -82,6 +82,6 @@ pub async fn check_conditional_put(storage: &Storage) -> Result<(), SinkError> {
                     Err(e) => format!("failed ({e}) instead of refusing"),
                 }
             ),
-        }),
+        })),
     }
 }

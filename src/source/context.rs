@@ -12,7 +12,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
-use super::consumer::{OffsetStore, Record};
+use super::offsets::{OffsetStore, Record};
 use super::{Connection, KafkaContext, TopicId};
 use crate::config::{Start, StartingOffsets};
 

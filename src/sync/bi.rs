@@ -7,7 +7,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tracing::{info, warn};
 
-use super::mysql::{ident, run};
+use super::layout::ident;
+use super::mysql::run;
 use super::SyncError;
 use crate::config::MysqlConfig;
 

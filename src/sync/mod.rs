@@ -62,7 +62,7 @@ pub enum SyncError {
         cause: Box<DeltaTableError>,
     },
     #[error(transparent)]
-    Storage(#[from] crate::sink::SinkError),
+    Storage(#[from] crate::storage::StorageError),
 }
 
 impl SyncError {
@@ -425,7 +425,7 @@ async fn sync_table(
     let layout = Layout::new(&t.table, schema, t.keys.clone())?;
     // A table created now (first sync, or dropped by someone) has no rows: start over
     // from the whole Delta table.
-    let created = layout::ensure_table(conn, &layout).await?;
+    let created = mysql::ensure_table(conn, &layout).await?;
     let state = match created {
         true => None,
         false => mysql::mirrored(conn, &t.table).await?,

@@ -72,6 +72,7 @@ pub async fn open_table(
         checkpoint_interval,
         log_retention,
         shutdown: CancellationToken::new(),
+        contention: Default::default(),
     };
     DeltaSink::open(name, &schema(), opts)
         .await

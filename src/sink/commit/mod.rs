@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::prelude::SessionContext;
-use deltalake::kernel::transaction::{
-    CommitBuilder, CommitProperties, TableReference, TransactionError,
-};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, OutputMode};
@@ -27,6 +25,7 @@ use replay::{drop_committed, new_ranges};
 
 use super::state::{self, StateRef};
 use super::table::{open_or_create, widen, widened_metadata, write_files, writer_properties};
+use super::txn::{batch_app_id, is_conflict, offset_txns, topic_app_id, txn_app_id};
 use super::SinkError;
 use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
 use crate::retry::Backoff;
@@ -58,6 +57,8 @@ pub struct SinkOptions {
     pub log_retention: Duration,
     /// Cancelled on shutdown: a commit that is backing off gives up instead of waiting.
     pub shutdown: CancellationToken,
+    /// Where lost commits are reported, so maintenance yields to ingestion.
+    pub contention: super::Contention,
 }
 
 /// One micro-batch as the sink sees it.
@@ -312,7 +313,7 @@ impl DeltaSink {
             let conflict = is_conflict(&error);
             let wait = if conflict {
                 self.timings.conflicts += 1;
-                crate::maintenance::ingestion_contended(&self.name);
+                self.opts.contention.report(&self.name);
                 debug!(table = %self.name, "concurrent commit, re-reading the table");
                 conflicts.next_wait()
             } else {
@@ -337,7 +338,7 @@ impl DeltaSink {
     }
 
     async fn checkpoint_if_due(&mut self, version: u64) {
-        crate::maintenance::after_commit(
+        super::checkpoint::after_commit(
             &self.table,
             &self.name,
             self.last_commit,
@@ -405,7 +406,7 @@ impl DeltaSink {
     ) -> CommitProperties {
         let (batch_id, topic_id) = batch;
         let mut txns = offset_txns(
-            &self.opts,
+            (&self.opts.pipeline, &self.opts.topic),
             new_ranges.iter().map(|(&p, r)| (p, r.last)),
             topic_id,
         );
@@ -518,55 +519,4 @@ fn key_match(keys: &[String]) -> String {
         .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
         .collect::<Vec<_>>()
         .join(" AND ")
-}
-
-/// The `txn` app id under which a table numbers a pipeline's batches.
-pub(crate) fn batch_app_id(pipeline: &str) -> String {
-    format!("lakestream.{pipeline}.batch")
-}
-
-/// The `txn` app id under which a table records the last offset of a partition.
-pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
-    format!("lakestream.{pipeline}.{topic}.{partition}")
-}
-
-/// The `txn` app id under which a table records the id of the topic a partition's
-/// offset was read from (its version is `TopicId::fingerprint`).
-pub fn topic_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
-    format!("lakestream.{pipeline}.{topic}.{partition}.topic_id")
-}
-
-/// The `txn` actions recording `last` offsets, stamped with the topic's id when known.
-pub(crate) fn offset_txns(
-    opts: &SinkOptions,
-    last: impl Iterator<Item = (i32, i64)>,
-    topic_id: Option<i64>,
-) -> Vec<Transaction> {
-    let mut txns = Vec::new();
-    for (p, o) in last {
-        txns.push(Transaction::new(
-            txn_app_id(&opts.pipeline, &opts.topic, p),
-            o,
-        ));
-        if let Some(id) = topic_id {
-            txns.push(Transaction::new(
-                topic_app_id(&opts.pipeline, &opts.topic, p),
-                id,
-            ));
-        }
-    }
-    txns
-}
-
-/// Another writer committed since our snapshot: re-read and redo, no backoff needed.
-pub(crate) fn is_conflict(e: &DeltaTableError) -> bool {
-    matches!(
-        e,
-        DeltaTableError::VersionAlreadyExists(_)
-            | DeltaTableError::Transaction {
-                source: TransactionError::MaxCommitAttempts(_)
-                    | TransactionError::CommitConflict(_)
-                    | TransactionError::VersionAlreadyExists(_)
-            }
-    )
 }

@@ -1,0 +1,53 @@
+//! How lakestream names what it records in a table's `txn` actions (the offsets, the
+//! batch ids and the topic ids that make a commit exactly once), and which commit
+//! failures mean "another writer got there first".
+
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::kernel::Transaction;
+use deltalake::DeltaTableError;
+
+/// The `txn` app id under which a table numbers a pipeline's batches.
+pub(crate) fn batch_app_id(pipeline: &str) -> String {
+    format!("lakestream.{pipeline}.batch")
+}
+
+/// The `txn` app id under which a table records the last offset of a partition.
+pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+    format!("lakestream.{pipeline}.{topic}.{partition}")
+}
+
+/// The `txn` app id under which a table records the id of the topic a partition's
+/// offset was read from (its version is `TopicId::fingerprint`).
+pub fn topic_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+    format!("lakestream.{pipeline}.{topic}.{partition}.topic_id")
+}
+
+/// The `txn` actions recording `last` offsets of `pipeline` reading `topic`, stamped
+/// with the topic's id when known.
+pub(crate) fn offset_txns(
+    (pipeline, topic): (&str, &str),
+    last: impl Iterator<Item = (i32, i64)>,
+    topic_id: Option<i64>,
+) -> Vec<Transaction> {
+    let mut txns = Vec::new();
+    for (p, o) in last {
+        txns.push(Transaction::new(txn_app_id(pipeline, topic, p), o));
+        if let Some(id) = topic_id {
+            txns.push(Transaction::new(topic_app_id(pipeline, topic, p), id));
+        }
+    }
+    txns
+}
+
+/// Another writer committed since our snapshot: re-read and redo, no backoff needed.
+pub(crate) fn is_conflict(e: &DeltaTableError) -> bool {
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::CommitConflict(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
