@@ -112,12 +112,17 @@ impl CatchUp {
             // Far enough; but offsets of a deleted topic reach any end. They count once
             // this member's data-loss checks ran on the partition, or the offsets were
             // read from the topic as it is now (its id), or (a broker without topic
-            // ids) the partition reaches that far now (other members read on).
-            let stamp = table.committed_topic(p).await.map_err(|e| e.to_string())?;
-            let trusted = seen.positioned.contains(&p)
+            // ids, a table written before ids were recorded) the partition reaches that
+            // far now (other members read on). No offsets at all: nothing to distrust.
+            let stamp = match at {
+                Some(_) => table.committed_topic(p).await.map_err(|e| e.to_string())?,
+                None => None,
+            };
+            let trusted = at.is_none()
+                || seen.positioned.contains(&p)
                 || match (seen.topic_id, stamp) {
-                    (Some(now), stamp) => stamp == Some(now),
-                    (None, _) => next <= b.end || next <= self.current_end(p).await?,
+                    (Some(now), Some(stamp)) => stamp == now,
+                    _ => next <= b.end || next <= self.current_end(p).await?,
                 };
             if !trusted {
                 missing.push(Missing {
