@@ -15,6 +15,16 @@ fn call(id: u32, disposition: &str) -> String {
     )
 }
 
+/// `payloads` to the four partitions in turn.
+fn produce_round_robin(env: &TestEnv, payloads: &[String]) {
+    let records: Vec<RawRecord> = payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ((i % 4) as i32, None, p.as_bytes()))
+        .collect();
+    env.produce_raw(&records);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_table_does_not_stop_the_others_and_keys_compare_exactly() {
     let mut env = TestEnv::new("mirror-edges");
@@ -32,12 +42,7 @@ async fn a_failing_table_does_not_stop_the_others_and_keys_compare_exactly() {
     let payloads: Vec<String> = (0..40)
         .map(|i| call(i, if i % 2 == 0 { "ZZZ" } else { "ZZZ " }))
         .collect();
-    let records: Vec<RawRecord> = payloads
-        .iter()
-        .enumerate()
-        .map(|(i, p)| ((i % 4) as i32, None, p.as_bytes()))
-        .collect();
-    env.produce_raw(&records);
+    produce_round_robin(&env, &payloads);
 
     // A table MySQL already has with other columns: that one table cannot sync.
     let mut conn = db.conn("root", None, "mysql").await.expect("connect");
@@ -180,12 +185,7 @@ async fn a_rebuilt_delta_table_replaces_its_mirror() {
     env.without_bi_views();
     let produce = |env: &TestEnv, tag: &str, n: u32| {
         let payloads: Vec<String> = (0..n).map(|i| call(i, tag)).collect();
-        let records: Vec<RawRecord> = payloads
-            .iter()
-            .enumerate()
-            .map(|(i, p)| ((i % 4) as i32, None, p.as_bytes()))
-            .collect();
-        env.produce_raw(&records);
+        produce_round_robin(env, &payloads);
     };
     produce(&env, "OLD", 40);
     env.catch_up();
