@@ -1,299 +1,248 @@
-//! Wiring for `lakestream run`: one reader per source and one commit loop per pipeline,
-//! the MySQL sync, maintenance schedules and the status page, all on one task tracker;
-//! signals; fail-fast.
+//! Wiring for `lakestream run`: one reader per source (per topic of a multi-topic source)
+//! and one commit loop per pipeline, the MySQL sync, maintenance schedules and the status
+//! page, all on one supervisor (the first failure stops the others, the first signal
+//! drains).
 
-use tokio::task::JoinSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, Plan, SourcePlan, Topics};
 use crate::http::{Observed, ObservedPipeline};
 use crate::metrics::Snapshot;
 use crate::pipeline::{Pipeline, RunOptions};
+use crate::supervisor::Supervisor;
 use crate::sync::SyncTask;
-use crate::{Error, Result};
+use crate::Result;
 
 /// How long `run --until-caught-up` keeps retrying the last MySQL sync.
 const FINAL_SYNC_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Run `selected` pipelines (all when empty) until a signal, or until caught up.
-/// The first SIGINT/SIGTERM lets every pipeline finish its batch in flight; a second
-/// one exits at once (commits are atomic, so that is safe too, just less tidy).
-pub async fn run(config: Config, selected: &[String], opts: RunOptions) -> Result<Vec<Snapshot>> {
-    let names: Vec<String> = if selected.is_empty() {
-        config.pipelines.keys().cloned().collect()
-    } else {
-        selected.to_vec()
+pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Result<Vec<Snapshot>> {
+    let names: Vec<String> = match selected {
+        [] => plan.pipelines.keys().cloned().collect(),
+        _ => selected.to_vec(),
     };
     if names.is_empty() {
         return Err(ConfigError::key("pipelines", "no pipeline is configured").into());
     }
-    for name in &names {
-        if !config.pipelines.contains_key(name) {
-            let known: Vec<&String> = config.pipelines.keys().collect();
-            return Err(ConfigError::key(
-                format!("pipelines.{name}"),
-                format!("no such pipeline (known: {known:?})"),
-            )
-            .into());
-        }
-    }
+    let readers = plan.readers(&names)?;
     // Before any table is created or touched: a wrong password or certificate stops here,
     // saying what to check.
-    crate::source::Connection::new(&config.kafka)?
+    crate::source::Connection::new(&plan.kafka)?
         .checked()
         .await?;
-    crate::sink::check_conditional_put(&crate::storage::Storage::from_config(&config)).await?;
+    crate::sink::check_conditional_put(&crate::storage::Storage::new(&plan.storage)).await?;
 
-    // One shape for every long-lived task: spawned on `tasks`, stopped by a token.
-    // `shutdown` (first signal, or a failed pipeline) stops everything, pipelines
-    // finishing their batch in flight; `background` also stops the helpers once the
-    // pipelines are done (the mirror then makes its final pass).
-    let shutdown = CancellationToken::new();
-    let background = shutdown.child_token();
-    let tasks = TaskTracker::new();
-    tokio::spawn(watch_signals(shutdown.clone()));
-
-    let sync_task = SyncTask::new(&config)
-        .filter(|t| t.has_targets() && config.mysql.as_ref().is_some_and(|m| m.enabled));
-    let sync_metrics = sync_task.as_ref().map(|t| t.metrics.clone());
-    let sync = sync_task.map(|task| {
-        // A backfill ends with the mirror caught up too; a signal just stops it.
-        let final_pass = opts.until_caught_up.then_some(FINAL_SYNC_PATIENCE);
-        tasks.spawn(task.run(background.clone(), final_pass))
-    });
-
-    // Tables named per topic are scheduled as their topics start.
-    let tables: Vec<String> = names
+    let supervisor = Supervisor::new(opts.drain_timeout);
+    let sync = start_sync(&plan, &supervisor, opts);
+    // Sinks report lost commits here; the maintenance schedules yield to them. Tables
+    // named per topic are scheduled as their topics start.
+    let contention = crate::sink::Contention::default();
+    let tables: Vec<String> = readers
         .iter()
-        .flat_map(|n| {
-            let p = &config.pipelines[n];
-            [p.table.clone(), p.dead_letter_table()]
-        })
+        .flat_map(|r| r.pipelines.iter().flat_map(|p| p.tables()))
         .filter(|t| !t.contains(crate::config::TOPIC))
         .collect();
-    // Sinks report lost commits here; the maintenance schedules yield to them.
-    let contention = crate::sink::Contention::default();
-    crate::maintenance::spawn_schedules(&config, &tables, &tasks, &background, &contention);
-
-    let pipelines: Vec<Pipeline> = names
+    let (helpers, background) = (supervisor.helpers(), supervisor.background());
+    crate::maintenance::spawn_schedules(&plan, &tables, helpers, background, &contention);
+    let pipelines: Vec<Vec<Pipeline>> = readers
         .iter()
-        .map(|name| Pipeline::new(name, config.clone(), contention.clone()))
+        .map(|r| {
+            let each = r.pipelines.iter().cloned();
+            each.map(|p| Pipeline::new(p, plan.clone(), contention.clone()))
+                .collect()
+        })
         .collect();
-    if config.http.enabled {
+    if plan.http.enabled {
+        let observed = pipelines.iter().flatten();
         serve_status(
-            &config,
-            &names,
-            &pipelines,
-            sync_metrics,
-            &tasks,
-            &background,
+            &plan,
+            observed,
+            sync.as_ref().map(|s| s.1.clone()),
+            &supervisor,
         )
         .await;
     }
-    // One reader per source (per topic of a multi-topic source): its pipelines' commit
-    // loops and the reader itself all run on `running`; the first to fail stops the rest.
+
     let mut run = Running {
-        set: JoinSet::new(),
-        topics: Default::default(),
-        tasks: &tasks,
-        background: &background,
-        shutdown: &shutdown,
+        plan: plan.clone(),
+        supervisor,
+        topics: HashMap::new(),
         opts,
     };
-    let mut first_error = None;
-    let mut by_name: std::collections::HashMap<String, Pipeline> =
-        names.iter().cloned().zip(pipelines).collect();
     // Pipelines of pattern sources, by source, for topics that appear later.
-    let mut templates: std::collections::HashMap<String, Vec<Pipeline>> = Default::default();
-    let (found_tx, found_rx) = tokio::sync::mpsc::channel::<(String, String)>(16);
-    for group in crate::pipeline::reader_groups(&config, &names) {
-        let mut members: Vec<Pipeline> = group.iter().filter_map(|n| by_name.remove(n)).collect();
-        let source_name = config.pipelines[&group[0]].source.clone();
-        let source = &config.sources[&source_name];
-        let started = if source.is_multi_topic() {
-            run.start_topics(&config, &source_name, &members).await
-        } else {
-            let single = members.drain(..).map(|p| (p, false)).collect();
-            run.start(single).await.map(|()| Vec::new())
+    let mut templates: HashMap<String, (Arc<SourcePlan>, Vec<Pipeline>)> = HashMap::new();
+    let (found_tx, mut found) = tokio::sync::mpsc::channel::<(String, String)>(16);
+    for (reader, members) in readers.iter().zip(pipelines) {
+        let source = &reader.source;
+        let started = match source.is_multi_topic() {
+            false => {
+                run.start(members.into_iter().map(|p| (p, false)).collect())
+                    .await
+            }
+            true => match run.start_topics(source, &members).await {
+                Ok(()) if matches!(source.topics, Topics::Pattern(_)) && !opts.until_caught_up => {
+                    let known = run.topics.get(&source.name).cloned().unwrap_or_default();
+                    let stop = run.supervisor.shutdown().clone();
+                    let watch = watch_topics(plan.clone(), source.clone(), known, found_tx.clone());
+                    run.supervisor.spawn_helper(async move {
+                        tokio::select! {
+                            () = watch => {}
+                            () = stop.cancelled() => {}
+                        }
+                    });
+                    templates.insert(source.name.clone(), (source.clone(), members));
+                    Ok(())
+                }
+                other => other,
+            },
         };
-        match started {
-            Ok(topics) if source.topic_pattern.is_some() && !opts.until_caught_up => {
-                tokio::spawn(watch_topics(
-                    config.clone(),
-                    source_name.clone(),
-                    topics,
-                    found_tx.clone(),
-                    shutdown.clone(),
-                ));
-                templates.insert(source_name, members);
-            }
-            Ok(_) => {}
-            Err(e) => {
-                error!(pipelines = ?group, error = %e, "cannot start; stopping the others");
-                shutdown.cancel();
-                first_error = Some(e);
-                break;
-            }
+        if let Err(e) = started {
+            run.supervisor
+                .fail(&format!("reader of {:?}", reader.names()), e);
+            break;
         }
     }
     drop(found_tx);
-    let mut found = Some(found_rx);
-    let mut summaries = Vec::new();
     loop {
         tokio::select! {
-            Some(joined) = run.set.join_next(), if !run.set.is_empty() => match joined {
-                Ok((_, Ok(summary))) => summaries.extend(summary),
-                Ok((name, Err(e))) => {
-                    error!(task = %name, error = %e, "failed; stopping the others");
-                    shutdown.cancel();
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    shutdown.cancel();
-                    first_error.get_or_insert(Error::Task {
-                        task: "pipeline".into(),
-                        cause: e,
-                    });
-                }
-            },
-            topic = async { found.as_mut()?.recv().await }, if found.is_some() => {
-                let Some((source, topic)) = topic else {
-                    found = None;
-                    continue;
-                };
-                let members = templates.get(&source).map(Vec::as_slice).unwrap_or_default();
-                let known = run.topics.get(&source).into_iter().flatten();
-                let collisions = config.topic_collisions(&source, known.chain([&topic]));
-                if let Some((table, others)) = collisions.into_iter().find(|(_, t)| t.contains(&topic)) {
-                    refuse(members, &source, &topic, &table, &others);
-                    continue;
-                }
-                info!(source = %source, topic = %topic, "new topic: starting its pipelines");
-                let started = run.start_topic(&source, &topic, members).await;
-                if let Err(e) = started {
-                    error!(topic = %topic, error = %e, "cannot start; stopping the others");
-                    shutdown.cancel();
-                    first_error.get_or_insert(e);
+            () = run.supervisor.join_next(), if run.supervisor.busy() => {}
+            Some((source, topic)) = found.recv() => {
+                if let Some((source, members)) = templates.get(&source) {
+                    run.new_topic(source, &topic, members).await;
                 }
             }
             else => break,
         }
     }
-    background.cancel();
-    tasks.close();
-    if let Some(sync) = sync {
-        match sync.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e.into());
-            }
-            Err(e) => {
-                first_error.get_or_insert(Error::Task {
-                    task: "mysql sync".into(),
-                    cause: e,
-                });
-            }
-        }
-    }
-    tasks.wait().await;
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(summaries),
-    }
+    let sync = sync.map(|(handle, _)| ("mysql sync", handle));
+    run.supervisor.finish(sync).await
 }
 
-/// Where readers and commit loops run, and what starting one needs.
-struct Running<'a> {
-    set: JoinSet<(String, Result<Option<Snapshot>>)>,
+/// The MySQL mirror, when one is configured and enabled: its task and its counters.
+fn start_sync(
+    plan: &Plan,
+    supervisor: &Supervisor,
+    opts: RunOptions,
+) -> Option<(
+    tokio::task::JoinHandle<Result<()>>,
+    Arc<crate::sync::SyncMetrics>,
+)> {
+    let task = SyncTask::new(plan)
+        .filter(|t| t.has_targets() && plan.mysql.as_ref().is_some_and(|m| m.enabled))?;
+    let metrics = task.metrics.clone();
+    // A backfill ends with the mirror caught up too; a signal just stops it.
+    let final_pass = opts.until_caught_up.then_some(FINAL_SYNC_PATIENCE);
+    let stop = supervisor.background().clone();
+    let handle = supervisor.spawn_helper(async move { Ok(task.run(stop, final_pass).await?) });
+    Some((handle, metrics))
+}
+
+/// The readers and commit loops started so far, on the supervisor.
+struct Running {
+    plan: Arc<Plan>,
+    supervisor: Supervisor,
     /// The topics started so far, by multi-topic source.
-    topics: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
-    tasks: &'a TaskTracker,
-    background: &'a CancellationToken,
-    shutdown: &'a CancellationToken,
+    topics: HashMap<String, BTreeSet<String>>,
     opts: RunOptions,
 }
 
-impl Running<'_> {
+impl Running {
     /// Start one reader for `members` (of one source and topic); with `per_topic`, the
     /// maintenance of their per-topic tables too.
     async fn start(&mut self, members: Vec<(Pipeline, bool)>) -> Result<()> {
-        let names: Vec<String> = members.iter().map(|(p, _)| p.name().to_string()).collect();
-        for (p, per_topic) in &members {
-            if *per_topic {
-                let config = p.config();
-                let tables: Vec<String> = p
-                    .tables()
-                    .into_iter()
-                    .filter(|t| !config.tables().contains_key(t))
-                    .collect();
-                crate::maintenance::spawn_schedules(
-                    config,
-                    &tables,
-                    self.tasks,
-                    self.background,
-                    p.contention(),
-                );
-            }
-        }
-        let pipelines = members.into_iter().map(|(p, _)| p).collect();
-        let started = crate::pipeline::start_source(pipelines, self.opts, self.shutdown).await?;
-        for (name, run) in started.pipelines {
-            self.set.spawn(
-                self.tasks
-                    .track_future(async move { (name, run.await.map(Some)) }),
+        let configured = self.plan.tables();
+        for (p, _) in members.iter().filter(|(_, per_topic)| *per_topic) {
+            let tables: Vec<String> = p
+                .spec()
+                .tables()
+                .into_iter()
+                .filter(|t| !configured.contains_key(t))
+                .collect();
+            crate::maintenance::spawn_schedules(
+                &self.plan,
+                &tables,
+                self.supervisor.helpers(),
+                self.supervisor.background(),
+                p.contention(),
             );
         }
-        let reader = format!("reader of {names:?}");
-        self.set.spawn(
-            self.tasks
-                .track_future(async move { (reader, started.reader.await.map(|()| None)) }),
-        );
+        let names: Vec<String> = members.iter().map(|(p, _)| p.name().to_string()).collect();
+        let pipelines = members.into_iter().map(|(p, _)| p).collect();
+        let shutdown = self.supervisor.shutdown().clone();
+        let started = crate::pipeline::start_source(pipelines, self.opts, &shutdown).await?;
+        for (name, run) in started.pipelines {
+            self.supervisor
+                .spawn(name, async move { run.await.map(Some) });
+        }
+        let reader = started.reader;
+        self.supervisor
+            .spawn(format!("reader of {names:?}"), async move {
+                reader.await.map(|()| None)
+            });
         Ok(())
     }
 
-    /// Start `members` on every topic their source reads now; returns the topics.
-    async fn start_topics(
-        &mut self,
-        config: &Config,
-        source: &str,
-        members: &[Pipeline],
-    ) -> Result<Vec<String>> {
-        let topics = crate::pipeline::source_topics(config, source).await?;
+    /// Start `members` on every topic their source reads now.
+    async fn start_topics(&mut self, source: &SourcePlan, members: &[Pipeline]) -> Result<()> {
+        let topics = crate::pipeline::source_topics(&self.plan.kafka, source).await?;
         if topics.is_empty() {
-            warn!(
-                source,
-                "no topic matches yet; waiting for one to be created"
-            );
+            warn!(source = %source.name, "no topic matches yet; waiting for one to be created");
         }
         // Of topics that would share a per-topic table, the one that has been writing
         // it goes on (or, for a new table, the first by name); the others are refused.
-        let storage = crate::storage::Storage::from_config(config);
-        let mut refused = std::collections::BTreeSet::new();
-        for (table, group) in config.topic_collisions(source, &topics) {
+        let storage = crate::storage::Storage::new(&self.plan.storage);
+        let mut refused = BTreeSet::new();
+        for (table, group) in self.plan.topic_collisions(&source.name, &topics) {
             let writer = crate::sink::last_topic(&storage, &table).await?;
             let keep = writer
                 .filter(|w| group.contains(w))
                 .unwrap_or_else(|| group[0].clone());
             for topic in group.iter().filter(|t| **t != keep) {
-                refuse(members, source, topic, &table, &group);
+                refuse(members, &source.name, topic, &table, &group);
                 refused.insert(topic.clone());
             }
         }
         for topic in topics.iter().filter(|t| !refused.contains(*t)) {
-            info!(source, topic = %topic, "starting the pipelines of a topic");
+            info!(source = %source.name, topic = %topic, "starting the pipelines of a topic");
             self.start_topic(source, topic, members).await?;
         }
-        Ok(topics)
+        Ok(())
+    }
+
+    /// A topic of a pattern source appeared: start `members` on it, unless it would
+    /// write another topic's per-topic table.
+    async fn new_topic(&mut self, source: &SourcePlan, topic: &str, members: &[Pipeline]) {
+        let topic = topic.to_string();
+        let known = self.topics.get(&source.name).into_iter().flatten();
+        let collisions = self
+            .plan
+            .topic_collisions(&source.name, known.chain([&topic]));
+        if let Some((table, others)) = collisions.into_iter().find(|(_, t)| t.contains(&topic)) {
+            refuse(members, &source.name, &topic, &table, &others);
+            return;
+        }
+        info!(source = %source.name, topic = %topic, "new topic: starting its pipelines");
+        if let Err(e) = self.start_topic(source, &topic, members).await {
+            self.supervisor.fail(&format!("topic {topic}"), e);
+        }
     }
 
     /// Start `members` on `topic` of their multi-topic source.
-    async fn start_topic(&mut self, source: &str, topic: &str, members: &[Pipeline]) -> Result<()> {
+    async fn start_topic(
+        &mut self,
+        source: &SourcePlan,
+        topic: &str,
+        members: &[Pipeline],
+    ) -> Result<()> {
         self.start(members.iter().map(|p| (p.for_topic(topic), true)).collect())
             .await?;
         self.topics
-            .entry(source.to_string())
+            .entry(source.name.clone())
             .or_default()
             .insert(topic.to_string());
         Ok(())
@@ -316,101 +265,61 @@ fn refuse(members: &[Pipeline], source: &str, topic: &str, table: &str, topics: 
     }
 }
 
-/// Look for new topics of a pattern source every `topic_refresh_interval`, until stop.
+/// Look for new topics of a pattern source every `refresh_interval`, forever (the
+/// caller stops it).
 async fn watch_topics(
-    config: Config,
-    source: String,
-    known: Vec<String>,
+    plan: Arc<Plan>,
+    source: Arc<SourcePlan>,
+    mut known: BTreeSet<String>,
     found: tokio::sync::mpsc::Sender<(String, String)>,
-    stop: CancellationToken,
 ) {
-    let mut known: std::collections::BTreeSet<String> = known.into_iter().collect();
-    let every = config.sources[&source].topic_refresh_interval;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = stop.cancelled() => return,
-        }
-        match crate::pipeline::source_topics(&config, &source).await {
+        tokio::time::sleep(source.refresh_interval).await;
+        match crate::pipeline::source_topics(&plan.kafka, &source).await {
             Ok(topics) => {
                 for topic in topics {
                     if known.insert(topic.clone())
-                        && found.send((source.clone(), topic)).await.is_err()
+                        && found.send((source.name.clone(), topic)).await.is_err()
                     {
                         return;
                     }
                 }
             }
-            Err(e) => warn!(source = %source, error = %e, "cannot list topics; trying again"),
+            Err(e) => warn!(source = %source.name, error = %e, "cannot list topics; trying again"),
         }
     }
 }
 
-/// Start the status page and its table refresher on `tasks`; a port that is taken is a
-/// warning, not a reason to stop ingesting (several processes may share a host).
-async fn serve_status(
-    config: &Config,
-    names: &[String],
-    pipelines: &[Pipeline],
-    sync: Option<std::sync::Arc<crate::sync::SyncMetrics>>,
-    tasks: &TaskTracker,
-    stop: &CancellationToken,
+/// Start the status page and its table refresher; a port that is taken is a warning,
+/// not a reason to stop ingesting (several processes may share a host).
+async fn serve_status<'p>(
+    plan: &Plan,
+    pipelines: impl Iterator<Item = &'p Pipeline>,
+    sync: Option<Arc<crate::sync::SyncMetrics>>,
+    supervisor: &Supervisor,
 ) {
     let observed = Observed {
-        pipelines: names
-            .iter()
-            .zip(pipelines)
-            .map(|(name, p)| {
-                let pc = &config.pipelines[name];
-                ObservedPipeline {
-                    name: name.clone(),
-                    table: pc.table.clone(),
-                    dead_letter_table: pc.dead_letter_table(),
-                    metrics: p.metrics(),
-                }
+        pipelines: pipelines
+            .map(|p| ObservedPipeline {
+                name: p.name().to_string(),
+                table: p.spec().table.clone(),
+                dead_letter_table: p.spec().dead_letter_table.clone(),
+                metrics: p.metrics(),
             })
             .collect(),
         sync,
-        storage: crate::storage::Storage::from_config(config),
-        max_ready_lag: config.http.max_ready_lag,
+        storage: crate::storage::Storage::new(&plan.storage),
+        max_ready_lag: plan.http.max_ready_lag,
         started: chrono::Utc::now(),
         tables: Default::default(),
     };
-    let observed = std::sync::Arc::new(observed);
-    match crate::http::Server::bind(&config.http.listen, observed.clone()).await {
+    let observed = Arc::new(observed);
+    let stop: &CancellationToken = supervisor.background();
+    match crate::http::Server::bind(&plan.http.listen, observed.clone()).await {
         Ok(server) => {
-            tasks.spawn(observed.refresh_tables(stop.clone()));
-            tasks.spawn(server.run(stop.clone()));
+            supervisor.spawn_helper(observed.refresh_tables(stop.clone()));
+            supervisor.spawn_helper(server.run(stop.clone()));
         }
         Err(e) => warn!(error = %e, "status page not served; set http.listen to a free address"),
     }
-}
-
-pub(crate) async fn watch_signals(shutdown: CancellationToken) {
-    let mut count = 0;
-    loop {
-        if wait_for_signal().await.is_err() {
-            warn!("cannot listen for signals; stop with SIGKILL");
-            return;
-        }
-        count += 1;
-        if count == 1 {
-            info!("shutting down: finishing batches in flight (signal again to exit at once)");
-            shutdown.cancel();
-        } else {
-            error!("second signal: exiting without waiting");
-            std::process::exit(130);
-        }
-    }
-}
-
-async fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -206,6 +206,12 @@ pub struct RunArgs {
     /// Run only these pipelines (repeatable); default: all configured.
     #[arg(long = "pipeline", value_name = "NAME")]
     pub pipelines: Vec<String>,
+    /// After the first SIGTERM/SIGINT, how long the pipelines may take to finish their
+    /// batches in flight before the process exits anyway (status 130; commits are
+    /// atomic, the batch is read again on restart). Keep it below a container
+    /// platform's grace period (Kubernetes: terminationGracePeriodSeconds).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub drain_timeout: std::time::Duration,
     /// Format of the summary printed on exit.
     #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
     pub summary: SummaryFormat,

@@ -2,8 +2,9 @@
 //!
 //! Data flows `source` (Kafka consumer, replay producer) -> `decode` (JSON -> Arrow,
 //! dead letters) -> `pipeline` (micro-batch loop) -> `sink` (Delta writer and the
-//! exactly-once commit; `storage` says where tables live). `config` validates everything once at start-up and `app`
-//! wires the tasks together with signal handling. `engine` runs pipeline SQL (windows,
+//! exactly-once commit; `storage` says where tables live). `config` checks the file once
+//! at start-up and compiles it into a typed `Plan`; `app` starts what the plan says on a
+//! `supervisor` (tasks, first error, signals). `engine` runs pipeline SQL (windows,
 //! watermarks, state); `sync` mirrors tables into MySQL for BI tools.
 
 pub mod app;
@@ -23,6 +24,7 @@ pub mod retry;
 pub mod sink;
 pub mod source;
 pub mod storage;
+pub mod supervisor;
 pub mod sync;
 
 pub use error::{Error, Result};

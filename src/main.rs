@@ -52,6 +52,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = config::load(&cli.config, std::env::vars(), &cli.set)
         .with_context(|| format!("loading {}", cli.config.display()))?;
+    let config = std::sync::Arc::new(config);
     match cli.command {
         Command::Run(args) => {
             let opts = RunOptions {
@@ -59,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 deadline: args.deadline,
                 progress_json: args.progress == lakestream::cli::SummaryFormat::Json,
                 reset_to: args.reset_to,
+                drain_timeout: args.drain_timeout,
             };
             let summaries = app::run(config, &args.pipelines, opts).await?;
             commands::print_summary(&summaries, args.summary);

@@ -7,7 +7,7 @@ use std::path::Path;
 use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
-use crate::config::Config;
+use crate::config::StorageConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -31,10 +31,10 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub fn from_config(config: &Config) -> Self {
+    pub fn new(config: &StorageConfig) -> Self {
         Self {
-            root: config.storage.root.clone(),
-            options: config.storage.options.clone().into_iter().collect(),
+            root: config.root.clone(),
+            options: config.options.clone().into_iter().collect(),
         }
     }
 

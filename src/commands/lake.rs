@@ -4,14 +4,14 @@
 use std::io::IsTerminal;
 
 use crate::cli::{CompactArgs, HistoryArgs, QueryArgs, SchemaArgs, TableArg, VacuumArgs};
-use crate::config::Config;
+use crate::config::Plan;
 use crate::maintenance::{self, select_tables};
 use crate::query::{self, At, OutputFormat};
 use crate::storage::Storage;
 use crate::{Error, Result};
 
 /// `lakestream query`.
-pub async fn query(config: &Config, args: QueryArgs) -> Result<()> {
+pub async fn query(config: &Plan, args: QueryArgs) -> Result<()> {
     let at = at(args.version, args.as_of.as_deref())?;
     let batches = query::run_sql(config, &args.sql, at).await?;
     let format = args.format.unwrap_or(default_format(OutputFormat::Csv));
@@ -35,10 +35,10 @@ fn at(version: Option<u64>, as_of: Option<&str>) -> Result<At> {
 }
 
 /// `lakestream schema`.
-pub async fn schema(config: &Config, args: SchemaArgs) -> Result<()> {
+pub async fn schema(config: &Plan, args: SchemaArgs) -> Result<()> {
     select_tables(config, Some(&args.table))?;
     let at = at(args.version, args.as_of.as_deref())?;
-    let batch = query::schema(&Storage::from_config(config), &args.table, at).await?;
+    let batch = query::schema(&Storage::new(&config.storage), &args.table, at).await?;
     let format = args.format.unwrap_or(default_format(OutputFormat::Json));
     Ok(query::write_batches(
         &[batch],
@@ -48,9 +48,9 @@ pub async fn schema(config: &Config, args: SchemaArgs) -> Result<()> {
 }
 
 /// `lakestream history`.
-pub async fn history(config: &Config, args: HistoryArgs) -> Result<()> {
+pub async fn history(config: &Plan, args: HistoryArgs) -> Result<()> {
     select_tables(config, Some(&args.table))?;
-    let entries = query::history(&Storage::from_config(config), &args.table, args.limit).await?;
+    let entries = query::history(&Storage::new(&config.storage), &args.table, args.limit).await?;
     let format = args.format.unwrap_or(default_format(OutputFormat::Json));
     let batch = query::history_batch(&entries)?;
     Ok(query::write_batches(
@@ -61,8 +61,8 @@ pub async fn history(config: &Config, args: HistoryArgs) -> Result<()> {
 }
 
 /// `lakestream compact`: one JSON line per table.
-pub async fn compact(config: &Config, args: CompactArgs) -> Result<()> {
-    let storage = Storage::from_config(config);
+pub async fn compact(config: &Plan, args: CompactArgs) -> Result<()> {
+    let storage = Storage::new(&config.storage);
     for table in select_tables(config, args.table.as_deref())? {
         let opts = maintenance::compact_options(config, &table, args.zorder_by.clone());
         eprintln!("compacting {table} ...");
@@ -73,8 +73,8 @@ pub async fn compact(config: &Config, args: CompactArgs) -> Result<()> {
 }
 
 /// `lakestream vacuum`: one JSON line per table (with the file list).
-pub async fn vacuum(config: &Config, args: VacuumArgs) -> Result<()> {
-    let storage = Storage::from_config(config);
+pub async fn vacuum(config: &Plan, args: VacuumArgs) -> Result<()> {
+    let storage = Storage::new(&config.storage);
     let opts = maintenance::vacuum_options(config, args.retention, args.force, args.dry_run);
     for table in select_tables(config, args.table.as_deref())? {
         eprintln!(
@@ -88,8 +88,8 @@ pub async fn vacuum(config: &Config, args: VacuumArgs) -> Result<()> {
 }
 
 /// `lakestream checkpoint`: one JSON line per table.
-pub async fn checkpoint(config: &Config, args: TableArg) -> Result<()> {
-    let storage = Storage::from_config(config);
+pub async fn checkpoint(config: &Plan, args: TableArg) -> Result<()> {
+    let storage = Storage::new(&config.storage);
     for name in select_tables(config, args.table.as_deref())? {
         let table = storage.open(&name).await?;
         let report =

@@ -11,7 +11,7 @@ use std::io::IsTerminal;
 use chrono::NaiveDateTime;
 
 use crate::cli::{ProduceArgs, SummaryFormat};
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, Plan};
 use crate::metrics::Snapshot;
 use crate::source::dataset::{Dataset, DatasetOptions};
 use crate::source::synthetic::CallGenerator;
@@ -21,8 +21,11 @@ use crate::source::{
 use crate::sync::SyncTask;
 use crate::{Error, Result};
 
+/// How long `sync` may take to finish its pass after a signal.
+const SYNC_DRAIN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// `lakestream sync [--once]`.
-pub async fn sync(config: &Config, once: bool) -> Result<()> {
+pub async fn sync(config: &Plan, once: bool) -> Result<()> {
     let mut task = SyncTask::new(config)
         .filter(SyncTask::has_targets)
         .ok_or_else(|| {
@@ -32,9 +35,15 @@ pub async fn sync(config: &Config, once: bool) -> Result<()> {
             )
         })?;
     if !once {
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(crate::app::watch_signals(stop.clone()));
-        return Ok(task.run(stop, None).await?);
+        let mut supervisor = crate::supervisor::Supervisor::new(SYNC_DRAIN);
+        let stop = supervisor.shutdown().clone();
+        supervisor.spawn("mysql sync".into(), async move {
+            task.run(stop, None)
+                .await
+                .map(|()| None)
+                .map_err(Error::from)
+        });
+        return supervisor.finish(None).await.map(|_| ());
     }
     let tables = task.pass().await?;
     for t in &tables {
@@ -45,13 +54,13 @@ pub async fn sync(config: &Config, once: bool) -> Result<()> {
 }
 
 /// `lakestream produce`.
-pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, ProduceReport)> {
+pub async fn produce(config: &Plan, args: ProduceArgs) -> Result<(String, ProduceReport)> {
     let topic = match (&args.topic, &args.source) {
         (Some(topic), _) => topic.clone(),
         (None, Some(name)) => config
             .sources
             .get(name)
-            .map(|s| s.topic.clone())
+            .map(|s| s.topic().to_string())
             .ok_or_else(|| {
                 ConfigError::key(format!("sources.{name}"), "no such source (see --source)")
             })?,
@@ -59,7 +68,7 @@ pub async fn produce(config: &Config, args: ProduceArgs) -> Result<(String, Prod
             .sources
             .values()
             .next()
-            .map(|s| s.topic.clone())
+            .map(|s| s.topic().to_string())
             .ok_or_else(|| ConfigError::key("sources", "no source configured; pass --topic"))?,
     };
     if topic.is_empty() {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Plan};
 
 /// Environment variables `LAKESTREAM__KAFKA__BROKERS=...` override `kafka.brokers`.
 pub const ENV_PREFIX: &str = "LAKESTREAM__";
@@ -18,7 +18,7 @@ pub fn load(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
     overrides: &[String],
-) -> Result<Config, ConfigError> {
+) -> Result<Plan, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.display().to_string(),
         cause,
@@ -32,7 +32,7 @@ pub fn load_str(
     origin: &str,
     env: impl IntoIterator<Item = (String, String)>,
     overrides: &[String],
-) -> Result<Config, ConfigError> {
+) -> Result<Plan, ConfigError> {
     let mut table: Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -51,8 +51,7 @@ pub fn load_str(
         let key = e.path().to_string();
         ConfigError::key(key, e.into_inner().to_string())
     })?;
-    config.validate()?;
-    Ok(config)
+    Plan::compile(config)
 }
 
 /// `LAKESTREAM__PIPELINES__CALLS__TABLE` -> `pipelines.calls.table`. Inside
@@ -254,24 +253,29 @@ mod tests {
     fn a_topic_of_a_multi_topic_source_gets_its_own_tables_and_group() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/many-topics.toml");
         let config = load(&path, [], &[]).unwrap();
-        let one = config.for_topic("feeds", "sf.north-2");
-        assert_eq!(one.sources["feeds"].topic, "sf.north-2");
-        let per = &one.pipelines["per_topic"];
+        let source = config.sources["feeds"].for_topic("sf.north-2");
+        assert_eq!(source.topic(), "sf.north-2");
+        let per = config.pipelines["per_topic"].for_topic("sf.north-2");
         assert_eq!(per.table, "calls_sf_north_2");
-        assert_eq!(per.dead_letter_table(), "calls_sf_north_2_dead_letters");
+        assert_eq!(per.dead_letter_table, "calls_sf_north_2_dead_letters");
         assert!(
-            !per.shared_by_topics,
+            !per.commit.shared_by_topics,
             "a per-topic table is its topic's alone"
         );
+        let all = config.pipelines["all"].for_topic("sf.north-2");
         assert!(
-            one.pipelines["all"].shared_by_topics && !one.pipelines["all"].adopt,
+            all.commit.shared_by_topics && !all.commit.adopt,
             "the shared table takes every topic of its pipeline, no other writer"
         );
-        assert_eq!(one.pipelines["all"].table, "calls_all");
-        assert_eq!(one.kafka.group_id, "lakestream-many.sf_north_2");
+        assert_eq!(all.table, "calls_all");
+        assert_eq!(source.group_prefix, "lakestream-many.sf_north_2");
+        assert_eq!(
+            per.group_id(&source),
+            "lakestream-many.sf_north_2.per_topic"
+        );
         assert!(config.is_table("calls_sf_north_2") && config.is_table("calls_all"));
         assert!(!config.is_table("calls_") && !config.is_table("other"));
-        assert_eq!(per.partition_columns(), ["call_date_time_date"]);
+        assert_eq!(per.partition_by, ["call_date_time_date"]);
         let err = load(
             &path,
             [],

@@ -117,11 +117,6 @@ pub struct PipelineConfig {
     /// `kafka.starting_offsets`) next to what the table holds.
     #[serde(default)]
     pub adopt: bool,
-    /// Set by `Config::for_topic` on a table every topic of a multi-topic source writes:
-    /// the pipeline's commits for the source's other topics are its own, not another
-    /// writer's (a renamed pipeline is still refused).
-    #[serde(skip)]
-    pub shared_by_topics: bool,
 }
 
 impl PipelineConfig {
@@ -136,18 +131,6 @@ impl PipelineConfig {
             (None, true) => vec!["kafka_partition".into(), "kafka_offset".into()],
             _ => self.keys.clone(),
         }
-    }
-
-    /// Columns written without dictionary encoding: the configured ones and the Kafka
-    /// metadata columns that are near-unique.
-    pub fn no_dictionary(&self) -> Vec<String> {
-        const NEAR_UNIQUE_METADATA: [&str; 3] = ["kafka_offset", "kafka_key", "kafka_timestamp"];
-        self.no_dictionary_columns
-            .iter()
-            .map(String::as_str)
-            .chain(NEAR_UNIQUE_METADATA)
-            .map(String::from)
-            .collect()
     }
 
     /// The upsert delete predicate (see `delete_when`).

@@ -338,7 +338,7 @@ impl SecurityConfig {
 
 #[cfg(test)]
 mod tests {
-    fn load(sets: &[&str]) -> Result<crate::config::Config, String> {
+    fn load(sets: &[&str]) -> Result<crate::config::Plan, String> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         crate::config::load(&path, [], &sets).map_err(|e| e.to_string())

@@ -183,11 +183,7 @@ fn sf_decoder() -> JsonDecoder {
     .unwrap();
     let config = crate::config::load_str(&text, "shipped", [], &[]).unwrap();
     let source = &config.sources["police_calls"];
-    JsonDecoder::new(
-        source.field_specs("police_calls").unwrap(),
-        1 << 20,
-        "calls",
-    )
+    JsonDecoder::new(source.decoder.fields.clone(), 1 << 20, "calls")
 }
 
 /// What the fast path takes, arrow-json decodes to the same batch.

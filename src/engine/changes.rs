@@ -53,6 +53,11 @@ impl Changes {
         }
     }
 
+    /// The columns that identify a row (the MERGE keys).
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
     /// The table schema with the delete flag: what [`Batch::rows`] holds.
     pub fn flagged_schema(&self) -> SchemaRef {
         let mut fields: Vec<Field> = self

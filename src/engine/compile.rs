@@ -7,12 +7,12 @@ use super::*;
 impl Engine {
     /// Read, plan and try the pipeline's SQL; every problem names the file (and line).
     pub async fn compile(
-        config: &Config,
-        pipeline: &str,
+        p: &PipelinePlan,
+        query: &QuerySpec,
+        lookups: &BTreeMap<String, LookupConfig>,
         input_schema: SchemaRef,
     ) -> Result<Self, EngineError> {
-        let p = &config.pipelines[pipeline];
-        let path = p.sql.clone().unwrap_or_default();
+        let path = query.sql_file.clone();
         let sql = std::fs::read_to_string(&path).map_err(|e| EngineError::Sql {
             file: path.clone(),
             line: None,
@@ -33,31 +33,32 @@ impl Engine {
             };
             ctx.register_udtf(name, Arc::new(f));
         }
-        let mut lookups = Vec::new();
-        for (name, lookup) in &config.lookups {
+        let mut loaded = Vec::new();
+        for (name, lookup) in lookups {
             let mut l = Lookup::new(name, lookup)?;
             l.refresh(&ctx).await?;
-            lookups.push(l);
+            loaded.push(l);
         }
         let mut engine = Self {
-            pipeline: pipeline.to_string(),
+            pipeline: p.name.clone(),
             sql,
             stream: p.source.clone(),
             ctx,
             slot,
-            lookups,
+            lookups: loaded,
             shape: Shape::Rows,
-            mode: p.mode,
+            mode: query.output,
             output_schema: input_schema.clone(),
             input_schema,
-            watermark: p
-                .watermark_spec()
-                .map(|(c, d)| (c.to_string(), micros(d), p.idle_timeout)),
+            watermark: query
+                .watermark
+                .as_ref()
+                .map(|(c, d)| (c.clone(), micros(*d), query.idle_timeout)),
             partitions: Vec::new(),
             behind: Default::default(),
         };
         engine.plan(&path).await?;
-        engine.check(config, pipeline, &path)?;
+        engine.check(p, &query.keys, &path)?;
         engine.try_sample(&path).await?;
         Ok(engine)
     }
@@ -103,8 +104,8 @@ impl Engine {
     }
 
     /// Mode, keys and partition columns must fit what the query computes.
-    fn check(&self, config: &Config, pipeline: &str, file: &str) -> Result<(), EngineError> {
-        let p = &config.pipelines[pipeline];
+    fn check(&self, p: &PipelinePlan, keys: &[String], file: &str) -> Result<(), EngineError> {
+        let pipeline = &p.name;
         let bad = |message: String| EngineError::Sql {
             file: file.to_string(),
             line: None,
@@ -143,20 +144,19 @@ impl Engine {
             }
         }
         match &self.shape {
-            Shape::Aggregate { keys, .. } if !p.keys.is_empty() => {
-                let mut want = p.keys.clone();
-                let mut have = keys.clone();
+            Shape::Aggregate { keys: grouped, .. } if !keys.is_empty() => {
+                let mut want = keys.to_vec();
+                let mut have = grouped.clone();
                 want.sort();
                 have.sort();
                 if want != have {
                     return Err(bad(format!(
-                        "pipelines.{pipeline}.keys is {:?} but the query groups by {:?}",
-                        p.keys, keys
+                        "pipelines.{pipeline}.keys is {keys:?} but the query groups by {grouped:?}"
                     )));
                 }
             }
             _ => {
-                if let Some(k) = p.keys.iter().find(|k| !names.contains(&k.as_str())) {
+                if let Some(k) = keys.iter().find(|k| !names.contains(&k.as_str())) {
                     return Err(bad(format!(
                         "key '{k}' (pipelines.{pipeline}.keys) is not an output column; \
                          the query returns {names:?}"

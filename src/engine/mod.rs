@@ -19,6 +19,7 @@ mod plan;
 mod state;
 mod window;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,7 @@ pub use plan::{Merge, Shape};
 pub use state::{Aggregate, Clock};
 pub use window::micros;
 
-use crate::config::{Config, OutputMode};
+use crate::config::{LookupConfig, OutputMode, PipelinePlan, QuerySpec};
 use lookup::Lookup;
 use window::{WindowFunction, WindowInput, WindowSlot};
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use deltalake::{DeltaTable, DeltaTableError};
 
-use crate::config::Config;
+use crate::config::Plan;
 use crate::retry::Backoff;
 use crate::sink::is_conflict;
 use crate::sink::SinkError;
@@ -59,7 +59,7 @@ impl MaintenanceError {
 
 /// The configured tables named by `selected` (all when None), or which name is unknown.
 pub fn select_tables(
-    config: &Config,
+    config: &Plan,
     selected: Option<&str>,
 ) -> Result<Vec<String>, MaintenanceError> {
     let tables = config.tables();
@@ -133,7 +133,7 @@ pub fn table_stats(table: &DeltaTable) -> Result<TableStats, DeltaTableError> {
 
 /// Compaction settings of `table` from the config (`zorder_by` overrides the table's).
 pub fn compact_options(
-    config: &Config,
+    config: &Plan,
     table: &str,
     zorder_by: Option<Vec<String>>,
 ) -> CompactOptions {
@@ -161,7 +161,7 @@ pub fn compact_options(
 
 /// Vacuum settings from the config; `retention` overrides the configured one.
 pub fn vacuum_options(
-    config: &Config,
+    config: &Plan,
     retention: Option<std::time::Duration>,
     force: bool,
     dry_run: bool,

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::{compact, compact_options, vacuum, vacuum_options};
-use crate::config::{Config, Schedule};
+use crate::config::{Plan, Schedule};
 use crate::metrics::metrics;
 use crate::sink::Contention;
 use crate::storage::Storage;
@@ -37,7 +37,7 @@ const MAX_YIELDS: u32 = 3;
 /// Start the compaction and vacuum schedules of `tables` on `tasks`; they stop on
 /// `shutdown` (a run in progress finishes first).
 pub fn spawn_schedules(
-    config: &Config,
+    config: &Plan,
     tables: &[String],
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
@@ -79,14 +79,14 @@ pub fn spawn_schedules(
 }
 
 async fn run_schedule(
-    config: Arc<Config>,
+    config: Arc<Plan>,
     table: String,
     (task, schedule): (Task, Schedule),
     shutdown: CancellationToken,
     contention: Contention,
 ) {
     debug!(table = %table, task = ?task, schedule = %schedule, "maintenance scheduled");
-    let storage = Storage::from_config(&config);
+    let storage = Storage::new(&config.storage);
     let mut yielded = 0;
     while let Some(wait) = schedule.wait(chrono::Utc::now()) {
         tokio::select! {

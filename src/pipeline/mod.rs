@@ -3,6 +3,7 @@
 //! (one consumer, one decode, see `reader`); each commits to its own table.
 
 mod catchup;
+mod commit;
 mod progress;
 mod reader;
 mod stages;
@@ -20,23 +21,23 @@ use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Int32Type, Int64Type};
 
-use crate::config::{Config, OutputMode, PipelineConfig};
+use crate::config::{Mode, PipelinePlan, Plan, SourceFormat, SourcePlan};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
 use crate::engine::{Changes, Derive, Engine};
 use crate::metrics::{
     Durations, EventTime, Latency, PipelineMetrics, PipelineState, Progress, SinkProgress,
     Snapshot, SourceProgress,
 };
-use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
+use crate::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions, Write};
 use crate::source::{OffsetRange, OffsetStore, ProducedAt, RawBatch, SourceHandle};
 use crate::{Error, Result};
 use catchup::{CatchUp, Status};
 use progress::BatchReport;
-pub use reader::{reader_groups, source_topics, start_source, Started};
+pub use reader::{source_topics, start_source, Started};
 use stages::GroupCommits;
 
 /// How a run ends, and how it reports.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
     /// Stop once the table holds every partition of the topic up to its end at start.
     pub until_caught_up: bool,
@@ -47,6 +48,20 @@ pub struct RunOptions {
     /// `run --reset-to`: rewind every partition to its first record at or after this
     /// time (ms since the epoch) before starting.
     pub reset_to: Option<i64>,
+    /// How long the first signal's drain may take before the process exits anyway.
+    pub drain_timeout: std::time::Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            until_caught_up: false,
+            deadline: None,
+            progress_json: false,
+            reset_to: None,
+            drain_timeout: std::time::Duration::from_secs(60),
+        }
+    }
 }
 
 /// A decoded batch on its way to the commit stage (one copy per pipeline; the Arrow
@@ -70,22 +85,54 @@ struct Ready {
 }
 
 pub struct Pipeline {
-    name: String,
-    config: Config,
+    /// What this pipeline does, compiled from the config.
+    spec: Arc<PipelinePlan>,
+    /// The source it reads (one topic of it, for a multi-topic source).
+    source: Arc<SourcePlan>,
+    /// The services it uses: Kafka, storage, lookups, checkpoints.
+    plan: Arc<Plan>,
     metrics: Arc<PipelineMetrics>,
     /// Where its sinks report lost commits (maintenance yields to them).
     contention: crate::sink::Contention,
 }
 
+/// How a pipeline's batches change its table, matched once from its mode.
+enum Output {
+    /// Records are appended as they are.
+    Append,
+    /// Each batch becomes one change per key, MERGEd by the keys.
+    Upsert(Changes),
+    /// The pipeline's query runs over each batch, with its state.
+    Query(Box<Engine>),
+}
+
+impl Output {
+    /// What the sink does with a batch.
+    fn write(&mut self) -> Write<'_> {
+        match self {
+            Self::Append => Write::Append,
+            Self::Upsert(changes) => Write::Upsert {
+                keys: changes.keys(),
+            },
+            Self::Query(engine) => Write::Query(engine),
+        }
+    }
+
+    /// The query's engine, when the pipeline has one.
+    fn engine(&self) -> Option<&Engine> {
+        match self {
+            Self::Query(engine) => Some(engine),
+            _ => None,
+        }
+    }
+}
+
 /// A pipeline ready to consume: tables open, state restored, refusals checked.
 struct Prepared {
-    p: PipelineConfig,
     sink_opts: SinkOptions,
     table: DeltaSink,
     dead: DeltaSink,
-    engine: Option<Engine>,
-    /// Upsert mode: turns each batch into one change per key.
-    changes: Option<Changes>,
+    output: Output,
     /// Computed partition columns (`date(...)`), added to each batch's rows.
     derive: Derive,
     catch_up: Option<CatchUp>,
@@ -105,44 +152,47 @@ struct Feed {
 }
 
 impl Pipeline {
-    pub fn new(name: &str, config: Config, contention: crate::sink::Contention) -> Self {
+    pub fn new(
+        spec: Arc<PipelinePlan>,
+        plan: Arc<Plan>,
+        contention: crate::sink::Contention,
+    ) -> Self {
         Self {
-            name: name.to_string(),
-            config,
-            metrics: Arc::new(PipelineMetrics::new(name)),
+            source: plan.sources[&spec.source].clone(),
+            metrics: Arc::new(PipelineMetrics::new(&spec.name)),
+            spec,
+            plan,
             contention,
         }
     }
 
     /// This pipeline on one topic of its multi-topic source, counting into the same
-    /// metrics (see `Config::for_topic`).
+    /// metrics (see `PipelinePlan::for_topic`).
     pub fn for_topic(&self, topic: &str) -> Pipeline {
-        let source = &self.config.pipelines[&self.name].source;
         Self {
-            name: self.name.clone(),
-            config: self.config.for_topic(source, topic),
+            spec: Arc::new(self.spec.for_topic(topic)),
+            source: Arc::new(self.source.for_topic(topic)),
+            plan: self.plan.clone(),
             metrics: self.metrics.clone(),
             contention: self.contention.clone(),
         }
     }
 
-    /// The tables this pipeline writes (its table and its dead letters).
-    pub fn tables(&self) -> [String; 2] {
-        let p = &self.config.pipelines[&self.name];
-        [p.table.clone(), p.dead_letter_table()]
+    pub fn name(&self) -> &str {
+        &self.spec.name
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn spec(&self) -> &PipelinePlan {
+        &self.spec
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Where its sinks report lost commits.
     pub fn contention(&self) -> &crate::sink::Contention {
         &self.contention
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
     }
 
     /// The counters this pipeline updates while it runs (for the status page).
@@ -152,7 +202,7 @@ impl Pipeline {
 
     fn fail(&self, message: impl ToString) -> Error {
         Error::Pipeline {
-            pipeline: self.name.clone(),
+            pipeline: self.spec.name.clone(),
             message: message.to_string(),
         }
     }
@@ -166,76 +216,62 @@ impl Pipeline {
         catch_up: Option<CatchUp>,
         shutdown: CancellationToken,
     ) -> Result<Prepared> {
-        let p = self.config.pipelines[&self.name].clone();
-        let source = &self.config.sources[&p.source];
-        let decoder = self.decoder()?;
-        let mut engine = match &p.sql {
-            Some(_) => {
-                Some(Engine::compile(&self.config, &self.name, decoder.table_schema()).await?)
-            }
-            None => None,
-        };
-        let derive = Derive::new(p.derived(), source.zone(&p.source)?);
-        let changes = (p.mode == OutputMode::Upsert).then(|| {
-            Changes::new(
-                &self.name,
-                p.keys.clone(),
-                p.delete_predicate(source.format),
-                derive.schema(&decoder.tombstone_schema()),
-            )
-        });
+        let p = &self.spec;
+        let decoder = self.decoder();
+        let derive = Derive::new(p.derived.clone(), self.source.decoder.zone);
         // An upsert table's columns are all nullable: a delete carries only its key.
-        let schema = match (&engine, &changes) {
-            (Some(engine), _) => engine.output_schema(),
-            (None, Some(_)) => derive.schema(&decoder.tombstone_schema()),
-            (None, None) => derive.schema(&decoder.table_schema()),
+        let (mut output, schema) = match &p.mode {
+            Mode::Append => (Output::Append, derive.schema(&decoder.table_schema())),
+            Mode::Upsert { keys, delete_when } => {
+                let schema = derive.schema(&decoder.tombstone_schema());
+                let changes =
+                    Changes::new(&p.name, keys.clone(), delete_when.clone(), schema.clone());
+                (Output::Upsert(changes), schema)
+            }
+            Mode::Query(query) => {
+                let engine =
+                    Engine::compile(p, query, &self.plan.lookups, decoder.table_schema()).await?;
+                let schema = engine.output_schema();
+                (Output::Query(Box::new(engine)), schema)
+            }
         };
-        let sink_opts = self.sink_options(&p, &source.topic, shutdown);
+        let sink_opts = self.sink_options(shutdown);
         let mut table = DeltaSink::open(&p.table, &schema, sink_opts.clone()).await?;
         let dlq_opts = SinkOptions {
             partition_by: Vec::new(),
             change_data_feed: false,
-            upsert_keys: Vec::new(),
             ..sink_opts.clone()
         };
-        let dead = DeltaSink::open(&p.dead_letter_table(), &dead_letter_schema(), dlq_opts).await?;
+        let dead = DeltaSink::open(&p.dead_letter_table, &dead_letter_schema(), dlq_opts).await?;
         if let Some(v) = table.version() {
             self.metrics.table_version.store(v, Ordering::Relaxed);
         }
         let ownership = crate::sink::Ownership {
-            adopt: p.adopt,
-            shared_by_topics: p.shared_by_topics,
+            adopt: p.commit.adopt,
+            shared_by_topics: p.commit.shared_by_topics,
         };
         table.check_owner(partitions, ownership).await?;
-        if let Some(engine) = engine.as_mut() {
+        if let Output::Query(engine) = &mut output {
             engine.set_partitions(partitions.to_vec());
             table.stream_state(engine).await?;
         }
         Ok(Prepared {
-            p,
             sink_opts,
             table,
             dead,
-            engine,
-            changes,
+            output,
             derive,
             catch_up,
         })
     }
 
     /// The decoder of this pipeline's source (every pipeline of a source decodes alike).
-    fn decoder(&self) -> Result<JsonDecoder> {
-        let p = &self.config.pipelines[&self.name];
-        let source = &self.config.sources[&p.source];
-        let fields = source.field_specs(&p.source)?;
-        Ok(
-            JsonDecoder::new(fields, source.max_message_bytes, &self.name)
-                .with_zone(source.zone(&p.source)?)
-                .with_debezium(source.format == crate::config::SourceFormat::DebeziumJson)
-                .with_evolution(
-                    source.schema_evolution == crate::config::SchemaEvolution::AddColumns,
-                ),
-        )
+    fn decoder(&self) -> JsonDecoder {
+        let spec = &self.source.decoder;
+        JsonDecoder::new(spec.fields.clone(), spec.max_message_bytes, &self.spec.name)
+            .with_zone(spec.zone)
+            .with_debezium(spec.format == SourceFormat::DebeziumJson)
+            .with_evolution(spec.add_columns)
     }
 
     /// Commit what the reader sends until it stops (or, catching up, until the table
@@ -247,16 +283,15 @@ impl Pipeline {
         opts: RunOptions,
     ) -> Result<Snapshot> {
         let Prepared {
-            p,
             mut table,
             mut dead,
-            mut engine,
-            changes,
+            mut output,
             derive,
             mut catch_up,
             ..
         } = prepared;
-        info!(pipeline = %self.name, topic = %feed.source.topic(), table = %p.table, "pipeline started");
+        let name = &self.spec.name;
+        info!(pipeline = %name, topic = %feed.source.topic(), table = %self.spec.table, "pipeline started");
         self.metrics.set_state(PipelineState::Running);
         // Stops with the pipeline, however it returns.
         let lag_stop = CancellationToken::new();
@@ -275,7 +310,7 @@ impl Pipeline {
                 _ = tick.tick(), if catch_up.is_some() => {
                     // Other members commit too: look at the table as it is now.
                     if let Err(e) = table.refresh().await {
-                        tracing::warn!(table = %p.table, error = %e, "cannot re-read the table");
+                        tracing::warn!(table = %self.spec.table, error = %e, "cannot re-read the table");
                         continue;
                     }
                     self.check_caught_up(&mut catch_up, &mut table, &mut feed, &mut late_error).await;
@@ -290,7 +325,7 @@ impl Pipeline {
                     ready,
                     (&mut table, &mut dead),
                     &feed,
-                    (engine.as_mut(), changes.as_ref(), &derive),
+                    (&mut output, &derive),
                     opts,
                 )
                 .await;
@@ -310,7 +345,7 @@ impl Pipeline {
             return Err(e);
         }
         self.metrics.set_state(PipelineState::Stopped);
-        Ok(self.metrics.snapshot(&self.name, &p.table))
+        Ok(self.metrics.snapshot(name, &self.spec.table))
     }
 
     /// Stop listening once caught up (the batches in flight still commit), or when the
@@ -340,153 +375,23 @@ impl Pipeline {
         feed.rx.close();
     }
 
-    fn sink_options(
-        &self,
-        p: &PipelineConfig,
-        topic: &str,
-        shutdown: CancellationToken,
-    ) -> SinkOptions {
-        let storage = &self.config.storage;
+    fn sink_options(&self, shutdown: CancellationToken) -> SinkOptions {
+        let (p, plan) = (&self.spec, &self.plan);
         SinkOptions {
-            storage: crate::storage::Storage::from_config(&self.config),
-            pipeline: self.name.clone(),
-            topic: topic.to_string(),
-            partition_by: p.partition_columns(),
-            change_data_feed: matches!(p.mode, OutputMode::Update | OutputMode::Upsert),
-            upsert_keys: match p.mode {
-                OutputMode::Upsert => p.keys.clone(),
-                _ => Vec::new(),
-            },
-            zstd_level: storage.zstd_level,
-            target_file_size: storage.target_file_size,
+            storage: crate::storage::Storage::new(&plan.storage),
+            pipeline: p.name.clone(),
+            topic: self.source.topic().to_string(),
+            partition_by: p.partition_by.clone(),
+            change_data_feed: p.changes_rows(),
+            zstd_level: plan.storage.zstd_level,
+            target_file_size: plan.storage.target_file_size,
             no_dictionary: p.no_dictionary(),
-            retry_timeout: p.commit_retry_timeout,
-            checkpoint_interval: self.config.maintenance.checkpoint_interval,
-            log_retention: self.config.maintenance.log_retention,
+            retry_timeout: p.commit.retry_timeout,
+            checkpoint_interval: plan.maintenance.checkpoint_interval,
+            log_retention: plan.maintenance.log_retention,
             shutdown,
             contention: self.contention.clone(),
         }
-    }
-
-    /// Dead letters first, then the rows: the consumer resumes from the row table's
-    /// offsets, so a crash between the two replays the batch and the dead-letter table
-    /// skips what it already holds.
-    async fn commit(
-        &self,
-        ready: Ready,
-        (table, dead): (&mut DeltaSink, &mut DeltaSink),
-        feed: &Feed,
-        (mut engine, changes, derive): (Option<&mut Engine>, Option<&Changes>, &Derive),
-        opts: RunOptions,
-    ) -> Result<()> {
-        let source = &feed.source;
-        let Ready {
-            opened_at,
-            fetch_ms,
-            decode_ms,
-            ranges,
-            positions,
-            records,
-            bytes,
-            produced,
-            topic_id,
-            decoded,
-        } = ready;
-        if records == 0 {
-            return Ok(()); // positions only: the consumer reached the end of partitions
-        }
-        if let Some(engine) = engine.as_deref_mut() {
-            engine.set_behind(behind(&source.high_watermarks(), &positions));
-        }
-        let info = BatchInfo {
-            ranges: ranges.clone(),
-            with_batch_id: false,
-            topic_id,
-        };
-        let rows = derive
-            .apply(&decoded.rows)
-            .map_err(crate::decode::DecodeError::from)?;
-        let (batch_rows, dead_letters) = match changes {
-            Some(changes) => {
-                let batch = changes.batch(&rows, &decoded.tombstones).await?;
-                let dead = without(&decoded.dead_letters, &batch.tombstones)?;
-                (batch.rows, dead)
-            }
-            None => (rows, decoded.dead_letters),
-        };
-        let mut dead_rows = 0;
-        if dead_letters.num_rows() > 0 {
-            let dead_letters = crate::decode::for_pipeline(&dead_letters, &self.name)
-                .map_err(crate::decode::DecodeError::from)?;
-            if let CommitOutcome::Committed { rows, .. } =
-                dead.commit(&dead_letters, &info, None).await?
-            {
-                dead_rows = rows;
-            }
-        }
-        if dead_rows > 0 {
-            crate::failpoint::hit("after_dead_letters", &self.name);
-        }
-        let info = BatchInfo {
-            with_batch_id: true,
-            ..info
-        };
-        let outcome = table.commit(&batch_rows, &info, engine).await?;
-        if matches!(outcome, CommitOutcome::Committed { .. }) {
-            crate::failpoint::hit("after_commit", &self.name);
-        }
-        feed.group.committed(feed.slot, &ranges);
-
-        let m = &self.metrics;
-        m.conflicts
-            .inc_by(table.timings().conflicts + dead.timings().conflicts);
-        m.committed(opened_at);
-        m.batches.inc_by(1);
-        m.records.inc_by(records as u64);
-        m.bytes.inc_by(bytes as u64);
-        m.dead_letters.inc_by(dead_rows as u64);
-        match outcome {
-            CommitOutcome::Committed {
-                version,
-                rows,
-                input_rows,
-                late_rows,
-                state_rows,
-                watermark,
-                ..
-            } => {
-                m.rows.inc_by(rows as u64);
-                m.skipped
-                    .inc_by(batch_rows.num_rows().saturating_sub(input_rows) as u64);
-                m.late_rows.inc_by(late_rows);
-                m.state_rows.set(state_rows as i64);
-                if let Some(w) = watermark {
-                    m.watermark.store(w, Ordering::Relaxed);
-                }
-                m.table_version.store(version, Ordering::Relaxed);
-            }
-            CommitOutcome::AlreadyCommitted => {
-                m.skipped.inc_by(batch_rows.num_rows() as u64);
-                info!(pipeline = %self.name, records, "batch already in the table, skipped");
-            }
-        }
-        let batch = BatchReport {
-            opened_at,
-            fetch_ms,
-            decode_ms,
-            records,
-            dead_letters: dead_rows,
-            ranges: &ranges,
-            produced,
-        };
-        let progress = self.progress(&batch, &outcome, table, source);
-        if opts.progress_json {
-            eprintln!("{}", serde_json::to_string(&progress).unwrap_or_default());
-        } else {
-            info!(pipeline = %self.name, "{}", progress.line());
-        }
-        m.record(progress);
-        Ok(())
     }
 }
 
@@ -518,39 +423,4 @@ async fn watch_high_watermarks(
             () = stop.cancelled() => return,
         }
     }
-}
-
-/// Dead letters but those of the tombstones `applied` (partition, offset).
-fn without(
-    dead: &RecordBatch,
-    applied: &HashSet<(i32, i64)>,
-) -> std::result::Result<RecordBatch, crate::decode::DecodeError> {
-    if applied.is_empty() {
-        return Ok(dead.clone());
-    }
-    let partitions = dead
-        .column_by_name("kafka_partition")
-        .and_then(|c| c.as_primitive_opt::<Int32Type>());
-    let offsets = dead
-        .column_by_name("kafka_offset")
-        .and_then(|c| c.as_primitive_opt::<Int64Type>());
-    let (Some(partitions), Some(offsets)) = (partitions, offsets) else {
-        return Ok(dead.clone());
-    };
-    let keep: BooleanArray = partitions
-        .values()
-        .iter()
-        .zip(offsets.values())
-        .map(|(&p, &o)| Some(!applied.contains(&(p, o))))
-        .collect();
-    Ok(filter_record_batch(dead, &keep)?)
-}
-
-/// Partitions with records left to read beyond what the consumer had reached.
-fn behind(high: &HashMap<i32, i64>, positions: &HashMap<i32, i64>) -> HashSet<i32> {
-    positions
-        .iter()
-        .filter(|(p, pos)| high.get(p).is_some_and(|h| h > pos))
-        .map(|(p, _)| *p)
-        .collect()
 }

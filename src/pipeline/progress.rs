@@ -48,7 +48,7 @@ impl Pipeline {
         };
         let started = chrono::Utc::now() - chrono::Duration::from_std(total).unwrap_or_default();
         Progress {
-            name: self.name.clone(),
+            name: self.spec.name.clone(),
             run_id: m.run_id.clone(),
             batch_id,
             timestamp: started.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -10,6 +10,7 @@ use futures::FutureExt;
 
 use super::stages::{decode_stage, TablesOffsets, QUEUE};
 use super::*;
+use crate::config::{KafkaConfig, ReaderPlan, Topics};
 use crate::source::{Connection, ConsumerSettings, DataLossPolicy, KafkaSource};
 
 /// The pipelines of one source, started on one reader.
@@ -20,41 +21,15 @@ pub struct Started {
     pub reader: BoxFuture<'static, Result<()>>,
 }
 
-/// Which of `names` share a reader: those of one source, unless a pipeline names its
-/// own consumer group (then it reads alone in that group, as it asked).
-pub fn reader_groups(config: &Config, names: &[String]) -> Vec<Vec<String>> {
-    let mut groups: BTreeMap<(String, Option<String>), Vec<String>> = BTreeMap::new();
-    for name in names {
-        let p = &config.pipelines[name];
-        let key = (p.source.clone(), p.group_id.clone().map(|_| name.clone()));
-        groups.entry(key).or_default().push(name.clone());
-    }
-    groups.into_values().collect()
-}
-
-/// The consumer group of a reader. One pipeline keeps its own group; several get one
-/// named after the source and all of them, so a process running a different set of
-/// pipelines never splits partitions with this one (each set must read every partition).
-fn group_id(config: &Config, names: &[String]) -> String {
-    match names {
-        [one] => config.group_id(one),
-        _ => {
-            let mut sorted: Vec<&str> = names.iter().map(String::as_str).collect();
-            sorted.sort_unstable();
-            let source = &config.pipelines[&names[0]].source;
-            format!("{}.{source}.{}", config.kafka.group_id, sorted.join("+"))
-        }
-    }
-}
-
 /// The topics a multi-topic source reads now: its list, or the topics its pattern
 /// matches.
-pub async fn source_topics(config: &Config, source: &str) -> Result<Vec<String>> {
-    let s = &config.sources[source];
-    let Some(pattern) = s.pattern(source)? else {
-        return Ok(s.topics.clone());
+pub async fn source_topics(kafka: &KafkaConfig, source: &SourcePlan) -> Result<Vec<String>> {
+    let pattern = match &source.topics {
+        Topics::Pattern(pattern) => pattern.clone(),
+        Topics::List(topics) => return Ok(topics.clone()),
+        Topics::One(topic) => return Ok(vec![topic.clone()]),
     };
-    let probe = connection(&config.kafka)?;
+    let probe = connection(kafka)?;
     tokio::task::spawn_blocking(move || crate::source::matching_topics(&probe, &pattern))
         .await
         .map_err(|cause| Error::Task {
@@ -76,14 +51,17 @@ pub async fn start_source(
             reader: async { Ok(()) }.boxed(),
         });
     };
-    let config = first.config.clone();
-    let source_name = config.pipelines[&first.name].source.clone();
-    let topic = config.sources[&source_name].topic.clone();
-    let mut decoder = first.decoder()?;
-    let names: Vec<String> = pipelines.iter().map(|p| p.name.clone()).collect();
+    let plan = first.plan.clone();
+    let reader = ReaderPlan {
+        source: first.source.clone(),
+        pipelines: pipelines.iter().map(|p| p.spec.clone()).collect(),
+    };
+    let topic = reader.source.topic().to_string();
+    let mut decoder = first.decoder();
+    let names = reader.names();
 
     // Built once: it reads the Kafka secrets.
-    let connection = connection(&config.kafka)?;
+    let connection = connection(&plan.kafka)?;
     let bounds = match opts.until_caught_up {
         true => Some(probe(&connection, &topic, "ends", crate::source::topic_bounds).await?),
         false => None,
@@ -98,16 +76,16 @@ pub async fn start_source(
     let mut prepared = try_join_all(pipelines.iter().map(|p| {
         let catch_up = bounds
             .clone()
-            .map(|b| catch_up(&config, (&connection, &topic), b, opts));
+            .map(|b| catch_up(&plan.kafka, (&connection, &topic), b, opts));
         p.prepare(&partitions, catch_up, shutdown.clone())
     }))
     .await?;
     if let Some(millis) = opts.reset_to {
         rewind(
-            &config,
+            &plan.kafka,
             (&connection, &topic),
             millis,
-            &names,
+            &reader,
             &mut prepared,
         )
         .await?;
@@ -115,7 +93,7 @@ pub async fn start_source(
     // Columns earlier runs added (schema evolution) are read again with their types.
     for p in prepared
         .iter()
-        .filter(|p| p.engine.is_none() && p.changes.is_none())
+        .filter(|p| matches!(p.output, Output::Append))
     {
         if let Some(schema) = p.table.arrow_schema() {
             decoder.know_columns(&schema);
@@ -126,25 +104,26 @@ pub async fn start_source(
     let store = TablesOffsets {
         tables: prepared
             .iter()
-            .map(|p| (p.sink_opts.clone(), p.p.table.clone()))
+            .zip(&reader.pipelines)
+            .map(|(p, spec)| (p.sink_opts.clone(), spec.table.clone()))
             .collect(),
         dead_letters: prepared
             .iter()
-            .map(|p| (p.sink_opts.clone(), p.p.dead_letter_table()))
+            .zip(&reader.pipelines)
+            .map(|(p, spec)| (p.sink_opts.clone(), spec.dead_letter_table.clone()))
             .collect(),
         resets: resets.clone(),
         runtime: tokio::runtime::Handle::current(),
     };
     let settings = consumer_settings(
-        &config,
+        &plan.kafka,
         connection,
-        &names,
+        &reader,
         &pipelines,
-        &topic,
         bounds.as_ref(),
     );
     let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
-    info!(source = %source_name, topic = %topic, pipelines = ?names, "reading the source once for its pipelines");
+    info!(source = %reader.source.name, topic = %topic, pipelines = ?names, "reading the source once for its pipelines");
 
     // The consumer stops on shutdown, or once every pipeline has stopped listening.
     let reading = shutdown.child_token();
@@ -182,7 +161,7 @@ pub async fn start_source(
                 resets: resets.clone(),
                 _reading: alive.clone(),
             };
-            let name = pipeline.name.clone();
+            let name = pipeline.spec.name.clone();
             (name, pipeline.consume(prepared, feed, opts).boxed())
         })
         .collect();
@@ -207,19 +186,19 @@ async fn join_reader(
 /// `run --reset-to`: move every table back to the first record at or after `millis`
 /// (never forward), before the reader positions anything.
 async fn rewind(
-    config: &Config,
+    kafka: &KafkaConfig,
     (connection, topic): (&Connection, &str),
     millis: i64,
-    names: &[String],
+    reader: &ReaderPlan,
     prepared: &mut [super::Prepared],
 ) -> Result<()> {
-    for (name, p) in names.iter().zip(prepared.iter()) {
-        if p.engine
-            .as_ref()
+    for (spec, p) in reader.pipelines.iter().zip(prepared.iter()) {
+        if p.output
+            .engine()
             .is_some_and(crate::engine::Engine::keeps_state)
         {
             return Err(Error::Pipeline {
-                pipeline: name.clone(),
+                pipeline: spec.name.clone(),
                 message: "--reset-to refused: this pipeline keeps aggregate state that \
                           already counts the records it would read again (they would be \
                           counted twice). To recompute it, stop the pipeline, delete its \
@@ -228,7 +207,7 @@ async fn rewind(
             });
         }
     }
-    let rewind = config.kafka.seek_rewind;
+    let rewind = kafka.seek_rewind;
     let starts = probe(
         connection,
         topic,
@@ -237,16 +216,16 @@ async fn rewind(
     )
     .await?;
     let last: BTreeMap<i32, i64> = starts.iter().map(|(&p, &o)| (p, o - 1)).collect();
-    for (name, p) in names.iter().zip(prepared.iter_mut()) {
+    for (spec, p) in reader.pipelines.iter().zip(prepared.iter_mut()) {
         let held = crate::sink::record_offsets(
             &p.sink_opts,
-            &p.p.table,
+            &spec.table,
             &last,
             crate::source::Record::Lower,
             None,
         )
         .await?;
-        info!(pipeline = %name, table = %p.p.table, reset_to = ?starts, now = ?held, "rewound: records from these offsets are ingested again");
+        info!(pipeline = %spec.name, table = %spec.table, reset_to = ?starts, now = ?held, "rewound: records from these offsets are ingested again");
         // The sink caches what the table held: read the lowered offsets.
         p.table.refresh().await?;
     }
@@ -275,12 +254,11 @@ async fn probe<T: Send + 'static>(
 }
 
 fn catch_up(
-    config: &Config,
+    kafka: &KafkaConfig,
     (connection, topic): (&Connection, &str),
     bounds: BTreeMap<i32, crate::source::Bounds>,
     opts: RunOptions,
 ) -> CatchUp {
-    let kafka = &config.kafka;
     let session_ms = kafka
         .options
         .get("session.timeout.ms")
@@ -296,31 +274,29 @@ fn catch_up(
 }
 
 /// How the readers connect: `kafka.security`, `kafka.options` and the isolation level.
-fn connection(kafka: &crate::config::KafkaConfig) -> Result<Connection> {
+fn connection(kafka: &KafkaConfig) -> Result<Connection> {
     Ok(Connection::new(kafka)?.with("isolation.level", kafka.isolation_level.as_str()))
 }
 
 /// One consumer for several pipelines: a batch closes at the smallest trigger and size
-/// any of them asks for, so none waits longer or holds more than it configured.
+/// any of them asks for (see `ReaderPlan::trigger`).
 fn consumer_settings(
-    config: &Config,
+    kafka: &KafkaConfig,
     connection: Connection,
-    names: &[String],
+    reader: &ReaderPlan,
     pipelines: &[Pipeline],
-    topic: &str,
     bounds: Option<&BTreeMap<i32, crate::source::Bounds>>,
 ) -> ConsumerSettings {
-    let kafka = &config.kafka;
-    let each = || names.iter().map(|n| &config.pipelines[n]);
+    let trigger = reader.trigger();
     ConsumerSettings {
         connection,
-        group_id: group_id(config, names),
-        topic: topic.to_string(),
+        group_id: reader.group_id(),
+        topic: reader.source.topic().to_string(),
         starting: kafka.starting_offsets.clone(),
         seek_rewind: kafka.seek_rewind,
-        max_records: each().map(|p| p.max_offsets_per_trigger).min().unwrap_or(1),
-        max_bytes: each().map(|p| p.max_bytes_per_trigger).min().unwrap_or(1),
-        trigger_interval: each().map(|p| p.trigger_interval).min().unwrap_or_default(),
+        max_records: trigger.max_records,
+        max_bytes: trigger.max_bytes,
+        trigger_interval: trigger.interval,
         targets: bounds.map(|b| Arc::new(b.iter().map(|(&p, b)| (p, b.end)).collect())),
         data_loss: DataLossPolicy {
             fail: kafka.fail_on_data_loss,
@@ -334,23 +310,33 @@ fn consumer_settings(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::Plan;
+
+    fn shipped(overrides: &[String]) -> Plan {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");
+        crate::config::load(&path, [], overrides).expect("shipped config loads")
+    }
 
     #[test]
     fn pipelines_of_a_source_share_a_reader_and_a_group() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");
-        let mut config = crate::config::load(&path, [], &[]).expect("shipped config loads");
-        let names: Vec<String> = config.pipelines.keys().cloned().collect();
-        let groups = reader_groups(&config, &names);
-        assert_eq!(groups.len(), 1, "the shipped pipelines read one source");
-        let shared = group_id(&config, &groups[0]);
+        let plan = shipped(&[]);
+        let names: Vec<String> = plan.pipelines.keys().cloned().collect();
+        let readers = plan.readers(&names).unwrap();
+        assert_eq!(readers.len(), 1, "the shipped pipelines read one source");
+        let shared = readers[0].group_id();
         assert!(shared.contains("police_calls"), "{shared}");
-        assert_eq!(group_id(&config, &names[..1]), config.group_id(&names[0]));
+        let one = &plan.readers(&names[..1]).unwrap()[0];
+        assert_eq!(
+            one.group_id(),
+            format!("{}.{}", plan.kafka.group_id, names[0])
+        );
 
         // A pipeline with its own group reads alone.
-        config.pipelines.get_mut(&names[0]).unwrap().group_id = Some("mine".into());
-        let groups = reader_groups(&config, &names);
-        assert_eq!(groups.len(), 2);
-        assert!(groups.iter().any(|g| g == &vec![names[0].clone()]));
+        let plan = shipped(&[format!("pipelines.{}.group_id=mine", names[0])]);
+        let readers = plan.readers(&names).unwrap();
+        assert_eq!(readers.len(), 2);
+        assert!(readers
+            .iter()
+            .any(|r| r.names() == [names[0].clone()] && r.group_id() == "mine"));
     }
 }

@@ -17,7 +17,7 @@ use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::DeltaTableError;
 
-use crate::config::Config;
+use crate::config::Plan;
 use crate::maintenance::MaintenanceError;
 use crate::storage::Storage;
 
@@ -99,8 +99,8 @@ impl From<DataFusionError> for QueryError {
 
 /// Run `sql` over the configured tables, each as of `at` unless the SQL names a version
 /// itself (`calls@v12`).
-pub async fn run_sql(config: &Config, sql: &str, at: At) -> Result<Vec<RecordBatch>, QueryError> {
-    let storage = Storage::from_config(config);
+pub async fn run_sql(config: &Plan, sql: &str, at: At) -> Result<Vec<RecordBatch>, QueryError> {
+    let storage = Storage::new(&config.storage);
     let tables = config.tables();
     let sql = sql::quote_versioned_names(sql);
     let ctx = SessionContext::new();

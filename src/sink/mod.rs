@@ -19,7 +19,7 @@ mod table;
 mod txn;
 
 pub use checkpoint::checkpoint;
-pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions};
+pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions, Write};
 pub use contention::Contention;
 pub use offsets::{last_topic, read_committed, record_offsets, Held, Ownership};
 pub use probe::check_conditional_put;

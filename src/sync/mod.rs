@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{Config, MysqlConfig, OutputMode};
+use crate::config::{MysqlConfig, OutputMode, Plan};
 use crate::retry::Backoff;
 use changes::Change;
 use layout::Layout;
@@ -187,7 +187,7 @@ pub struct SyncTask {
 
 impl SyncTask {
     /// The task for `config`'s `[mysql]` section (None when there is none).
-    pub fn new(config: &Config) -> Option<Self> {
+    pub fn new(config: &Plan) -> Option<Self> {
         let mysql = config.mysql.clone()?;
         let targets = mysql
             .mirror
@@ -195,12 +195,12 @@ impl SyncTask {
             .filter_map(|name| config.pipelines.get(name))
             .map(|p| Target {
                 table: p.table.clone(),
-                mode: p.mode,
-                keys: p.row_keys(),
+                mode: p.output(),
+                keys: p.row_keys.clone(),
             })
             .collect();
         Some(Self {
-            storage: crate::storage::Storage::from_config(config),
+            storage: crate::storage::Storage::new(&config.storage),
             mysql,
             targets,
             conn: None,
@@ -208,8 +208,8 @@ impl SyncTask {
             bi_ready: false,
             source_zones: config
                 .sources
-                .iter()
-                .filter_map(|(name, s)| s.zone(name).ok().flatten())
+                .values()
+                .filter_map(|s| s.decoder.zone)
                 .collect(),
             metrics: Arc::new(SyncMetrics::default()),
         })

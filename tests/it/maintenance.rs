@@ -14,7 +14,7 @@ use crate::common::{python_count, sigterm, tail, TestEnv};
 use crate::replay::check_against_batch_query;
 use crate::sink::{open_table, rows};
 use lakestream::maintenance::{compact, CompactOptions};
-use lakestream::sink::writer_properties;
+use lakestream::sink::{writer_properties, Write};
 use lakestream::storage::Storage;
 
 const PIPELINES: [&str; 4] = [
@@ -243,7 +243,9 @@ async fn commit_many(env: &TestEnv, table: &str, commits: i64) {
     let mut sink = open_table(env, table, 100, Duration::from_secs(1)).await;
     for i in 0..commits {
         let (batch, info) = rows(0, i * 10, i * 10 + 9);
-        sink.commit(&batch, &info, None).await.expect("commit");
+        sink.commit(&batch, &info, Write::Append)
+            .await
+            .expect("commit");
         if i % 100 == 99 {
             compact(&storage, table, &compaction)
                 .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deltalake::arrow::array::{Int32Array, Int64Array, RecordBatch, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use lakestream::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions};
+use lakestream::sink::{BatchInfo, CommitOutcome, DeltaSink, SinkOptions, Write};
 use lakestream::source::OffsetRange;
 use lakestream::storage::Storage;
 use tokio_util::sync::CancellationToken;
@@ -64,7 +64,6 @@ pub async fn open_table(
         topic: "t".into(),
         partition_by: Vec::new(),
         change_data_feed: false,
-        upsert_keys: Vec::new(),
         zstd_level: 1,
         target_file_size: 1 << 27,
         no_dictionary: Vec::new(),
@@ -86,7 +85,10 @@ async fn replays_and_stale_writers_add_each_offset_once() {
     let mut b = open(&env).await; // a second process, its snapshot soon stale
 
     let (batch, info) = rows(0, 0, 99);
-    let first = a.commit(&batch, &info, None).await.expect("commit");
+    let first = a
+        .commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
     assert!(matches!(
         first,
         CommitOutcome::Committed {
@@ -98,7 +100,10 @@ async fn replays_and_stale_writers_add_each_offset_once() {
 
     // B never saw A's commit and holds 0..149: only 100..149 are new.
     let (batch, info) = rows(0, 0, 149);
-    let second = b.commit(&batch, &info, None).await.expect("commit");
+    let second = b
+        .commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
     assert!(
         matches!(
             second,
@@ -114,13 +119,18 @@ async fn replays_and_stale_writers_add_each_offset_once() {
     // A replays 100..149 (as after a crash whose commit had in fact landed).
     let (batch, info) = rows(0, 100, 149);
     assert_eq!(
-        a.commit(&batch, &info, None).await.expect("commit"),
+        a.commit(&batch, &info, Write::Append)
+            .await
+            .expect("commit"),
         CommitOutcome::AlreadyCommitted
     );
 
     // Another partition is independent.
     let (batch, info) = rows(1, 0, 9);
-    let third = a.commit(&batch, &info, None).await.expect("commit");
+    let third = a
+        .commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
     assert!(matches!(third, CommitOutcome::Committed { rows: 10, .. }));
 
     assert_eq!(env.count("events").await, 160);

@@ -43,9 +43,6 @@ pub struct SinkOptions {
     /// here: a MERGE then records the rows it changed, and the MySQL mirror reads only
     /// those.
     pub change_data_feed: bool,
-    /// Upsert mode: each batch holds one change per key (`engine::Changes`) and is
-    /// MERGEd by these columns; empty: batches are appended.
-    pub upsert_keys: Vec<String>,
     pub zstd_level: i32,
     pub target_file_size: u64,
     /// Columns written without dictionary encoding (near-unique values).
@@ -59,6 +56,17 @@ pub struct SinkOptions {
     pub shutdown: CancellationToken,
     /// Where lost commits are reported, so maintenance yields to ingestion.
     pub contention: super::Contention,
+}
+
+/// How a batch changes the table: matched once from the pipeline's mode, so the sink
+/// never guesses it from its settings.
+pub enum Write<'a> {
+    /// The rows are appended.
+    Append,
+    /// Each row is one change per key (`engine::Changes`), MERGEd by `keys`.
+    Upsert { keys: &'a [String] },
+    /// The rows go through the pipeline's query and state (`engine::Engine`).
+    Query(&'a mut Engine),
 }
 
 /// One micro-batch as the sink sees it.
@@ -268,14 +276,14 @@ impl DeltaSink {
     }
 
     /// Commit `rows` (which hold `kafka_partition` and `kafka_offset` columns) exactly
-    /// once, through `engine` when the pipeline has a query. Retries conflicts at once
+    /// once, as `write` says. Retries conflicts at once
     /// and storage errors with backoff until `retry_timeout`, re-reading the table (and
     /// recomputing the batch from the then current state) each time.
     pub async fn commit(
         &mut self,
         rows: &RecordBatch,
         batch: &BatchInfo,
-        mut engine: Option<&mut Engine>,
+        mut write: Write<'_>,
     ) -> Result<CommitOutcome, SinkError> {
         let started = Instant::now();
         self.timings = CommitTimings::default();
@@ -285,10 +293,10 @@ impl DeltaSink {
         // Files written for a given set of new offset ranges, kept across retries.
         let mut written: Option<Written> = None;
         loop {
-            let result = match engine.as_deref_mut() {
-                Some(engine) => self.try_stream(rows, batch, engine).await,
-                None if !self.opts.upsert_keys.is_empty() => self.try_upsert(rows, batch).await,
-                None => self.try_commit(rows, batch, &mut written).await,
+            let result = match &mut write {
+                Write::Query(engine) => self.try_stream(rows, batch, engine).await,
+                Write::Upsert { keys } => self.try_upsert(rows, batch, keys).await,
+                Write::Append => self.try_commit(rows, batch, &mut written).await,
             };
             let error = match result {
                 Ok(outcome) => {

@@ -10,6 +10,7 @@ impl DeltaSink {
         &mut self,
         rows: &RecordBatch,
         batch: &BatchInfo,
+        keys: &[String],
     ) -> Result<CommitOutcome, AttemptError> {
         let (committed, new_ranges) = self.new_part(batch).await?;
         let Some(new_ranges) = new_ranges else {
@@ -27,7 +28,7 @@ impl DeltaSink {
                 self.commit_actions(Vec::new(), props, OutputMode::Update, batch_id)
                     .await?
             }
-            _ => self.merge_changes(changes, props).await?,
+            _ => self.merge_changes(changes, keys, props).await?,
         };
         self.landed(&new_ranges, batch, batch_id);
         Ok(CommitOutcome::Committed {
@@ -49,9 +50,10 @@ impl DeltaSink {
     async fn merge_changes(
         &mut self,
         changes: RecordBatch,
+        keys: &[String],
         props: CommitProperties,
     ) -> Result<i64, DeltaTableError> {
-        let predicate = key_match(&self.opts.upsert_keys);
+        let predicate = key_match(keys);
         let columns: Vec<String> = changes
             .schema()
             .fields()
