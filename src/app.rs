@@ -6,10 +6,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, Plan, SourcePlan, Topics};
+use crate::config::{ConfigError, Plan, ReaderPlan, SourcePlan, Topics};
 use crate::http::{Observed, ObservedPipeline};
 use crate::metrics::Snapshot;
 use crate::pipeline::{Pipeline, RunOptions};
@@ -39,16 +40,9 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
 
     let supervisor = Supervisor::new(opts.drain_timeout);
     let sync = start_sync(&plan, &supervisor, opts);
-    // Sinks report lost commits here; the maintenance schedules yield to them. Tables
-    // named per topic are scheduled as their topics start.
+    // Sinks report lost commits here; the maintenance schedules yield to them.
     let contention = crate::sink::Contention::default();
-    let tables: Vec<String> = readers
-        .iter()
-        .flat_map(|r| r.pipelines.iter().flat_map(|p| p.tables()))
-        .filter(|t| !t.contains(crate::config::TOPIC))
-        .collect();
-    let (helpers, background) = (supervisor.helpers(), supervisor.background());
-    crate::maintenance::spawn_schedules(&plan, &tables, helpers, background, &contention);
+    start_maintenance(&plan, &readers, &supervisor, &contention);
     let pipelines: Vec<Vec<Pipeline>> = readers
         .iter()
         .map(|r| {
@@ -58,69 +52,37 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
         })
         .collect();
     if plan.http.enabled {
-        let observed = pipelines.iter().flatten();
-        serve_status(
-            &plan,
-            observed,
-            sync.as_ref().map(|s| s.1.clone()),
-            &supervisor,
-        )
-        .await;
+        let metrics = sync.as_ref().map(|s| s.1.clone());
+        serve_status(&plan, pipelines.iter().flatten(), metrics, &supervisor).await;
     }
-
-    let mut run = Running {
-        plan: plan.clone(),
-        supervisor,
-        topics: HashMap::new(),
-        opts,
-    };
-    // Pipelines of pattern sources, by source, for topics that appear later.
-    let mut templates: HashMap<String, (Arc<SourcePlan>, Vec<Pipeline>)> = HashMap::new();
-    let (found_tx, mut found) = tokio::sync::mpsc::channel::<(String, String)>(16);
+    let mut run = Running::new(plan, supervisor, opts);
     for (reader, members) in readers.iter().zip(pipelines) {
-        let source = &reader.source;
-        let started = match source.is_multi_topic() {
-            false => {
-                run.start(members.into_iter().map(|p| (p, false)).collect())
-                    .await
-            }
-            true => match run.start_topics(source, &members).await {
-                Ok(()) if matches!(source.topics, Topics::Pattern(_)) && !opts.until_caught_up => {
-                    let known = run.topics.get(&source.name).cloned().unwrap_or_default();
-                    let stop = run.supervisor.shutdown().clone();
-                    let watch = watch_topics(plan.clone(), source.clone(), known, found_tx.clone());
-                    run.supervisor.spawn_helper(async move {
-                        tokio::select! {
-                            () = watch => {}
-                            () = stop.cancelled() => {}
-                        }
-                    });
-                    templates.insert(source.name.clone(), (source.clone(), members));
-                    Ok(())
-                }
-                other => other,
-            },
-        };
-        if let Err(e) = started {
+        if let Err(e) = run.start_reader(reader, members).await {
             run.supervisor
                 .fail(&format!("reader of {:?}", reader.names()), e);
             break;
         }
     }
-    drop(found_tx);
-    loop {
-        tokio::select! {
-            () = run.supervisor.join_next(), if run.supervisor.busy() => {}
-            Some((source, topic)) = found.recv() => {
-                if let Some((source, members)) = templates.get(&source) {
-                    run.new_topic(source, &topic, members).await;
-                }
-            }
-            else => break,
-        }
-    }
+    run.until_done().await;
     let sync = sync.map(|(handle, _)| ("mysql sync", handle));
     run.supervisor.finish(sync).await
+}
+
+/// The maintenance schedules of the tables the readers write; tables named per topic
+/// are scheduled as their topics start.
+fn start_maintenance(
+    plan: &Plan,
+    readers: &[ReaderPlan],
+    supervisor: &Supervisor,
+    contention: &crate::sink::Contention,
+) {
+    let tables: Vec<String> = readers
+        .iter()
+        .flat_map(|r| r.pipelines.iter().flat_map(|p| p.tables()))
+        .filter(|t| !t.contains(crate::config::TOPIC))
+        .collect();
+    let (helpers, background) = (supervisor.helpers(), supervisor.background());
+    crate::maintenance::spawn_schedules(plan, &tables, helpers, background, contention);
 }
 
 /// The MySQL mirror, when one is configured and enabled: its task and its counters.
@@ -149,9 +111,77 @@ struct Running {
     /// The topics started so far, by multi-topic source.
     topics: HashMap<String, BTreeSet<String>>,
     opts: RunOptions,
+    /// Pipelines of pattern sources, by source, for topics that appear later.
+    templates: HashMap<String, (Arc<SourcePlan>, Vec<Pipeline>)>,
+    /// New topics (source, topic) of pattern sources, as the watchers find them; the
+    /// sender is dropped once every watcher holds its own.
+    found_tx: Option<mpsc::Sender<(String, String)>>,
+    found: mpsc::Receiver<(String, String)>,
 }
 
 impl Running {
+    fn new(plan: Arc<Plan>, supervisor: Supervisor, opts: RunOptions) -> Self {
+        let (tx, rx) = mpsc::channel(16);
+        Self {
+            plan,
+            supervisor,
+            topics: HashMap::new(),
+            opts,
+            templates: HashMap::new(),
+            found_tx: Some(tx),
+            found: rx,
+        }
+    }
+
+    /// Start the reader of one source (of each of its topics now, and for a pattern,
+    /// of the topics created later).
+    async fn start_reader(&mut self, reader: &ReaderPlan, members: Vec<Pipeline>) -> Result<()> {
+        let source = &reader.source;
+        if !source.is_multi_topic() {
+            return self
+                .start(members.into_iter().map(|p| (p, false)).collect())
+                .await;
+        }
+        self.start_topics(source, &members).await?;
+        let (Topics::Pattern(_), Some(found)) = (&source.topics, &self.found_tx) else {
+            return Ok(());
+        };
+        if self.opts.until_caught_up {
+            return Ok(()); // a backfill takes the topics there are
+        }
+        let known = self.topics.get(&source.name).cloned().unwrap_or_default();
+        let watch = watch_topics(self.plan.clone(), source.clone(), known, found.clone());
+        let stop = self.supervisor.shutdown().clone();
+        self.supervisor.spawn_helper(async move {
+            tokio::select! {
+                () = watch => {}
+                () = stop.cancelled() => {}
+            }
+        });
+        self.templates
+            .insert(source.name.clone(), (source.clone(), members));
+        Ok(())
+    }
+
+    /// Take each task's end (the first failure stops the others) and start the
+    /// pipelines of new topics, until every reader and pipeline is done.
+    async fn until_done(&mut self) {
+        self.found_tx = None; // the watchers hold the only senders now
+        loop {
+            tokio::select! {
+                () = self.supervisor.join_next(), if self.supervisor.busy() => {}
+                Some((name, topic)) = self.found.recv() => {
+                    // Out of the map while they start (`new_topic` needs `self`).
+                    if let Some((source, members)) = self.templates.remove(&name) {
+                        self.new_topic(&source, &topic, &members).await;
+                        self.templates.insert(name, (source, members));
+                    }
+                }
+                else => break,
+            }
+        }
+    }
+
     /// Start one reader for `members` (of one source and topic); with `per_topic`, the
     /// maintenance of their per-topic tables too.
     async fn start(&mut self, members: Vec<(Pipeline, bool)>) -> Result<()> {
@@ -261,7 +291,7 @@ fn refuse(members: &[Pipeline], source: &str, topic: &str, table: &str, topics: 
          narrow sources.{source}.topic_pattern"
     );
     for p in members {
-        p.metrics().refused_topics.inc();
+        p.metrics().counters.refused_topics.inc();
     }
 }
 
@@ -271,7 +301,7 @@ async fn watch_topics(
     plan: Arc<Plan>,
     source: Arc<SourcePlan>,
     mut known: BTreeSet<String>,
-    found: tokio::sync::mpsc::Sender<(String, String)>,
+    found: mpsc::Sender<(String, String)>,
 ) {
     loop {
         tokio::time::sleep(source.refresh_interval).await;

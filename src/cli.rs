@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::demo::dataset::ReplayOrder;
 use crate::query::OutputFormat;
-use crate::source::dataset::ReplayOrder;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +40,34 @@ pub struct Cli {
     pub log: String,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parse `args` (the program name first). Every `--set` counts, before and after the
+    /// subcommand, in the order given: clap keeps only the subcommand's occurrences of
+    /// a global argument given on both sides, so they are read from `args` again.
+    pub fn parse_args<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let mut cli = Self::parse_from(&args);
+        let mut sets = Vec::new();
+        let mut words = args.iter().skip(1).map(|a| a.to_string_lossy());
+        while let Some(word) = words.next() {
+            match word.as_ref() {
+                "--" => break,
+                "--set" => sets.extend(words.next().map(|v| v.into_owned())),
+                w => sets.extend(w.strip_prefix("--set=").map(str::to_string)),
+            }
+        }
+        // Only what clap parsed as `--set` values, never another argument's text.
+        if cli.set.iter().all(|v| sets.contains(v)) {
+            cli.set = sets;
+        }
+        cli
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,17 +120,25 @@ pub struct ManArgs {
     pub out: PathBuf,
 }
 
+/// Which version of the tables to read: `--version N` or `--as-of TIME` (not both);
+/// neither: the latest.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("when").args(["version", "as_of"])))]
+#[group(multiple = false)]
+pub struct AtArgs {
+    /// Read the tables as of this version.
+    #[arg(long, value_name = "N")]
+    pub version: Option<u64>,
+    /// Read the tables as of this time: RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC) or a date.
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct QueryArgs {
     /// The SQL, e.g. "SELECT crime_type, sum(calls) FROM crime_type_hourly GROUP BY 1".
     pub sql: String,
-    /// Read every table as of this version.
-    #[arg(long, value_name = "N")]
-    pub version: Option<u64>,
-    /// Read every table as of this time: RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC) or a date.
-    #[arg(long, value_name = "TIME")]
-    pub as_of: Option<String>,
+    #[command(flatten)]
+    pub at: AtArgs,
     /// Output format; default: table on a terminal, CSV otherwise.
     #[arg(long, value_enum)]
     pub format: Option<OutputFormat>,
@@ -121,16 +157,11 @@ pub struct HistoryArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("when").args(["version", "as_of"])))]
 pub struct SchemaArgs {
     /// Table name.
     pub table: String,
-    /// The schema as of this version.
-    #[arg(long, value_name = "N")]
-    pub version: Option<u64>,
-    /// The schema as of this time: RFC 3339, 'YYYY-MM-DD HH:MM:SS' (UTC) or a date.
-    #[arg(long, value_name = "TIME")]
-    pub as_of: Option<String>,
+    #[command(flatten)]
+    pub at: AtArgs,
     /// Output format; default: table on a terminal, JSON lines otherwise.
     #[arg(long, value_enum)]
     pub format: Option<OutputFormat>,
@@ -279,4 +310,29 @@ pub struct ProduceArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_set_counts_before_and_after_the_subcommand() {
+        let cli = Cli::parse_args([
+            "lakestream",
+            "--set",
+            "a=1",
+            "--set",
+            "b=2",
+            "run",
+            "--set",
+            "c=3",
+            "--set=d=4",
+        ]);
+        assert_eq!(cli.set, ["a=1", "b=2", "c=3", "d=4"]);
+        let cli = Cli::parse_args(["lakestream", "--set", "a=1", "run"]);
+        assert_eq!(cli.set, ["a=1"]);
+        let cli = Cli::parse_args(["lakestream", "run", "--set", "c=3"]);
+        assert_eq!(cli.set, ["c=3"]);
+    }
 }

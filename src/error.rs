@@ -31,6 +31,7 @@ pub enum Error {
     #[error("task '{task}' panicked or was aborted: {cause}")]
     Task {
         task: String,
+        #[source]
         cause: tokio::task::JoinError,
     },
     #[error("decoding a batch: {0}")]

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod engine;
 pub mod error;
 pub mod failpoint;

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use lakestream::cli::{Cli, Command};
 use lakestream::pipeline::RunOptions;
 use lakestream::{app, commands, config};
@@ -18,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args(std::env::args_os());
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
@@ -28,10 +27,26 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once: most messages already name their cause (so a
+/// log line with only the error says it all), and a cause they contain is not repeated.
+fn report(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 #[tokio::main]
@@ -86,7 +101,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let connection = lakestream::source::Connection::new(&config.kafka)?;
             let report = tokio::task::spawn_blocking(move || {
                 connection.check()?;
-                lakestream::source::count_topic(&connection, &args.topic)
+                lakestream::demo::count_topic(&connection, &args.topic)
             })
             .await??;
             println!("{}", serde_json::to_string(&report)?);

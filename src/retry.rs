@@ -1,7 +1,47 @@
-//! The one backoff every retry loop uses: exponential, capped and jittered, so writers
-//! that collided do not collide again in step.
+//! Retrying: what an error says about trying again, and the one backoff every retry
+//! loop uses (exponential, capped and jittered, so writers that collided do not collide
+//! again in step).
 
 use std::time::Duration;
+
+use deltalake::kernel::transaction::TransactionError;
+use deltalake::DeltaTableError;
+
+/// What a failed attempt says about trying again; each loop decides how long it keeps
+/// trying, the error says which kind of failure it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Another writer committed first: re-read the table and try again at once.
+    Conflict,
+    /// Possibly transient (storage, network): try again after a backoff.
+    Later,
+    /// Trying again cannot help.
+    Never,
+}
+
+/// Errors that know whether trying again can help.
+pub trait RetryHint {
+    fn retry(&self) -> Retry;
+}
+
+impl RetryHint for DeltaTableError {
+    /// A lost commit race is a conflict; anything else may be the store's hiccup.
+    fn retry(&self) -> Retry {
+        let conflict = matches!(
+            self,
+            DeltaTableError::VersionAlreadyExists(_)
+                | DeltaTableError::Transaction {
+                    source: TransactionError::MaxCommitAttempts(_)
+                        | TransactionError::CommitConflict(_)
+                        | TransactionError::VersionAlreadyExists(_)
+                }
+        );
+        match conflict {
+            true => Retry::Conflict,
+            false => Retry::Later,
+        }
+    }
+}
 
 /// Waits that double from `initial` up to `max`, each one jittered.
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ pub enum StorageError {
     #[error("table '{table}': {cause}")]
     Delta {
         table: String,
+        #[source]
         cause: Box<DeltaTableError>,
     },
     #[error("no Delta table '{table}' under {root} yet (has its pipeline run?)")]
@@ -82,4 +83,13 @@ impl Storage {
         }
         Ok(table)
     }
+}
+
+/// What every lakestream commit starts from: checkpoints and log cleanup are ours (the
+/// sink's on `maintenance.checkpoint_interval`, `lakestream checkpoint`), never a side
+/// effect of whichever commit delta-rs decides should make one.
+pub fn commit_properties() -> deltalake::kernel::transaction::CommitProperties {
+    deltalake::kernel::transaction::CommitProperties::default()
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false))
 }

@@ -12,7 +12,7 @@ use crate::{Error, Result};
 
 /// `lakestream query`.
 pub async fn query(config: &Plan, args: QueryArgs) -> Result<()> {
-    let at = at(args.version, args.as_of.as_deref())?;
+    let at = at(&args.at)?;
     let batches = query::run_sql(config, &args.sql, at).await?;
     let format = args.format.unwrap_or(default_format(OutputFormat::Csv));
     Ok(query::write_batches(
@@ -23,8 +23,8 @@ pub async fn query(config: &Plan, args: QueryArgs) -> Result<()> {
 }
 
 /// `--version` or `--as-of` as a point in a table's history.
-fn at(version: Option<u64>, as_of: Option<&str>) -> Result<At> {
-    Ok(match (version, as_of) {
+fn at(args: &crate::cli::AtArgs) -> Result<At> {
+    Ok(match (args.version, args.as_of.as_deref()) {
         (Some(v), _) => At::Version(v),
         (None, Some(t)) => At::Time(query::parse_time(t).map_err(|message| Error::Usage {
             option: "--as-of".into(),
@@ -37,7 +37,7 @@ fn at(version: Option<u64>, as_of: Option<&str>) -> Result<At> {
 /// `lakestream schema`.
 pub async fn schema(config: &Plan, args: SchemaArgs) -> Result<()> {
     select_tables(config, Some(&args.table))?;
-    let at = at(args.version, args.as_of.as_deref())?;
+    let at = at(&args.at)?;
     let batch = query::schema(&Storage::new(&config.storage), &args.table, at).await?;
     let format = args.format.unwrap_or(default_format(OutputFormat::Json));
     Ok(query::write_batches(

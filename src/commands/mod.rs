@@ -12,12 +12,11 @@ use chrono::NaiveDateTime;
 
 use crate::cli::{ProduceArgs, SummaryFormat};
 use crate::config::{ConfigError, Plan};
+use crate::demo::dataset::{Dataset, DatasetOptions};
+use crate::demo::synthetic::CallGenerator;
+use crate::demo::{produce as send_all, ProduceOptions, ProduceReport, Rate};
 use crate::metrics::Snapshot;
-use crate::source::dataset::{Dataset, DatasetOptions};
-use crate::source::synthetic::CallGenerator;
-use crate::source::{
-    ensure_topic, produce as send_all, Connection, ProduceOptions, ProduceReport, Rate,
-};
+use crate::source::{ensure_topic, Connection};
 use crate::sync::SyncTask;
 use crate::{Error, Result};
 
@@ -159,20 +158,23 @@ pub fn print_summary(summaries: &[Snapshot], format: SummaryFormat) {
                 Ok(line) => println!("{line}"),
                 Err(e) => eprintln!("cannot print summary: {e}"),
             },
-            SummaryFormat::Text => println!(
+            SummaryFormat::Text => {
+                let c = &s.counters;
+                println!(
                 "pipeline {:<12} table {:<12} version {:>5}  batches {:>6}  records {:>9}  rows {:>9}  dead letters {:>6}  already committed {:>7}  {:>8.0} records/s  {:>6.1} MB/s  ({:.1}s)",
                 s.pipeline,
                 s.table,
                 s.table_version,
-                s.batches,
-                s.records,
-                s.rows,
-                s.dead_letters,
-                s.skipped,
+                c.batches,
+                c.records,
+                c.rows,
+                c.dead_letters,
+                c.skipped,
                 s.records_per_second(),
                 s.megabytes_per_second(),
                 s.seconds
-            ),
+            )
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use toml::{Table, Value};
 use super::{Config, ConfigError, Plan};
 
 /// Environment variables `LAKESTREAM__KAFKA__BROKERS=...` override `kafka.brokers`.
-pub const ENV_PREFIX: &str = "LAKESTREAM__";
+pub(super) const ENV_PREFIX: &str = "LAKESTREAM__";
 
 /// Maps of free-form options: the rest of an override path is one key, kept verbatim,
 /// because librdkafka property names contain dots themselves.
@@ -72,7 +72,7 @@ fn env_key_to_path(name: &str) -> Option<String> {
 /// Apply one `dotted.key=value` override to the raw TOML table. The value is read as
 /// TOML when it parses (numbers, booleans, arrays) unless the key already holds a
 /// string, and as a plain string otherwise.
-pub fn apply_override(table: &mut Table, text: &str) -> Result<(), ConfigError> {
+pub(super) fn apply_override(table: &mut Table, text: &str) -> Result<(), ConfigError> {
     let bad = |message: &str| ConfigError::Override {
         text: text.to_string(),
         message: message.to_string(),

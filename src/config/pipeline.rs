@@ -196,22 +196,22 @@ pub fn render_table(template: &str, topic: &str) -> String {
 mod defaults {
     use std::time::Duration;
 
-    pub fn trigger_interval() -> Duration {
+    pub(super) fn trigger_interval() -> Duration {
         Duration::from_secs(1)
     }
-    pub fn max_offsets_per_trigger() -> usize {
+    pub(super) fn max_offsets_per_trigger() -> usize {
         100_000
     }
-    pub fn max_bytes_per_trigger() -> usize {
+    pub(super) fn max_bytes_per_trigger() -> usize {
         256 * 1024 * 1024
     }
-    pub fn commit_retry_timeout() -> Duration {
+    pub(super) fn commit_retry_timeout() -> Duration {
         Duration::from_secs(300)
     }
-    pub fn idle_timeout() -> Duration {
+    pub(super) fn idle_timeout() -> Duration {
         Duration::from_secs(60)
     }
-    pub fn lookup_refresh() -> Duration {
+    pub(super) fn lookup_refresh() -> Duration {
         Duration::from_secs(10)
     }
 }

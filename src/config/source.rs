@@ -70,7 +70,7 @@ fn default_max_message_bytes() -> usize {
 
 /// Columns a debezium-json source adds to its declared fields: the operation and when
 /// the source database made the change.
-pub const DEBEZIUM_COLUMNS: [(&str, &str); 2] = [
+pub(super) const DEBEZIUM_COLUMNS: [(&str, &str); 2] = [
     ("cdc_op", "cdc_op STRING NOT NULL"),
     ("cdc_source_ts", "cdc_source_ts TIMESTAMP"),
 ];

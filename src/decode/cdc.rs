@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 /// update or snapshot read, `before` for a delete (or the message key, when the source
 /// keeps no before image), with `cdc_op` and `cdc_source_ts` (from `source.ts_ms`)
 /// added. The `schema`/`payload` wrapper of the JSON converter with schemas is optional.
-pub fn flatten(payload: &[u8], key: Option<&[u8]>) -> Result<Vec<u8>, String> {
+pub(super) fn flatten(payload: &[u8], key: Option<&[u8]>) -> Result<Vec<u8>, String> {
     let event: Value =
         serde_json::from_slice(payload).map_err(|e| format!("malformed JSON: {e}"))?;
     let event = unwrap(event);
@@ -45,7 +45,7 @@ pub fn flatten(payload: &[u8], key: Option<&[u8]>) -> Result<Vec<u8>, String> {
 
 /// A message key as a JSON object of key columns (`{"id": 7}`, also inside the
 /// `schema`/`payload` wrapper); `None` for any other key.
-pub fn key_object(key: &[u8]) -> Option<Map<String, Value>> {
+pub(super) fn key_object(key: &[u8]) -> Option<Map<String, Value>> {
     object(Some(&unwrap(serde_json::from_slice(key).ok()?)))
 }
 

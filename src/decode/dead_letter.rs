@@ -13,7 +13,7 @@ use crate::source::RawBatch;
 
 /// Bytes of a payload kept in the dead-letter table; `payload_bytes` has the full size.
 /// A 100 MB message that failed to decode must not become a 100 MB row.
-pub const KEPT_PAYLOAD_BYTES: usize = 64 * 1024;
+pub(super) const KEPT_PAYLOAD_BYTES: usize = 64 * 1024;
 
 /// One record of a raw batch that failed to decode.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ const MAX_LEARNED: usize = 200;
 
 /// The type of a learned column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     /// Strings, and nested objects or arrays as JSON text.
     Text,
     Int,
@@ -29,7 +29,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn field_type(self) -> FieldType {
+    pub(super) fn field_type(self) -> FieldType {
         match self {
             Self::Text => FieldType::String,
             Self::Int => FieldType::Int64,
@@ -39,7 +39,7 @@ impl Kind {
     }
 
     /// The kind of a column the table already has (learned by an earlier run).
-    pub fn of(data_type: &DataType) -> Option<Self> {
+    pub(super) fn of(data_type: &DataType) -> Option<Self> {
         Some(match data_type {
             DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Self::Text,
             DataType::Int64 => Self::Int,
@@ -110,7 +110,7 @@ impl Value {
 
 /// The columns learned so far, in the order they were added.
 #[derive(Debug, Clone, Default)]
-pub struct Learner {
+pub(super) struct Learner {
     declared: HashSet<String>,
     learned: Vec<(String, Kind)>,
     kinds: HashMap<String, Kind>,
@@ -120,7 +120,7 @@ pub struct Learner {
 
 /// One batch's verdicts.
 #[derive(Debug, Default)]
-pub struct Scan {
+pub(super) struct Scan {
     /// Columns first seen in this batch.
     pub added: Vec<(String, Kind)>,
     /// Records whose value does not fit a learned column, with the reason.
@@ -131,19 +131,19 @@ pub struct Scan {
 }
 
 impl Learner {
-    pub fn new(declared: impl IntoIterator<Item = String>) -> Self {
+    pub(super) fn new(declared: impl IntoIterator<Item = String>) -> Self {
         Self {
             declared: declared.into_iter().collect(),
             ..Self::default()
         }
     }
 
-    pub fn learned(&self) -> &[(String, Kind)] {
+    pub(super) fn learned(&self) -> &[(String, Kind)] {
         &self.learned
     }
 
     /// Take a column the table already has.
-    pub fn know(&mut self, name: &str, kind: Kind) {
+    pub(super) fn know(&mut self, name: &str, kind: Kind) {
         if !self.declared.contains(name) && !self.kinds.contains_key(name) {
             self.kinds.insert(name.to_string(), kind);
             self.learned.push((name.to_string(), kind));
@@ -151,7 +151,7 @@ impl Learner {
     }
 
     /// Learn from the records of `raw` not in `skip`.
-    pub fn scan(&mut self, raw: &RawBatch, skip: &HashMap<usize, String>) -> Scan {
+    pub(super) fn scan(&mut self, raw: &RawBatch, skip: &HashMap<usize, String>) -> Scan {
         let mut scan = Scan::default();
         let mut fields = Vec::new();
         for i in 0..raw.len() {
@@ -222,7 +222,7 @@ impl Learner {
     }
 
     /// `payload` with objects and arrays in learned text columns turned into JSON text.
-    pub fn flatten_nested(&self, payload: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn flatten_nested(&self, payload: &[u8]) -> Option<Vec<u8>> {
         let mut map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(payload).ok()?;
         for (name, value) in map.iter_mut() {
@@ -302,7 +302,7 @@ struct Undeclared<'a> {
 impl<'de> Visitor<'de> for Undeclared<'_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
@@ -336,7 +336,7 @@ impl<'de> DeserializeSeed<'de> for NewKey<'_> {
 impl<'de> Visitor<'de> for NewKey<'_> {
     type Value = Option<String>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
 
@@ -359,7 +359,7 @@ impl<'de> DeserializeSeed<'de> for Kinds {
 impl<'de> Visitor<'de> for Kinds {
     type Value = Value;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 

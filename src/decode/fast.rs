@@ -42,7 +42,7 @@ pub(super) struct NotPlain;
 
 impl FastDecoder {
     /// `None` when a field's JSON type needs the general decoder (epoch numbers).
-    pub fn new(json_schema: &SchemaRef) -> Option<Self> {
+    pub(super) fn new(json_schema: &SchemaRef) -> Option<Self> {
         let kinds = json_schema
             .fields()
             .iter()
@@ -70,7 +70,11 @@ impl FastDecoder {
     }
 
     /// Decode the messages `indices` of `raw` as one batch of the JSON schema.
-    pub fn decode(&self, raw: &RawBatch, indices: &[usize]) -> Result<RecordBatch, NotPlain> {
+    pub(super) fn decode(
+        &self,
+        raw: &RawBatch,
+        indices: &[usize],
+    ) -> Result<RecordBatch, NotPlain> {
         let bytes: usize = indices.iter().map(|&i| raw.payload(i).len()).sum();
         let mut builders: Vec<Builder> = self
             .kinds
@@ -158,7 +162,7 @@ struct Row<'a> {
 impl<'de> Visitor<'de> for Row<'_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
@@ -196,7 +200,7 @@ impl<'de> DeserializeSeed<'de> for Key<'_> {
 impl<'de> Visitor<'de> for Key<'_> {
     type Value = Option<usize>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a field name")
     }
 
@@ -220,7 +224,7 @@ impl<'de> DeserializeSeed<'de> for Value<'_> {
 impl<'de> Visitor<'de> for Value<'_> {
     type Value = ();
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a value of the declared type")
     }
 

@@ -10,15 +10,13 @@ use deltalake::arrow::error::ArrowError;
 
 use crate::source::RawBatch;
 
-pub use crate::config::kafka_columns::{
-    KEY, METADATA_COLUMNS, OFFSET, PARTITION, TIMESTAMP, TOPIC,
-};
+pub(crate) use crate::config::kafka_columns::{KEY, OFFSET, PARTITION, TIMESTAMP, TOPIC};
 
-pub fn timestamp_type() -> DataType {
+pub(super) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-pub fn fields() -> Vec<Arc<Field>> {
+pub(super) fn fields() -> Vec<Arc<Field>> {
     vec![
         Arc::new(Field::new(TOPIC, DataType::Utf8, false)),
         Arc::new(Field::new(PARTITION, DataType::Int32, false)),
@@ -29,7 +27,7 @@ pub fn fields() -> Vec<Arc<Field>> {
 }
 
 /// The metadata columns of the records `indices` of `raw`, in that order.
-pub fn columns(raw: &RawBatch, indices: &[usize]) -> Vec<ArrayRef> {
+pub(super) fn columns(raw: &RawBatch, indices: &[usize]) -> Vec<ArrayRef> {
     let topic = StringArray::from_iter_values(indices.iter().map(|_| raw.topic.as_ref()));
     let partition = Int32Array::from_iter_values(indices.iter().map(|&i| raw.partition(i)));
     let offset = Int64Array::from_iter_values(indices.iter().map(|&i| raw.offset(i)));
@@ -55,7 +53,7 @@ pub fn columns(raw: &RawBatch, indices: &[usize]) -> Vec<ArrayRef> {
 /// `payload` (decoded from `indices`) plus the metadata columns, as `schema`.
 /// `payload`'s first `declared` columns, the metadata columns, then its other (learned)
 /// columns: the table's column order.
-pub fn append_columns(
+pub(super) fn append_columns(
     payload: &RecordBatch,
     raw: &RawBatch,
     indices: &[usize],

@@ -17,8 +17,8 @@ use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::ReaderBuilder;
 
+pub use crate::config::kafka_columns::METADATA_COLUMNS;
 pub use dead_letter::{dead_letter_schema, for_pipeline, DeadLetter};
-pub use metadata::METADATA_COLUMNS;
 
 use crate::config::{FieldSpec, FieldType};
 use crate::source::RawBatch;

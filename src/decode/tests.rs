@@ -210,7 +210,7 @@ fn the_fast_path_agrees_with_arrow_json_on_realistic_calls() {
         .unwrap()
         .and_hms_opt(0, 0, 0)
         .unwrap();
-    let mut calls = crate::source::synthetic::CallGenerator::new(7, start, 39.0);
+    let mut calls = crate::demo::synthetic::CallGenerator::new(7, start, 39.0);
     let payloads: Vec<Vec<u8>> = (0..2_000).map(|_| calls.next_call().1).collect();
     let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
     assert!(

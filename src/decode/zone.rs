@@ -18,7 +18,7 @@ use deltalake::arrow::error::ArrowError;
 
 /// Parse every string of `column` (a Utf8 column) into microseconds since the epoch,
 /// UTC. A string with an offset or `Z` keeps it; one without is local time in `zone`.
-pub fn to_instants(column: &ArrayRef, zone: Tz) -> Result<ArrayRef, ArrowError> {
+pub(super) fn to_instants(column: &ArrayRef, zone: Tz) -> Result<ArrayRef, ArrowError> {
     let strings = column
         .as_any()
         .downcast_ref::<StringArray>()

@@ -1,7 +1,7 @@
 //! Upsert mode: a micro-batch of records (and tombstones) becomes one change per key,
 //! flagged as an upsert or a delete, ready for a MERGE that must see each key once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -11,7 +11,6 @@ use deltalake::arrow::compute::{cast, concat_batches, take_record_batch};
 use deltalake::arrow::datatypes::{
     DataType, Field, Int32Type, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
 };
-use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 
@@ -164,25 +163,6 @@ impl Changes {
 
     /// Row indices of the last change per key, in the order they came.
     fn last_per_key(&self, all: &RecordBatch) -> Result<UInt32Array, EngineError> {
-        let key_columns: Vec<ArrayRef> = self
-            .keys
-            .iter()
-            .map(|k| {
-                all.column_by_name(k)
-                    .cloned()
-                    .ok_or_else(|| self.error(format!("no key column '{k}'")))
-            })
-            .collect::<Result<_, _>>()?;
-        let converter = RowConverter::new(
-            key_columns
-                .iter()
-                .map(|c| SortField::new(c.data_type().clone()))
-                .collect(),
-        )
-        .map_err(|e| self.error(e))?;
-        let keys = converter
-            .convert_columns(&key_columns)
-            .map_err(|e| self.error(e))?;
         let partitions = column::<Int32Type>(all, "kafka_partition").map_err(|e| self.error(e))?;
         let offsets = column::<Int64Type>(all, "kafka_offset").map_err(|e| self.error(e))?;
         let timestamps = column::<TimestampMicrosecondType>(all, "kafka_timestamp").ok();
@@ -194,20 +174,7 @@ impl Changes {
             let ts = |i: usize| timestamps.and_then(|t| t.is_valid(i).then(|| t.value(i)));
             ts(a) >= ts(b)
         };
-        let mut winner: HashMap<&[u8], usize> = HashMap::with_capacity(all.num_rows());
-        for i in 0..all.num_rows() {
-            winner
-                .entry(keys.row(i).data())
-                .and_modify(|w| {
-                    if later(i, *w) {
-                        *w = i;
-                    }
-                })
-                .or_insert(i);
-        }
-        let mut kept: Vec<u32> = winner.into_values().map(|i| i as u32).collect();
-        kept.sort_unstable();
-        Ok(UInt32Array::from(kept))
+        super::keys::last_per_key(all, &self.keys, later).map_err(|e| self.error(e))
     }
 }
 

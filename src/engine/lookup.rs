@@ -26,7 +26,7 @@ enum Stamp {
 }
 
 #[derive(Debug)]
-pub struct Lookup {
+pub(super) struct Lookup {
     name: String,
     config: LookupConfig,
     format: LookupFormat,
@@ -36,7 +36,7 @@ pub struct Lookup {
 }
 
 impl Lookup {
-    pub fn new(name: &str, config: &LookupConfig) -> Result<Self, EngineError> {
+    pub(super) fn new(name: &str, config: &LookupConfig) -> Result<Self, EngineError> {
         let format = config
             .resolved_format(name)
             .map_err(|e| EngineError::Lookup {
@@ -61,7 +61,7 @@ impl Lookup {
     }
 
     /// (Re)register the table in `ctx` if its source changed; the first call loads it.
-    pub async fn refresh(&mut self, ctx: &SessionContext) -> Result<(), EngineError> {
+    pub(super) async fn refresh(&mut self, ctx: &SessionContext) -> Result<(), EngineError> {
         if self
             .checked
             .is_some_and(|t| t.elapsed() < self.config.refresh_interval)

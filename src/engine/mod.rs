@@ -14,6 +14,7 @@
 mod changes;
 mod compile;
 mod derive;
+mod keys;
 mod lookup;
 mod plan;
 mod state;
@@ -33,6 +34,7 @@ use deltalake::datafusion::prelude::{SessionConfig, SessionContext};
 
 pub use changes::{Changes, DELETE};
 pub use derive::Derive;
+pub use keys::last_per_key;
 pub use plan::{Merge, Shape};
 pub use state::{Aggregate, Clock};
 pub use window::micros;

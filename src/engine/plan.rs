@@ -36,7 +36,7 @@ pub enum Shape {
 }
 
 /// Classify `plan` (as planned from the SQL, before optimisation).
-pub fn analyse(plan: &LogicalPlan) -> Result<Shape, String> {
+pub(super) fn analyse(plan: &LogicalPlan) -> Result<Shape, String> {
     let (projection, aggregate) = match plan {
         LogicalPlan::Projection(p) => match p.input.as_ref() {
             LogicalPlan::Aggregate(a) => (p, a),

@@ -74,7 +74,10 @@ impl Clock {
 }
 
 /// Latest event time per partition in `rows` (`kafka_partition` and `column`).
-pub fn max_event_times(rows: &RecordBatch, column: &str) -> Result<BTreeMap<i32, i64>, ArrowError> {
+pub(super) fn max_event_times(
+    rows: &RecordBatch,
+    column: &str,
+) -> Result<BTreeMap<i32, i64>, ArrowError> {
     let missing = |c: &str| ArrowError::SchemaError(format!("batch has no column {c}"));
     let parts = rows
         .column_by_name("kafka_partition")
@@ -118,7 +121,7 @@ impl Aggregate {
 }
 
 /// Rows of `merged` whose key also occurs in `partial` (the rows a batch changed).
-pub fn changed_rows(
+pub(super) fn changed_rows(
     merged: &RecordBatch,
     partial: &RecordBatch,
     keys: &[String],
@@ -148,7 +151,7 @@ pub fn changed_rows(
 }
 
 /// Split `rows` by its `window_end` column: (closed: end <= watermark, open).
-pub fn split_closed(
+pub(super) fn split_closed(
     rows: &RecordBatch,
     watermark: Option<i64>,
 ) -> Result<(RecordBatch, RecordBatch), ArrowError> {
@@ -175,7 +178,7 @@ pub fn split_closed(
 }
 
 /// Cast every column to `schema` (query results may use view types or wider sums).
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
+pub(super) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     let columns = schema
         .fields()
         .iter()
@@ -192,7 +195,10 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, A
 }
 
 /// All `batches` as one (with `schema` when there are none).
-pub fn concat(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch, ArrowError> {
+pub(super) fn concat(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+) -> Result<RecordBatch, ArrowError> {
     let conformed = batches
         .iter()
         .map(|b| conform(b, schema))

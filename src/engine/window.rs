@@ -25,7 +25,7 @@ use deltalake::datafusion::logical_expr::Expr;
 
 /// What the window functions read for the batch being planned.
 #[derive(Debug, Default)]
-pub struct WindowInput {
+pub(super) struct WindowInput {
     /// Name of the stream table (the source), the only table a window can read.
     pub table: String,
     pub batch: Option<RecordBatch>,
@@ -35,18 +35,18 @@ pub struct WindowInput {
     pub late_rows: u64,
 }
 
-pub type WindowSlot = Arc<Mutex<WindowInput>>;
+pub(super) type WindowSlot = Arc<Mutex<WindowInput>>;
 
 /// `hop(table, column, size, slide)` or, with `tumbling`, `tumble(table, column, size)`.
 #[derive(Debug)]
-pub struct WindowFunction {
+pub(super) struct WindowFunction {
     pub tumbling: bool,
     pub slot: WindowSlot,
 }
 
 /// Window length and step in microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WindowSpec {
+pub(super) struct WindowSpec {
     pub size: i64,
     pub slide: i64,
 }
@@ -86,7 +86,7 @@ impl WindowFunction {
 }
 
 impl TableFunctionImpl for WindowFunction {
-    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+    fn call_with_args(&self, args: TableFunctionArgs<'_, '_>) -> Result<Arc<dyn TableProvider>> {
         let (table, column, spec) = self.parse_args(args.exprs())?;
         let mut input = self.slot.lock().map_err(|_| {
             deltalake::datafusion::error::DataFusionError::Internal("window slot poisoned".into())
@@ -137,7 +137,7 @@ fn duration_arg(e: &Expr, usage: &str) -> Result<i64> {
 }
 
 /// Start of every window of `spec` that contains `t` (µs), latest first.
-pub fn window_starts(t: i64, spec: WindowSpec) -> impl Iterator<Item = i64> {
+pub(super) fn window_starts(t: i64, spec: WindowSpec) -> impl Iterator<Item = i64> {
     let last = t.div_euclid(spec.slide) * spec.slide;
     (0..)
         .map(move |k| last - k * spec.slide)

@@ -33,6 +33,7 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 #[error("http.listen '{listen}': cannot listen: {cause}")]
 pub struct HttpError {
     listen: String,
+    #[source]
     cause: std::io::Error,
 }
 

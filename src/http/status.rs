@@ -31,9 +31,9 @@ pub struct Observed {
     pub storage: Storage,
     pub max_ready_lag: i64,
     pub started: chrono::DateTime<chrono::Utc>,
-    /// Table versions and file counts, refreshed in the background (opening a table per
-    /// page refresh would cost more than the page is worth).
-    pub tables: Mutex<BTreeMap<String, (u64, TableStats)>>,
+    /// File counts and sizes, refreshed in the background (opening a table per page
+    /// refresh would cost more than the page is worth); versions are in the registry.
+    pub tables: Mutex<BTreeMap<String, TableStats>>,
 }
 
 impl Observed {
@@ -47,11 +47,11 @@ impl Observed {
                             let label = TableLabel {
                                 table: name.clone(),
                             };
+                            crate::metrics::set_table_version(name, v as i64);
                             let m = metrics();
-                            m.table_version.get_or_create(&label).set(v as i64);
                             m.table_files.get_or_create(&label).set(stats.files as i64);
                             let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-                            tables.insert(name.clone(), (v, stats));
+                            tables.insert(name.clone(), stats);
                         }
                     }
                 }
@@ -101,7 +101,8 @@ impl Observed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|(name, (version, s))| {
+            .map(|(name, s)| {
+                let version = crate::metrics::table_version(name);
                 json!({ "name": name, "version": version, "files": s.files, "bytes": s.bytes, "rows": s.rows })
             })
             .collect();
@@ -147,11 +148,10 @@ impl Observed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         mirrored
             .into_iter()
             .map(|(name, v)| {
-                let latest = tables.get(&name).map_or(v, |(latest, _)| *latest);
+                let latest = crate::metrics::table_version(&name).map_or(v, |l| l.max(0) as u64);
                 (name, v, latest.saturating_sub(v))
             })
             .collect()
@@ -217,23 +217,19 @@ fn pipeline_json(p: &ObservedPipeline) -> Value {
         })
         .collect();
     let lag = p.metrics.lag();
-    json!({
+    let mut out = json!({
         "name": p.name,
-        "table": p.table,
         "state": p.metrics.state(),
-        "batches": s.batches,
-        "records": s.records,
-        "rows": s.rows,
-        "deadLetters": s.dead_letters,
-        "lateRows": s.late_rows,
-        "stateRows": s.state_rows,
-        "dataLossEvents": s.data_loss_events,
-        "commitConflicts": s.conflicts,
-        "watermark": s.watermark,
-        "tableVersion": s.table_version,
         "lag": lag,
         "totalLag": lag.values().sum::<i64>(),
         "last": recent.last(),
         "recent": points,
-    })
+    });
+    // The counters under the names the summary and `/metrics` use.
+    if let (Some(out), Ok(Value::Object(snapshot))) =
+        (out.as_object_mut(), serde_json::to_value(&s))
+    {
+        out.extend(snapshot);
+    }
+    out
 }

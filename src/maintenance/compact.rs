@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::time::Instant;
 
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Action;
 use deltalake::operations::optimize::OptimizeType;
 use deltalake::parquet::file::properties::WriterProperties;
@@ -96,11 +95,7 @@ async fn compact_once(
         .with_type(kind)
         .with_target_size(target)
         .with_writer_properties(opts.writer_properties.clone())
-        .with_commit_properties(
-            CommitProperties::default()
-                .with_create_checkpoint(false)
-                .with_cleanup_expired_logs(Some(false)),
-        )
+        .with_commit_properties(crate::storage::commit_properties())
         .await?;
     if metrics.num_files_added == 0 && metrics.num_files_removed == 0 {
         report.skipped = Some("nothing to bin-pack".into());

@@ -21,7 +21,7 @@ use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::config::Plan;
 use crate::retry::Backoff;
-use crate::sink::is_conflict;
+use crate::retry::{Retry, RetryHint};
 use crate::sink::SinkError;
 use crate::storage::Storage;
 
@@ -34,6 +34,7 @@ pub enum MaintenanceError {
     #[error("table '{table}': {cause}")]
     Delta {
         table: String,
+        #[source]
         cause: Box<DeltaTableError>,
     },
     #[error("table '{table}': {message}")]
@@ -42,6 +43,7 @@ pub enum MaintenanceError {
     GaveUp {
         table: String,
         attempts: u32,
+        #[source]
         cause: Box<DeltaTableError>,
     },
     #[error("unknown table '{table}' (known: {known})")]
@@ -96,11 +98,11 @@ where
         let table = storage.open(name).await?;
         match op(table).await {
             Ok(value) => return Ok((value, attempt)),
-            Err(e) if is_conflict(&e) && attempt <= max_retries => {
+            Err(e) if e.retry() == Retry::Conflict && attempt <= max_retries => {
                 tracing::debug!(table = %name, attempt, error = %e, "lost to a concurrent commit; retrying from a fresh snapshot");
                 tokio::time::sleep(backoff.next_wait()).await;
             }
-            Err(e) if is_conflict(&e) => {
+            Err(e) if e.retry() == Retry::Conflict => {
                 return Err(MaintenanceError::GaveUp {
                     table: name.to_string(),
                     attempts: attempt,
@@ -162,7 +164,7 @@ pub fn compact_options(
 /// Vacuum settings from the config; `retention` overrides the configured one.
 pub fn vacuum_options(
     config: &Plan,
-    retention: Option<std::time::Duration>,
+    retention: Option<Duration>,
     force: bool,
     dry_run: bool,
 ) -> VacuumOptions {

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
@@ -77,11 +76,7 @@ async fn vacuum_once(
         // Full: also files never committed (a writer killed between write and commit).
         .with_mode(VacuumMode::Full)
         .with_dry_run(opts.dry_run)
-        .with_commit_properties(
-            CommitProperties::default()
-                .with_create_checkpoint(false)
-                .with_cleanup_expired_logs(Some(false)),
-        )
+        .with_commit_properties(crate::storage::commit_properties())
         .await?;
     let mut files = metrics.files_deleted;
     files.sort();

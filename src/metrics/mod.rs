@@ -8,14 +8,16 @@ mod registry;
 
 pub use errors::{recent_errors, ErrorEntry, ErrorLayer};
 pub use progress::{Durations, EventTime, Latency, Progress, SinkProgress, SourceProgress};
-pub use registry::{metrics, Metrics, PartitionLabels, PipelineLabel, TableLabel, TaskLabels};
+pub use registry::{
+    metrics, CounterValues, Counters, Metrics, PartitionLabels, PipelineLabel, TableLabel,
+    TaskLabels,
+};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
@@ -40,25 +42,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct PipelineMetrics {
     name: String,
     pub started: Instant,
-    pub batches: Counter,
-    pub records: Counter,
-    pub bytes: Counter,
-    pub rows: Counter,
-    pub dead_letters: Counter,
-    /// Rows of replayed batches that the table already held.
-    pub skipped: Counter,
-    pub late_rows: Counter,
-    /// Records found lost (deleted or recreated under us), shared with the consumer.
-    pub data_loss_events: Counter,
-    /// Topics of a multi-topic source refused: their per-topic table collides.
-    pub refused_topics: Counter,
-    /// Commit attempts lost to another writer.
-    pub conflicts: Counter,
+    /// Everything counted (see `registry::pipeline_counters!`).
+    pub counters: Counters,
     /// Stateful pipelines: open state rows.
     pub state_rows: Gauge,
     up: Gauge,
     durations: Histogram,
-    pub table_version: AtomicI64,
     /// Watermark (µs, or MIN: none yet).
     pub watermark: AtomicI64,
     /// When the first record of the run arrived, and when the last batch was committed:
@@ -84,26 +73,13 @@ impl PipelineMetrics {
         let label = PipelineLabel {
             pipeline: name.to_string(),
         };
-        let counter = |f: &prometheus_client::metrics::family::Family<PipelineLabel, Counter>| {
-            f.get_or_create(&label).clone()
-        };
         Self {
             name: name.to_string(),
             started: Instant::now(),
-            batches: counter(&m.batches),
-            records: counter(&m.input_records),
-            bytes: counter(&m.input_bytes),
-            rows: counter(&m.output_rows),
-            dead_letters: counter(&m.dead_letters),
-            skipped: counter(&m.replayed_rows),
-            late_rows: counter(&m.late_rows),
-            data_loss_events: counter(&m.data_loss_events),
-            refused_topics: counter(&m.refused_topics),
-            conflicts: counter(&m.commit_conflicts),
+            counters: m.pipeline_counters.of(&label),
             state_rows: m.state_rows.get_or_create(&label).clone(),
             up: m.pipeline_up.get_or_create(&label).clone(),
             durations: m.batch_duration.get_or_create(&label).clone(),
-            table_version: AtomicI64::new(-1),
             watermark: AtomicI64::new(i64::MIN),
             first_record: OnceLock::new(),
             last_commit: Mutex::new(None),
@@ -123,17 +99,10 @@ impl PipelineMetrics {
 pub struct Snapshot {
     pub pipeline: String,
     pub table: String,
-    pub batches: u64,
-    pub records: u64,
-    pub bytes: u64,
-    pub rows: u64,
-    pub dead_letters: u64,
-    pub skipped: u64,
+    #[serde(flatten)]
+    pub counters: CounterValues,
     pub table_version: i64,
-    pub late_rows: u64,
     pub state_rows: u64,
-    pub data_loss_events: u64,
-    pub conflicts: u64,
     /// Watermark as RFC 3339 (stateful pipelines that have one).
     pub watermark: Option<String>,
     /// Since the pipeline started.
@@ -214,7 +183,6 @@ impl PipelineMetrics {
     }
 
     pub fn snapshot(&self, pipeline: &str, table: &str) -> Snapshot {
-        let get = |c: &Counter| c.get();
         let last = *lock(&self.last_commit);
         let active = match (self.first_record.get(), last) {
             (Some(first), Some(last)) => last.saturating_duration_since(*first).as_secs_f64(),
@@ -223,17 +191,9 @@ impl PipelineMetrics {
         Snapshot {
             pipeline: pipeline.to_string(),
             table: table.to_string(),
-            batches: get(&self.batches),
-            records: get(&self.records),
-            bytes: get(&self.bytes),
-            rows: get(&self.rows),
-            dead_letters: get(&self.dead_letters),
-            skipped: get(&self.skipped),
-            table_version: self.table_version.load(Ordering::Relaxed),
-            late_rows: get(&self.late_rows),
+            counters: self.counters.values(),
+            table_version: table_version(table).unwrap_or(-1),
             state_rows: self.state_rows.get().max(0) as u64,
-            data_loss_events: get(&self.data_loss_events),
-            conflicts: get(&self.conflicts),
             watermark: format_micros(self.watermark.load(Ordering::Relaxed)),
             seconds: self.started.elapsed().as_secs_f64(),
             active_seconds: active,
@@ -243,12 +203,29 @@ impl PipelineMetrics {
 
 impl Snapshot {
     pub fn records_per_second(&self) -> f64 {
-        self.records as f64 / self.active_seconds.max(1e-9)
+        self.counters.records as f64 / self.active_seconds.max(1e-9)
     }
 
     pub fn megabytes_per_second(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.active_seconds.max(1e-9)
+        self.counters.bytes as f64 / 1e6 / self.active_seconds.max(1e-9)
     }
+}
+
+/// The latest version of `table` this process saw (its commits, the status page's
+/// refresher): the registry's `lakestream_table_version` is the one copy.
+pub fn table_version(table: &str) -> Option<i64> {
+    let label = TableLabel {
+        table: table.to_string(),
+    };
+    metrics().table_version.get(&label).map(|g| g.get())
+}
+
+/// Record that `table` is at `version`.
+pub fn set_table_version(table: &str, version: i64) {
+    let label = TableLabel {
+        table: table.to_string(),
+    };
+    metrics().table_version.get_or_create(&label).set(version);
 }
 
 /// A timestamp in µs as RFC 3339 (`None` for `i64::MIN`, "not set").

@@ -45,21 +45,70 @@ pub struct LogLabels {
     pub kind: String,
 }
 
-type ByPipeline = Family<PipelineLabel, Counter>;
 type DurationFamily = Family<PipelineLabel, Histogram, fn() -> Histogram>;
+
+/// Every counter a pipeline keeps, named once: its field (also its key in the summary
+/// and `/status`, camelCased), its Prometheus name (`lakestream_<name>_total`) and help.
+macro_rules! pipeline_counters {
+    ($($field:ident => $name:literal, $help:literal;)*) => {
+        /// One pipeline's counters (handles into the registry's families).
+        #[derive(Debug, Clone)]
+        pub struct Counters {
+            $(pub $field: Counter,)*
+        }
+
+        /// The counters' values at one moment.
+        #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        pub struct CounterValues {
+            $(pub $field: u64,)*
+        }
+
+        /// The registry's families of pipeline counters, labelled by pipeline.
+        #[derive(Default)]
+        pub struct CounterFamilies {
+            $($field: Family<PipelineLabel, Counter>,)*
+        }
+
+        impl CounterFamilies {
+            fn register(&self, r: &mut Registry) {
+                $(r.register($name, $help, self.$field.clone());)*
+            }
+
+            /// The handles of one pipeline (a second call shares the same values).
+            pub fn of(&self, label: &PipelineLabel) -> Counters {
+                Counters {
+                    $($field: self.$field.get_or_create(label).clone(),)*
+                }
+            }
+        }
+
+        impl Counters {
+            pub fn values(&self) -> CounterValues {
+                CounterValues {
+                    $($field: self.$field.get(),)*
+                }
+            }
+        }
+    };
+}
+
+pipeline_counters! {
+    batches => "batches", "Micro-batches committed";
+    records => "input_records", "Kafka records consumed and committed";
+    bytes => "input_bytes", "Kafka payload bytes consumed and committed";
+    rows => "output_rows", "Rows written to the output table";
+    dead_letters => "dead_letters", "Records written to the dead-letter table";
+    skipped => "replayed_rows", "Rows of replayed batches dropped because the table already held them";
+    late_rows => "late_rows", "Rows dropped behind the watermark";
+    data_loss_events => "data_loss_events", "Times records were found lost before ingestion (retention, recreated topic)";
+    refused_topics => "refused_topics", "Topics the source matched but the pipeline does not read: their per-topic table is another topic's";
+    commit_conflicts => "commit_conflicts", "Commit attempts redone because another writer committed first";
+}
 
 pub struct Metrics {
     registry: Registry,
-    pub batches: ByPipeline,
-    pub input_records: ByPipeline,
-    pub input_bytes: ByPipeline,
-    pub output_rows: ByPipeline,
-    pub dead_letters: ByPipeline,
-    pub replayed_rows: ByPipeline,
-    pub late_rows: ByPipeline,
-    pub data_loss_events: ByPipeline,
-    pub refused_topics: ByPipeline,
-    pub commit_conflicts: ByPipeline,
+    pub pipeline_counters: CounterFamilies,
     pub state_rows: Family<PipelineLabel, Gauge>,
     pub pipeline_up: Family<PipelineLabel, Gauge>,
     pub consumer_lag: Family<PartitionLabels, Gauge>,
@@ -85,16 +134,7 @@ impl Metrics {
     fn new() -> Self {
         let m = Self {
             registry: Registry::default(),
-            batches: Default::default(),
-            input_records: Default::default(),
-            input_bytes: Default::default(),
-            output_rows: Default::default(),
-            dead_letters: Default::default(),
-            replayed_rows: Default::default(),
-            late_rows: Default::default(),
-            data_loss_events: Default::default(),
-            refused_topics: Default::default(),
-            commit_conflicts: Default::default(),
+            pipeline_counters: Default::default(),
             state_rows: Default::default(),
             pipeline_up: Default::default(),
             consumer_lag: Default::default(),
@@ -113,52 +153,7 @@ impl Metrics {
         };
         let mut r = Registry::with_prefix("lakestream");
         // Counters get their `_total` suffix from the encoder.
-        r.register("batches", "Micro-batches committed", m.batches.clone());
-        r.register(
-            "input_records",
-            "Kafka records consumed and committed",
-            m.input_records.clone(),
-        );
-        r.register(
-            "input_bytes",
-            "Kafka payload bytes consumed and committed",
-            m.input_bytes.clone(),
-        );
-        r.register(
-            "output_rows",
-            "Rows written to the output table",
-            m.output_rows.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Records written to the dead-letter table",
-            m.dead_letters.clone(),
-        );
-        r.register(
-            "replayed_rows",
-            "Rows of replayed batches dropped because the table already held them",
-            m.replayed_rows.clone(),
-        );
-        r.register(
-            "late_rows",
-            "Rows dropped behind the watermark",
-            m.late_rows.clone(),
-        );
-        r.register(
-            "data_loss_events",
-            "Times records were found lost before ingestion (retention, recreated topic)",
-            m.data_loss_events.clone(),
-        );
-        r.register(
-            "refused_topics",
-            "Topics the source matched but the pipeline does not read: their per-topic table is another topic's",
-            m.refused_topics.clone(),
-        );
-        r.register(
-            "commit_conflicts",
-            "Commit attempts redone because another writer committed first",
-            m.commit_conflicts.clone(),
-        );
+        m.pipeline_counters.register(&mut r);
         r.register(
             "state_rows",
             "Open aggregate rows held in state",
@@ -271,9 +266,9 @@ mod tests {
     #[test]
     fn handles_share_values_with_the_registry() {
         let m = PipelineMetrics::new("unit_registry");
-        m.conflicts.inc_by(3);
-        m.data_loss_events.inc();
-        m.skipped.inc_by(7);
+        m.counters.commit_conflicts.inc_by(3);
+        m.counters.data_loss_events.inc();
+        m.counters.skipped.inc_by(7);
         m.set_state(PipelineState::Running);
         let text = metrics().encode();
         for line in [
@@ -285,6 +280,9 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
         assert!(text.ends_with("# EOF\n"));
-        assert_eq!(m.snapshot("unit_registry", "t").conflicts, 3);
+        let snapshot = m.snapshot("unit_registry", "t");
+        assert_eq!(snapshot.counters.commit_conflicts, 3);
+        let json = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(json["commitConflicts"], 3, "counters are flattened: {json}");
     }
 }

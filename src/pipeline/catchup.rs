@@ -15,7 +15,7 @@ use crate::source::{partition_end, Bounds, Connection};
 /// How often a run that is not caught up says what it waits for.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 
-pub struct CatchUp {
+pub(super) struct CatchUp {
     bounds: BTreeMap<i32, Bounds>,
     /// `kafka.starting_offsets`: a partition the table never recorded that starts
     /// `earliest` starts at its first retained record; any other start is recorded in
@@ -34,7 +34,7 @@ pub struct CatchUp {
 
 /// Where a catch-up stands.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Status {
+pub(super) enum Status {
     Done,
     /// Partitions other members own wait for them; a dead member's partitions move to a
     /// live one when its session expires (the broker sees to that).
@@ -43,7 +43,7 @@ pub enum Status {
 
 /// What the reader knows: partitions assigned now, partitions it positioned (checked
 /// for data loss) in this run, and the topic's id now.
-pub struct Seen {
+pub(super) struct Seen {
     pub assigned: Vec<i32>,
     pub positioned: std::collections::BTreeSet<i32>,
     pub topic_id: Option<i64>,
@@ -58,7 +58,7 @@ struct Missing {
 }
 
 impl CatchUp {
-    pub fn new(
+    pub(super) fn new(
         bounds: BTreeMap<i32, Bounds>,
         starting: StartingOffsets,
         deadline: Option<Duration>,
@@ -80,7 +80,7 @@ impl CatchUp {
     }
 
     /// A batch with these consumer positions was committed (or held nothing new).
-    pub fn covered(&mut self, positions: &HashMap<i32, i64>) {
+    pub(super) fn covered(&mut self, positions: &HashMap<i32, i64>) {
         for (&p, &pos) in positions {
             let c = self.covered.entry(p).or_insert(pos);
             *c = (*c).max(pos);
@@ -144,7 +144,11 @@ impl CatchUp {
     }
 
     /// Done once caught up; an error when the deadline passed first.
-    pub async fn check(&mut self, table: &mut DeltaSink, seen: &Seen) -> Result<Status, String> {
+    pub(super) async fn check(
+        &mut self,
+        table: &mut DeltaSink,
+        seen: &Seen,
+    ) -> Result<Status, String> {
         let missing = self.missing(table, seen).await?;
         if missing.is_empty() {
             info!(

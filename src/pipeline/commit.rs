@@ -15,73 +15,111 @@ impl Pipeline {
         (output, derive): (&mut Output, &Derive),
         opts: RunOptions,
     ) -> Result<()> {
-        let source = &feed.source;
-        let Ready {
-            opened_at,
-            fetch_ms,
-            decode_ms,
-            ranges,
-            positions,
-            records,
-            bytes,
-            produced,
-            topic_id,
-            decoded,
-        } = ready;
-        if records == 0 {
+        if ready.records == 0 {
             return Ok(()); // positions only: the consumer reached the end of partitions
         }
         if let Output::Query(engine) = output {
-            engine.set_behind(behind(&source.high_watermarks(), &positions));
+            engine.set_behind(behind(&feed.source.high_watermarks(), &ready.positions));
         }
+        let (rows, dead_letters) = self.rows(&ready.decoded, output, derive).await?;
         let info = BatchInfo {
-            ranges: ranges.clone(),
+            ranges: ready.ranges.clone(),
             with_batch_id: false,
-            topic_id,
+            topic_id: ready.topic_id,
         };
+        let dead_rows = self.commit_dead_letters(dead, &dead_letters, &info).await?;
+        let info = BatchInfo {
+            with_batch_id: true,
+            ..info
+        };
+        let outcome = table.commit(&rows, &info, output.write()).await?;
+        if matches!(outcome, CommitOutcome::Committed { .. }) {
+            crate::failpoint::hit("after_commit", &self.spec.name);
+        }
+        feed.group.committed(feed.slot, &ready.ranges);
+        let conflicts = table.timings().conflicts + dead.timings().conflicts;
+        self.count(&ready, &outcome, rows.num_rows(), dead_rows, conflicts);
+        let batch = BatchReport {
+            opened_at: ready.opened_at,
+            fetch_ms: ready.fetch_ms,
+            decode_ms: ready.decode_ms,
+            records: ready.records,
+            dead_letters: dead_rows,
+            ranges: &ready.ranges,
+            produced: ready.produced,
+        };
+        let progress = self.progress(&batch, &outcome, table, &feed.source);
+        if opts.progress_json {
+            eprintln!("{}", serde_json::to_string(&progress).unwrap_or_default());
+        } else {
+            info!(pipeline = %self.spec.name, "{}", progress.line());
+        }
+        self.metrics.record(progress);
+        Ok(())
+    }
+
+    /// The rows for the table (derived columns added; for upserts, one change per key)
+    /// and the dead letters (but tombstones an upsert applied).
+    async fn rows(
+        &self,
+        decoded: &Decoded,
+        output: &Output,
+        derive: &Derive,
+    ) -> Result<(RecordBatch, RecordBatch)> {
         let rows = derive
             .apply(&decoded.rows)
             .map_err(crate::decode::DecodeError::from)?;
-        let (batch_rows, dead_letters) = match output {
+        Ok(match output {
             Output::Upsert(changes) => {
                 let batch = changes.batch(&rows, &decoded.tombstones).await?;
                 let dead = without(&decoded.dead_letters, &batch.tombstones)?;
                 (batch.rows, dead)
             }
-            _ => (rows, decoded.dead_letters),
-        };
-        let mut dead_rows = 0;
-        if dead_letters.num_rows() > 0 {
-            let dead_letters = crate::decode::for_pipeline(&dead_letters, &self.spec.name)
-                .map_err(crate::decode::DecodeError::from)?;
-            if let CommitOutcome::Committed { rows, .. } =
-                dead.commit(&dead_letters, &info, Write::Append).await?
-            {
-                dead_rows = rows;
-            }
+            _ => (rows, decoded.dead_letters.clone()),
+        })
+    }
+
+    /// Commit the batch's dead letters (tagged with this pipeline); how many landed.
+    async fn commit_dead_letters(
+        &self,
+        dead: &mut DeltaSink,
+        dead_letters: &RecordBatch,
+        info: &BatchInfo,
+    ) -> Result<usize> {
+        if dead_letters.num_rows() == 0 {
+            return Ok(0);
         }
-        if dead_rows > 0 {
+        let tagged = crate::decode::for_pipeline(dead_letters, &self.spec.name)
+            .map_err(crate::decode::DecodeError::from)?;
+        let CommitOutcome::Committed { rows, .. } =
+            dead.commit(&tagged, info, Write::Append).await?
+        else {
+            return Ok(0);
+        };
+        if rows > 0 {
             crate::failpoint::hit("after_dead_letters", &self.spec.name);
         }
-        let info = BatchInfo {
-            with_batch_id: true,
-            ..info
-        };
-        let outcome = table.commit(&batch_rows, &info, output.write()).await?;
-        if matches!(outcome, CommitOutcome::Committed { .. }) {
-            crate::failpoint::hit("after_commit", &self.spec.name);
-        }
-        feed.group.committed(feed.slot, &ranges);
+        Ok(rows)
+    }
 
+    /// Count a committed (or already committed) batch of `table_rows` rows.
+    fn count(
+        &self,
+        ready: &Ready,
+        outcome: &CommitOutcome,
+        table_rows: usize,
+        dead_rows: usize,
+        conflicts: u64,
+    ) {
         let m = &self.metrics;
-        m.conflicts
-            .inc_by(table.timings().conflicts + dead.timings().conflicts);
-        m.committed(opened_at);
-        m.batches.inc_by(1);
-        m.records.inc_by(records as u64);
-        m.bytes.inc_by(bytes as u64);
-        m.dead_letters.inc_by(dead_rows as u64);
-        match outcome {
+        let c = &m.counters;
+        c.commit_conflicts.inc_by(conflicts);
+        m.committed(ready.opened_at);
+        c.batches.inc_by(1);
+        c.records.inc_by(ready.records as u64);
+        c.bytes.inc_by(ready.bytes as u64);
+        c.dead_letters.inc_by(dead_rows as u64);
+        match *outcome {
             CommitOutcome::Committed {
                 version,
                 rows,
@@ -91,38 +129,22 @@ impl Pipeline {
                 watermark,
                 ..
             } => {
-                m.rows.inc_by(rows as u64);
-                m.skipped
-                    .inc_by(batch_rows.num_rows().saturating_sub(input_rows) as u64);
-                m.late_rows.inc_by(late_rows);
+                c.rows.inc_by(rows as u64);
+                c.skipped
+                    .inc_by(table_rows.saturating_sub(input_rows) as u64);
+                c.late_rows.inc_by(late_rows);
                 m.state_rows.set(state_rows as i64);
                 if let Some(w) = watermark {
                     m.watermark.store(w, Ordering::Relaxed);
                 }
-                m.table_version.store(version, Ordering::Relaxed);
+                crate::metrics::set_table_version(&self.spec.table, version);
             }
             CommitOutcome::AlreadyCommitted => {
-                m.skipped.inc_by(batch_rows.num_rows() as u64);
+                c.skipped.inc_by(table_rows as u64);
+                let records = ready.records;
                 info!(pipeline = %self.spec.name, records, "batch already in the table, skipped");
             }
         }
-        let batch = BatchReport {
-            opened_at,
-            fetch_ms,
-            decode_ms,
-            records,
-            dead_letters: dead_rows,
-            ranges: &ranges,
-            produced,
-        };
-        let progress = self.progress(&batch, &outcome, table, source);
-        if opts.progress_json {
-            eprintln!("{}", serde_json::to_string(&progress).unwrap_or_default());
-        } else {
-            info!(pipeline = %self.spec.name, "{}", progress.line());
-        }
-        m.record(progress);
-        Ok(())
     }
 }
 

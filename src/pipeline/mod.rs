@@ -244,7 +244,7 @@ impl Pipeline {
         };
         let dead = DeltaSink::open(&p.dead_letter_table, &dead_letter_schema(), dlq_opts).await?;
         if let Some(v) = table.version() {
-            self.metrics.table_version.store(v, Ordering::Relaxed);
+            crate::metrics::set_table_version(&p.table, v);
         }
         let ownership = crate::sink::Ownership {
             adopt: p.commit.adopt,
@@ -275,9 +275,18 @@ impl Pipeline {
     }
 
     /// Commit what the reader sends until it stops (or, catching up, until the table
-    /// holds the topic's ends); returns the final counters.
-    async fn consume(
-        self,
+    /// holds the topic's ends); returns the final counters. Beside it, the lag shown
+    /// keeps moving while no batch commits (a stalled pipeline falls behind visibly).
+    async fn consume(self, prepared: Prepared, feed: Feed, opts: RunOptions) -> Result<Snapshot> {
+        let watch = watch_high_watermarks(feed.source.clone(), self.metrics.clone());
+        tokio::select! {
+            done = self.commit_loop(prepared, feed, opts) => done,
+            never = watch => match never {},
+        }
+    }
+
+    async fn commit_loop(
+        &self,
         prepared: Prepared,
         mut feed: Feed,
         opts: RunOptions,
@@ -293,14 +302,6 @@ impl Pipeline {
         let name = &self.spec.name;
         info!(pipeline = %name, topic = %feed.source.topic(), table = %self.spec.table, "pipeline started");
         self.metrics.set_state(PipelineState::Running);
-        // Stops with the pipeline, however it returns.
-        let lag_stop = CancellationToken::new();
-        tokio::spawn(watch_high_watermarks(
-            feed.source.clone(),
-            self.metrics.clone(),
-            lag_stop.clone(),
-        ));
-        let _lag_guard = lag_stop.drop_guard();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         let mut late_error = None;
         let mut resets_seen = 0;
@@ -409,18 +410,14 @@ async fn reread_after_reset(feed: &Feed, seen: &mut u64, sinks: [&mut DeltaSink;
     Ok(())
 }
 
-/// Copy the broker's latest offsets into the metrics every second, so the lag shown
-/// keeps moving while no batch commits (a stalled pipeline falls behind visibly).
+/// Copy the broker's latest offsets into the metrics every second, for as long as the
+/// pipeline commits.
 async fn watch_high_watermarks(
     handle: SourceHandle,
     metrics: Arc<PipelineMetrics>,
-    stop: CancellationToken,
-) {
+) -> std::convert::Infallible {
     loop {
         metrics.set_high_watermarks(handle.high_watermarks());
-        tokio::select! {
-            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            () = stop.cancelled() => return,
-        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
 }

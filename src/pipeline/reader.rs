@@ -62,34 +62,7 @@ pub async fn start_source(
 
     // Built once: it reads the Kafka secrets.
     let connection = connection(&plan.kafka)?;
-    let bounds = match opts.until_caught_up {
-        true => Some(probe(&connection, &topic, "ends", crate::source::topic_bounds).await?),
-        false => None,
-    };
-    let partitions = probe(
-        &connection,
-        &topic,
-        "partitions",
-        crate::source::topic_partitions,
-    )
-    .await?;
-    let mut prepared = try_join_all(pipelines.iter().map(|p| {
-        let catch_up = bounds
-            .clone()
-            .map(|b| catch_up(&plan.kafka, (&connection, &topic), b, opts));
-        p.prepare(&partitions, catch_up, shutdown.clone())
-    }))
-    .await?;
-    if let Some(millis) = opts.reset_to {
-        rewind(
-            &plan.kafka,
-            (&connection, &topic),
-            millis,
-            &reader,
-            &mut prepared,
-        )
-        .await?;
-    }
+    let (prepared, bounds) = prepare(&pipelines, &reader, &connection, opts, shutdown).await?;
     // Columns earlier runs added (schema evolution) are read again with their types.
     for p in prepared
         .iter()
@@ -101,20 +74,7 @@ pub async fn start_source(
     }
 
     let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let store = TablesOffsets {
-        tables: prepared
-            .iter()
-            .zip(&reader.pipelines)
-            .map(|(p, spec)| (p.sink_opts.clone(), spec.table.clone()))
-            .collect(),
-        dead_letters: prepared
-            .iter()
-            .zip(&reader.pipelines)
-            .map(|(p, spec)| (p.sink_opts.clone(), spec.dead_letter_table.clone()))
-            .collect(),
-        resets: resets.clone(),
-        runtime: tokio::runtime::Handle::current(),
-    };
+    let store = TablesOffsets::new(&prepared, &reader, resets.clone());
     let settings = consumer_settings(
         &plan.kafka,
         connection,
@@ -134,10 +94,17 @@ pub async fn start_source(
         .map(|_| mpsc::channel::<Ready>(QUEUE))
         .unzip();
     let consume = tokio::task::spawn_blocking(move || consumer.run(raw_tx, reading));
-    let decode = tokio::spawn(decode_stage(decoder, raw_rx, outputs));
     let metrics: Vec<_> = pipelines.iter().map(Pipeline::metrics).collect();
     let reader = async move {
-        let result = join_reader(decode, consume).await;
+        // Decoding runs in the reader's own task (its CPU work on blocking threads), so
+        // the supervisor that runs the reader owns it too.
+        let (decoded, consumed) = tokio::join!(decode_stage(decoder, raw_rx, outputs), consume);
+        let consumed = consumed.map_err(|cause| Error::Task {
+            task: "consumer thread".into(),
+            cause,
+        });
+        // The consumer's error is the cause when both fail (decode ends when it does).
+        let result = consumed.and_then(|c| c.map_err(Error::from)).and(decoded);
         if result.is_err() {
             for m in metrics {
                 m.set_state(PipelineState::Failed);
@@ -168,19 +135,39 @@ pub async fn start_source(
     Ok(Started { pipelines, reader })
 }
 
-async fn join_reader(
-    decode: tokio::task::JoinHandle<Result<()>>,
-    consume: tokio::task::JoinHandle<std::result::Result<(), crate::source::SourceError>>,
-) -> Result<()> {
-    let task = |task: &str| {
-        let task = task.to_string();
-        move |cause| Error::Task { task, cause }
+/// Prepare every pipeline of `reader` (tables, SQL, state, refusals) and, with
+/// `--reset-to`, rewind their tables; with `--until-caught-up`, the topic's ends too.
+async fn prepare(
+    pipelines: &[Pipeline],
+    reader: &ReaderPlan,
+    connection: &Connection,
+    opts: RunOptions,
+    shutdown: &CancellationToken,
+) -> Result<(Vec<Prepared>, Option<BTreeMap<i32, crate::source::Bounds>>)> {
+    let topic = reader.source.topic();
+    let kafka = &pipelines[0].plan.kafka;
+    let bounds = match opts.until_caught_up {
+        true => Some(probe(connection, topic, "ends", crate::source::topic_bounds).await?),
+        false => None,
     };
-    let decoded = decode.await.map_err(task("decode"));
-    let consumed = consume.await.map_err(task("consumer thread"));
-    // The consumer's error is the cause when both fail (decode ends when it does).
-    consumed?.map_err(Error::from)?;
-    decoded?
+    let partitions = probe(
+        connection,
+        topic,
+        "partitions",
+        crate::source::topic_partitions,
+    )
+    .await?;
+    let mut prepared = try_join_all(pipelines.iter().map(|p| {
+        let catch_up = bounds
+            .clone()
+            .map(|b| catch_up(kafka, (connection, topic), b, opts));
+        p.prepare(&partitions, catch_up, shutdown.clone())
+    }))
+    .await?;
+    if let Some(millis) = opts.reset_to {
+        rewind(kafka, (connection, topic), millis, reader, &mut prepared).await?;
+    }
+    Ok((prepared, bounds))
 }
 
 /// `run --reset-to`: move every table back to the first record at or after `millis`
@@ -190,13 +177,10 @@ async fn rewind(
     (connection, topic): (&Connection, &str),
     millis: i64,
     reader: &ReaderPlan,
-    prepared: &mut [super::Prepared],
+    prepared: &mut [Prepared],
 ) -> Result<()> {
     for (spec, p) in reader.pipelines.iter().zip(prepared.iter()) {
-        if p.output
-            .engine()
-            .is_some_and(crate::engine::Engine::keeps_state)
-        {
+        if p.output.engine().is_some_and(Engine::keeps_state) {
             return Err(Error::Pipeline {
                 pipeline: spec.name.clone(),
                 message: "--reset-to refused: this pipeline keeps aggregate state that \
@@ -302,7 +286,7 @@ fn consumer_settings(
             fail: kafka.fail_on_data_loss,
             events: pipelines
                 .iter()
-                .map(|p| p.metrics.data_loss_events.clone())
+                .map(|p| p.metrics.counters.data_loss_events.clone())
                 .collect(),
         },
     }

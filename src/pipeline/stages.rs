@@ -2,7 +2,8 @@
 //! the tables' offsets the consumer's rebalance callback reads.
 
 use super::*;
-use crate::source::{Committed, Record};
+use crate::config::ReaderPlan;
+use crate::source::{Committed, Record, StoreError};
 use std::sync::atomic::AtomicU64;
 
 /// How many decoded batches may wait for one pipeline while it commits the one before.
@@ -66,17 +67,32 @@ pub(super) async fn decode_stage(
 /// (on its own thread): reading resumes after the lowest, and each pipeline's commit
 /// drops what its own table already holds.
 pub(super) struct TablesOffsets {
-    pub tables: Vec<(SinkOptions, String)>,
+    tables: Vec<(SinkOptions, String)>,
     /// The dead-letter tables beside them: lowered with them on a reset (a recreated
     /// topic), or the new topic's bad records would be dropped as replays.
-    pub dead_letters: Vec<(SinkOptions, String)>,
+    dead_letters: Vec<(SinkOptions, String)>,
     /// Bumped after every reset, so each pipeline re-reads its tables' offsets before
     /// its next commit instead of trusting the ones it cached.
-    pub resets: Arc<AtomicU64>,
-    pub runtime: tokio::runtime::Handle,
+    resets: Arc<AtomicU64>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl TablesOffsets {
+    /// The tables of `reader`'s pipelines, opened as `prepared`.
+    pub(super) fn new(prepared: &[Prepared], reader: &ReaderPlan, resets: Arc<AtomicU64>) -> Self {
+        let each = || prepared.iter().zip(&reader.pipelines);
+        Self {
+            tables: each()
+                .map(|(p, spec)| (p.sink_opts.clone(), spec.table.clone()))
+                .collect(),
+            dead_letters: each()
+                .map(|(p, spec)| (p.sink_opts.clone(), spec.dead_letter_table.clone()))
+                .collect(),
+            resets,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
     /// Run `work` to completion from the consumer thread. librdkafka may also call the
     /// rebalance callback from a runtime worker (closing a consumer serves its pending
     /// callbacks): there the worker is handed over for the wait instead of blocking it.
@@ -93,12 +109,10 @@ impl OffsetStore for TablesOffsets {
         &self,
         partitions: &[i32],
         topic_id: Option<i64>,
-    ) -> std::result::Result<HashMap<i32, Committed>, String> {
+    ) -> std::result::Result<HashMap<i32, Committed>, StoreError> {
         let mut out: HashMap<i32, Committed> = HashMap::new();
         for (i, (opts, table)) in self.tables.iter().enumerate() {
-            let held = self
-                .block(crate::sink::read_committed(opts, table, partitions))
-                .map_err(|e| e.to_string())?;
+            let held = self.block(crate::sink::read_committed(opts, table, partitions))?;
             for &p in partitions {
                 let h = held.get(&p).copied().unwrap_or_default();
                 let c = out.entry(p).or_insert(Committed::single(h.last));
@@ -120,7 +134,7 @@ impl OffsetStore for TablesOffsets {
         last: &BTreeMap<i32, i64>,
         mode: Record,
         topic_id: Option<i64>,
-    ) -> std::result::Result<BTreeMap<i32, i64>, String> {
+    ) -> std::result::Result<BTreeMap<i32, i64>, StoreError> {
         let mut lowest: BTreeMap<i32, i64> = BTreeMap::new();
         // A reset lowers the dead letters' offsets too, or the new topic's bad records
         // would be dropped as replays.
@@ -128,18 +142,15 @@ impl OffsetStore for TablesOffsets {
         for (opts, table) in dead_letters {
             self.block(crate::sink::record_offsets(
                 opts, table, last, mode, topic_id,
-            ))
-            .map_err(|e| e.to_string())?;
+            ))?;
         }
         for (opts, table) in &self.tables {
             if mode != Record::Start {
                 crate::failpoint::hit("during_reset", &opts.pipeline);
             }
-            let recorded = self
-                .block(crate::sink::record_offsets(
-                    opts, table, last, mode, topic_id,
-                ))
-                .map_err(|e| e.to_string())?;
+            let recorded = self.block(crate::sink::record_offsets(
+                opts, table, last, mode, topic_id,
+            ))?;
             for (p, o) in recorded {
                 lowest
                     .entry(p)
@@ -162,7 +173,7 @@ pub(super) struct GroupCommits {
 }
 
 impl GroupCommits {
-    pub fn new(handle: SourceHandle, pipelines: usize) -> Self {
+    pub(super) fn new(handle: SourceHandle, pipelines: usize) -> Self {
         Self {
             handle,
             committed: std::sync::Mutex::new(vec![BTreeMap::new(); pipelines]),
@@ -170,7 +181,7 @@ impl GroupCommits {
     }
 
     /// Pipeline `slot` has `ranges` in its table.
-    pub fn committed(&self, slot: usize, ranges: &BTreeMap<i32, OffsetRange>) {
+    pub(super) fn committed(&self, slot: usize, ranges: &BTreeMap<i32, OffsetRange>) {
         let lowest = {
             let mut all = self.committed.lock().unwrap_or_else(|e| e.into_inner());
             for (&p, r) in ranges {

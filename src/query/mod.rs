@@ -67,6 +67,7 @@ pub enum QueryError {
     #[error("table '{table}': {cause}")]
     Delta {
         table: String,
+        #[source]
         cause: Box<DeltaTableError>,
     },
     #[error("query: {0}")]

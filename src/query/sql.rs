@@ -2,7 +2,7 @@
 
 /// Quote every `name@v<digits>` outside string literals and quoted identifiers so the
 /// SQL parser takes it as one table name (`"name@v12"`).
-pub fn quote_versioned_names(sql: &str) -> String {
+pub(super) fn quote_versioned_names(sql: &str) -> String {
     let chars: Vec<char> = sql.chars().collect();
     let mut out = String::with_capacity(sql.len() + 8);
     let mut i = 0;
@@ -39,7 +39,7 @@ pub fn quote_versioned_names(sql: &str) -> String {
 }
 
 /// Split `name@v12` into the table name and the version.
-pub fn split_versioned(name: &str) -> (&str, Option<u64>) {
+pub(super) fn split_versioned(name: &str) -> (&str, Option<u64>) {
     match name.rsplit_once("@v") {
         Some((base, v)) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
             (base, v.parse().ok())

@@ -57,7 +57,10 @@ pub async fn open_at(storage: &Storage, name: &str, at: At) -> Result<DeltaTable
 
 /// When `version` was committed: the commit's own timestamp (what `history` shows), in
 /// milliseconds; None when its log entry is gone.
-pub async fn commit_time(table: &DeltaTable, version: u64) -> Result<Option<i64>, DeltaTableError> {
+pub(super) async fn commit_time(
+    table: &DeltaTable,
+    version: u64,
+) -> Result<Option<i64>, DeltaTableError> {
     let actions = commit_actions(table, version).await?.unwrap_or_default();
     Ok(actions.into_iter().find_map(|a| match a {
         Action::CommitInfo(info) => info.timestamp,
@@ -98,7 +101,7 @@ async fn version_at(
 
 /// The oldest version whose log entry still exists (older ones were cleaned up behind a
 /// checkpoint).
-pub async fn oldest_version(table: &DeltaTable) -> Result<u64, DeltaTableError> {
+pub(super) async fn oldest_version(table: &DeltaTable) -> Result<u64, DeltaTableError> {
     let log_store = table.log_store();
     let store = log_store.object_store(None);
     let entries: Vec<_> = store.list(Some(log_store.log_path())).try_collect().await?;

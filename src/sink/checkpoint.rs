@@ -28,7 +28,7 @@ pub async fn checkpoint(
 /// `previous` commit crossed a multiple of `interval` (other writers' commits, such as
 /// compaction, may have taken the multiple itself). Best effort: the commit has landed,
 /// a missing checkpoint only makes opening slower, and the next one covers everything.
-pub async fn after_commit(
+pub(super) async fn after_commit(
     table: &DeltaTable,
     name: &str,
     previous: Option<u64>,

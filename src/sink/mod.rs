@@ -25,7 +25,6 @@ pub use offsets::{last_topic, read_committed, record_offsets, Held, Ownership};
 pub use probe::check_conditional_put;
 pub(crate) use table::{add_rows, commit_actions};
 pub use table::{open_or_create, writer_properties};
-pub(crate) use txn::is_conflict;
 
 use deltalake::DeltaTableError;
 
@@ -34,6 +33,7 @@ pub enum SinkError {
     #[error("table '{table}': {cause}")]
     Delta {
         table: String,
+        #[source]
         cause: Box<DeltaTableError>,
     },
     #[error(transparent)]
@@ -44,6 +44,7 @@ pub enum SinkError {
     GaveUp {
         table: String,
         seconds: u64,
+        #[source]
         cause: Box<DeltaTableError>,
     },
     #[error(transparent)]
@@ -58,6 +59,7 @@ pub enum SinkError {
     )]
     Abandoned {
         table: String,
+        #[source]
         cause: Box<DeltaTableError>,
     },
 }

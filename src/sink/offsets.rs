@@ -4,14 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::transaction::{CommitBuilder, TableReference};
 use deltalake::kernel::Action;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde_json::{json, Value};
 
-use super::txn::{batch_app_id, is_conflict, offset_txns, topic_app_id, txn_app_id};
+use super::txn::{batch_app_id, offset_txns, topic_app_id, txn_app_id};
 use super::{SinkError, SinkOptions};
+use crate::retry::{Retry, RetryHint};
 use crate::source::Record;
 
 /// How many conflicting writers a position commit outlasts before it gives up.
@@ -106,12 +107,10 @@ pub async fn record_offsets(
             "topic": opts.topic,
             "startPositions": write.iter().map(|(p, o)| (p.to_string(), json!(o + 1))).collect::<serde_json::Map<_, _>>(),
         });
-        let props = CommitProperties::default()
+        let props = crate::storage::commit_properties()
             .with_application_transactions(txns)
             .with_metadata([("lakestream".to_string(), metadata)])
-            .with_max_retries(0)
-            .with_create_checkpoint(false)
-            .with_cleanup_expired_logs(Some(false));
+            .with_max_retries(0);
         let operation = DeltaOperation::StreamingUpdate {
             output_mode: OutputMode::Append,
             query_id: opts.pipeline.clone(),
@@ -128,7 +127,7 @@ pub async fn record_offsets(
                 tracing::info!(table = name, positions = ?result, "start positions recorded in the table");
                 return Ok(result);
             }
-            Err(e) if is_conflict(&e) => {
+            Err(e) if e.retry() == Retry::Conflict => {
                 table.update_incremental(None).await.map_err(err)?;
             }
             Err(e) => return Err(err(e)),

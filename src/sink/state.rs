@@ -30,12 +30,12 @@ const KEEP_BATCHES: i64 = 8;
 
 /// Which snapshot a table's latest commit names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StateRef {
+pub(super) struct StateRef {
     pub batch_id: i64,
     pub token: i64,
 }
 
-pub fn state_app_id(pipeline: &str) -> String {
+pub(super) fn state_app_id(pipeline: &str) -> String {
     format!("lakestream.{pipeline}.state")
 }
 
@@ -43,7 +43,7 @@ fn folder(pipeline: &str) -> Path {
     Path::from(format!("_lakestream/state/{pipeline}"))
 }
 
-pub fn path(pipeline: &str, r: StateRef) -> Path {
+pub(super) fn path(pipeline: &str, r: StateRef) -> Path {
     Path::from(format!(
         "_lakestream/state/{pipeline}/{:020}-{:016x}.parquet",
         r.batch_id, r.token
@@ -52,13 +52,13 @@ pub fn path(pipeline: &str, r: StateRef) -> Path {
 
 /// A fresh token for the snapshot of batch `batch_id`: a retry or another writer never
 /// overwrites a snapshot a landed commit names.
-pub fn new_ref(batch_id: i64) -> StateRef {
+pub(super) fn new_ref(batch_id: i64) -> StateRef {
     let token = (uuid::Uuid::new_v4().as_u64_pair().0 >> 1) as i64;
     StateRef { batch_id, token }
 }
 
 /// The state snapshot `r` names; `Ok(None)` when the file is gone.
-pub async fn load(
+pub(super) async fn load(
     table: &DeltaTable,
     pipeline: &str,
     r: StateRef,
@@ -91,7 +91,7 @@ pub async fn load(
 }
 
 /// Write `state` as the snapshot `r` (before the commit that names it).
-pub async fn save(
+pub(super) async fn save(
     table: &DeltaTable,
     pipeline: &str,
     r: StateRef,
@@ -114,7 +114,7 @@ pub async fn save(
 
 /// Delete snapshots of batches older than the last few before `latest` (best effort:
 /// a leftover costs only space, and the next cleanup tries again).
-pub async fn prune(table: &DeltaTable, pipeline: &str, latest: i64) {
+pub(super) async fn prune(table: &DeltaTable, pipeline: &str, latest: i64) {
     let store = table.object_store();
     let listed: Result<Vec<_>, _> = store.list(Some(&folder(pipeline))).try_collect().await;
     let files = match listed {
@@ -140,7 +140,7 @@ pub async fn prune(table: &DeltaTable, pipeline: &str, latest: i64) {
 
 /// A state recorded the way lakestream 0.1 did, in a commit's `lakestream` entry (only
 /// readable while that log entry exists).
-pub async fn load_legacy(
+pub(super) async fn load_legacy(
     table: &DeltaTable,
     pipeline: &str,
     schema: &SchemaRef,

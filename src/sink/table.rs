@@ -126,7 +126,7 @@ pub fn writer_properties(zstd_level: i32, no_dictionary: &[String]) -> WriterPro
 /// learned the same new columns in another order, or some this one has not seen yet.
 /// Rows with columns the table lacks (schema evolution) are written with the widened
 /// schema (see [`widen`]).
-pub async fn write_files(
+pub(super) async fn write_files(
     table: &DeltaTable,
     rows: RecordBatch,
     props: WriterProperties,
@@ -166,7 +166,10 @@ pub async fn write_files(
 /// The table's schema widened by the columns of `batch` it lacks (appended, nullable);
 /// None when it has them all. A column both have with different types is an error:
 /// the batch was decoded for another table.
-pub fn widen(table: &DeltaTable, batch: &Schema) -> Result<Option<SchemaRef>, DeltaTableError> {
+pub(super) fn widen(
+    table: &DeltaTable,
+    batch: &Schema,
+) -> Result<Option<SchemaRef>, DeltaTableError> {
     let current = table.snapshot()?.snapshot().arrow_schema();
     let mut fields: Vec<Field> = current
         .fields()
@@ -206,7 +209,10 @@ fn conform(rows: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, DeltaT
 
 /// The `metaData` action that widens `table` to `schema` (same id, partitioning and
 /// configuration: readers see a new nullable column, nothing else).
-pub fn widened_metadata(table: &DeltaTable, schema: &SchemaRef) -> Result<Action, DeltaTableError> {
+pub(super) fn widened_metadata(
+    table: &DeltaTable,
+    schema: &SchemaRef,
+) -> Result<Action, DeltaTableError> {
     use deltalake::kernel::MetadataExt as _;
     let columns: StructType = schema.as_ref().try_into_kernel()?;
     let metadata = table.snapshot()?.metadata().clone().with_schema(&columns)?;

@@ -2,9 +2,7 @@
 //! batch ids and the topic ids that make a commit exactly once), and which commit
 //! failures mean "another writer got there first".
 
-use deltalake::kernel::transaction::TransactionError;
 use deltalake::kernel::Transaction;
-use deltalake::DeltaTableError;
 
 /// The `txn` app id under which a table numbers a pipeline's batches.
 pub(crate) fn batch_app_id(pipeline: &str) -> String {
@@ -12,13 +10,13 @@ pub(crate) fn batch_app_id(pipeline: &str) -> String {
 }
 
 /// The `txn` app id under which a table records the last offset of a partition.
-pub fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+pub(super) fn txn_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
     format!("lakestream.{pipeline}.{topic}.{partition}")
 }
 
 /// The `txn` app id under which a table records the id of the topic a partition's
 /// offset was read from (its version is `TopicId::fingerprint`).
-pub fn topic_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+pub(super) fn topic_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
     format!("lakestream.{pipeline}.{topic}.{partition}.topic_id")
 }
 
@@ -37,17 +35,4 @@ pub(crate) fn offset_txns(
         }
     }
     txns
-}
-
-/// Another writer committed since our snapshot: re-read and redo, no backoff needed.
-pub(crate) fn is_conflict(e: &DeltaTableError) -> bool {
-    matches!(
-        e,
-        DeltaTableError::VersionAlreadyExists(_)
-            | DeltaTableError::Transaction {
-                source: TransactionError::MaxCommitAttempts(_)
-                    | TransactionError::CommitConflict(_)
-                    | TransactionError::VersionAlreadyExists(_)
-            }
-    )
 }

@@ -309,6 +309,13 @@ impl KafkaContext {
 impl ClientContext for KafkaContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
+    /// rust-rdkafka's default logs every statistics report (~7 KB) at INFO; a short-lived
+    /// client's (kafka.options may set `statistics.interval.ms` for all) are not ours
+    /// to read. The consumer's own feed its lag (`SourceContext::stats`).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        tracing::trace!(client = %statistics.name, "librdkafka statistics");
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(error = %error, "Kafka client: {reason}");
         if let Ok(mut last) = self.last_error.lock() {

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::batch::RawBatch;
 use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
 use super::offsets::{OffsetStore, Record};
-use super::{Connection, SourceError, TopicId};
+use super::{Connection, ReadError, SourceError, TopicId};
 use crate::config::StartingOffsets;
 
 #[derive(Clone)]
@@ -189,11 +189,8 @@ impl KafkaSource {
             polls += 1;
             {
                 let mut state = lock(&self.state);
-                if let Some(message) = state.error.take() {
-                    return Err(SourceError::Assignment {
-                        topic: topic.to_string(),
-                        message,
-                    });
+                if let Some(cause) = state.error.take() {
+                    return Err(SourceError::read(&topic)(cause));
                 }
                 if state.generation != generation {
                     generation = state.generation;
@@ -333,10 +330,7 @@ impl KafkaSource {
             .context()
             .store
             .record(&last, Record::Exactly, Some(now.fingerprint()))
-            .map_err(|message| SourceError::Assignment {
-                topic: topic.clone(),
-                message,
-            })?;
+            .map_err(|e| SourceError::read(topic)(ReadError::Tables(e)))?;
         if !starts.is_empty() {
             self.consumer
                 .seek_partitions(tpl, Duration::from_secs(10))
@@ -378,10 +372,7 @@ impl KafkaSource {
                 .context()
                 .store
                 .record(&reset, Record::Exactly, id)
-                .map_err(|message| SourceError::Assignment {
-                    topic: self.settings.topic.clone(),
-                    message,
-                })?;
+                .map_err(|e| SourceError::read(&self.settings.topic)(ReadError::Tables(e)))?;
         } else if offset > expected {
             // Gaps are normal where records were compacted away or are transaction
             // markers; they are loss only where retention deleted what we had not read.
@@ -438,28 +429,22 @@ impl KafkaSource {
             }
             _ => "it is corrupt or uses a format this client cannot read",
         };
-        SourceError::Assignment {
-            topic: topic.clone(),
-            message: format!(
-                "cannot decode the record batch at {}: {what} ({error}). The pipeline stops \
-                 rather than skip it; reading resumes there after a restart",
-                if stuck.is_empty() {
-                    "an unknown position".to_string()
-                } else {
-                    stuck.join(", ")
-                }
-            ),
-        }
+        let at = match stuck.is_empty() {
+            true => "an unknown position".to_string(),
+            false => stuck.join(", "),
+        };
+        SourceError::read(topic)(ReadError::Undecodable {
+            at,
+            what,
+            cause: error.clone(),
+        })
     }
 
     fn lost(&self, what: &str) -> Result<(), SourceError> {
         self.settings
             .data_loss
             .report(&self.settings.topic, what)
-            .map_err(|message| SourceError::Assignment {
-                topic: self.settings.topic.clone(),
-                message,
-            })
+            .map_err(SourceError::read(&self.settings.topic))
     }
 
     /// Assigned partitions whose position reached its target and was not reported there.

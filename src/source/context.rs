@@ -13,7 +13,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use super::offsets::{OffsetStore, Record};
-use super::{Connection, KafkaContext, TopicId};
+use super::{Connection, KafkaContext, ReadError, TopicId};
 use crate::config::{Start, StartingOffsets};
 
 /// What to do when records the table has not ingested can no longer be read.
@@ -28,17 +28,13 @@ pub struct DataLossPolicy {
 
 impl DataLossPolicy {
     /// Log and count a loss; the error to stop on when the policy says so.
-    pub fn report(&self, topic: &str, what: &str) -> Result<(), String> {
+    pub fn report(&self, topic: &str, what: &str) -> Result<(), ReadError> {
         for events in &self.events {
             events.inc();
         }
         if self.fail {
             error!(topic, "data loss: {what}");
-            Err(format!(
-                "data loss: {what}. The pipeline stops so the gap is not silent; to skip \
-                 the lost records and go on from the earliest record still there, set \
-                 kafka.fail_on_data_loss = false (they stay lost)"
-            ))
+            Err(ReadError::DataLoss(what.to_string()))
         } else {
             warn!(
                 topic,
@@ -51,14 +47,14 @@ impl DataLossPolicy {
 
 /// What the consumer loop learns from rebalances.
 #[derive(Debug, Default)]
-pub struct AssignState {
+pub(super) struct AssignState {
     /// Bumped on every assign or revoke.
     pub generation: u64,
     pub assigned: BTreeSet<i32>,
     /// First offset to read per assigned partition.
     pub starts: HashMap<i32, i64>,
     /// A failure the consumer loop must stop on.
-    pub error: Option<String>,
+    pub error: Option<ReadError>,
     /// Latest high watermark per partition, from librdkafka's statistics (for lag).
     pub high: HashMap<i32, i64>,
     /// The topic's id as last read (see `topic_id`): batches are stamped with it.
@@ -67,7 +63,7 @@ pub struct AssignState {
     pub positioned: BTreeSet<i32>,
 }
 
-pub struct SourceContext {
+pub(super) struct SourceContext {
     pub topic: String,
     pub starting: StartingOffsets,
     pub seek_rewind: u32,
@@ -80,7 +76,7 @@ pub struct SourceContext {
 }
 
 impl SourceContext {
-    pub fn lock(&self) -> MutexGuard<'_, AssignState> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, AssignState> {
         lock(&self.state)
     }
 
@@ -90,17 +86,19 @@ impl SourceContext {
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
-    ) -> Result<HashMap<i32, i64>, String> {
+    ) -> Result<HashMap<i32, i64>, ReadError> {
         let partitions: Vec<i32> = tpl
             .elements_for_topic(&self.topic)
             .iter()
             .map(|e| e.partition())
             .collect();
-        let id = super::topic_id(consumer.client(), &self.topic, Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
+        let id = super::topic_id(consumer.client(), &self.topic, Duration::from_secs(10))?;
         self.lock().topic_id = id;
         let fingerprint = id.map(TopicId::fingerprint);
-        let last_committed = self.store.committed(&partitions, fingerprint)?;
+        let last_committed = self
+            .store
+            .committed(&partitions, fingerprint)
+            .map_err(ReadError::Tables)?;
         let mut starts = HashMap::new();
         let mut lows = HashMap::new();
         // Start positions that must be in the table before anything is read from them.
@@ -109,7 +107,10 @@ impl SourceContext {
         for &p in &partitions {
             let (low, high) = consumer
                 .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                .map_err(|e| format!("cannot read watermarks of partition {p}: {e}"))?;
+                .map_err(|cause| ReadError::Broker {
+                    what: format!("cannot read the watermarks of partition {p}"),
+                    cause,
+                })?;
             lows.insert(p, low);
             let committed = last_committed
                 .get(&p)
@@ -174,8 +175,7 @@ impl SourceContext {
                         millis,
                         &bounds,
                         self.seek_rewind,
-                    )
-                    .map_err(|e| e.to_string())?;
+                    )?;
                     let start = starts.get(&p).copied().unwrap_or(low);
                     info!(topic = %self.topic, partition = p, millis, start, "starting at the first record of the configured time");
                     record.insert(p, start - 1);
@@ -186,27 +186,32 @@ impl SourceContext {
         }
         // Resets first: a table moved back must count when the lowest start is recorded.
         if !reset.is_empty() {
-            self.store.record(&reset, Record::Exactly, fingerprint)?;
+            self.store
+                .record(&reset, Record::Exactly, fingerprint)
+                .map_err(ReadError::Tables)?;
         }
         if !record.is_empty() {
-            for (p, last) in self.store.record(&record, Record::Start, fingerprint)? {
+            let held = self.store.record(&record, Record::Start, fingerprint);
+            for (p, last) in held.map_err(ReadError::Tables)? {
                 starts.insert(p, last + 1);
             }
         }
         for (&p, &start) in &starts {
             let seek = lows[&p].max(start - i64::from(self.seek_rewind));
             tpl.set_partition_offset(&self.topic, p, Offset::Offset(seek))
-                .map_err(|e| format!("cannot position partition {p}: {e}"))?;
+                .map_err(|cause| ReadError::Broker {
+                    what: format!("cannot position partition {p}"),
+                    cause,
+                })?;
         }
         Ok(starts)
     }
 
     /// The partition's end (high watermark). `high` is what the consumer's own request
     /// answered: under read_committed the last stable offset, which may be lower.
-    fn end(&self, partition: i32, high: i64) -> Result<i64, String> {
-        super::ends::partition_end(&self.probe, &self.topic, partition)
-            .map(|end| end.max(high))
-            .map_err(|e| e.to_string())
+    fn end(&self, partition: i32, high: i64) -> Result<i64, ReadError> {
+        let end = super::ends::partition_end(&self.probe, &self.topic, partition)?;
+        Ok(end.max(high))
     }
 
     /// A configured start offset: below the first retained record it is data loss (the
@@ -217,7 +222,7 @@ impl SourceContext {
         offset: i64,
         low: i64,
         high: i64,
-    ) -> Result<i64, String> {
+    ) -> Result<i64, ReadError> {
         if offset < low {
             self.data_loss.report(
                 &self.topic,
@@ -234,10 +239,11 @@ impl SourceContext {
             self.end(partition, high)?
         };
         if offset > end {
-            return Err(format!(
-                "partition {partition}: kafka.starting_offsets asks for offset {offset} but \
-                 the partition ends at {end}; fix the offset (or use \"latest\")"
-            ));
+            return Err(ReadError::StartPastEnd {
+                partition,
+                offset,
+                end,
+            });
         }
         Ok(offset)
     }
@@ -251,7 +257,7 @@ impl SourceContext {
         low: i64,
         high: i64,
         reset: &mut BTreeMap<i32, i64>,
-    ) -> Result<i64, String> {
+    ) -> Result<i64, ReadError> {
         if resume < low {
             self.data_loss.report(
                 &self.topic,
@@ -285,7 +291,7 @@ impl SourceContext {
     }
 }
 
-pub fn lock(state: &Mutex<AssignState>) -> MutexGuard<'_, AssignState> {
+pub(super) fn lock(state: &Mutex<AssignState>) -> MutexGuard<'_, AssignState> {
     // A panic while holding the lock leaves plain data behind; keep going with it.
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -341,8 +347,13 @@ impl ConsumerContext for SourceContext {
                             state.starts.insert(p, start);
                         }
                     }
-                    (Err(message), _) => state.error = Some(message),
-                    (_, Err(e)) => state.error = Some(format!("assign failed: {e}")),
+                    (Err(e), _) => state.error = Some(e),
+                    (_, Err(cause)) => {
+                        state.error = Some(ReadError::Broker {
+                            what: "assign failed".into(),
+                            cause,
+                        })
+                    }
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {

@@ -86,7 +86,7 @@ fn end_probe(connection: &Connection) -> Result<BaseConsumer<KafkaContext>, Sour
 
 /// The high watermark per partition of `topic` that librdkafka's statistics carry (the
 /// one the last fetch response reported).
-pub fn fetched_highs(statistics: &Statistics, topic: &str) -> Vec<(i32, i64)> {
+pub(super) fn fetched_highs(statistics: &Statistics, topic: &str) -> Vec<(i32, i64)> {
     statistics.topics.get(topic).map_or_else(Vec::new, |t| {
         t.partitions
             .iter()

@@ -1,4 +1,5 @@
-//! Kafka in and out: the micro-batching consumer, the replay producer and its inputs.
+//! Kafka in: the micro-batching consumer, its offsets and the broker probes it needs
+//! (the demo's producer lives in `demo`).
 
 mod admin;
 mod auth;
@@ -6,25 +7,19 @@ mod batch;
 mod client;
 mod consumer;
 mod context;
-mod count;
-pub mod dataset;
 mod ends;
 mod offsets;
-mod producer;
-pub mod synthetic;
 mod times;
 mod topic_id;
 
 pub use admin::{ensure_topic, matching_topics};
-pub use auth::msk_token;
+pub use auth::{msk_token, Auth};
 pub use batch::{OffsetRange, ProducedAt, RawBatch};
 pub use client::{Connection, KafkaContext};
 pub use consumer::{ConsumerSettings, KafkaSource, SourceHandle};
 pub use context::DataLossPolicy;
-pub use count::{count_topic, CountReport};
 pub use ends::{partition_end, topic_bounds, topic_partitions, Bounds};
 pub use offsets::{Committed, OffsetStore, Record};
-pub use producer::{produce, ProduceOptions, ProduceReport, Rate};
 pub use times::{offsets_for_time, topic_offsets_for_time};
 pub use topic_id::{topic_id, TopicId};
 
@@ -34,8 +29,12 @@ use rdkafka::error::KafkaError;
 pub enum SourceError {
     #[error("Kafka client for topic '{topic}': {cause}")]
     Kafka { topic: String, cause: KafkaError },
-    #[error("topic '{topic}': {message}")]
-    Assignment { topic: String, message: String },
+    #[error("topic '{topic}': {cause}")]
+    Assignment {
+        topic: String,
+        #[source]
+        cause: Box<ReadError>,
+    },
     #[error(
         "librdkafka refused the client settings ({cause}); check kafka.options and \
          kafka.security"
@@ -58,11 +57,77 @@ pub enum SourceError {
     Produce { topic: String, message: String },
 }
 
+/// Why reading a topic cannot go on (the cause of [`SourceError::Assignment`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Records were lost before they were ingested and `kafka.fail_on_data_loss` says
+    /// to stop.
+    #[error(
+        "data loss: {0}. The pipeline stops so the gap is not silent; to skip the lost \
+         records and go on from the earliest record still there, set \
+         kafka.fail_on_data_loss = false (they stay lost)"
+    )]
+    DataLoss(String),
+    #[error(
+        "partition {partition}: kafka.starting_offsets asks for offset {offset} but the \
+         partition ends at {end}; fix the offset (or use \"latest\")"
+    )]
+    StartPastEnd {
+        partition: i32,
+        offset: i64,
+        end: i64,
+    },
+    /// A record batch this client cannot decode (codec, corruption): never skipped.
+    #[error(
+        "cannot decode the record batch at {at}: {what} ({cause}). The pipeline stops \
+         rather than skip it; reading resumes there after a restart"
+    )]
+    Undecodable {
+        at: String,
+        what: &'static str,
+        #[source]
+        cause: KafkaError,
+    },
+    /// A request to the broker failed (`what` names it).
+    #[error("{what}: {cause}")]
+    Broker {
+        what: String,
+        #[source]
+        cause: KafkaError,
+    },
+    /// The broker did not answer in time.
+    #[error("{what}: no answer within {seconds}s")]
+    NoAnswer { what: String, seconds: u64 },
+    /// The tables' offsets could not be read or recorded.
+    #[error("the tables' offsets: {0}")]
+    Tables(#[source] StoreError),
+    /// A probe beside the consumer failed.
+    #[error(transparent)]
+    Probe(Box<SourceError>),
+}
+
+/// What an [`OffsetStore`] fails with (the tables' own error, kept whole).
+pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
+
+impl From<SourceError> for ReadError {
+    fn from(e: SourceError) -> Self {
+        Self::Probe(Box::new(e))
+    }
+}
+
 impl SourceError {
     pub(crate) fn kafka(topic: &str) -> impl FnOnce(KafkaError) -> Self + '_ {
         move |cause| Self::Kafka {
             topic: topic.to_string(),
             cause,
+        }
+    }
+
+    /// `cause` stops reading `topic`.
+    pub(crate) fn read(topic: &str) -> impl FnOnce(ReadError) -> Self + '_ {
+        move |cause| Self::Assignment {
+            topic: topic.to_string(),
+            cause: Box::new(cause),
         }
     }
 }

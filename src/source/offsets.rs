@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::StoreError;
+
 /// The tables' side of the offsets, called from the rebalance callback on the consumer
 /// thread (it may block). One reader may feed several tables (one per pipeline).
 /// `topic_id` is the topic's id now (`TopicId::fingerprint`; None: the broker keeps none).
@@ -12,7 +14,7 @@ pub trait OffsetStore: Send + Sync {
         &self,
         partitions: &[i32],
         topic_id: Option<i64>,
-    ) -> Result<HashMap<i32, Committed>, String>;
+    ) -> Result<HashMap<i32, Committed>, StoreError>;
     /// Commit "the tables hold everything up to `last`" for these partitions (where
     /// `mode` says), stamped with `topic_id`, before they are read. Returns the lowest
     /// offset the tables then record for them.
@@ -21,7 +23,7 @@ pub trait OffsetStore: Send + Sync {
         last: &BTreeMap<i32, i64>,
         mode: Record,
         topic_id: Option<i64>,
-    ) -> Result<BTreeMap<i32, i64>, String>;
+    ) -> Result<BTreeMap<i32, i64>, StoreError>;
 }
 
 /// Which offsets a table already records [`OffsetStore::record`] replaces.

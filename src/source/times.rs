@@ -15,7 +15,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::{Bounds, Connection, KafkaContext, SourceError};
+use super::{Bounds, Connection, KafkaContext, ReadError, SourceError};
 
 /// A read that makes no progress for this long fails.
 const READ_PATIENCE: Duration = Duration::from_secs(30);
@@ -160,15 +160,14 @@ impl Reader<'_> {
                 Some(Err(e)) => return Err(SourceError::kafka(self.topic)(e)),
             }
             if last_progress.elapsed() > READ_PATIENCE {
-                return Err(SourceError::Assignment {
-                    topic: self.topic.to_string(),
-                    message: format!(
-                        "partition {}: no record arrived for {}s while looking for a start \
-                         time from offset {from}",
-                        self.partition,
-                        READ_PATIENCE.as_secs()
+                return Err(SourceError::read(self.topic)(ReadError::NoAnswer {
+                    what: format!(
+                        "partition {}: reading records from offset {from} to find the start \
+                         time",
+                        self.partition
                     ),
-                });
+                    seconds: READ_PATIENCE.as_secs(),
+                }));
             }
         }
     }

@@ -8,14 +8,15 @@
 //! the crate's one unsafe block.
 #![allow(unsafe_code)]
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::time::Duration;
 
 use base64::Engine as _;
 use rdkafka::bindings as rd;
 use rdkafka::client::{Client, ClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use super::SourceError;
+use super::{ReadError, SourceError};
 
 /// A topic's id as the broker reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,11 +50,15 @@ pub fn topic_id<C: ClientContext>(
     topic: &str,
     timeout: Duration,
 ) -> Result<Option<TopicId>, SourceError> {
-    let failed = |message: String| SourceError::Assignment {
-        topic: topic.to_string(),
-        message: format!("cannot read the topic's id: {message}"),
+    let what = "cannot read the topic's id";
+    let failed = |cause| {
+        SourceError::read(topic)(ReadError::Broker {
+            what: what.into(),
+            cause,
+        })
     };
-    let name = CString::new(topic).map_err(|e| failed(e.to_string()))?;
+    let name =
+        CString::new(topic).map_err(|e| failed(KafkaError::AdminOpCreation(e.to_string())))?;
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: every handle made here is destroyed here, after the last use of what it
     // owns (the descriptions belong to the event); `client` outlives the call.
@@ -65,7 +70,10 @@ pub fn topic_id<C: ClientContext>(
         rd::rd_kafka_DescribeTopics(rk, topics, std::ptr::null(), queue);
         let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
         let answer = if event.is_null() {
-            Err(failed(format!("no answer within {timeout:?}")))
+            Err(SourceError::read(topic)(ReadError::NoAnswer {
+                what: what.into(),
+                seconds: timeout.as_secs(),
+            }))
         } else {
             let answer = read_answer(event);
             rd::rd_kafka_event_destroy(event);
@@ -81,17 +89,16 @@ pub fn topic_id<C: ClientContext>(
 ///
 /// # Safety
 /// `event` must be a live DescribeTopics result event.
-unsafe fn read_answer(event: *mut rd::rd_kafka_event_t) -> Result<Option<TopicId>, String> {
-    let text = |p: *const std::os::raw::c_char| match p.is_null() {
-        true => String::new(),
-        false => CStr::from_ptr(p).to_string_lossy().into_owned(),
-    };
-    if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Err(text(rd::rd_kafka_event_error_string(event)));
+unsafe fn read_answer(event: *mut rd::rd_kafka_event_t) -> Result<Option<TopicId>, KafkaError> {
+    let code = rd::rd_kafka_event_error(event);
+    if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return Err(KafkaError::AdminOp(RDKafkaErrorCode::from(code)));
     }
     let result = rd::rd_kafka_event_DescribeTopics_result(event);
     if result.is_null() {
-        return Err("not a DescribeTopics answer".into());
+        return Err(KafkaError::AdminOpCreation(
+            "not a DescribeTopics answer".into(),
+        ));
     }
     let mut count = 0usize;
     let descriptions = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
@@ -104,7 +111,7 @@ unsafe fn read_answer(event: *mut rd::rd_kafka_event_t) -> Result<Option<TopicId
         return match rd::rd_kafka_error_code(error) {
             rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART
             | rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_ID => Ok(None),
-            _ => Err(text(rd::rd_kafka_error_string(error))),
+            code => Err(KafkaError::AdminOp(RDKafkaErrorCode::from(code))),
         };
     }
     let id = rd::rd_kafka_TopicDescription_topic_id(description);

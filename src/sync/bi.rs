@@ -28,7 +28,7 @@ pub fn sql_files(dir: &str) -> Result<Vec<PathBuf>, SyncError> {
 }
 
 /// The text of every `.sql` file of `dir`.
-pub fn sql_texts(dir: &str) -> Result<Vec<String>, SyncError> {
+pub(super) fn sql_texts(dir: &str) -> Result<Vec<String>, SyncError> {
     sql_files(dir)?
         .iter()
         .map(|path| {
@@ -69,7 +69,7 @@ fn push_statement(out: &mut Vec<String>, text: &str) {
 
 /// Apply every file (each statement is create-or-replace, so applying again is safe)
 /// and record each file's version and checksum.
-pub async fn apply(conn: &mut Conn, dir: &str) -> Result<usize, SyncError> {
+pub(super) async fn apply(conn: &mut Conn, dir: &str) -> Result<usize, SyncError> {
     run(
         conn,
         &format!(
@@ -134,7 +134,7 @@ async fn views(conn: &mut Conn) -> Result<Vec<String>, SyncError> {
 }
 
 /// Create or update the BI account: it can SELECT the views and nothing else.
-pub async fn ensure_account(conn: &mut Conn, cfg: &MysqlConfig) -> Result<(), SyncError> {
+pub(super) async fn ensure_account(conn: &mut Conn, cfg: &MysqlConfig) -> Result<(), SyncError> {
     let Some(user) = &cfg.bi_user else {
         return Ok(());
     };

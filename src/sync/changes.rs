@@ -6,21 +6,20 @@
 //! files, so that re-sends unchanged rows). Read through delta-rs (so partition columns
 //! come back); sending a row twice is harmless: the mirror upserts by key.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch, UInt32Array};
+use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::kernels::boolean::not;
 use deltalake::arrow::compute::{
     concat_batches, filter_record_batch, sort_to_indices, take_record_batch,
 };
-use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::datafusion::physical_plan::collect;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::delta_datafusion::{FileSelection, MissingSelectedFilePolicy};
 use deltalake::{DeltaTable, DeltaTableError};
 
 /// Rows to bring into the mirror at `version`.
-pub struct Change {
+pub(super) struct Change {
     pub version: u64,
     pub batches: Vec<RecordBatch>,
     /// Keys (the key columns) whose rows were deleted.
@@ -34,7 +33,7 @@ pub struct Change {
 /// `full` asks for the whole table. `keys` identify a row; where rows are deleted by
 /// key (upsert tables), only the change data feed can tell what changed: without it
 /// the whole table is read.
-pub async fn since(
+pub(super) async fn since(
     table: &DeltaTable,
     version: u64,
     mirrored: Option<u64>,
@@ -178,25 +177,15 @@ fn net(
 
 /// The last row of each key of `sorted` (oldest first), in order.
 fn last_per_key(sorted: &RecordBatch, keys: &[String]) -> Option<RecordBatch> {
-    let key_columns: Vec<_> = keys
-        .iter()
-        .map(|k| sorted.column_by_name(k).cloned())
-        .collect::<Option<_>>()?;
-    let converter = RowConverter::new(
-        key_columns
-            .iter()
-            .map(|c| SortField::new(c.data_type().clone()))
-            .collect(),
-    )
-    .ok()?;
-    let rows = converter.convert_columns(&key_columns).ok()?;
-    let mut last: HashMap<&[u8], u32> = HashMap::new();
-    for i in 0..sorted.num_rows() {
-        last.insert(rows.row(i).data(), i as u32);
-    }
-    let mut kept: Vec<u32> = last.into_values().collect();
-    kept.sort_unstable();
-    take_record_batch(sorted, &UInt32Array::from(kept)).ok()
+    let kept = crate::engine::last_per_key(sorted, keys, |_, _| true).ok()?;
+    take_record_batch(sorted, &kept).ok()
+}
+
+/// One line of a commit entry: only its `add` action matters here (the other kinds,
+/// including ones newer than this delta-rs, are skipped unread).
+#[derive(serde::Deserialize)]
+struct LogAction {
+    add: Option<deltalake::kernel::Add>,
 }
 
 /// Paths of files added by commits `from+1..=to` (None when an entry is gone).
@@ -213,13 +202,13 @@ async fn added_files(
             return Ok(None);
         };
         for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            // The path as the log writes it (percent-encoded), which is what the file
-            // selection below matches against.
-            let action: serde_json::Value = serde_json::from_slice(line)?;
-            // Rewrites (dataChange false, e.g. compaction) count too: a file added and
-            // compacted away before we looked lives on only in the rewrite.
-            if let Some(path) = action.pointer("/add/path").and_then(|p| p.as_str()) {
-                paths.insert(path.to_string());
+            // delta-rs's own `Add`, with the path as the log writes it (percent-encoded),
+            // which is what the file selection below matches against. Rewrites
+            // (dataChange false, e.g. compaction) count too: a file added and compacted
+            // away before we looked lives on only in the rewrite.
+            let action: LogAction = serde_json::from_slice(line)?;
+            if let Some(add) = action.add {
+                paths.insert(add.path);
             }
         }
     }

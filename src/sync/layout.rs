@@ -9,14 +9,14 @@ use super::SyncError;
 use crate::config::is_identifier;
 
 /// The table that records which Delta version (and table id) each mirror reflects.
-pub const STATE_TABLE: &str = "lakestream_sync_state";
+pub(super) const STATE_TABLE: &str = "lakestream_sync_state";
 /// Hidden primary key of a table whose key columns may hold NULL (a MySQL primary key
 /// cannot): SHA-256 of the key values, NULL-safe.
-pub const HASH_KEY: &str = "lakestream_key";
+pub(super) const HASH_KEY: &str = "lakestream_key";
 
 /// `name` as a quoted identifier, after checking it against the strict pattern (quoting
 /// alone would also do; the check keeps odd names out of BI tools too).
-pub fn ident(name: &str) -> Result<String, SyncError> {
+pub(super) fn ident(name: &str) -> Result<String, SyncError> {
     if is_identifier(name) {
         Ok(format!("`{name}`"))
     } else {
@@ -26,7 +26,7 @@ pub fn ident(name: &str) -> Result<String, SyncError> {
 
 /// How a Delta table is laid out in MySQL.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(super) struct Layout {
     pub table: String,
     pub schema: SchemaRef,
     /// Columns identifying a row (empty: none, the table is only ever replaced).
@@ -36,7 +36,11 @@ pub struct Layout {
 }
 
 impl Layout {
-    pub fn new(table: &str, schema: SchemaRef, keys: Vec<String>) -> Result<Self, SyncError> {
+    pub(super) fn new(
+        table: &str,
+        schema: SchemaRef,
+        keys: Vec<String>,
+    ) -> Result<Self, SyncError> {
         for k in &keys {
             if schema.field_with_name(k).is_err() {
                 return Err(SyncError::Setup {

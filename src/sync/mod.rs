@@ -29,6 +29,7 @@ use tracing::{info, warn};
 
 use crate::config::{MysqlConfig, OutputMode, Plan};
 use crate::retry::Backoff;
+use crate::retry::{Retry, RetryHint};
 use changes::Change;
 use layout::Layout;
 
@@ -39,6 +40,7 @@ pub enum SyncError {
     #[error("MySQL at {address} is unreachable: {cause} (is it running? check mysql.host/port and the password variable)")]
     Unreachable {
         address: String,
+        #[source]
         cause: Box<mysql_async::Error>,
     },
     #[error("MySQL at {address} did not answer within {seconds}s (is it running? check mysql.host/port)")]
@@ -46,6 +48,7 @@ pub enum SyncError {
     #[error("MySQL error in `{statement}`: {cause}")]
     Mysql {
         statement: String,
+        #[source]
         cause: Box<mysql_async::Error>,
     },
     #[error("{file}: {message}")]
@@ -59,10 +62,23 @@ pub enum SyncError {
     #[error("table '{table}': {cause}")]
     Delta {
         table: String,
+        #[source]
         cause: Box<DeltaTableError>,
     },
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
+}
+
+impl RetryHint for SyncError {
+    /// Worth another pass: the connection, or another sync in the way. Anything else
+    /// (a table MySQL refuses, a bad setup) will fail the same way again.
+    fn retry(&self) -> Retry {
+        match self {
+            Self::Conflict { .. } => Retry::Conflict,
+            _ if self.is_connection() => Retry::Later,
+            _ => Retry::Never,
+        }
+    }
 }
 
 impl SyncError {
@@ -74,12 +90,6 @@ impl SyncError {
             Self::Mysql { cause, .. } => !matches!(**cause, mysql_async::Error::Server(_)),
             _ => false,
         }
-    }
-
-    /// Worth another pass: the connection, or another sync in the way. Anything else
-    /// (a table MySQL refuses, a bad setup) will fail the same way again.
-    pub fn is_retryable(&self) -> bool {
-        self.is_connection() || matches!(self, Self::Conflict { .. })
     }
 
     fn delta(table: &str, cause: DeltaTableError) -> Self {
@@ -255,7 +265,7 @@ impl SyncTask {
                     done
                 }
                 // Retried as a whole pass: the connection, or another sync in the way.
-                Err(e) if e.is_retryable() => return Err(e),
+                Err(e) if e.retry() != Retry::Never => return Err(e),
                 Err(e) => {
                     warn!(table = %target.table, error = %e, "table not mirrored; the others go on");
                     self.metrics.errors.inc();
@@ -375,7 +385,7 @@ impl SyncTask {
                     log_pass(&tables);
                     return all_mirrored(&tables);
                 }
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                Err(e) if e.retry() != Retry::Never && Instant::now() < deadline => {
                     warn!(error = %e, "final MySQL sync failed; retrying");
                     tokio::time::sleep(backoff.next_wait()).await;
                 }

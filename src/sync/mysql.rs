@@ -18,7 +18,7 @@ use crate::config::{MysqlConfig, MysqlTls};
 const MAX_PLACEHOLDERS: usize = 60_000;
 
 /// The password: from the file named in config, else the environment variable.
-pub fn password(cfg: &MysqlConfig) -> Result<Option<String>, SyncError> {
+pub(super) fn password(cfg: &MysqlConfig) -> Result<Option<String>, SyncError> {
     if let Some(path) = &cfg.password_file {
         let text = std::fs::read_to_string(path).map_err(|e| SyncError::Setup {
             message: format!("cannot read mysql.password_file {path}: {e}"),
@@ -33,7 +33,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connect, create the database if needed and select it. The session runs in UTC, so
 /// DATETIME columns hold the same instants as the Delta timestamps.
-pub async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
+pub(super) async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
     let opts = OptsBuilder::default()
         .ip_or_hostname(cfg.host.clone())
         .tcp_port(cfg.port)
@@ -106,7 +106,7 @@ fn ssl_opts(cfg: &MysqlConfig) -> Option<SslOpts> {
     Some(opts)
 }
 
-pub async fn run(conn: &mut Conn, sql: &str) -> Result<(), SyncError> {
+pub(super) async fn run(conn: &mut Conn, sql: &str) -> Result<(), SyncError> {
     conn.query_drop(sql)
         .await
         .map_err(|e| SyncError::mysql(sql, e))
@@ -115,14 +115,14 @@ pub async fn run(conn: &mut Conn, sql: &str) -> Result<(), SyncError> {
 /// What a mirror reflects: a version of one Delta table (its `metaData` id: a table
 /// deleted and rebuilt under the same name has a new id and starts again at version 0).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mirrored {
+pub(super) struct Mirrored {
     pub version: u64,
     /// None: mirrored before the id was kept.
     pub table_id: Option<String>,
 }
 
 /// What `table`'s mirror in MySQL reflects (None: never synced).
-pub async fn mirrored(conn: &mut Conn, table: &str) -> Result<Option<Mirrored>, SyncError> {
+pub(super) async fn mirrored(conn: &mut Conn, table: &str) -> Result<Option<Mirrored>, SyncError> {
     let sql =
         format!("SELECT delta_version, delta_table_id FROM {STATE_TABLE} WHERE table_name = ?");
     let row: Option<(i64, Option<String>)> = conn
@@ -191,7 +191,7 @@ async fn delete_keys(
 /// mix. Fails with `Conflict` when the recorded version is no longer `from` (another
 /// sync got there first); nothing is written then.
 #[allow(clippy::too_many_arguments)]
-pub async fn write(
+pub(super) async fn write(
     conn: &mut Conn,
     layout: &Layout,
     batches: &[RecordBatch],
@@ -354,7 +354,7 @@ fn key_text(values: &[&Value]) -> Vec<u8> {
 /// Create the table if it is missing (true: created); an existing one must have the
 /// same columns. A table created now has no rows, so any sync state left for it is
 /// dropped.
-pub async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<bool, SyncError> {
+pub(super) async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<bool, SyncError> {
     let collation = no_pad_collation(conn).await?;
     let sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
                WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";

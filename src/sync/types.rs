@@ -14,7 +14,7 @@ const MAX_KEY_BYTES: usize = 3072;
 
 /// The MySQL type of an Arrow column. String keys get a VARCHAR sized so that the whole
 /// primary key fits InnoDB's key limit; other strings are TEXT.
-pub fn mysql_type(t: &DataType, string_key_chars: Option<usize>) -> Option<String> {
+pub(super) fn mysql_type(t: &DataType, string_key_chars: Option<usize>) -> Option<String> {
     Some(match t {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => match string_key_chars {
             Some(n) => format!("VARCHAR({n})"),
@@ -38,13 +38,13 @@ pub fn mysql_type(t: &DataType, string_key_chars: Option<usize>) -> Option<Strin
 
 /// Characters each string key column may hold: the key limit shared out, leaving room
 /// for the fixed-size key columns.
-pub fn string_key_chars(string_keys: usize, fixed_key_bytes: usize) -> usize {
+pub(super) fn string_key_chars(string_keys: usize, fixed_key_bytes: usize) -> usize {
     let budget = MAX_KEY_BYTES.saturating_sub(fixed_key_bytes) / 4;
     (budget / string_keys.max(1)).clamp(16, 768)
 }
 
 /// Bytes a fixed-size key column takes in an index.
-pub fn fixed_key_bytes(t: &DataType) -> usize {
+pub(super) fn fixed_key_bytes(t: &DataType) -> usize {
     match t {
         DataType::Date32 => 3,
         DataType::Timestamp(_, _) => 8,
@@ -54,7 +54,7 @@ pub fn fixed_key_bytes(t: &DataType) -> usize {
 }
 
 /// Every cell of `array` as a bound value.
-pub fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
+pub(super) fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
     let n = array.len();
     let mut out = Vec::with_capacity(n);
     macro_rules! ints {

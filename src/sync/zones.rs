@@ -20,7 +20,7 @@ const FIRST_YEAR: i32 = 1970;
 const LAST_YEAR: i32 = 2100;
 
 /// Create the offsets table and the function, and (re)fill the offsets of `zones`.
-pub async fn install(conn: &mut Conn, zones: &[Tz]) -> Result<(), SyncError> {
+pub(super) async fn install(conn: &mut Conn, zones: &[Tz]) -> Result<(), SyncError> {
     run(
         conn,
         &format!(
@@ -74,7 +74,7 @@ pub async fn install(conn: &mut Conn, zones: &[Tz]) -> Result<(), SyncError> {
 
 /// The zones to install: those of the sources, and every quoted zone name the view
 /// files use (a view may show another zone than its source's).
-pub fn wanted(sources: impl IntoIterator<Item = Tz>, sql: &[String]) -> Vec<Tz> {
+pub(super) fn wanted(sources: impl IntoIterator<Item = Tz>, sql: &[String]) -> Vec<Tz> {
     let mut zones: Vec<Tz> = sources.into_iter().collect();
     for text in sql {
         let quoted = text.split('\'').skip(1).step_by(2);

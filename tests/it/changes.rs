@@ -38,7 +38,7 @@ fn produce(env: &TestEnv, tag: &str, per_partition: usize) {
         }
         payloads.push((p, format!("{{{tag} is not json")));
     }
-    let records: Vec<RawRecord> = payloads
+    let records: Vec<RawRecord<'_>> = payloads
         .iter()
         .map(|(p, json)| (*p, None, json.as_bytes()))
         .collect();
@@ -291,7 +291,7 @@ fn call_with(tag: &str, i: usize, extra: &str) -> String {
 
 fn produce_fields(topic: &str, partition: i32, tag: &str, extra: &str) {
     let payloads: Vec<String> = (0..10).map(|i| call_with(tag, i, extra)).collect();
-    let records: Vec<RawRecord> = payloads
+    let records: Vec<RawRecord<'_>> = payloads
         .iter()
         .map(|json| (partition, None, json.as_bytes()))
         .collect();

@@ -22,7 +22,7 @@ async fn kill_9_at_random_moments_loses_and_duplicates_nothing() {
     let bad_sender = std::thread::spawn(move || {
         for round in 0..BAD_ROUNDS {
             let payloads: Vec<String> = (0..4).map(|p| format!("not json {round}/{p}")).collect();
-            let records: Vec<RawRecord> = payloads
+            let records: Vec<RawRecord<'_>> = payloads
                 .iter()
                 .enumerate()
                 .map(|(p, text)| (p as i32, None, text.as_bytes()))

@@ -294,7 +294,7 @@ async fn a_crash_between_paired_writes_loses_and_duplicates_nothing() {
         let mut env = TestEnv::new(&format!("edge-fp{i}"));
         env.pipelines = vec!["calls".into(), "disposition_summary".into()];
         env.produce_synthetic(1_500, 130 + i as u64);
-        let bad: Vec<RawRecord> = (0..4).map(|p| (p, None, &b"not json"[..])).collect();
+        let bad: Vec<RawRecord<'_>> = (0..4).map(|p| (p, None, &b"not json"[..])).collect();
         env.produce_raw(&bad);
         env.produce_synthetic(1_500, 140 + i as u64);
 

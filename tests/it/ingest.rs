@@ -22,7 +22,7 @@ async fn synthetic_calls_and_bad_records_land_exactly_once() {
         (br#"{"crime_id": "8", "call_date": "2018-10-01", "call_date_time": "not a time"}"#, "wrong type"),
         (huge.as_bytes(), "exceeds max_message_bytes"),
     ];
-    let mut records: Vec<RawRecord> = Vec::new();
+    let mut records: Vec<RawRecord<'_>> = Vec::new();
     for (i, (payload, _)) in bad.iter().enumerate() {
         records.push((i as i32 % 4, Some(b"bad"), payload));
         // A good record right behind each bad one must survive its neighbour.

@@ -22,7 +22,7 @@ pub(crate) fn produce(topic: &str, tag: &str, n: usize) {
             )
         })
         .collect();
-    let records: Vec<RawRecord> = payloads
+    let records: Vec<RawRecord<'_>> = payloads
         .iter()
         .map(|(p, json)| (*p, None, json.as_bytes()))
         .collect();

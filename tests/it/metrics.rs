@@ -109,7 +109,7 @@ async fn every_exported_metric_moves_when_its_event_happens() {
         env.produce_synthetic(200, seed);
     }
     let late = late_call();
-    let records: Vec<RawRecord> = vec![(0, None, b"{not json"), (1, None, late.as_bytes())];
+    let records: Vec<RawRecord<'_>> = vec![(0, None, b"{not json"), (1, None, late.as_bytes())];
     env.produce_raw(&records);
 
     let moved_here = [

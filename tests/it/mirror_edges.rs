@@ -17,7 +17,7 @@ fn call(id: u32, disposition: &str) -> String {
 
 /// `payloads` to the four partitions in turn.
 fn produce_round_robin(env: &TestEnv, payloads: &[String]) {
-    let records: Vec<RawRecord> = payloads
+    let records: Vec<RawRecord<'_>> = payloads
         .iter()
         .enumerate()
         .map(|(i, p)| ((i % 4) as i32, None, p.as_bytes()))

@@ -46,7 +46,7 @@ fn close_all_windows(env: &TestEnv) {
             )
         })
         .collect();
-    let records: Vec<RawRecord> = payloads
+    let records: Vec<RawRecord<'_>> = payloads
         .iter()
         .enumerate()
         .map(|(p, s)| (p as i32, None, s.as_bytes()))

@@ -99,7 +99,7 @@ async fn stateful_scale_out(members: usize) {
             let s = summary_of(stdout, pipeline);
             let (batches, conflicts) = (
                 s["batches"].as_u64().unwrap_or(0),
-                s["conflicts"].as_u64().unwrap_or(0),
+                s["commitConflicts"].as_u64().unwrap_or(0),
             );
             eprintln!("{members} members, {pipeline}, member {i}: {batches} batches, {conflicts} conflicts ({:.2} per batch)", conflicts as f64 / batches.max(1) as f64);
             assert!(

@@ -21,7 +21,7 @@ fn produce(env: &TestEnv, tag: &str, extra: impl Fn(usize) -> String) {
         .flat_map(|p| (0..25).map(move |i| (p, i)))
         .map(|(p, i)| (p, call(tag, p, i, &extra(i))))
         .collect();
-    let records: Vec<RawRecord> = payloads
+    let records: Vec<RawRecord<'_>> = payloads
         .iter()
         .map(|(p, json)| (*p, None, json.as_bytes()))
         .collect();

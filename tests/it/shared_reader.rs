@@ -39,7 +39,7 @@ async fn four_pipelines_on_one_reader_survive_crashes_mid_batch() {
     for (round, point) in CRASHES.iter().enumerate() {
         // A bad record per partition, so the dead-letter path is in every batch mix.
         let payload = format!("not json {round}");
-        let records: Vec<RawRecord> = (0..4).map(|p| (p, None, payload.as_bytes())).collect();
+        let records: Vec<RawRecord<'_>> = (0..4).map(|p| (p, None, payload.as_bytes())).collect();
         env.produce_raw(&records);
         bad += 4;
         let log = format!("crash-{round}.log");

@@ -22,7 +22,7 @@ fn schema() -> SchemaRef {
 }
 
 /// Rows for offsets `first..=last` of partition `p`.
-pub fn rows(p: i32, first: i64, last: i64) -> (RecordBatch, BatchInfo) {
+pub(crate) fn rows(p: i32, first: i64, last: i64) -> (RecordBatch, BatchInfo) {
     let offsets: Vec<i64> = (first..=last).collect();
     let batch = RecordBatch::try_new(
         schema(),
@@ -49,7 +49,7 @@ async fn open(env: &TestEnv) -> DeltaSink {
 
 /// A sink writing table `name` of `env` that checkpoints every `checkpoint_interval`
 /// and then drops log entries older than `log_retention`.
-pub async fn open_table(
+pub(crate) async fn open_table(
     env: &TestEnv,
     name: &str,
     checkpoint_interval: u64,

@@ -14,7 +14,7 @@ fn call(id: u32, crime_type: &str, time: &str, disposition: &str) -> String {
 }
 
 fn produce(env: &TestEnv, calls: &[(i32, String)]) {
-    let records: Vec<RawRecord> = calls
+    let records: Vec<RawRecord<'_>> = calls
         .iter()
         .map(|(p, json)| (*p, None, json.as_bytes()))
         .collect();

@@ -82,5 +82,5 @@ pub(super) struct Written {
     adds: Vec<Add>,
     rows: usize,
     /// The rows' columns (wider than the table's after schema evolution).
-    schema: deltalake::arrow::datatypes::SchemaRef,
+    schema: SchemaRef,
 }

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 mod append;
+mod merge;
 mod replay;
 mod stateful;
 mod upsert;
@@ -25,10 +26,10 @@ use replay::{drop_committed, new_ranges};
 
 use super::state::{self, StateRef};
 use super::table::{open_or_create, widen, widened_metadata, write_files, writer_properties};
-use super::txn::{batch_app_id, is_conflict, offset_txns, topic_app_id, txn_app_id};
+use super::txn::{batch_app_id, offset_txns, topic_app_id, txn_app_id};
 use super::SinkError;
 use crate::engine::{Emit, Engine, EngineError, Shape, StreamState};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, Retry, RetryHint};
 use crate::source::OffsetRange;
 use crate::storage::Storage;
 
@@ -191,7 +192,7 @@ impl DeltaSink {
     }
 
     /// The table's columns as Arrow sees them (None: no snapshot loaded).
-    pub fn arrow_schema(&self) -> Option<deltalake::arrow::datatypes::SchemaRef> {
+    pub fn arrow_schema(&self) -> Option<SchemaRef> {
         Some(self.table.snapshot().ok()?.snapshot().arrow_schema())
     }
 
@@ -318,7 +319,7 @@ impl DeltaSink {
             }
             // Conflicts back off too (briefly, jittered): writers that retry in step
             // would otherwise keep colliding.
-            let conflict = is_conflict(&error);
+            let conflict = error.retry() == Retry::Conflict;
             let wait = if conflict {
                 self.timings.conflicts += 1;
                 self.opts.contention.report(&self.name);
@@ -431,13 +432,10 @@ impl DeltaSink {
         if let Some((key, value)) = extra {
             metadata[key] = value;
         }
-        CommitProperties::default()
+        crate::storage::commit_properties()
             .with_application_transactions(txns)
             .with_metadata([("lakestream".to_string(), metadata)])
             .with_max_retries(0)
-            // Checkpoints are ours (`checkpoint_if_due`), on the configured interval.
-            .with_create_checkpoint(false)
-            .with_cleanup_expired_logs(Some(false))
     }
 
     /// Commit `actions` against the loaded snapshot (never a later one).
@@ -462,16 +460,6 @@ impl DeltaSink {
         self.timings.commit_ms += ms_since(t);
         self.table.state = Some(finalized.snapshot());
         Ok(finalized.version() as i64)
-    }
-
-    /// Take the table a MERGE started at `started` returned; its version.
-    fn merged(&mut self, table: DeltaTable, started: Instant) -> Result<i64, DeltaTableError> {
-        self.timings.commit_ms += ms_since(started);
-        self.table = table;
-        self.table
-            .version()
-            .map(|v| v as i64)
-            .ok_or_else(|| DeltaTableError::Generic("no version after MERGE".into()))
     }
 
     fn landed(
@@ -518,13 +506,4 @@ fn rows_beyond(
         true => Ok(rows.clone()),
         false => drop_committed(rows, committed),
     }
-}
-
-/// A MERGE's match on `keys`: `target.k IS NOT DISTINCT FROM source.k AND ...`, so a
-/// NULL key is a key too.
-fn key_match(keys: &[String]) -> String {
-    keys.iter()
-        .map(|k| format!("(target.\"{k}\" IS NOT DISTINCT FROM source.\"{k}\")"))
-        .collect::<Vec<_>>()
-        .join(" AND ")
 }

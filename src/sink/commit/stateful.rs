@@ -159,7 +159,7 @@ impl DeltaSink {
                 self.commit_actions(Vec::new(), props, OutputMode::Update, Some(batch_id))
                     .await?
             }
-            Emit::Merge(out) => self.merge(out, engine.shape(), props).await?,
+            Emit::Merge(out) => self.merge_aggregate(out, engine.shape(), props).await?,
         };
         self.landed(&new_ranges, batch, Some(batch_id));
         let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
@@ -180,8 +180,8 @@ impl DeltaSink {
     }
 
     /// MERGE `rows` by the query's keys: matched rows take the new (absolute) values,
-    /// new keys are inserted. Keys compare null-safe: a NULL crime type is a group too.
-    async fn merge(
+    /// new keys are inserted.
+    async fn merge_aggregate(
         &mut self,
         rows: &RecordBatch,
         shape: &Shape,
@@ -192,35 +192,21 @@ impl DeltaSink {
                 "update mode needs an aggregate".into(),
             ));
         };
-        let predicate = key_match(keys);
-        let t = Instant::now();
-        let source = SessionContext::new().read_batch(rows.clone())?;
-        let columns: Vec<String> = rows
+        let update: Vec<String> = values.iter().map(|(v, _)| v.clone()).collect();
+        let insert: Vec<String> = rows
             .schema()
             .fields()
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let (table, _metrics) = self
-            .table
-            .clone()
-            .merge(source, predicate)
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_commit_properties(props)
-            .when_matched_update(|mut u| {
-                for (v, _) in values {
-                    u = u.update(format!("\"{v}\""), format!("source.\"{v}\""));
-                }
-                u
-            })?
-            .when_not_matched_insert(|mut i| {
-                for c in &columns {
-                    i = i.set(format!("\"{c}\""), format!("source.\"{c}\""));
-                }
-                i
-            })?
-            .await?;
-        self.merged(table, t)
+        let merge = merge::Merge {
+            keys,
+            delete_when: None,
+            update: &update,
+            update_when: None,
+            insert: &insert,
+            insert_when: None,
+        };
+        self.merge(rows.clone(), merge, props).await
     }
 }

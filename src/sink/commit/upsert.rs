@@ -43,17 +43,16 @@ impl DeltaSink {
     }
 
     /// MERGE by the keys: a delete removes the key's row, an upsert replaces it or adds
-    /// it. Keys compare null-safe. A change from another partition than the one that
-    /// last changed the row applies only if its Kafka timestamp is not older (the rule
-    /// `engine::changes` applies inside a batch, so it holds across batches too); from
-    /// the same partition, offset order is the order.
+    /// it. A change from another partition than the one that last changed the row
+    /// applies only if its Kafka timestamp is not older (the rule `engine::changes`
+    /// applies inside a batch, so it holds across batches too); from the same
+    /// partition, offset order is the order.
     async fn merge_changes(
         &mut self,
         changes: RecordBatch,
         keys: &[String],
         props: CommitProperties,
     ) -> Result<i64, DeltaTableError> {
-        let predicate = key_match(keys);
         let columns: Vec<String> = changes
             .schema()
             .fields()
@@ -61,8 +60,6 @@ impl DeltaSink {
             .map(|f| f.name().clone())
             .filter(|c| c != DELETE)
             .collect();
-        let t = Instant::now();
-        let source = SessionContext::new().read_batch(changes)?;
         let same_source = ["kafka_topic", "kafka_partition"]
             .into_iter()
             .filter(|c| columns.iter().any(|have| have == c))
@@ -77,32 +74,15 @@ impl DeltaSink {
             ),
             false => String::new(),
         };
-        let delete = format!("source.\"{DELETE}\"{newer}");
         let insert = format!("NOT source.\"{DELETE}\"");
-        let upsert = format!("{insert}{newer}");
-        let (table, _metrics) = self
-            .table
-            .clone()
-            .merge(source, predicate)
-            .with_source_alias("source")
-            .with_target_alias("target")
-            .with_commit_properties(props)
-            .when_matched_delete(|d| d.predicate(delete.as_str()))?
-            .when_matched_update(|mut u| {
-                u = u.predicate(upsert.as_str());
-                for c in &columns {
-                    u = u.update(format!("\"{c}\""), format!("source.\"{c}\""));
-                }
-                u
-            })?
-            .when_not_matched_insert(|mut i| {
-                i = i.predicate(insert.as_str());
-                for c in &columns {
-                    i = i.set(format!("\"{c}\""), format!("source.\"{c}\""));
-                }
-                i
-            })?
-            .await?;
-        self.merged(table, t)
+        let merge = merge::Merge {
+            keys,
+            delete_when: Some(format!("source.\"{DELETE}\"{newer}")),
+            update: &columns,
+            update_when: Some(format!("{insert}{newer}")),
+            insert: &columns,
+            insert_when: Some(insert),
+        };
+        self.merge(changes, merge, props).await
     }
 }

@@ -7,13 +7,13 @@ use std::net::TcpStream;
 use super::TestEnv;
 
 /// (status code, body) of `GET path`.
-pub fn get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn get(port: u16, path: &str) -> (u16, String) {
     request(port, "GET", path, "")
 }
 
 /// (status code, body) of one request; the reply is read to EOF (HTTP/1.1 keeps
 /// connections open unless asked not to).
-pub fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
+pub(crate) fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(
         stream,
@@ -35,7 +35,7 @@ pub fn request(port: u16, method: &str, path: &str, body: &str) -> (u16, String)
 
 /// Samples of an OpenMetrics text exposition (what Prometheus scrapes), checked line by
 /// line: `name{labels}` -> value.
-pub fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
+pub(crate) fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     let mut typed = std::collections::BTreeSet::new();
     let mut samples = BTreeMap::new();
     for line in text.lines() {
@@ -94,7 +94,7 @@ fn port_from_log(env: &TestEnv, log: &str) -> Option<u16> {
 }
 
 /// The port `run` logged its status page on (it listens on port 0 in tests).
-pub async fn status_port(env: &TestEnv, log: &str) -> u16 {
+pub(crate) async fn status_port(env: &TestEnv, log: &str) -> u16 {
     let mut port = None;
     super::wait_until(
         std::time::Duration::from_secs(60),

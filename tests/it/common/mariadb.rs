@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 
-pub struct MariaDb {
+pub(crate) struct MariaDb {
     pub port: u16,
     dir: PathBuf,
     server: Option<Child>,
@@ -20,7 +20,7 @@ pub struct MariaDb {
 }
 
 /// A CA and a server certificate for 127.0.0.1 it signed, in `dir`; returns `ca.pem`.
-pub fn test_ca(dir: &Path) -> PathBuf {
+pub(crate) fn test_ca(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).expect("tls dir");
     let openssl = |args: &[&str]| {
         let out = Command::new("openssl")
@@ -100,13 +100,13 @@ fn server_binary() -> String {
 
 impl MariaDb {
     /// Initialise a data folder under `parent` and start a server on a free port.
-    pub fn start(parent: &Path) -> Self {
+    pub(crate) fn start(parent: &Path) -> Self {
         Self::start_with(parent, Vec::new())
     }
 
     /// A server that accepts only TLS connections, with a certificate for 127.0.0.1
     /// signed by a fresh CA (its PEM file is `tls_ca`).
-    pub fn start_with_tls(parent: &Path) -> Self {
+    pub(crate) fn start_with_tls(parent: &Path) -> Self {
         let ca = test_ca(&parent.join("tls"));
         let path = |f: &str| ca.with_file_name(f).display().to_string();
         let args = vec![
@@ -149,7 +149,7 @@ impl MariaDb {
     }
 
     /// Start the server on the existing data folder and wait until it answers.
-    pub fn resume(&mut self) {
+    pub(crate) fn resume(&mut self) {
         let d = &self.dir;
         let child = Command::new(server_binary())
             .arg("--no-defaults")
@@ -179,7 +179,7 @@ impl MariaDb {
     }
 
     /// Stop the server abruptly (as a crash or a pulled cable would).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.server.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -187,7 +187,7 @@ impl MariaDb {
     }
 
     /// `--set` overrides pointing lakestream at this server and database `database`.
-    pub fn overrides(&self, database: &str) -> Vec<String> {
+    pub(crate) fn overrides(&self, database: &str) -> Vec<String> {
         vec![
             "mysql.enabled=true".into(),
             "mysql.host=127.0.0.1".into(),
@@ -198,7 +198,7 @@ impl MariaDb {
         ]
     }
 
-    pub async fn conn(
+    pub(crate) async fn conn(
         &self,
         user: &str,
         password: Option<&str>,
@@ -219,7 +219,7 @@ impl MariaDb {
     }
 
     /// Every row of `query` as one `a|b|c` string, sorted (NULL as empty).
-    pub async fn rows(&self, database: &str, query: &str) -> Vec<String> {
+    pub(crate) async fn rows(&self, database: &str, query: &str) -> Vec<String> {
         let mut conn = self.conn("root", None, database).await.expect("connect");
         let rows: Vec<mysql_async::Row> = conn.query(query).await.expect("query");
         let mut out: Vec<String> = rows

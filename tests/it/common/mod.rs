@@ -13,23 +13,23 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
-pub mod http;
-pub mod mariadb;
-pub mod s3;
+pub(crate) mod http;
+pub(crate) mod mariadb;
+pub(crate) mod s3;
 
-pub fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     std::env::var("LAKESTREAM_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 /// A plaintext connection to the test broker, for the library's own helpers.
-pub fn connection() -> lakestream::source::Connection {
+pub(crate) fn connection() -> lakestream::source::Connection {
     lakestream::source::Connection::plaintext(&brokers(), &Default::default())
 }
 
 /// (partition, key, payload) of a message produced as it is.
-pub type RawRecord<'a> = (i32, Option<&'a [u8]>, &'a [u8]);
+pub(crate) type RawRecord<'a> = (i32, Option<&'a [u8]>, &'a [u8]);
 
-pub struct TestEnv {
+pub(crate) struct TestEnv {
     pub dir: TempDir,
     pub topic: String,
     pub group: String,
@@ -49,7 +49,7 @@ pub struct TestEnv {
 }
 
 /// A table root on an S3-compatible server and the options to reach it.
-pub struct S3Target {
+pub(crate) struct S3Target {
     pub root: String,
     pub options: Vec<(String, String)>,
 }
@@ -68,7 +68,7 @@ impl Drop for TestEnv {
 }
 
 impl TestEnv {
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let id = &uuid::Uuid::new_v4().simple().to_string()[..10];
         let env = Self {
             dir: tempfile::Builder::new()
@@ -89,30 +89,30 @@ impl TestEnv {
         env
     }
 
-    pub fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.path().join("tables")
     }
 
-    pub fn table_path(&self, table: &str) -> PathBuf {
+    pub(crate) fn table_path(&self, table: &str) -> PathBuf {
         self.root().join(table)
     }
 
     /// Put this test's tables under `s3://<bucket>/<test id>/` on `server`.
-    pub fn use_s3(&mut self, server: &s3::S3Server) {
+    pub(crate) fn use_s3(&mut self, server: &s3::S3Server) {
         self.s3 = Some(S3Target {
             root: format!("s3://{}/{}", s3::BUCKET, self.group),
             options: server.options(),
         });
     }
 
-    pub fn table_url(&self, table: &str) -> url::Url {
+    pub(crate) fn table_url(&self, table: &str) -> url::Url {
         match &self.s3 {
             Some(s3) => url::Url::parse(&format!("{}/{table}/", s3.root)).expect("url"),
             None => url::Url::from_directory_path(self.table_path(table)).expect("url"),
         }
     }
 
-    pub fn storage_options(&self) -> std::collections::HashMap<String, String> {
+    pub(crate) fn storage_options(&self) -> std::collections::HashMap<String, String> {
         self.s3
             .as_ref()
             .map(|s| s.options.iter().cloned().collect())
@@ -120,14 +120,14 @@ impl TestEnv {
     }
 
     /// Table `table` at its latest version, read in-process.
-    pub async fn open_table(&self, table: &str) -> deltalake::DeltaTable {
+    pub(crate) async fn open_table(&self, table: &str) -> deltalake::DeltaTable {
         deltalake::open_table_with_storage_options(self.table_url(table), self.storage_options())
             .await
             .expect("open table")
     }
 
     /// The binary with the shipped config and this test's topic, group and tables.
-    pub fn command(&self, args: &[&str]) -> Command {
+    pub(crate) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lakestream"));
         let (config, source) = self
             .config
@@ -212,14 +212,14 @@ impl TestEnv {
     }
 
     /// A mirror of only some tables gets no BI views (they read all three).
-    pub fn without_bi_views(&mut self) {
+    pub(crate) fn without_bi_views(&mut self) {
         let views = self.dir.path().join("no-views");
         std::fs::create_dir_all(&views).expect("views dir");
         self.overrides
             .push(format!("mysql.sql_dir={}", views.display()));
     }
 
-    pub fn run_ok(&self, args: &[&str]) -> Output {
+    pub(crate) fn run_ok(&self, args: &[&str]) -> Output {
         let out = self.command(args).output().expect("spawn lakestream");
         assert!(
             out.status.success(),
@@ -231,7 +231,7 @@ impl TestEnv {
         out
     }
 
-    pub fn spawn(&self, args: &[&str], log: &str) -> Child {
+    pub(crate) fn spawn(&self, args: &[&str], log: &str) -> Child {
         let file = std::fs::File::create(self.dir.path().join(log)).expect("log file");
         let mut cmd = self.command(args);
         cmd.stdout(Stdio::piped()).stderr(file);
@@ -239,7 +239,7 @@ impl TestEnv {
     }
 
     /// Spawn `cmd`, to be killed when the test ends.
-    pub fn spawn_command(&self, mut cmd: Command) -> Child {
+    pub(crate) fn spawn_command(&self, mut cmd: Command) -> Child {
         let child = cmd.spawn().expect("spawn lakestream");
         if let Ok(mut pids) = self.spawned.lock() {
             pids.push(child.id());
@@ -247,7 +247,7 @@ impl TestEnv {
         child
     }
 
-    pub fn produce_synthetic(&self, n: u64, seed: u64) {
+    pub(crate) fn produce_synthetic(&self, n: u64, seed: u64) {
         let (n, seed) = (n.to_string(), seed.to_string());
         self.run_ok(&[
             "produce",
@@ -262,14 +262,14 @@ impl TestEnv {
     }
 
     /// `run --until-caught-up`, returning the JSON summary of the calls pipeline.
-    pub fn catch_up(&self) -> serde_json::Value {
+    pub(crate) fn catch_up(&self) -> serde_json::Value {
         let out = self.run_ok(&["run", "--until-caught-up", "--summary", "json"]);
         parse_summary(&out.stdout)
     }
 
     /// `run --until-caught-up` with `kafka.fail_on_data_loss = false`: the calls
     /// pipeline's JSON summary.
-    pub fn catch_up_skipping_data_loss(&self) -> serde_json::Value {
+    pub(crate) fn catch_up_skipping_data_loss(&self) -> serde_json::Value {
         let out = self.run_ok(&[
             "--set",
             "kafka.fail_on_data_loss=false",
@@ -282,12 +282,12 @@ impl TestEnv {
     }
 
     /// Produce raw payloads, each to an explicit partition.
-    pub fn produce_raw(&self, records: &[RawRecord]) {
+    pub(crate) fn produce_raw(&self, records: &[RawRecord<'_>]) {
         produce_raw_to(&self.topic, records);
     }
 
     /// Run SQL over table `table` registered as `t`.
-    pub async fn sql(&self, table: &str, query: &str) -> Vec<RecordBatch> {
+    pub(crate) async fn sql(&self, table: &str, query: &str) -> Vec<RecordBatch> {
         let table = self.open_table(table).await;
         let ctx = SessionContext::new();
         table
@@ -304,7 +304,7 @@ impl TestEnv {
     }
 
     /// A query returning one i64 value.
-    pub async fn scalar(&self, table: &str, query: &str) -> i64 {
+    pub(crate) async fn scalar(&self, table: &str, query: &str) -> i64 {
         let batches = self.sql(table, query).await;
         let column = batches[0].column(0).clone();
         let column: Arc<dyn Array> =
@@ -313,13 +313,13 @@ impl TestEnv {
         column.as_primitive::<Int64Type>().value(0)
     }
 
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         self.scalar(table, "SELECT count(*) FROM t").await
     }
 
     /// Distinct (partition, offset) pairs in `table`: equal to its row count when no
     /// record landed twice.
-    pub async fn distinct_offsets(&self, table: &str) -> i64 {
+    pub(crate) async fn distinct_offsets(&self, table: &str) -> i64 {
         self.scalar(
             table,
             "SELECT count(*) FROM (SELECT DISTINCT kafka_partition, kafka_offset FROM t)",
@@ -328,7 +328,7 @@ impl TestEnv {
     }
 
     /// `produce --synthetic n` at `rate` calls/s in the background, killed with the test.
-    pub fn spawn_producer(&self, n: u64, seed: u64, rate: u32) -> Child {
+    pub(crate) fn spawn_producer(&self, n: u64, seed: u64, rate: u32) -> Child {
         let (n, seed, rate) = (n.to_string(), seed.to_string(), rate.to_string());
         let mut cmd = self.command(&[
             "produce",
@@ -346,7 +346,7 @@ impl TestEnv {
 
     /// Exactly-once check of the calls table against `expected` produced calls, each
     /// with its own crime_id.
-    pub async fn assert_exactly_once(&self, expected: i64) {
+    pub(crate) async fn assert_exactly_once(&self, expected: i64) {
         self.assert_each_offset_once(expected).await;
         let distinct_ids = self
             .scalar("calls", "SELECT count(DISTINCT crime_id) FROM t")
@@ -355,7 +355,7 @@ impl TestEnv {
     }
 
     /// The calls table holds `expected` rows, one per (partition, offset).
-    pub async fn assert_each_offset_once(&self, expected: i64) {
+    pub(crate) async fn assert_each_offset_once(&self, expected: i64) {
         let rows = self.count("calls").await;
         let distinct_offsets = self.distinct_offsets("calls").await;
         assert_eq!(
@@ -366,12 +366,12 @@ impl TestEnv {
     }
 }
 
-pub fn parse_summary(stdout: &[u8]) -> serde_json::Value {
+pub(crate) fn parse_summary(stdout: &[u8]) -> serde_json::Value {
     summary_of(stdout, "calls")
 }
 
 /// The JSON summary line of `pipeline` in `run --summary json` output.
-pub fn summary_of(stdout: &[u8], pipeline: &str) -> serde_json::Value {
+pub(crate) fn summary_of(stdout: &[u8], pipeline: &str) -> serde_json::Value {
     let text = String::from_utf8_lossy(stdout);
     let needle = format!("\"pipeline\":\"{pipeline}\"");
     let line = text
@@ -383,7 +383,7 @@ pub fn summary_of(stdout: &[u8], pipeline: &str) -> serde_json::Value {
 
 /// Every row as one `a|b|c` string (columns cast to text), sorted: tables compare
 /// without caring about file order.
-pub fn row_strings(batches: &[RecordBatch]) -> Vec<String> {
+pub(crate) fn row_strings(batches: &[RecordBatch]) -> Vec<String> {
     let mut rows = Vec::new();
     for b in batches {
         let columns: Vec<Vec<String>> = (0..b.num_columns())
@@ -400,7 +400,7 @@ pub fn row_strings(batches: &[RecordBatch]) -> Vec<String> {
 
 /// Rows of `table` (at `version`, or the latest) read by Python's `deltalake`, on the
 /// local folder or the S3 server alike.
-pub fn python_count(env: &TestEnv, table: &str, version: Option<u64>) -> u64 {
+pub(crate) fn python_count(env: &TestEnv, table: &str, version: Option<u64>) -> u64 {
     let script = "import json, os, sys; from deltalake import DeltaTable; \
         v = None if sys.argv[2] == '-' else int(sys.argv[2]); \
         t = DeltaTable(sys.argv[1], version=v, storage_options=json.loads(sys.argv[3]) or None); \
@@ -429,7 +429,7 @@ pub fn python_count(env: &TestEnv, table: &str, version: Option<u64>) -> u64 {
 }
 
 /// Poll `probe` until it returns true or `timeout` passes.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut probe: F)
+pub(crate) async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut probe: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -441,13 +441,13 @@ where
     }
 }
 
-pub fn tail(bytes: &[u8]) -> String {
+pub(crate) fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-pub fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -456,7 +456,7 @@ pub fn sigterm(child: &Child) {
 }
 
 /// Column `index` of `batches` as strings (DataFusion may hand back Utf8View).
-pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
+pub(crate) fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
     use deltalake::arrow::datatypes::DataType;
     batches
         .iter()
@@ -473,7 +473,7 @@ pub fn strings(batches: &[RecordBatch], index: usize) -> Vec<String> {
 }
 
 /// Produce raw payloads to `topic`, each to an explicit partition.
-pub fn produce_raw_to(topic: &str, records: &[RawRecord]) {
+pub(crate) fn produce_raw_to(topic: &str, records: &[RawRecord<'_>]) {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("enable.idempotence", "true")

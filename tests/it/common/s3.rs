@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const ACCESS_KEY: &str = "lakestream-test";
-pub const SECRET_KEY: &str = "lakestream-test-secret";
-pub const BUCKET: &str = "lake";
+pub(crate) const ACCESS_KEY: &str = "lakestream-test";
+pub(crate) const SECRET_KEY: &str = "lakestream-test-secret";
+pub(crate) const BUCKET: &str = "lake";
 
-pub struct S3Server {
+pub(crate) struct S3Server {
     pub endpoint: String,
     server: Child,
 }
@@ -25,7 +25,7 @@ impl Drop for S3Server {
 
 impl S3Server {
     /// Start `moto_server` (log under `dir`) and create the bucket.
-    pub fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -52,7 +52,7 @@ impl S3Server {
     }
 
     /// Object store options of a table root on this server (credentials included).
-    pub fn options(&self) -> Vec<(String, String)> {
+    pub(crate) fn options(&self) -> Vec<(String, String)> {
         [
             ("aws_endpoint_url", self.endpoint.as_str()),
             ("aws_region", "us-east-1"),

@@ -8,7 +8,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{Connection, SourceError};
+use crate::source::{Connection, ReadError, SourceError};
 
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,10 +59,10 @@ pub fn count_topic(connection: &Connection, topic: &str) -> Result<CountReport, 
             }
             Some(Err(e)) => return Err(SourceError::kafka(topic)(e)),
             None if idle.elapsed() > Duration::from_secs(30) => {
-                return Err(SourceError::Assignment {
-                    topic: topic.to_string(),
-                    message: "no message for 30 s before reaching the end".into(),
-                })
+                return Err(SourceError::read(topic)(ReadError::NoAnswer {
+                    what: "reading to the end".into(),
+                    seconds: 30,
+                }))
             }
             None => {}
         }

@@ -10,8 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 
-use super::auth::Auth;
-use super::{Connection, KafkaContext, SourceError};
+use crate::source::{Auth, Connection, KafkaContext, SourceError};
 
 /// Events per second; 0 means as fast as the broker takes them.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +49,9 @@ struct DeliveryCounter {
 
 impl ClientContext for DeliveryCounter {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    /// Not logged (rust-rdkafka's default dumps ~7 KB at INFO per report).
+    fn stats(&self, _: rdkafka::Statistics) {}
 
     fn generate_oauth_token(
         &self,

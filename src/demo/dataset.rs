@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::SourceError;
+use crate::source::SourceError;
 
 /// Order in which records are replayed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,7 +49,7 @@ pub struct DatasetOptions<'a> {
 
 impl Dataset {
     /// Stream `path` into a spill file; `.bz2` files are decompressed on the fly.
-    pub fn load(path: &Path, opts: &DatasetOptions) -> Result<Self, SourceError> {
+    pub fn load(path: &Path, opts: &DatasetOptions<'_>) -> Result<Self, SourceError> {
         let fail = |message: String| SourceError::Input {
             path: path.display().to_string(),
             message,
