@@ -3,7 +3,7 @@
 # the Rust toolchain, Java 17+ with Maven, and Python: Apache Kafka (jars from Maven Central),
 # MariaDB (apt), the Python `deltalake` reader, `confluent-kafka` (a second Kafka client for
 # the tests) and `moto_server` (PyPI), Chromium (apt), and a C toolchain with OpenSSL's headers
-# for librdkafka. Skips what is already there. LAKESTREAM_BROKER=tansu also installs the tansu
+# for librdkafka, and helm (Go module proxy). Skips what is already there. LAKESTREAM_BROKER=tansu also installs the tansu
 # broker (crates.io), the opt-in alternative.
 set -euo pipefail
 
@@ -64,5 +64,15 @@ fi
 if ! command -v moto_server >/dev/null; then
   log "installing moto_server (a local S3-compatible server for the object-storage tests)"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.1'
+fi
+# helm: the chart under deploy/helm is linted and rendered in CI (scripts/helm-check.sh),
+# built from the Go module proxy (no download site is reachable).
+# A build from source does not know its own version: a stamp beside it does.
+HELM_VERSION=v3.22.0
+helm_bin="$(go env GOPATH)/bin/helm"
+if [ "$(cat "$helm_bin.version" 2>/dev/null)" != "$HELM_VERSION" ] || ! "$helm_bin" version >/dev/null 2>&1; then
+  log "installing helm $HELM_VERSION from the Go module proxy (about 3 minutes)"
+  go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  echo "$HELM_VERSION" > "$helm_bin.version"
 fi
 log "all dependencies present"

@@ -47,7 +47,7 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
         .iter()
         .map(|r| {
             let each = r.pipelines.iter().cloned();
-            each.map(|p| Pipeline::new(p, plan.clone(), contention.clone()))
+            each.map(|p| Pipeline::new(p, r.source.clone(), plan.clone(), contention.clone()))
                 .collect()
         })
         .collect();

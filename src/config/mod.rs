@@ -13,6 +13,7 @@ mod security;
 mod service;
 mod source;
 mod validate;
+mod validate_pipeline;
 
 use std::collections::BTreeMap;
 

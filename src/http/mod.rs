@@ -22,6 +22,10 @@ use tower_http::timeout::TimeoutLayer;
 use tracing::{info, warn};
 
 const PAGE: &str = include_str!("page.html");
+/// Ready (200) or not (503, with the reasons): a readiness probe.
+pub const HEALTH_PATH: &str = "/health";
+/// Prometheus's scrape; answers while the process serves at all (a liveness probe).
+pub const METRICS_PATH: &str = "/metrics";
 /// Scrapers and browsers of one process: a few at a time; more wait their turn.
 const MAX_CONCURRENT: usize = 32;
 /// No route takes a body; anything larger than a header's worth is refused.
@@ -85,8 +89,8 @@ pub fn router(observed: Arc<Observed>) -> Router {
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/health", get(health))
+        .route(METRICS_PATH, get(metrics))
+        .route(HEALTH_PATH, get(health))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,

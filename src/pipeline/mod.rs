@@ -152,13 +152,15 @@ struct Feed {
 }
 
 impl Pipeline {
+    /// Pipeline `spec` reading `source` (see `Plan::readers`).
     pub fn new(
         spec: Arc<PipelinePlan>,
+        source: Arc<SourcePlan>,
         plan: Arc<Plan>,
         contention: crate::sink::Contention,
     ) -> Self {
         Self {
-            source: plan.sources[&spec.source].clone(),
+            source,
             metrics: Arc::new(PipelineMetrics::new(&spec.name)),
             spec,
             plan,

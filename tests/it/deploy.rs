@@ -2,7 +2,8 @@
 //! run), so they are checked for what can rot: every path they copy or mount exists, the
 //! config overrides they set are real keys of a config that loads, the runtime stage
 //! runs the binary the build stage made, and compose runs two replicas beside a broker,
-//! MariaDB and a provisioned Grafana.
+//! MariaDB and a provisioned Grafana. The Helm chart is rendered (helm template) and
+//! checked against the binary the same way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -229,5 +230,166 @@ fn compose_runs_two_replicas_beside_broker_mariadb_and_grafana() {
             .expect("dashboards")
             .count()
             > 0
+    );
+}
+
+/// Where `helm` is: on PATH, or where `go install` put it (scripts/install-deps.sh).
+fn helm() -> PathBuf {
+    let on_path = std::process::Command::new("helm").arg("version").output();
+    if on_path.is_ok_and(|o| o.status.success()) {
+        return PathBuf::from("helm");
+    }
+    let gopath = std::process::Command::new("go")
+        .args(["env", "GOPATH"])
+        .output()
+        .expect("go is installed");
+    PathBuf::from(String::from_utf8_lossy(&gopath.stdout).trim()).join("bin/helm")
+}
+
+/// The chart rendered with its defaults, by kind.
+fn rendered_chart() -> BTreeMap<String, Value> {
+    use serde::Deserialize;
+    let out = std::process::Command::new(helm())
+        .args(["template", "lakestream"])
+        .arg(repo().join("deploy/helm/lakestream"))
+        .output()
+        .expect("helm runs (scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|doc| Value::deserialize(doc).ok())
+        .filter(|doc| !doc.is_null())
+        .map(|doc| (doc["kind"].as_str().unwrap_or_default().to_string(), doc))
+        .collect()
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_sequence()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_helm_chart_runs_members_the_binary_accepts() {
+    use clap::Parser;
+    let chart = rendered_chart();
+    for kind in [
+        "Deployment",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "PodDisruptionBudget",
+        "ScaledObject",
+    ] {
+        assert!(chart.contains_key(kind), "no {kind} in {:?}", chart.keys());
+    }
+    let deployment = &chart["Deployment"];
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+
+    // The arguments are a command line the binary takes, and the drain fits in the grace
+    // period Kubernetes gives before SIGKILL.
+    let args = strings(&container["args"]);
+    let cli = lakestream::cli::Cli::try_parse_from(
+        std::iter::once("lakestream".to_string()).chain(args.clone()),
+    )
+    .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let lakestream::cli::Command::Run(run) = cli.command else {
+        panic!("the members must `run`: {args:?}");
+    };
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("grace period");
+    assert!(
+        run.drain_timeout.as_secs() + 10 <= grace,
+        "drain {:?} must end well before SIGKILL at {grace}s",
+        run.drain_timeout
+    );
+
+    // The config the ConfigMap mounts where --config points loads with the pod's
+    // environment (every LAKESTREAM__ key is a real key) and listens on the port the
+    // probes and the Service use.
+    let mount = container["volumeMounts"][0]["mountPath"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(cli.config, Path::new(mount).join("lakestream.toml"));
+    let text = chart["ConfigMap"]["data"]["lakestream.toml"]
+        .as_str()
+        .expect("config");
+    let env: Vec<(String, String)> = container["env"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_string(),
+                e["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        env.iter().all(|(k, _)| k.starts_with("LAKESTREAM__")),
+        "{env:?}"
+    );
+    let plan = lakestream::config::load_str(text, "chart", env.clone(), &[])
+        .unwrap_or_else(|e| panic!("the chart's config with {env:?}: {e}"));
+    let port = container["ports"][0]["containerPort"]
+        .as_u64()
+        .expect("port");
+    assert_eq!(plan.http.listen, format!("0.0.0.0:{port}"));
+    assert_eq!(
+        container["readinessProbe"]["httpGet"]["path"],
+        lakestream::http::HEALTH_PATH
+    );
+    assert_eq!(
+        container["livenessProbe"]["httpGet"]["path"],
+        lakestream::http::METRICS_PATH
+    );
+    let port_name = container["ports"][0]["name"].as_str().unwrap_or_default();
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["port"], port_name, "{probe}");
+    }
+    assert_eq!(
+        chart["Service"]["spec"]["ports"][0]["targetPort"],
+        port_name
+    );
+    let secret = chart["Secret"]["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(container["envFrom"][0]["secretRef"]["name"], secret);
+
+    // The PDB and the Service select the members.
+    let labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(
+        &chart["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+        labels
+    );
+    assert_eq!(&chart["Service"]["spec"]["selector"], labels);
+    assert_eq!(chart["PodDisruptionBudget"]["spec"]["maxUnavailable"], 1);
+
+    // KEDA watches the group the members commit to, on the topic and brokers they read.
+    let names: Vec<String> = plan.pipelines.keys().cloned().collect();
+    let readers = plan.readers(&names).expect("readers");
+    assert_eq!(readers.len(), 1, "the chart's pipelines share one reader");
+    let scaled = &chart["ScaledObject"]["spec"];
+    let trigger = &scaled["triggers"][0]["metadata"];
+    assert_eq!(trigger["consumerGroup"], readers[0].group_id().as_str());
+    assert_eq!(trigger["topic"], readers[0].source.topic());
+    assert_eq!(trigger["bootstrapServers"], plan.kafka.brokers.as_str());
+    assert_eq!(
+        scaled["scaleTargetRef"]["name"],
+        deployment["metadata"]["name"]
+    );
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "KEDA owns the count"
     );
 }

@@ -3,8 +3,9 @@
 //! state carried over), then the table is compared with what the case expects.
 //!
 //! A case folder holds:
-//! - `query.sql`: the pipeline's SQL; its source is `police_calls` (the shipped source,
-//!   read in UTC here) and the `radio_code` lookup is there too;
+//! - `query.sql`: the pipeline's SQL (a link to a shipped query under `sql/pipelines/`
+//!   tests that query); its source is `police_calls` (the shipped source, read in UTC
+//!   here) and the `radio_code` lookup is there too;
 //! - `settings` (optional): the pipeline's settings, one `key=value` per line (`mode`,
 //!   `keys`, `event_time`, `watermark`), as `--set pipelines.case.<key>=<value>`;
 //! - `input.jsonl`: one record per line, of partition 0 at offsets 0, 1, ...; a blank
