@@ -1,9 +1,12 @@
 //! Opening (or creating) a Delta table and writing data files into it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{new_null_array, RecordBatch};
+use deltalake::arrow::array::{new_null_array, RecordBatch, UInt32Array};
+use deltalake::arrow::compute::take_record_batch;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
+use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::kernel::{Action, Add, StructType};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
@@ -136,31 +139,82 @@ pub(super) async fn write_files(
     if rows.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let (writer, rows) = match widen(table, &rows.schema())? {
+    let partitions = table.snapshot()?.metadata().partition_columns().to_vec();
+    let (schema, rows) = match widen(table, &rows.schema())? {
         None => {
             let current = table.snapshot()?.snapshot().arrow_schema();
             let rows = match rows.schema().fields() == current.fields() {
                 true => rows,
                 false => conform(&rows, &current)?,
             };
-            (RecordBatchWriter::for_table(table)?, rows)
+            (current, rows)
         }
         Some(widened) => {
-            let partitions = table.snapshot()?.metadata().partition_columns().to_vec();
-            let writer = RecordBatchWriter::try_new(
-                table.table_url().as_str(),
-                widened.clone(),
-                Some(partitions),
-                Some(storage.options.clone()),
-            )?;
-            (writer, conform(&rows, &widened)?)
+            let rows = conform(&rows, &widened)?;
+            (widened, rows)
         }
     };
-    let mut writer = writer
-        .with_writer_properties(props)
-        .with_target_file_size(target_file_size);
-    writer.write(rows).await?;
-    writer.flush().await
+    // Each table partition's files are encoded on their own task: Parquet encoding and
+    // zstd are the sink's CPU work, and a batch usually spans a few partitions (days).
+    let writers = split_by_partition(&rows, &partitions)?
+        .into_iter()
+        .map(|part| {
+            let writer = RecordBatchWriter::try_new(
+                table.table_url().as_str(),
+                schema.clone(),
+                Some(partitions.clone()),
+                Some(storage.options.clone()),
+            )?
+            .with_writer_properties(props.clone())
+            .with_target_file_size(target_file_size);
+            Ok(tokio::spawn(async move {
+                let mut writer = writer;
+                writer.write(part).await?;
+                writer.flush().await
+            }))
+        })
+        .collect::<Result<Vec<_>, DeltaTableError>>()?;
+    let mut adds = Vec::new();
+    for written in futures::future::join_all(writers).await {
+        let written = written.map_err(|e| DeltaTableError::Generic(format!("writer task: {e}")))?;
+        adds.extend(written?);
+    }
+    Ok(adds)
+}
+
+/// `rows` split into one batch per value of the `partitions` columns (one batch when the
+/// table is not partitioned or the rows hold one value).
+fn split_by_partition(
+    rows: &RecordBatch,
+    partitions: &[String],
+) -> Result<Vec<RecordBatch>, DeltaTableError> {
+    if partitions.is_empty() {
+        return Ok(vec![rows.clone()]);
+    }
+    let columns = partitions
+        .iter()
+        .map(|c| {
+            rows.column_by_name(c).cloned().ok_or_else(|| {
+                DeltaTableError::Generic(format!("partition column '{c}' is not in the batch"))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let fields = columns
+        .iter()
+        .map(|c| SortField::new(c.data_type().clone()))
+        .collect();
+    let keys = RowConverter::new(fields)?.convert_columns(&columns)?;
+    let mut groups: HashMap<&[u8], Vec<u32>> = HashMap::new();
+    for i in 0..rows.num_rows() {
+        groups.entry(keys.row(i).data()).or_default().push(i as u32);
+    }
+    if groups.len() == 1 {
+        return Ok(vec![rows.clone()]);
+    }
+    groups
+        .into_values()
+        .map(|indices| Ok(take_record_batch(rows, &UInt32Array::from(indices))?))
+        .collect()
 }
 
 /// The table's schema widened by the columns of `batch` it lacks (appended, nullable);
@@ -236,4 +290,33 @@ pub(crate) fn add_rows(add: &Add) -> u64 {
         .ok()
         .flatten()
         .map_or(0, |s| s.num_records.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{AsArray, Int32Array, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Int32Type};
+
+    #[test]
+    fn a_batch_splits_into_one_part_per_partition_value_keeping_every_row_once() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("day", DataType::Utf8, true),
+            Field::new("n", DataType::Int32, false),
+        ]));
+        let days = StringArray::from(vec![Some("a"), Some("b"), None, Some("a"), Some("b")]);
+        let n = Int32Array::from(vec![0, 1, 2, 3, 4]);
+        let rows = RecordBatch::try_new(schema, vec![Arc::new(days), Arc::new(n)]).unwrap();
+        let mut parts = split_by_partition(&rows, &["day".to_string()]).unwrap();
+        parts.sort_by_key(|p| p.column(1).as_primitive::<Int32Type>().value(0));
+        let seen: Vec<Vec<i32>> = parts
+            .iter()
+            .map(|p| p.column(1).as_primitive::<Int32Type>().values().to_vec())
+            .collect();
+        // In row order within a part; the NULL day is a partition of its own.
+        assert_eq!(seen, vec![vec![0, 3], vec![1, 4], vec![2]]);
+        let one = split_by_partition(&rows, &[]).unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].num_rows(), 5);
+    }
 }

@@ -129,9 +129,18 @@ impl KafkaSource {
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
             // High watermarks for the lag in progress records and /metrics.
-            .set("statistics.interval.ms", "1000");
+            .set("statistics.interval.ms", "1000")
+            // The loop stops polling while decode takes the last batch, so librdkafka's
+            // prefetch queue fills past its thresholds; its default then holds every
+            // partition's next fetch back for 1 s (librdkafka 2.4+), and the next batch
+            // waited on it: 1.7-1.9x the rate with 10 ms (A/B, same binary and topic).
+            .set("fetch.queue.backoff.ms", "10");
         // kafka.options may set these too (e.g. a longer statistics interval).
-        for key in ["statistics.interval.ms", "auto.offset.reset"] {
+        for key in [
+            "statistics.interval.ms",
+            "auto.offset.reset",
+            "fetch.queue.backoff.ms",
+        ] {
             if let Some(v) = settings.connection.property(key) {
                 config.set(key, v);
             }
