@@ -52,18 +52,6 @@ pub struct RunOptions {
     pub drain_timeout: std::time::Duration,
 }
 
-impl Default for RunOptions {
-    fn default() -> Self {
-        Self {
-            until_caught_up: false,
-            deadline: None,
-            progress_json: false,
-            reset_to: None,
-            drain_timeout: std::time::Duration::from_secs(60),
-        }
-    }
-}
-
 /// A decoded batch on its way to the commit stage (one copy per pipeline; the Arrow
 /// arrays are shared).
 #[derive(Clone)]
@@ -186,10 +174,6 @@ impl Pipeline {
 
     pub fn spec(&self) -> &PipelinePlan {
         &self.spec
-    }
-
-    pub fn plan(&self) -> &Plan {
-        &self.plan
     }
 
     /// Where its sinks report lost commits.
