@@ -81,13 +81,11 @@ impl Config {
 
     /// Topics of `source`'s list whose per-topic tables would be one table.
     fn topic_collisions(&self, source: &str, topics: &[String]) -> BTreeMap<String, Vec<String>> {
-        let templates: Vec<&str> = self
+        let tables = self
             .pipelines
             .values()
-            .filter(|p| p.source == source && p.is_per_topic())
-            .map(|p| p.table.as_str())
-            .collect();
-        plan::collisions(&templates, topics)
+            .map(|p| (p.source.as_str(), p.table.as_str()));
+        plan::collisions(tables, source, topics)
     }
 }
 

@@ -237,24 +237,28 @@ impl Plan {
         source: &str,
         topics: impl IntoIterator<Item = &'t String>,
     ) -> BTreeMap<String, Vec<String>> {
-        let templates: Vec<&str> = self
+        let tables = self
             .pipelines
             .values()
-            .filter(|p| p.source == source && p.is_per_topic())
-            .map(|p| p.table.as_str())
-            .collect();
-        collisions(&templates, topics)
+            .map(|p| (p.source.as_str(), p.table.as_str()));
+        collisions(tables, source, topics)
     }
 }
 
-/// For each table two or more of `topics` would name through `templates`, those topics.
-pub(super) fn collisions<'t>(
-    templates: &[&str],
+/// For each table two or more of `topics` would name through the per-topic tables
+/// (`raw_{topic}`) of `source` among `tables` (source, table), those topics.
+pub(super) fn collisions<'a, 't>(
+    tables: impl Iterator<Item = (&'a str, &'a str)>,
+    source: &str,
     topics: impl IntoIterator<Item = &'t String>,
 ) -> BTreeMap<String, Vec<String>> {
+    let templates: Vec<&str> = tables
+        .filter(|(s, table)| *s == source && table.contains(TOPIC))
+        .map(|(_, table)| table)
+        .collect();
     let mut by_table: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for topic in topics {
-        for template in templates {
+        for template in &templates {
             by_table
                 .entry(render_table(template, topic))
                 .or_default()
