@@ -56,6 +56,7 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
         serve_status(&plan, pipelines.iter().flatten(), metrics, &supervisor).await;
     }
     let mut run = Running::new(plan, supervisor, opts);
+    run.readers = run.count_readers(&readers).await?;
     for (reader, members) in readers.iter().zip(pipelines) {
         if let Err(e) = run.start_reader(reader, members).await {
             run.supervisor
@@ -117,6 +118,9 @@ struct Running {
     /// sender is dropped once every watcher holds its own.
     found_tx: Option<mpsc::Sender<(String, String)>>,
     found: mpsc::Receiver<(String, String)>,
+    /// Readers that share `memory_limit`: those at start, then each one started.
+    readers: usize,
+    started: usize,
 }
 
 impl Running {
@@ -130,7 +134,26 @@ impl Running {
             templates: HashMap::new(),
             found_tx: Some(tx),
             found: rx,
+            readers: 1,
+            started: 0,
         }
+    }
+
+    /// How many readers `readers` start now (one per topic of a multi-topic source):
+    /// each gets that share of `memory_limit`. A topic a pattern matches later gets the
+    /// share of one more reader; the others keep theirs until a restart.
+    async fn count_readers(&self, readers: &[ReaderPlan]) -> Result<usize> {
+        let mut count = 0;
+        for r in readers {
+            count += match r.source.is_multi_topic() {
+                true => crate::pipeline::source_topics(&self.plan.kafka, &r.source)
+                    .await?
+                    .len()
+                    .max(1),
+                false => 1,
+            };
+        }
+        Ok(count)
     }
 
     /// Start the reader of one source (of each of its topics now, and for a pattern,
@@ -204,7 +227,10 @@ impl Running {
         let names: Vec<String> = members.iter().map(|(p, _)| p.name().to_string()).collect();
         let pipelines = members.into_iter().map(|(p, _)| p).collect();
         let shutdown = self.supervisor.shutdown().clone();
-        let started = crate::pipeline::start_source(pipelines, self.opts, &shutdown).await?;
+        self.started += 1;
+        let readers = self.readers.max(self.started);
+        let started =
+            crate::pipeline::start_source(pipelines, self.opts, readers, &shutdown).await?;
         for (name, run) in started.pipelines {
             self.supervisor
                 .spawn(name, async move { run.await.map(Some) });

@@ -63,7 +63,18 @@ pub struct Config {
     /// The status page, `/status`, `/metrics` and `/health` served by `run`.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The bytes in flight `run` may hold (prefetched, raw, decoded, queued and
+    /// committing batches), shared by its readers: `256MiB`, `1GiB` or a number of bytes.
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: bytesize::ByteSize,
 }
+
+fn default_memory_limit() -> bytesize::ByteSize {
+    bytesize::ByteSize::mib(256)
+}
+
+/// Below this a reader's share cannot hold a fetch and a batch of 1 MiB messages.
+pub const MIN_MEMORY_LIMIT: u64 = 16 << 20;
 
 impl Config {
     /// Every table the pipelines write (outputs and dead letters), by template.

@@ -26,6 +26,8 @@ pub struct Plan {
     pub http: HttpConfig,
     pub sources: BTreeMap<String, Arc<SourcePlan>>,
     pub pipelines: BTreeMap<String, Arc<PipelinePlan>>,
+    /// `memory_limit` in bytes.
+    pub memory_limit: u64,
 }
 
 /// A source: what to read and how to decode it.
@@ -170,6 +172,7 @@ impl Plan {
             mysql: config.mysql,
             maintenance: config.maintenance,
             http: config.http,
+            memory_limit: config.memory_limit.as_u64(),
             sources,
             pipelines,
         })

@@ -44,6 +44,16 @@ impl Config {
                 format!("{} is outside 1..=22", self.storage.zstd_level),
             ));
         }
+        if self.memory_limit.as_u64() < super::MIN_MEMORY_LIMIT {
+            return Err(ConfigError::key(
+                "memory_limit",
+                format!(
+                    "{} is below the smallest budget a reader works in (16MiB); give it \
+                     at least 16MiB per source, 256MiB is the default",
+                    self.memory_limit.display().iec_short()
+                ),
+            ));
+        }
         if self.storage.root.trim().is_empty() {
             return Err(ConfigError::key("storage.root", "must not be empty"));
         }

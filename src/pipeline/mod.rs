@@ -2,6 +2,7 @@
 //! and decoded while batch N is written. The pipelines of one source share one reader
 //! (one consumer, one decode, see `reader`); each commits to its own table.
 
+mod budget;
 mod catchup;
 mod commit;
 mod progress;

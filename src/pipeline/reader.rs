@@ -8,6 +8,7 @@
 use futures::future::{try_join_all, BoxFuture};
 use futures::FutureExt;
 
+use super::budget::ReaderBudget;
 use super::stages::{decode_stage, TablesOffsets, QUEUE};
 use super::*;
 use crate::config::{KafkaConfig, ReaderPlan, Topics};
@@ -43,6 +44,7 @@ pub async fn source_topics(kafka: &KafkaConfig, source: &SourcePlan) -> Result<V
 pub async fn start_source(
     pipelines: Vec<Pipeline>,
     opts: RunOptions,
+    readers: usize,
     shutdown: &CancellationToken,
 ) -> Result<Started> {
     let Some(first) = pipelines.first() else {
@@ -75,12 +77,19 @@ pub async fn start_source(
 
     let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let store = TablesOffsets::new(&prepared, &reader, resets.clone());
+    let appends = prepared
+        .iter()
+        .filter(|p| !matches!(p.output, Output::Query(_)))
+        .count();
+    let budget = ReaderBudget::new(plan.memory_limit, readers, appends);
+    budget.log(&reader.source.name, plan.memory_limit, readers);
     let settings = consumer_settings(
         &plan.kafka,
         connection,
         &reader,
         &pipelines,
         bounds.as_ref(),
+        budget,
     );
     let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
     info!(source = %reader.source.name, topic = %topic, pipelines = ?names, "reading the source once for its pipelines");
@@ -270,6 +279,7 @@ fn consumer_settings(
     reader: &ReaderPlan,
     pipelines: &[Pipeline],
     bounds: Option<&BTreeMap<i32, crate::source::Bounds>>,
+    budget: ReaderBudget,
 ) -> ConsumerSettings {
     let trigger = reader.trigger();
     ConsumerSettings {
@@ -279,7 +289,9 @@ fn consumer_settings(
         starting: kafka.starting_offsets.clone(),
         seek_rewind: kafka.seek_rewind,
         max_records: trigger.max_records,
-        max_bytes: trigger.max_bytes,
+        max_bytes: trigger.max_bytes.min(budget.batch_bytes),
+        prefetch_bytes: budget.prefetch_bytes,
+        fetch_bytes: budget.fetch_bytes,
         trigger_interval: trigger.interval,
         targets: bounds.map(|b| Arc::new(b.iter().map(|(&p, b)| (p, b.end)).collect())),
         data_loss: DataLossPolicy {

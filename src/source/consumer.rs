@@ -31,6 +31,10 @@ pub struct ConsumerSettings {
     pub seek_rewind: u32,
     pub max_records: usize,
     pub max_bytes: usize,
+    /// librdkafka's prefetch queue and one fetch response, in bytes (the reader's share
+    /// of `memory_limit`; `kafka.options` may set either).
+    pub prefetch_bytes: usize,
+    pub fetch_bytes: usize,
     pub trigger_interval: Duration,
     /// `--until-caught-up`: the end of each partition when the run started. A batch
     /// closes at once when every assigned partition has reached it, and the consumer
@@ -134,12 +138,21 @@ impl KafkaSource {
             // prefetch queue fills past its thresholds; its default then holds every
             // partition's next fetch back for 1 s (librdkafka 2.4+), and the next batch
             // waited on it: 1.7-1.9x the rate with 10 ms (A/B, same binary and topic).
-            .set("fetch.queue.backoff.ms", "10");
+            .set("fetch.queue.backoff.ms", "10")
+            // The memory budget: librdkafka's defaults (64 MiB queued, 50 MiB fetches)
+            // would be most of it.
+            .set(
+                "queued.max.messages.kbytes",
+                (settings.prefetch_bytes / 1024).to_string(),
+            )
+            .set("fetch.max.bytes", settings.fetch_bytes.to_string());
         // kafka.options may set these too (e.g. a longer statistics interval).
         for key in [
             "statistics.interval.ms",
             "auto.offset.reset",
             "fetch.queue.backoff.ms",
+            "queued.max.messages.kbytes",
+            "fetch.max.bytes",
         ] {
             if let Some(v) = settings.connection.property(key) {
                 config.set(key, v);
