@@ -345,6 +345,18 @@ fn the_helm_chart_runs_members_the_binary_accepts() {
         .as_u64()
         .expect("port");
     assert_eq!(plan.http.listen, format!("0.0.0.0:{port}"));
+    // The container's memory limit holds the budget plus the fixed part
+    // (docs/operations.md, "Memory"), or the kernel kills a member under backlog.
+    let container_limit = container["resources"]["limits"]["memory"]
+        .as_str()
+        .and_then(|m| m.strip_suffix("Gi").map(|g| g.parse::<u64>().map(|g| g << 30)))
+        .and_then(Result::ok)
+        .expect("resources.limits.memory in Gi");
+    assert!(
+        container_limit >= plan.memory_limit + (256 << 20),
+        "memory limit {container_limit} leaves under 256 MiB above memory_limit {}",
+        plan.memory_limit
+    );
     assert_eq!(
         container["readinessProbe"]["httpGet"]["path"],
         lakestream::http::HEALTH_PATH
