@@ -349,7 +349,10 @@ fn the_helm_chart_runs_members_the_binary_accepts() {
     // (docs/operations.md, "Memory"), or the kernel kills a member under backlog.
     let container_limit = container["resources"]["limits"]["memory"]
         .as_str()
-        .and_then(|m| m.strip_suffix("Gi").map(|g| g.parse::<u64>().map(|g| g << 30)))
+        .and_then(|m| {
+            m.strip_suffix("Gi")
+                .map(|g| g.parse::<u64>().map(|g| g << 30))
+        })
         .and_then(Result::ok)
         .expect("resources.limits.memory in Gi");
     assert!(

@@ -14,6 +14,7 @@ mod edges;
 mod ingest;
 mod maintenance;
 mod many_topics;
+mod memory;
 mod metrics;
 mod mirror;
 mod mirror_edges;
