@@ -15,7 +15,7 @@ pub struct RawBatch {
     buf: Vec<u8>,
     records: Vec<RawRecord>,
     /// Highest offset held per partition.
-    last: HashMap<i32, i64>,
+    last: BTreeMap<i32, i64>,
     /// The consumer's position per assigned partition when the batch closed: every
     /// offset below it is in this batch, an earlier one, or no record at all.
     pub positions: HashMap<i32, i64>,
@@ -58,7 +58,7 @@ impl RawBatch {
             opened_at: None,
             buf: Vec::new(),
             records: Vec::new(),
-            last: HashMap::new(),
+            last: BTreeMap::new(),
             positions: HashMap::new(),
             topic_id: None,
         }
@@ -87,15 +87,15 @@ impl RawBatch {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) {
+        // One look-up per record (a few partitions: a B-tree beats hashing here).
         if self
             .last
-            .get(&partition)
-            .is_some_and(|&last| offset <= last)
+            .insert(partition, offset)
+            .is_some_and(|last| offset <= last)
         {
             self.records
                 .retain(|r| r.partition != partition || r.offset < offset);
         }
-        self.last.insert(partition, offset);
         self.opened_at.get_or_insert_with(Instant::now);
         let key = key.map(|k| self.append(k));
         let tombstone = payload.is_none();
