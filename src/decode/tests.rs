@@ -240,6 +240,14 @@ fn the_fast_path_takes_only_what_arrow_json_reads_the_same_way() {
     for p in &plain {
         assert!(assert_agree(&decoder, &[p.as_bytes()]), "not taken: {p}");
     }
+    // In one batch, each message's keys are first compared with the last message's key
+    // order: orders that change from message to message (and back) decode the same.
+    let mut mixed: Vec<&[u8]> = plain.iter().map(|p| p.as_bytes()).collect();
+    mixed.extend(plain.iter().rev().map(|p| p.as_bytes()));
+    assert!(assert_agree(&decoder, &mixed), "a batch of changing key orders");
+    let twice = format!(r#"{{{base},"city":"a","city":"b"}}"#);
+    let once = format!(r#"{{{base},"city":"a","state":"b"}}"#);
+    assert!(!assert_agree(&decoder, &[once.as_bytes(), twice.as_bytes()]));
     let not_plain = [
         format!(r#"{{{base},"city":5}}"#),
         format!(r#"{{{base},"city":{{"a":1}}}}"#),
