@@ -10,10 +10,19 @@
 #  (b) `run --until-caught-up --pipeline calls` into empty tables;
 #  (b2) the same with the source's timezone unset (zone-less times read as UTC by
 #      arrow's parser instead of as San Francisco local time): the cost of the zone;
-#  (c) `run --until-caught-up` with all four shipped pipelines (one shared reader);
+#  (c) `run --until-caught-up` with all four shipped pipelines (one shared reader), at the
+#      default memory_limit: peak heap against the budget;
+#  (f) the same on a 64-partition topic (the file once), batches spanning ~50 days of
+#      call_date partitions;
 #  (d) live: all four pipelines while a producer sends LIVE_RATE calls/s for LIVE_SECONDS;
 #      latency = a record's Kafka timestamp to its batch's commit (progress records);
+#      files per table partition of `calls` after the backfill (c) and the live run, before
+#      and after `lakestream compact`;
+#  (g) WRITERS members (default 8) of one group on a 16-partition topic at LIVE_RATE:
+#      commit conflicts per commit and p99 latency;
 #  (e) kafka-delta-ingest on the topic of (a)-(c), when KDI points at its binary.
+# Peak heap is RssAnon sampled every 50 ms; peak RSS (the kernel's) also counts the
+# binary's code pages. The shipped binary's size is printed when scripts/dist.sh built it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakestream-target}
@@ -21,6 +30,7 @@ DATA=${DATA:-../shared/data/sf-calls/police-department-calls-for-service.json.bz
 REPEAT=${REPEAT:-5}
 LIVE_RATE=${LIVE_RATE:-20000}
 LIVE_SECONDS=${LIVE_SECONDS:-30}
+WRITERS=${WRITERS:-8}
 [ -f "$DATA" ] || { echo "dataset not found: $DATA (set DATA=...)" >&2; exit 1; }
 
 scripts/services.sh >&2
@@ -36,18 +46,51 @@ sets=(--set "sources.police_calls.topic=$topic" --set "storage.root=$work/tables
 echo "== producing $REPEAT x $(basename "$DATA") to $topic (4 partitions)" >&2
 "$bin" "${sets[@]}" produce --file "$DATA" --repeat "$REPEAT" --partitions 4 --no-progress >&2
 
-# Run a command; print its stdout, then its wall time, peak RSS (KiB) and CPU seconds
-# from the kernel's accounting of the child.
+# Run a command; print its stdout, then its wall time, peak RSS (KiB, the kernel's),
+# peak heap (RssAnon, KiB, sampled) and CPU seconds from the kernel's accounting.
 measure() {
   python3 -c 'import resource, subprocess, sys, time
 t = time.monotonic()
-r = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)
-sys.stdout.write(r.stdout.decode())
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE)
+heap = 0
+import threading
+out = []
+reader = threading.Thread(target=lambda: out.append(p.stdout.read()))
+reader.start()
+while p.poll() is None:
+    try:
+        for line in open(f"/proc/{p.pid}/status"):
+            if line.startswith("RssAnon:"):
+                heap = max(heap, int(line.split()[1]))
+    except OSError:
+        pass
+    time.sleep(0.05)
+reader.join()
+sys.stdout.write(out[0].decode())
 u = resource.getrusage(resource.RUSAGE_CHILDREN)
 print("WALL_SECONDS", time.monotonic() - t)
 print("PEAK_RSS_KB", u.ru_maxrss)
+print("PEAK_HEAP_KB", heap)
 print("CPU_SECONDS", u.ru_utime + u.ru_stime)
-sys.exit(r.returncode)' "$@"
+sys.exit(p.returncode)' "$@"
+}
+
+# Files of a table's partitions: count per partition and median size, as JSON.
+files() {
+  python3 - "$1" <<'PY'
+import json, statistics, sys, pyarrow
+from deltalake import DeltaTable
+adds = pyarrow.table(DeltaTable(sys.argv[1]).get_add_actions(flatten=True)).to_pylist()
+per = {}
+for a in adds:
+    key = tuple(sorted((k, v) for k, v in a.items() if k.startswith("partition.")))
+    per.setdefault(key, []).append(a["size_bytes"])
+counts = [len(v) for v in per.values()]
+print(json.dumps({"files": len(adds), "partitions": len(per),
+                  "per_partition_max": max(counts, default=0),
+                  "per_partition_median": statistics.median(counts) if counts else 0,
+                  "median_bytes": statistics.median(a["size_bytes"] for a in adds) if adds else 0}))
+PY
 }
 
 echo "== (a) broker ceiling: count-only consumer (best of two: the first read may be cold)" >&2
@@ -69,6 +112,16 @@ b2=$(measure "$bin" --config "$work/utc.toml" "${sets[@]}" --set "kafka.group_id
 echo "== (c) run --until-caught-up, all four pipelines" >&2
 rm -rf "$work/tables"
 c=$(measure "$bin" "${sets[@]}" --set "kafka.group_id=$topic-all" "${quiet[@]}" run --until-caught-up --summary json)
+backfill_files=$(files "$work/tables/calls")
+"$bin" "${sets[@]}" "${quiet[@]}" compact calls >&2
+backfill_compacted=$(files "$work/tables/calls")
+
+echo "== (f) all four pipelines, 64 partitions" >&2
+rm -rf "$work/tables"
+wide="$topic-64"
+wsets=("${sets[@]}" --set "sources.police_calls.topic=$wide" --set "kafka.group_id=$wide")
+"$bin" "${wsets[@]}" produce --file "$DATA" --partitions 64 --no-progress >&2
+f=$(measure "$bin" "${wsets[@]}" "${quiet[@]}" run --until-caught-up --summary json)
 
 echo "== (d) live: all four pipelines, $LIVE_RATE calls/s for ${LIVE_SECONDS}s" >&2
 rm -rf "$work/tables"
@@ -83,6 +136,27 @@ sleep 5 # joined and positioned before the feed starts
   --partitions 4 --no-progress >&2
 sleep 4 # the last batches close and commit
 kill -INT "$runner"; wait "$runner" || true
+live_files=$(files "$work/tables/calls")
+"$bin" "${lsets[@]}" "${quiet[@]}" compact calls >&2
+live_compacted=$(files "$work/tables/calls")
+
+echo "== (g) $WRITERS members on a 16-partition topic, $LIVE_RATE calls/s for ${LIVE_SECONDS}s" >&2
+rm -rf "$work/tables"
+many="$topic-many"
+msets=("${sets[@]}" --set "sources.police_calls.topic=$many" --set "kafka.group_id=$many"
+       --set kafka.starting_offsets=latest)
+"$bin" "${msets[@]}" produce --synthetic 1 --partitions 16 --no-progress >/dev/null 2>&1
+members=()
+for i in $(seq 1 "$WRITERS"); do
+  "$bin" "${msets[@]}" "${quiet[@]}" run --progress json --summary json \
+    2>"$work/member$i.progress" >"$work/member$i.summary" &
+  members+=($!)
+done
+sleep 15 # every member joined and was assigned its partitions
+"$bin" "${msets[@]}" produce --synthetic $((LIVE_RATE * LIVE_SECONDS)) --rate "$LIVE_RATE" \
+  --partitions 16 --no-progress >&2
+sleep 6
+kill -INT "${members[@]}"; wait "${members[@]}" || true
 
 e=""
 if [ -n "${KDI:-}" ]; then
@@ -96,9 +170,14 @@ PY
       --kafka "${BROKERS:-127.0.0.1:9092}" -g "$topic-kdi" -a "$topic-kdi" 2>/dev/null || true)
 fi
 
-python3 - "$a" "$b" "$c" "$work/live.progress" "$(stat -c %s "$bin")" "$LIVE_RATE" "$e" "$b2" <<'PY'
-import json, sys
+dist_size=$( [ -f dist/lakestream ] && stat -c %s dist/lakestream || echo 0)
+limit=$(grep -m1 "^memory_limit" config/lakestream.toml | cut -d\" -f2)
+python3 - "$a" "$b" "$c" "$work/live.progress" "$(stat -c %s "$bin")" "$LIVE_RATE" "$e" "$b2" \
+  "$f" "$backfill_files" "$backfill_compacted" "$live_files" "$live_compacted" "$work" "$WRITERS" \
+  "$dist_size" "$limit" <<'PY'
+import glob, json, sys
 a_out, b_out, c_out, live_path, size, rate, e_out, b2_out = sys.argv[1:9]
+f_out, bf, bfc, lf, lfc, work, writers, dist_size, limit = sys.argv[9:18]
 def field(text, name):
     return next(float(l.split()[1]) for l in text.splitlines() if l.startswith(name))
 def objects(text):
@@ -113,28 +192,41 @@ c_rate = max(p["records"] for p in cs) / max(p["activeSeconds"] for p in cs)
 rows = []
 def row(name, rate, out, ratio):
     cpu = field(out, "CPU_SECONDS") / (events / 1e6)
-    rows.append((name, f"{rate/1e3:.0f}k", ratio, f"{field(out, 'PEAK_RSS_KB')/1024:.0f} MiB",
-                 f"{cpu:.1f}", f"{field(out, 'WALL_SECONDS'):.1f} s"))
+    rows.append((name, f"{rate/1e3:.0f}k", ratio, f"{field(out, 'PEAK_HEAP_KB')/1024:.0f} MiB",
+                 f"{field(out, 'PEAK_RSS_KB')/1024:.0f} MiB", f"{cpu:.1f}",
+                 f"{field(out, 'WALL_SECONDS'):.1f} s"))
 row("(a) broker ceiling (count only)", ceiling, a_out, "1.00 x ceiling")
 row("(b) `calls` alone", b_rate, b_out, f"{b_rate/ceiling:.2f} x ceiling")
 b2 = objects(b2_out)[0]
 b2_rate = b2["records"] / b2["activeSeconds"]
 row("(b2) `calls`, timezone unset (UTC)", b2_rate, b2_out, f"(b) is {b_rate/b2_rate:.2f} x (b2)")
 row("(c) all four pipelines", c_rate, c_out, f"{c_rate/b_rate:.2f} x (b)")
+fs = objects(f_out)
+f_rate = max(p["records"] for p in fs) / max(p["activeSeconds"] for p in fs)
+row("(f) all four, 64 partitions (200k calls)", f_rate, f_out, f"{f_rate/c_rate:.2f} x (c)")
 if e_out.strip():
     e_rate = events / field(e_out, "WALL_SECONDS")
     b_wall_rate = events / field(b_out, "WALL_SECONDS")
     row("(e) kafka-delta-ingest", e_rate, e_out, f"(b) is {b_wall_rate/e_rate:.1f} x faster by wall")
 print(f"{events} calls, 4 partitions, 2 cores; rates from first record to last commit")
 print()
-print("| run | calls/s | ratio | peak RSS | CPU-s per 1M calls | process wall |")
-print("|---|---|---|---|---|---|")
+print(f"| run | calls/s | ratio | peak heap (memory_limit {limit} + ~80 MiB) | peak RSS | CPU-s per 1M calls | process wall |")
+print("|---|---|---|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(r) + " |")
 tail = field(b_out, "WALL_SECONDS") - b["activeSeconds"]
 print()
 print(f"start-up + caught-up tail of (b): {tail:.2f} s (process wall minus first-record-to-last-commit)")
-print(f"release binary: {int(size)/1e6:.0f} MB")
+print(f"release binary: {int(size)/1e6:.0f} MB" + (f"; shipped (scripts/dist.sh): {int(dist_size)/1e6:.0f} MB"
+      if int(dist_size) else "; shipped: run scripts/dist.sh first"))
+def files_line(name, before, after):
+    b, a = json.loads(before), json.loads(after)
+    print(f"{name}: {b['files']} files in {b['partitions']} partitions, per partition median "
+          f"{b['per_partition_median']} / max {b['per_partition_max']}, median file {b['median_bytes']/1e3:.0f} kB; "
+          f"after `compact`: {a['files']} files, per partition max {a['per_partition_max']}, "
+          f"median file {a['median_bytes']/1e3:.0f} kB")
+files_line("files of `calls` after the backfill (c)", bf, bfc)
+files_line("files of `calls` after the live run (d)", lf, lfc)
 lat = []
 for line in open(live_path):
     if line.startswith("{"):
@@ -157,4 +249,20 @@ if lat:
           f"p50 {p50} ms, p99 {p99} ms over {sum(x[2] for x in lat)} pipeline-rows in {len(lat)} batches")
 else:
     print("live: no progress records (see the run's stderr)")
+mlat, commits, conflicts = [], 0, 0
+for path in glob.glob(f"{work}/member*.progress"):
+    for line in open(path):
+        if line.startswith("{"):
+            p = json.loads(line)
+            if p.get("latencyMs") and p["numInputRows"]:
+                mlat.append((p["latencyMs"]["p99"], p["numInputRows"]))
+for path in glob.glob(f"{work}/member*.summary"):
+    for p in objects(open(path).read()):
+        commits += p["batches"]
+        conflicts += p["commitConflicts"]
+if mlat:
+    print(f"{writers} members, 16 partitions, {rate} calls/s: {conflicts} commit conflicts in {commits} "
+          f"commits ({conflicts/max(commits,1):.2f} per commit), p99 {weighted(mlat, 0.99)} ms")
+else:
+    print(f"{writers} members: no progress records (see {work})")
 PY
