@@ -113,7 +113,7 @@ echo "== (c) run --until-caught-up, all four pipelines" >&2
 rm -rf "$work/tables"
 c=$(measure "$bin" "${sets[@]}" --set "kafka.group_id=$topic-all" "${quiet[@]}" run --until-caught-up --summary json)
 backfill_files=$(files "$work/tables/calls")
-"$bin" "${sets[@]}" "${quiet[@]}" compact calls >&2
+"$bin" "${sets[@]}" "${quiet[@]}" --set maintenance.compact.min_small_files=2 compact calls >&2
 backfill_compacted=$(files "$work/tables/calls")
 
 echo "== (f) all four pipelines, 64 partitions" >&2
@@ -137,7 +137,7 @@ sleep 5 # joined and positioned before the feed starts
 sleep 4 # the last batches close and commit
 kill -INT "$runner"; wait "$runner" || true
 live_files=$(files "$work/tables/calls")
-"$bin" "${lsets[@]}" "${quiet[@]}" compact calls >&2
+"$bin" "${lsets[@]}" "${quiet[@]}" --set maintenance.compact.min_small_files=2 compact calls >&2
 live_compacted=$(files "$work/tables/calls")
 
 echo "== (g) $WRITERS members on a 16-partition topic, $LIVE_RATE calls/s for ${LIVE_SECONDS}s" >&2

@@ -244,10 +244,16 @@ fn the_fast_path_takes_only_what_arrow_json_reads_the_same_way() {
     // order: orders that change from message to message (and back) decode the same.
     let mut mixed: Vec<&[u8]> = plain.iter().map(|p| p.as_bytes()).collect();
     mixed.extend(plain.iter().rev().map(|p| p.as_bytes()));
-    assert!(assert_agree(&decoder, &mixed), "a batch of changing key orders");
+    assert!(
+        assert_agree(&decoder, &mixed),
+        "a batch of changing key orders"
+    );
     let twice = format!(r#"{{{base},"city":"a","city":"b"}}"#);
     let once = format!(r#"{{{base},"city":"a","state":"b"}}"#);
-    assert!(!assert_agree(&decoder, &[once.as_bytes(), twice.as_bytes()]));
+    assert!(!assert_agree(
+        &decoder,
+        &[once.as_bytes(), twice.as_bytes()]
+    ));
     let not_plain = [
         format!(r#"{{{base},"city":5}}"#),
         format!(r#"{{{base},"city":{{"a":1}}}}"#),

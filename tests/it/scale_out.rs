@@ -43,6 +43,57 @@ async fn two_processes_one_stopped_halfway_stay_exactly_once() {
     assert_eq!(a_rows + b_rows, CALLS as i64);
 }
 
+/// A member's batch is still filling (a 20 s trigger) when a second member joins and
+/// the rebalance takes partitions away from it mid-batch: the records it held of those
+/// are dropped, the new owner reads them from the table's offsets, and every record
+/// lands once.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_revoked_mid_batch_are_read_once_by_their_new_owner() {
+    let mut env = TestEnv::new("revoke");
+    const CALLS: u64 = 30_000;
+    for set in [
+        "pipelines.calls.trigger_interval=20s",
+        "pipelines.calls.max_offsets_per_trigger=1000000",
+    ] {
+        env.overrides.push(set.into());
+    }
+    env.produce_synthetic(1, 50);
+    let a = env.spawn(&["run", "--summary", "json"], "a.log");
+    let mut producer = env.spawn_producer(CALLS - 1, 51, 2000);
+    // A is assigned every partition and fills its first batch; B joins halfway.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        env.count("calls").await,
+        0,
+        "A committed before the rebalance"
+    );
+    let b = env.spawn(&["run", "--summary", "json"], "b.log");
+    assert!(producer.wait().expect("producer").success());
+    wait_until(
+        Duration::from_secs(120),
+        "both members to commit everything",
+        || async { env.count("calls").await >= CALLS as i64 },
+    )
+    .await;
+    sigterm(&a);
+    sigterm(&b);
+    let a_out = a.wait_with_output().expect("a");
+    let b_out = b.wait_with_output().expect("b");
+    assert!(a_out.status.success() && b_out.status.success());
+    env.assert_exactly_once(CALLS as i64).await;
+    let a_rows = summary_of(&a_out.stdout, "calls")["rows"]
+        .as_i64()
+        .unwrap_or(0);
+    let b_rows = summary_of(&b_out.stdout, "calls")["rows"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(
+        a_rows > 0 && b_rows > 0,
+        "A {a_rows}, B {b_rows}: not shared"
+    );
+    assert_eq!(a_rows + b_rows, CALLS as i64);
+}
+
 /// All four pipelines (three of them stateful) on several members, one killed -9 and
 /// one stopped while the others run: exactly once, aggregates exact, and no livelock
 /// (members keep committing; conflicts per batch are reported). Two members by
