@@ -5,17 +5,17 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# The release profile (no debug info), built once, without symbol names (a smaller image;
-# build without this line to keep them for `perf`).
-ENV CARGO_PROFILE_RELEASE_INCREMENTAL=false \
-    CARGO_PROFILE_RELEASE_STRIP=symbols
+# The binary as shipped (scripts/dist.sh): the dist profile (fat LTO, one codegen unit),
+# stripped; its symbols stay in this stage as /src/dist/lakestream.debug for `perf`
+# (`docker build --target build`, then copy it beside the binary or under /usr/lib/debug).
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 COPY src ./src
+COPY scripts/dist.sh ./scripts/dist.sh
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin lakestream \
-    && cp target/release/lakestream /usr/local/bin/lakestream
+    CARGO_TARGET_DIR=/src/target OUT=/src/dist scripts/dist.sh \
+    && cp dist/lakestream /usr/local/bin/lakestream
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -104,8 +104,15 @@ fn dockerfile_builds_the_binary_and_ships_config_and_sql() {
                     );
                 }
             }
-            "RUN" if args.contains("cargo build --release --locked --bin lakestream") => {
-                assert!(args.contains("cp target/release/lakestream /usr/local/bin/lakestream"));
+            "RUN" if args.contains("scripts/dist.sh") => {
+                assert!(args.contains("OUT=/src/dist"));
+                assert!(args.contains("cp dist/lakestream /usr/local/bin/lakestream"));
+                let script =
+                    std::fs::read_to_string(repo().join("scripts/dist.sh")).expect("dist.sh");
+                assert!(script.contains("cargo build --profile dist --locked --bin lakestream"));
+                let manifest =
+                    std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
+                assert!(manifest.contains("[profile.dist]"));
                 built = true;
             }
             "ENV" => env.extend(env_pairs(args)),
