@@ -231,6 +231,23 @@ mod tests {
     }
 
     #[test]
+    fn memory_limit_takes_sizes_and_names_the_key() {
+        let limit = |set: &str| {
+            load_str("", "t", [], &[format!("memory_limit={set}")]).map(|p| p.memory_limit)
+        };
+        assert_eq!(load_str("", "t", [], &[]).unwrap().memory_limit, 256 << 20);
+        assert_eq!(limit("1GiB").unwrap(), 1 << 30);
+        assert_eq!(limit("\"512 MiB\"").unwrap(), 512 << 20);
+        assert_eq!(limit("300000000").unwrap(), 300_000_000);
+        let env = [("LAKESTREAM__MEMORY_LIMIT".to_string(), "64MiB".to_string())];
+        assert_eq!(load_str("", "t", env, &[]).unwrap().memory_limit, 64 << 20);
+        for (bad, says) in [("lots", "not a size"), ("8MiB", "at least 16MiB")] {
+            let err = limit(bad).unwrap_err().to_string();
+            assert!(err.contains("memory_limit") && err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn topics_that_name_one_per_topic_table_collide() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/examples/many-topics.toml");
         let config = load(&path, [], &[]).unwrap();

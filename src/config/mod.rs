@@ -65,12 +65,30 @@ pub struct Config {
     pub http: HttpConfig,
     /// The bytes in flight `run` may hold (prefetched, raw, decoded, queued and
     /// committing batches), shared by its readers: `256MiB`, `1GiB` or a number of bytes.
-    #[serde(default = "default_memory_limit")]
+    #[serde(default = "default_memory_limit", deserialize_with = "byte_size")]
     pub memory_limit: bytesize::ByteSize,
 }
 
 fn default_memory_limit() -> bytesize::ByteSize {
     bytesize::ByteSize::mib(256)
+}
+
+/// A size as a number of bytes or a string with a unit, with an error that says how.
+fn byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bytesize::ByteSize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bytes(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bytes(n) => Ok(bytesize::ByteSize(n)),
+        Raw::Text(text) => text.trim().parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "'{text}' is not a size: write e.g. \"256MiB\", \"1GiB\" or a number of bytes"
+            ))
+        }),
+    }
 }
 
 /// Below this a reader's share cannot hold a fetch and a batch of 1 MiB messages.

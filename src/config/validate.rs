@@ -50,7 +50,7 @@ impl Config {
                 format!(
                     "{} is below the smallest budget a reader works in (16MiB); give it \
                      at least 16MiB per source, 256MiB is the default",
-                    self.memory_limit.display().iec_short()
+                    self.memory_limit.display().iec()
                 ),
             ));
         }
