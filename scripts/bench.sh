@@ -93,6 +93,14 @@ print(json.dumps({"files": len(adds), "partitions": len(per),
 PY
 }
 
+# The files of `calls`, then the same after `compact` (from 2 small files per partition, so
+# the figures show what it does); arguments: the run's --set options.
+files_and_compacted() {
+  files "$work/tables/calls"
+  "$bin" "$@" "${quiet[@]}" --set maintenance.compact.min_small_files=2 compact calls >&2
+  files "$work/tables/calls"
+}
+
 echo "== (a) broker ceiling: count-only consumer (best of two: the first read may be cold)" >&2
 a1=$(measure "$bin" "${sets[@]}" "${quiet[@]}" count-topic --topic "$topic")
 a2=$(measure "$bin" "${sets[@]}" "${quiet[@]}" count-topic --topic "$topic")
@@ -112,9 +120,7 @@ b2=$(measure "$bin" --config "$work/utc.toml" "${sets[@]}" --set "kafka.group_id
 echo "== (c) run --until-caught-up, all four pipelines" >&2
 rm -rf "$work/tables"
 c=$(measure "$bin" "${sets[@]}" --set "kafka.group_id=$topic-all" "${quiet[@]}" run --until-caught-up --summary json)
-backfill_files=$(files "$work/tables/calls")
-"$bin" "${sets[@]}" "${quiet[@]}" --set maintenance.compact.min_small_files=2 compact calls >&2
-backfill_compacted=$(files "$work/tables/calls")
+mapfile -t backfill < <(files_and_compacted "${sets[@]}")
 
 echo "== (f) all four pipelines, 64 partitions" >&2
 rm -rf "$work/tables"
@@ -136,9 +142,7 @@ sleep 5 # joined and positioned before the feed starts
   --partitions 4 --no-progress >&2
 sleep 4 # the last batches close and commit
 kill -INT "$runner"; wait "$runner" || true
-live_files=$(files "$work/tables/calls")
-"$bin" "${lsets[@]}" "${quiet[@]}" --set maintenance.compact.min_small_files=2 compact calls >&2
-live_compacted=$(files "$work/tables/calls")
+mapfile -t live_files < <(files_and_compacted "${lsets[@]}")
 
 echo "== (g) $WRITERS members on a 16-partition topic, $LIVE_RATE calls/s for ${LIVE_SECONDS}s" >&2
 rm -rf "$work/tables"
@@ -173,7 +177,7 @@ fi
 dist_size=$( [ -f dist/lakestream ] && stat -c %s dist/lakestream || echo 0)
 limit=$(grep -m1 "^memory_limit" config/lakestream.toml | cut -d\" -f2)
 python3 - "$a" "$b" "$c" "$work/live.progress" "$(stat -c %s "$bin")" "$LIVE_RATE" "$e" "$b2" \
-  "$f" "$backfill_files" "$backfill_compacted" "$live_files" "$live_compacted" "$work" "$WRITERS" \
+  "$f" "${backfill[0]}" "${backfill[1]}" "${live_files[0]}" "${live_files[1]}" "$work" "$WRITERS" \
   "$dist_size" "$limit" <<'PY'
 import glob, json, sys
 a_out, b_out, c_out, live_path, size, rate, e_out, b2_out = sys.argv[1:9]
