@@ -26,6 +26,10 @@ pub(super) struct ReaderBudget {
 /// librdkafka refuses a `fetch.max.bytes` below `message.max.bytes` (1,000,000 by
 /// default), and a record larger than a batch still closes one on its own.
 const MIN_FETCH: usize = 1 << 20;
+/// librdkafka's own defaults are the ceilings: a fetch must stay under
+/// `receive.message.max.bytes` (100 MB), the queue under its 2 GiB maximum.
+const MAX_FETCH: usize = 50 << 20;
+const MAX_PREFETCH: usize = 1 << 30;
 
 impl ReaderBudget {
     /// The share of one of `readers` readers in `limit` bytes; `appends` of its
@@ -39,8 +43,8 @@ impl ReaderBudget {
         let prefetch = share / 8;
         Self {
             batch_bytes: batch_bytes.max(MIN_FETCH),
-            prefetch_bytes: (prefetch / 2).max(MIN_FETCH),
-            fetch_bytes: (prefetch / 8).max(MIN_FETCH),
+            prefetch_bytes: (prefetch / 2).clamp(MIN_FETCH, MAX_PREFETCH),
+            fetch_bytes: (prefetch / 8).clamp(MIN_FETCH, MAX_FETCH),
         }
     }
 
@@ -80,6 +84,13 @@ mod tests {
         assert_eq!(four.batch_bytes, one.batch_bytes / 4);
         let writers = ReaderBudget::new(256 * MIB, 1, 4);
         assert!(writers.batch_bytes < one.batch_bytes * 3 / 4);
+    }
+
+    #[test]
+    fn a_huge_budget_stays_within_what_librdkafka_accepts() {
+        let b = ReaderBudget::new(64 << 30, 1, 1);
+        assert_eq!(b.fetch_bytes, MAX_FETCH);
+        assert_eq!(b.prefetch_bytes, MAX_PREFETCH);
     }
 
     #[test]
