@@ -56,7 +56,7 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
         serve_status(&plan, pipelines.iter().flatten(), metrics, &supervisor).await;
     }
     let mut run = Running::new(plan, supervisor, opts);
-    run.readers = run.count_readers(&readers).await?;
+    run.list_topics(&readers).await?;
     for (reader, members) in readers.iter().zip(pipelines) {
         if let Err(e) = run.start_reader(reader, members).await {
             run.supervisor
@@ -121,6 +121,8 @@ struct Running {
     /// Readers that share `memory_limit`: those at start, then each one started.
     readers: usize,
     started: usize,
+    /// The topics of each multi-topic source at start, listed once (see `list_topics`).
+    listed: HashMap<String, Vec<String>>,
 }
 
 impl Running {
@@ -136,24 +138,27 @@ impl Running {
             found: rx,
             readers: 1,
             started: 0,
+            listed: HashMap::new(),
         }
     }
 
-    /// How many readers `readers` start now (one per topic of a multi-topic source):
-    /// each gets that share of `memory_limit`. A topic a pattern matches later gets the
-    /// share of one more reader; the others keep theirs until a restart.
-    async fn count_readers(&self, readers: &[ReaderPlan]) -> Result<usize> {
+    /// List the topics of the multi-topic sources once, before any reader starts, and
+    /// count the readers they make (one per topic): each gets that share of
+    /// `memory_limit`. A topic a pattern matches later gets the share of one more
+    /// reader; the others keep theirs until a restart.
+    async fn list_topics(&mut self, readers: &[ReaderPlan]) -> Result<()> {
         let mut count = 0;
         for r in readers {
-            count += match r.source.is_multi_topic() {
-                true => crate::pipeline::source_topics(&self.plan.kafka, &r.source)
-                    .await?
-                    .len()
-                    .max(1),
-                false => 1,
-            };
+            if !r.source.is_multi_topic() {
+                count += 1;
+                continue;
+            }
+            let topics = crate::pipeline::source_topics(&self.plan.kafka, &r.source).await?;
+            count += topics.len().max(1);
+            self.listed.insert(r.source.name.clone(), topics);
         }
-        Ok(count)
+        self.readers = count;
+        Ok(())
     }
 
     /// Start the reader of one source (of each of its topics now, and for a pattern,
@@ -245,7 +250,10 @@ impl Running {
 
     /// Start `members` on every topic their source reads now.
     async fn start_topics(&mut self, source: &SourcePlan, members: &[Pipeline]) -> Result<()> {
-        let topics = crate::pipeline::source_topics(&self.plan.kafka, source).await?;
+        let topics = match self.listed.remove(&source.name) {
+            Some(topics) => topics,
+            None => crate::pipeline::source_topics(&self.plan.kafka, source).await?,
+        };
         if topics.is_empty() {
             warn!(source = %source.name, "no topic matches yet; waiting for one to be created");
         }

@@ -139,20 +139,13 @@ pub(super) async fn write_files(
     if rows.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let partitions = table.snapshot()?.metadata().partition_columns().to_vec();
-    let (schema, rows) = match widen(table, &rows.schema())? {
-        None => {
-            let current = table.snapshot()?.snapshot().arrow_schema();
-            let rows = match rows.schema().fields() == current.fields() {
-                true => rows,
-                false => conform(&rows, &current)?,
-            };
-            (current, rows)
-        }
-        Some(widened) => {
-            let rows = conform(&rows, &widened)?;
-            (widened, rows)
-        }
+    let snapshot = table.snapshot()?;
+    let partitions = snapshot.metadata().partition_columns().to_vec();
+    let current = snapshot.snapshot().arrow_schema();
+    let schema = widened(&current, &rows.schema())?.unwrap_or(current);
+    let rows = match rows.schema().fields() == schema.fields() {
+        true => rows,
+        false => conform(&rows, &schema)?,
     };
     // Each table partition's files are encoded on their own task: Parquet encoding and
     // zstd are the sink's CPU work, and a batch usually spans a few partitions (days).
@@ -224,7 +217,11 @@ pub(super) fn widen(
     table: &DeltaTable,
     batch: &Schema,
 ) -> Result<Option<SchemaRef>, DeltaTableError> {
-    let current = table.snapshot()?.snapshot().arrow_schema();
+    widened(&table.snapshot()?.snapshot().arrow_schema(), batch)
+}
+
+/// `current` widened by the columns of `batch` it lacks (see [`widen`]).
+fn widened(current: &SchemaRef, batch: &Schema) -> Result<Option<SchemaRef>, DeltaTableError> {
     let mut fields: Vec<Field> = current
         .fields()
         .iter()
