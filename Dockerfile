@@ -8,13 +8,15 @@ WORKDIR /src
 # The binary as shipped (scripts/dist.sh): the dist profile (fat LTO, one codegen unit),
 # stripped; its symbols stay in this stage as /src/dist/lakestream.debug for `perf`
 # (`docker build --target build`, then copy it beside the binary or under /usr/lib/debug).
+# `--build-arg PROFILE=release` builds in ~30 min instead of ~1.5 h, 60% larger.
+ARG PROFILE=dist
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo ./.cargo
 COPY src ./src
 COPY scripts/dist.sh ./scripts/dist.sh
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    CARGO_TARGET_DIR=/src/target OUT=/src/dist scripts/dist.sh \
+    CARGO_TARGET_DIR=/src/target OUT=/src/dist PROFILE=$PROFILE scripts/dist.sh \
     && cp dist/lakestream /usr/local/bin/lakestream
 
 FROM debian:bookworm-slim AS runtime

@@ -109,7 +109,10 @@ fn dockerfile_builds_the_binary_and_ships_config_and_sql() {
                 assert!(args.contains("cp dist/lakestream /usr/local/bin/lakestream"));
                 let script =
                     std::fs::read_to_string(repo().join("scripts/dist.sh")).expect("dist.sh");
-                assert!(script.contains("cargo build --profile dist --locked --bin lakestream"));
+                assert!(script.contains("profile=${PROFILE:-dist}"));
+                assert!(
+                    script.contains("cargo build --profile \"$profile\" --locked --bin lakestream")
+                );
                 let manifest =
                     std::fs::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
                 assert!(manifest.contains("[profile.dist]"));
@@ -179,8 +182,13 @@ fn compose_runs_two_replicas_beside_broker_mariadb_and_grafana() {
     }
     let lake = map(services, "lakestream");
     assert_eq!(map(map(lake, "deploy"), "replicas").as_u64(), Some(2));
-    assert_eq!(map(lake, "build").as_str(), Some("."));
+    let build = map(lake, "build");
+    assert_eq!(map(build, "context").as_str(), Some("."));
     assert!(repo().join("Dockerfile").is_file());
+    // The demo builds the quicker release profile through the Dockerfile's PROFILE.
+    assert_eq!(map(map(build, "args"), "PROFILE").as_str(), Some("release"));
+    let dockerfile = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("ARG PROFILE=dist") && dockerfile.contains("PROFILE=$PROFILE"));
     let env = environment(lake);
     assert_eq!(env["LAKESTREAM__KAFKA__BROKERS"], "kafka:9092");
     assert_eq!(env["LAKESTREAM__MYSQL__HOST"], "mariadb");
