@@ -16,7 +16,7 @@ scripts/services.sh
 cargo build --release --locked --bin lakestream >&2
 bin="$CARGO_TARGET_DIR/release/lakestream"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; scripts/kafka/delete-topics.sh "bench-log-.*" >/dev/null 2>&1 || true' EXIT
 
 # Build one table of `commits` micro-batches of 10 calls under root `name`.
 build() {

@@ -20,7 +20,7 @@ scripts/services.sh
 cargo build --release --locked --bin lakestream >&2
 bin="$CARGO_TARGET_DIR/release/lakestream"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; scripts/kafka/delete-topics.sh "bench-tuning-.*" >/dev/null 2>&1 || true' EXIT
 topic="bench-tuning-$(date +%s)"
 base=(--set "sources.police_calls.topic=$topic" --set mysql.enabled=false
       --set maintenance.enabled=false --set http.enabled=false)

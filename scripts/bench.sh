@@ -37,8 +37,9 @@ scripts/services.sh >&2
 cargo build --release --locked --bin lakestream >&2
 bin="$CARGO_TARGET_DIR/release/lakestream"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 topic="bench-$(date +%s)"
+# The topics hold GBs (retention is off on the local broker): drop them when done.
+trap 'rm -rf "$work"; scripts/kafka/delete-topics.sh "$topic.*" >/dev/null 2>&1 || true' EXIT
 quiet=(--log "warn,buoyant_kernel=off,deltalake_core=error")
 sets=(--set "sources.police_calls.topic=$topic" --set "storage.root=$work/tables"
       --set "kafka.group_id=$topic" --set mysql.enabled=false --set http.enabled=false)

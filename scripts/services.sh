@@ -14,14 +14,30 @@ wait_port() {
   for _ in $(seq 1 120); do port_open "$1" && return 0; sleep 0.5; done
   log "$2 did not come up on port $1; see $3"; return 1
 }
+# Kafka loads every partition of its log directory before it listens: after an unclean stop
+# with thousands of partitions that takes minutes on a cold disk. Wait while it lives (up to
+# ten minutes, with progress), and show why when it dies.
+wait_kafka() {
+  local pid log="$RUN_DIR/kafka/kafka.log" start=$SECONDS
+  pid=$(cat "$RUN_DIR/kafka/kafka.pid")
+  until port_open 9092 && port_open 9093 && port_open 9094; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "Kafka exited while starting; the end of $log:"; tail -n 30 "$log" >&2; return 1
+    fi
+    if (( SECONDS - start >= 600 )); then
+      log "Kafka did not listen on 9092-9094 within 600 s; see $log"; return 1
+    fi
+    (( (SECONDS - start) % 15 == 14 )) && log "Kafka still starting after $(( SECONDS - start )) s ($(ls "$RUN_DIR/kafka/data" | wc -l) partition directories to load)"
+    sleep 1
+  done
+  log "Kafka listening after $(( SECONDS - start )) s"
+}
 
 if port_open 9092; then
   log "broker already listening on 127.0.0.1:9092"
 elif [ "${LAKESTREAM_BROKER:-kafka}" = kafka ]; then
   "$(dirname "$0")/kafka/start.sh"
-  wait_port 9092 Kafka "$RUN_DIR/kafka/kafka.log"
-  wait_port 9093 Kafka "$RUN_DIR/kafka/kafka.log"
-  wait_port 9094 Kafka "$RUN_DIR/kafka/kafka.log"
+  wait_kafka
 else
   log "starting tansu on 127.0.0.1:9092 (log: $RUN_DIR/tansu.log)"
   setsid nohup tansu broker \
