@@ -36,3 +36,37 @@ pub(crate) fn offset_txns(
     }
     txns
 }
+
+/// What `app_id` records for `pipeline` reading `topic`: a partition's offset
+/// (`(partition, false)`) or the topic id beside it (`(partition, true)`).
+pub(super) fn parse_app_id(pipeline: &str, topic: &str, app_id: &str) -> Option<(i32, bool)> {
+    let rest = app_id
+        .strip_prefix("lakestream.")?
+        .strip_prefix(pipeline)?
+        .strip_prefix('.')?
+        .strip_prefix(topic)?
+        .strip_prefix('.')?;
+    match rest.split_once('.') {
+        None => Some((rest.parse().ok()?, false)),
+        Some((p, "topic_id")) => Some((p.parse().ok()?, true)),
+        Some(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_ids_read_back() {
+        let offset = txn_app_id("calls", "sf.calls", 3);
+        assert_eq!(parse_app_id("calls", "sf.calls", &offset), Some((3, false)));
+        let stamp = topic_app_id("calls", "sf.calls", 12);
+        assert_eq!(parse_app_id("calls", "sf.calls", &stamp), Some((12, true)));
+        assert_eq!(parse_app_id("calls", "other", &offset), None);
+        assert_eq!(
+            parse_app_id("calls", "sf.calls", &batch_app_id("calls")),
+            None
+        );
+    }
+}

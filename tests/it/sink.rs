@@ -138,3 +138,62 @@ async fn replays_and_stale_writers_add_each_offset_once() {
     assert_eq!(distinct, 160);
     assert_eq!(b.committed_offset(0).await.expect("txn"), Some(149));
 }
+
+/// A writer that loses a commit race catches up from the winners' commits, not by
+/// forgetting what it cached: what it then knows of every partition must be what the
+/// winners recorded, or a partition another member wrote meanwhile would be judged on
+/// the older offset and its records written twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_race_carries_the_winners_offsets_forward() {
+    let env = TestEnv::new("sink-race");
+    let mut a = open(&env).await;
+    let mut b = open(&env).await;
+
+    let (batch, info) = rows(0, 0, 99);
+    a.commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
+    assert_eq!(a.committed_offset(0).await.expect("txn"), Some(99));
+
+    // B (a rebalance gave it partition 0) commits 100..149, and two more versions.
+    b.refresh().await.expect("refresh");
+    for (p, first, last) in [(0, 100, 149), (2, 0, 9), (3, 0, 9)] {
+        let (batch, info) = rows(p, first, last);
+        b.commit(&batch, &info, Write::Append)
+            .await
+            .expect("commit");
+    }
+
+    // A commits partition 1 on its old snapshot: it loses the race to B's three
+    // commits, catches up and lands.
+    let (batch, info) = rows(1, 0, 9);
+    let landed = a
+        .commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
+    assert!(
+        matches!(
+            landed,
+            CommitOutcome::Committed {
+                rows: 10,
+                batch_id: Some(4),
+                ..
+            }
+        ),
+        "the batch counter follows the winners': {landed:?}"
+    );
+    assert_eq!(a.committed_offset(0).await.expect("txn"), Some(149));
+
+    // Partition 0 comes back to A with records B already committed.
+    let (batch, info) = rows(0, 100, 199);
+    let back = a
+        .commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
+    assert!(
+        matches!(back, CommitOutcome::Committed { rows: 50, .. }),
+        "only 150..199 are new: {back:?}"
+    );
+    assert_eq!(env.count("events").await, 200 + 30);
+    assert_eq!(env.distinct_offsets("events").await, 230);
+}

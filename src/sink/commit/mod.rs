@@ -20,6 +20,7 @@ mod merge;
 mod replay;
 mod stateful;
 mod upsert;
+mod winners;
 
 use append::Written;
 use replay::{drop_committed, new_ranges};
@@ -266,9 +267,7 @@ impl DeltaSink {
 
     /// Load the latest table version (another process may have committed).
     pub async fn refresh(&mut self) -> Result<(), SinkError> {
-        self.committed.clear();
-        self.stamps.clear();
-        self.last_batch_id = None;
+        self.forget();
         self.stream_checked = false;
         self.table
             .update_incremental(None)
@@ -340,7 +339,11 @@ impl DeltaSink {
                 }
             }
             // A failed refresh is retried on the next turn like any other storage error.
-            if let Err(e) = self.refresh().await {
+            let refreshed = match conflict {
+                true => self.catch_up_with_winners().await,
+                false => self.refresh().await,
+            };
+            if let Err(e) = refreshed {
                 warn!(table = %self.name, error = %e, "cannot re-read the table");
             }
         }

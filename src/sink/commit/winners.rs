@@ -1,0 +1,67 @@
+//! A lost commit race, caught up cheaply. Members of a group append to one table side by
+//! side (each its own partitions), so every commit another member lands first fails our
+//! attempt: the sink re-reads the table and commits again. What it cached of the table
+//! (each partition's offset and topic id, the batch counter) is carried forward from the
+//! winners' own commits, a few small log entries, instead of being read again: each of
+//! those reads replays the log since the last checkpoint, and with eight members they
+//! were most of what a conflict cost (docs/benchmarks.md, "Many writers on one table").
+//!
+//! delta-rs's own retries stay off: its conflict checker would admit an append past
+//! winners that touched none of its `txn`s, but it replays the table's whole file list
+//! for every winning commit, which costs more the larger the table (measured: 45% of a
+//! member's CPU at 8 members on a table of 140 versions).
+
+use super::*;
+use crate::sink::txn::parse_app_id;
+
+impl DeltaSink {
+    /// Load the table's latest version after losing a commit race, with the caches
+    /// brought forward by what the commits in between recorded.
+    pub(super) async fn catch_up_with_winners(&mut self) -> Result<(), SinkError> {
+        let read = self.table.version();
+        self.table
+            .update_incremental(None)
+            .await
+            .map_err(|e| self.err(e))?;
+        self.stream_checked = false;
+        match (read, self.table.version()) {
+            (Some(read), Some(now)) => self.absorb(read + 1..=now).await,
+            _ => self.forget(),
+        }
+        Ok(())
+    }
+
+    /// Apply the `txn`s of `versions`, in order, to the caches (an unreadable entry
+    /// clears them: they are then read from the snapshot when needed).
+    async fn absorb(&mut self, versions: std::ops::RangeInclusive<u64>) {
+        for version in versions {
+            let Ok(Some(actions)) = crate::sink::commit_actions(&self.table, version).await else {
+                self.forget();
+                return;
+            };
+            for action in actions {
+                let Action::Txn(txn) = action else { continue };
+                if txn.app_id == self.batch_app_id() {
+                    self.last_batch_id = Some(Some(txn.version));
+                    continue;
+                }
+                match parse_app_id(&self.opts.pipeline, &self.opts.topic, &txn.app_id) {
+                    Some((p, false)) => {
+                        self.committed.insert(p, Some(txn.version));
+                    }
+                    Some((p, true)) => {
+                        self.stamps.insert(p, Some(txn.version));
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    /// Drop what the sink cached of the table (read again when needed).
+    pub(super) fn forget(&mut self) {
+        self.committed.clear();
+        self.stamps.clear();
+        self.last_batch_id = None;
+    }
+}
