@@ -255,20 +255,25 @@ if lat:
           f"p50 {p50} ms, p99 {p99} ms over {sum(x[2] for x in lat)} pipeline-rows in {len(lat)} batches")
 else:
     print("live: no progress records (see the run's stderr)")
-mlat, commits, conflicts = [], 0, 0
+mlat, commits, conflicts = {}, {}, {}
 for path in glob.glob(f"{work}/member*.progress"):
     for line in open(path):
         if line.startswith("{"):
             p = json.loads(line)
             if p.get("latencyMs") and p["numInputRows"]:
-                mlat.append((p["latencyMs"]["p99"], p["numInputRows"]))
+                mlat.setdefault(p["name"], []).append((p["latencyMs"]["p99"], p["numInputRows"]))
 for path in glob.glob(f"{work}/member*.summary"):
     for p in objects(open(path).read()):
-        commits += p["batches"]
-        conflicts += p["commitConflicts"]
+        commits[p["pipeline"]] = commits.get(p["pipeline"], 0) + p["batches"]
+        conflicts[p["pipeline"]] = conflicts.get(p["pipeline"], 0) + p["commitConflicts"]
 if mlat:
-    print(f"{writers} members, 16 partitions, {rate} calls/s: {conflicts} commit conflicts in {commits} "
-          f"commits ({conflicts/max(commits,1):.2f} per commit), p99 {weighted(mlat, 0.99)} ms")
+    every = [x for v in mlat.values() for x in v]
+    total, lost = sum(commits.values()), sum(conflicts.values())
+    print(f"{writers} members, 16 partitions, {rate} calls/s: {lost} commit conflicts in {total} "
+          f"commits ({lost/max(total,1):.2f} per commit), p99 {weighted(every, 0.99)} ms")
+    for name in sorted(mlat):
+        print(f"  {name}: {conflicts.get(name, 0)/max(commits.get(name, 0), 1):.2f} conflicts per commit, "
+              f"p99 {weighted(mlat[name], 0.99)} ms")
 else:
     print(f"{writers} members: no progress records (see {work})")
 PY

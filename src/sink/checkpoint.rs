@@ -42,6 +42,14 @@ pub(super) async fn after_commit(
     if interval == 0 || version / interval <= previous / interval {
         return;
     }
+    // Every member of a group crosses the same multiple (their commits interleave): the
+    // first to get there writes the checkpoint, the others see it and skip a full log
+    // replay of their own.
+    let multiple = version / interval * interval;
+    if last_checkpoint(table).await.is_some_and(|v| v >= multiple) {
+        debug!(table = %name, version, "checkpoint already written by another writer");
+        return;
+    }
     match checkpoint(table, log_retention).await {
         Ok((_, logs_removed)) => {
             debug!(table = %name, version, logs_removed, "checkpoint written")
@@ -50,4 +58,19 @@ pub(super) async fn after_commit(
             warn!(table = %name, version, error = %e, "checkpoint failed; the next one will cover it")
         }
     }
+}
+
+/// The version `_delta_log/_last_checkpoint` names (None: no checkpoint, or unreadable).
+async fn last_checkpoint(table: &DeltaTable) -> Option<u64> {
+    use deltalake::logstore::object_store::ObjectStoreExt as _;
+    let path = deltalake::Path::from("_delta_log/_last_checkpoint");
+    let bytes = table
+        .object_store()
+        .get(&path)
+        .await
+        .ok()?
+        .bytes()
+        .await
+        .ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes).ok()?["version"].as_u64()
 }
