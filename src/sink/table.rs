@@ -38,7 +38,7 @@ pub async fn open_or_create(
                 "schema cannot be stored: {e}"
             )))
         })?;
-        table
+        let created = table
             .create()
             .with_table_name(name)
             .with_columns(columns.fields().cloned())
@@ -48,8 +48,20 @@ pub async fn open_or_create(
                 change_data_feed.then_some("true"),
             )
             .with_save_mode(SaveMode::Ignore)
-            .await
-            .map_err(err)?
+            .await;
+        match created {
+            Ok(table) => table,
+            // Members of a group start together: another one created the table between
+            // our look and our create (delta-rs reports its version 0 as a conflict).
+            // Theirs is used; its schema is checked below like any existing table's.
+            Err(e) => match storage.load(name).await? {
+                table if table.version().is_some() => {
+                    tracing::debug!(table = name, "created meanwhile by another writer");
+                    table
+                }
+                _ => return Err(err(e)),
+            },
+        }
     };
     check_schema(&table, name, schema, partition_by)?;
     Ok(table)

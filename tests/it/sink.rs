@@ -197,3 +197,23 @@ async fn a_lost_race_carries_the_winners_offsets_forward() {
     assert_eq!(env.count("events").await, 200 + 30);
     assert_eq!(env.distinct_offsets("events").await, 230);
 }
+
+/// Members of a group start together (a Deployment's replicas) and open their tables at
+/// once: when none exists yet, every one of them must end up writing the same table, not
+/// fail because another created it first.
+#[tokio::test(flavor = "multi_thread")]
+async fn members_that_create_a_table_at_once_all_open_it() {
+    let env = Arc::new(TestEnv::new("sink-create"));
+    for round in 0..5 {
+        let name = format!("created_{round}");
+        let opens = (0..8).map(|_| {
+            let (env, name) = (env.clone(), name.clone());
+            tokio::spawn(async move {
+                open_table(&env, &name, 100, Duration::from_secs(3600)).await;
+            })
+        });
+        for opened in futures::future::join_all(opens).await {
+            opened.expect("every member opens the table");
+        }
+    }
+}
