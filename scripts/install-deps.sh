@@ -15,6 +15,23 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
 }
 
+# rust-toolchain.toml pins the toolchain; rustup would try to download it on first use,
+# and only the registries are reachable here: a `stable` of the same version serves.
+pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned"; then
+  stable_version=$(RUSTUP_TOOLCHAIN=stable rustc --version 2>/dev/null | awk '{print $2}')
+  if [ "$stable_version" = "$pinned" ]; then
+    log "using the installed stable toolchain ($stable_version) as $pinned (rust-toolchain.toml)"
+    # rustup refuses custom names that look like releases: link the folder itself.
+    host=$(RUSTUP_TOOLCHAIN=stable rustc -vV | sed -n 's/^host: //p')
+    toolchains="${RUSTUP_HOME:-$HOME/.rustup}/toolchains"
+    ln -sfn "$toolchains/stable-$host" "$toolchains/$pinned-$host"
+  else
+    log "rust-toolchain.toml pins Rust $pinned; installing it with rustup"
+    rustup toolchain install "$pinned" --profile minimal --component rustfmt,clippy
+  fi
+fi
+
 if ! command -v make >/dev/null || ! command -v g++ >/dev/null || ! command -v pkg-config >/dev/null \
    || [ ! -f /usr/include/openssl/ssl.h ] || ! command -v openssl >/dev/null; then
   log "installing a C/C++ toolchain and OpenSSL (librdkafka is built with TLS; the test broker's certificates are made with openssl)"

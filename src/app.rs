@@ -33,9 +33,10 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
     let readers = plan.readers(&names)?;
     // Before any table is created or touched: a wrong password or certificate stops here,
     // saying what to check.
-    crate::source::Connection::new(&plan.kafka)?
+    let connection = crate::source::Connection::new(&plan.kafka)?
         .checked()
         .await?;
+    check_access(&connection, &readers).await?;
     crate::sink::check_conditional_put(&crate::storage::Storage::new(&plan.storage)).await?;
 
     let supervisor = Supervisor::new(opts.drain_timeout);
@@ -67,6 +68,31 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
     run.until_done().await;
     let sync = sync.map(|(handle, _)| ("mysql sync", handle));
     run.supervisor.finish(sync).await
+}
+
+/// Each single-topic reader's topic exists and its group may read it, before any table
+/// is created: a refusal does not heal by waiting (a pattern's topics are checked as
+/// they are found).
+async fn check_access(
+    connection: &crate::source::Connection,
+    readers: &[ReaderPlan],
+) -> Result<()> {
+    for r in readers.iter().filter(|r| !r.source.is_multi_topic()) {
+        let (connection, topic, group) = (
+            connection.clone(),
+            r.source.topic().to_string(),
+            r.group_id(),
+        );
+        tokio::task::spawn_blocking(move || {
+            crate::source::check_access(&connection, &topic, &group)
+        })
+        .await
+        .map_err(|cause| crate::Error::Task {
+            task: "checking access to the topic".into(),
+            cause,
+        })??;
+    }
+    Ok(())
 }
 
 /// The maintenance schedules of the tables the readers write; tables named per topic

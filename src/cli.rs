@@ -95,6 +95,14 @@ pub enum Command {
     Vacuum(VacuumArgs),
     /// Write a checkpoint of one table or all now, and clean up expired log entries.
     Checkpoint(TableArg),
+    /// Check the config and every external part it names, writing nothing anyone
+    /// reads: Kafka (connect, authenticate, each topic, its partitions, the group may
+    /// read it), the storage (a scratch object written and deleted under
+    /// `_lakestream_probe/`, conditional puts on S3), MySQL (the sync account and the
+    /// privileges the mirror needs) and each pipeline's SQL (planned against its
+    /// source's columns). One line per check with what to do when it fails; exits 1
+    /// when any fails.
+    Check(CheckArgs),
     /// Benchmark helper: read a topic to its end with the pipelines' client settings,
     /// counting messages and bytes (no group offsets, nothing written). Prints JSON.
     CountTopic(CountTopicArgs),
@@ -203,6 +211,14 @@ pub struct SyncArgs {
     /// Catch up once (every mirrored table to its latest Delta version) and exit.
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// `text`: one aligned line per check; `json`: one JSON object per check per line
+    /// (`part`, `ok`, `detail`).
+    #[arg(long, value_enum, default_value_t = SummaryFormat::Text)]
+    pub format: SummaryFormat,
 }
 
 #[derive(Debug, Args)]

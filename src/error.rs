@@ -34,6 +34,12 @@ pub enum Error {
         #[source]
         cause: tokio::task::JoinError,
     },
+    #[error("{failed} of {of} checks failed ({parts}): see the FAIL lines above")]
+    Check {
+        failed: usize,
+        of: usize,
+        parts: String,
+    },
     #[error("decoding a batch: {0}")]
     Decode(#[from] crate::decode::DecodeError),
 }

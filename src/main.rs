@@ -97,6 +97,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Compact(args) => commands::compact(&config, args).await?,
         Command::Vacuum(args) => commands::vacuum(&config, args).await?,
         Command::Checkpoint(args) => commands::checkpoint(&config, args).await?,
+        Command::Check(args) => {
+            let json = args.format == lakestream::cli::SummaryFormat::Json;
+            commands::check(config.clone(), json).await?;
+        }
         Command::CountTopic(args) => {
             let connection = lakestream::source::Connection::new(&config.kafka)?;
             let report = tokio::task::spawn_blocking(move || {

@@ -1,8 +1,10 @@
 //! The glue behind each CLI command.
 
+mod check;
 mod lake;
 mod manual;
 
+pub use check::CheckLine;
 pub use lake::{checkpoint, compact, history, query, schema, vacuum};
 pub use manual::{completions, man_pages};
 
@@ -50,6 +52,29 @@ pub async fn sync(config: &Plan, once: bool) -> Result<()> {
     }
     crate::sync::all_mirrored(&tables)?;
     Ok(())
+}
+
+/// `lakestream check`: one line per probe as it ends; an error naming the failed ones.
+pub async fn check(config: std::sync::Arc<Plan>, json: bool) -> Result<()> {
+    let lines = check::check(config, |line| match json {
+        true => println!("{}", serde_json::to_string(line).unwrap_or_default()),
+        false => println!(
+            "{:<4} {:<8} {}",
+            if line.ok { "ok" } else { "FAIL" },
+            line.part,
+            line.detail
+        ),
+    })
+    .await;
+    let failed: Vec<&str> = lines.iter().filter(|l| !l.ok).map(|l| l.part).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Check {
+        failed: failed.len(),
+        of: lines.len(),
+        parts: failed.join(", "),
+    })
 }
 
 /// `lakestream produce`.

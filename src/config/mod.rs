@@ -29,7 +29,9 @@ pub use plan::{
     Trigger,
 };
 pub use schedule::{Cron, Schedule};
-pub use security::{read_secret, AwsConfig, Mechanism, OauthConfig, Protocol, SecurityConfig};
+pub use security::{
+    expand_home, read_secret, AwsConfig, Mechanism, OauthConfig, Protocol, SecurityConfig,
+};
 pub use service::{
     parse_time, CompactConfig, HttpConfig, IsolationLevel, KafkaConfig, MaintenanceConfig,
     MysqlConfig, MysqlTls, Start, StartingOffsets, StorageConfig, TableMaintenance, VacuumConfig,

@@ -166,11 +166,19 @@ impl Default for OauthConfig {
     }
 }
 
-/// A secret from a file (first line) or an environment variable. `key` names the config
-/// keys in errors.
+/// `path` with a leading `~/` read as the home folder (`$HOME`).
+pub fn expand_home(path: &str) -> std::path::PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => std::path::Path::new(&home).join(rest),
+        _ => std::path::PathBuf::from(path),
+    }
+}
+
+/// A secret from a file (first line; `~/` is the home folder) or an environment
+/// variable. `key` names the config keys in errors.
 pub fn read_secret(file: Option<&str>, env: &str, key: &str) -> Result<String, ConfigError> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = std::fs::read_to_string(expand_home(path)).map_err(|e| {
             ConfigError::key(format!("{key}_file"), format!("cannot read {path}: {e}"))
         })?;
         let line = text

@@ -93,9 +93,11 @@ pub struct MysqlConfig {
     pub host: String,
     pub port: u16,
     pub user: String,
-    /// Environment variable holding the sync user's password (unset: empty password).
+    /// Environment variable holding the sync user's password; when it is set it wins
+    /// over `password_file`.
     pub password_env: String,
-    /// A file holding the password (first line), instead of the environment variable.
+    /// A file holding the password (first line; `~/` is the home folder), read when the
+    /// variable is not set (`scripts/mysql-accounts.sh` writes it).
     pub password_file: Option<String>,
     /// Database of the mirrored tables and views; created when missing.
     pub database: String,
@@ -376,9 +378,9 @@ impl Default for MysqlConfig {
             enabled: true,
             host: "127.0.0.1".into(),
             port: 3306,
-            user: "root".into(),
+            user: "lakestream_sync".into(),
             password_env: "LAKESTREAM_MYSQL_PASSWORD".into(),
-            password_file: None,
+            password_file: Some("~/.config/lakestream/mysql-sync.password".into()),
             database: "lakestream".into(),
             mirror: Vec::new(),
             interval: Duration::from_secs(2),

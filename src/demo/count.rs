@@ -64,7 +64,19 @@ pub fn count_topic(connection: &Connection, topic: &str) -> Result<CountReport, 
                     seconds: 30,
                 }))
             }
-            None => {}
+            None => {
+                // A topic that ends with a commit marker (or aborted or compacted records)
+                // has offsets no message shows: the consumer's position passes them.
+                if let Ok(positions) = consumer.position() {
+                    for e in positions.elements_for_topic(topic) {
+                        if let (Offset::Offset(o), Some(n)) =
+                            (e.offset(), next.get_mut(&e.partition()))
+                        {
+                            *n = (*n).max(o);
+                        }
+                    }
+                }
+            }
         }
     }
     Ok(CountReport {

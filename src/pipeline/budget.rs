@@ -48,7 +48,39 @@ impl ReaderBudget {
         }
     }
 
+    /// What one reader holds at least, whatever the budget: the model of the module doc
+    /// at the smallest sizes librdkafka accepts.
+    pub(super) fn floor(appends: usize) -> u64 {
+        let smallest = Self {
+            batch_bytes: MIN_FETCH,
+            prefetch_bytes: MIN_FETCH,
+            fetch_bytes: MIN_FETCH,
+        };
+        smallest.peak(appends)
+    }
+
+    /// The bytes in flight the module doc's model gives these sizes.
+    fn peak(&self, appends: usize) -> u64 {
+        let batches = 4.9 + appends.saturating_sub(1) as f64;
+        let peak = batches * self.batch_bytes as f64
+            + 1.4 * (self.prefetch_bytes + self.fetch_bytes) as f64;
+        peak as u64
+    }
+
     pub(super) fn log(&self, source: &str, limit: u64, readers: usize) {
+        let floor = Self::floor(1) * readers as u64;
+        if floor > limit {
+            tracing::warn!(
+                source,
+                memory_limit = %bytesize::ByteSize(limit),
+                readers,
+                "memory_limit cannot bound {readers} readers: each holds at least {} \
+                 (one fetch, one batch), so they may use {} together; raise memory_limit \
+                 to at least that, or read fewer topics per process",
+                bytesize::ByteSize(Self::floor(1)),
+                bytesize::ByteSize(floor)
+            );
+        }
         info!(
             source,
             memory_limit = %bytesize::ByteSize(limit),

@@ -15,28 +15,53 @@ impl Pipeline {
         (output, derive): (&mut Output, &Derive),
         opts: RunOptions,
     ) -> Result<()> {
+        let through = ready
+            .positions
+            .iter()
+            .map(|(&p, &position)| (p, position - 1))
+            .collect();
         if ready.records == 0 {
-            return Ok(()); // positions only: the consumer reached the end of partitions
+            // Positions only: the consumer passed offsets that are no records (markers,
+            // aborted or compacted records), or reached the end of partitions.
+            let info = BatchInfo {
+                ranges: BTreeMap::new(),
+                with_batch_id: false,
+                topic_id: ready.topic_id,
+                through,
+            };
+            table.advance(&info).await?;
+            feed.group.committed(feed.slot, &table.held(&info));
+            return Ok(());
         }
         if let Output::Query(engine) = output {
             engine.set_behind(behind(&feed.source.high_watermarks(), &ready.positions));
         }
         let (rows, dead_letters) = self.rows(&ready.decoded, output, derive).await?;
+        // The dead-letter table's offsets only tell replays apart: no positions.
         let info = BatchInfo {
             ranges: ready.ranges.clone(),
             with_batch_id: false,
             topic_id: ready.topic_id,
+            through: BTreeMap::new(),
         };
         let dead_rows = self.commit_dead_letters(dead, &dead_letters, &info).await?;
         let info = BatchInfo {
             with_batch_id: true,
+            through,
             ..info
         };
         let outcome = table.commit(&rows, &info, output.write()).await?;
-        if matches!(outcome, CommitOutcome::Committed { .. }) {
-            crate::failpoint::hit("after_commit", &self.spec.name);
+        match outcome {
+            CommitOutcome::Committed { .. } => {
+                crate::failpoint::hit("after_commit", &self.spec.name)
+            }
+            // Replayed records: the positions past them may still be new.
+            CommitOutcome::AlreadyCommitted => {
+                table.advance(&info).await?;
+            }
         }
-        feed.group.committed(feed.slot, &ready.ranges);
+        // What the table holds, not what the batch held: lag tools never see more.
+        feed.group.committed(feed.slot, &table.held(&info));
         let conflicts = table.timings().conflicts + dead.timings().conflicts;
         self.count(&ready, &outcome, rows.num_rows(), dead_rows, conflicts);
         let batch = BatchReport {

@@ -194,6 +194,17 @@ impl Pipeline {
         }
     }
 
+    /// `lakestream check`: the pipeline's SQL read, planned and tried against its
+    /// source's columns (no table is opened); its output's column count.
+    pub async fn check_sql(&self) -> Result<usize> {
+        let Mode::Query(query) = &self.spec.mode else {
+            return Ok(0);
+        };
+        let schema = self.decoder().table_schema();
+        let engine = Engine::compile(&self.spec, query, &self.plan.lookups, schema).await?;
+        Ok(engine.output_schema().fields().len())
+    }
+
     /// Open the tables, compile the SQL and restore the state; refusals (another
     /// pipeline's table, an incompatible schema) come here, before the reader joins the
     /// group, so a refused member never holds partitions.

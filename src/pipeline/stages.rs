@@ -180,12 +180,12 @@ impl GroupCommits {
         }
     }
 
-    /// Pipeline `slot` has `ranges` in its table.
-    pub(super) fn committed(&self, slot: usize, ranges: &BTreeMap<i32, OffsetRange>) {
+    /// Pipeline `slot`'s table holds every offset up to `held`.
+    pub(super) fn committed(&self, slot: usize, held: &BTreeMap<i32, i64>) {
         let lowest = {
             let mut all = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-            for (&p, r) in ranges {
-                all[slot].insert(p, r.last);
+            for (&p, &last) in held {
+                all[slot].insert(p, last);
             }
             lowest_common(&all)
         };

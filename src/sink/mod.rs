@@ -22,7 +22,7 @@ pub use checkpoint::checkpoint;
 pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions, Write};
 pub use contention::Contention;
 pub use offsets::{last_topic, read_committed, record_offsets, Held, Ownership};
-pub use probe::check_conditional_put;
+pub use probe::{check_conditional_put, check_storage};
 pub(crate) use table::{add_rows, commit_actions};
 pub use table::{open_or_create, writer_properties};
 

@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 
 use super::txn::{batch_app_id, offset_txns, topic_app_id, txn_app_id};
 use super::{SinkError, SinkOptions};
-use crate::retry::{Retry, RetryHint};
+use crate::retry::{Backoff, Retry, RetryHint};
 use crate::source::Record;
 
-/// How many conflicting writers a position commit outlasts before it gives up.
-const MAX_ATTEMPTS: usize = 50;
+/// How long a position commit outlasts conflicting writers (backing off, jittered)
+/// before it gives up.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 async fn open(opts: &SinkOptions, name: &str) -> Result<DeltaTable, SinkError> {
     Ok(opts.storage.open(name).await?)
@@ -74,7 +75,14 @@ pub async fn record_offsets(
 ) -> Result<BTreeMap<i32, i64>, SinkError> {
     let err = |e| SinkError::delta(name, e);
     let mut table = open(opts, name).await?;
-    for _ in 0..MAX_ATTEMPTS {
+    let started = std::time::Instant::now();
+    let mut backoff = Backoff::new(
+        std::time::Duration::from_millis(10),
+        std::time::Duration::from_secs(2),
+    );
+    let mut attempts = 0;
+    while started.elapsed() < PATIENCE {
+        attempts += 1;
         let held = versions(&table, opts, last.keys().copied())
             .await
             .map_err(err)?;
@@ -128,6 +136,7 @@ pub async fn record_offsets(
                 return Ok(result);
             }
             Err(e) if e.retry() == Retry::Conflict => {
+                tokio::time::sleep(backoff.next_wait()).await;
                 table.update_incremental(None).await.map_err(err)?;
             }
             Err(e) => return Err(err(e)),
@@ -136,7 +145,9 @@ pub async fn record_offsets(
     Err(SinkError::delta(
         name,
         DeltaTableError::Generic(format!(
-            "could not record start positions after {MAX_ATTEMPTS} conflicting commits"
+            "could not record start positions: {attempts} attempts in {}s lost to other \
+             writers' commits",
+            started.elapsed().as_secs()
         )),
     ))
 }

@@ -16,6 +16,31 @@ use crate::storage::Storage;
 /// Folder (under the storage root) the probe writes its two objects to.
 const PROBE_TABLE: &str = "_lakestream_probe";
 
+/// `lakestream check`: write and delete a scratch object under the storage root (a
+/// folder no table uses), then [`check_conditional_put`]. What was found.
+pub async fn check_storage(storage: &Storage) -> Result<String, SinkError> {
+    let err = |e: DeltaTableError| SinkError::delta(PROBE_TABLE, e);
+    let url = storage.url(PROBE_TABLE)?;
+    let store = DeltaTableBuilder::from_url(url)
+        .map_err(err)?
+        .with_storage_options(storage.options.clone())
+        .build_storage()
+        .map_err(err)?
+        .object_store(None);
+    let key = Path::from(format!("check-{}.probe", uuid::Uuid::new_v4().simple()));
+    store
+        .put(&key, PutPayload::from_static(b"lakestream check"))
+        .await
+        .map_err(|e| err(e.into()))?;
+    store.delete(&key).await.map_err(|e| err(e.into()))?;
+    check_conditional_put(storage).await?;
+    let safe = match storage.root.starts_with("s3://") || storage.root.starts_with("s3a://") {
+        true => "; concurrent commits are safe (a second conditional create is refused)",
+        false => "",
+    };
+    Ok(format!("writes and deletes work{safe}"))
+}
+
 /// Fail unless a second conditional create of one key is refused. Local folders and
 /// stores with another commit protocol (a DynamoDB lock, or a declared single writer)
 /// need no probe.

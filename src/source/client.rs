@@ -99,6 +99,14 @@ impl Connection {
         &self.brokers
     }
 
+    /// Who connects, for errors: `user 'x'`, or this client for listeners without one.
+    pub fn user(&self) -> String {
+        match self.property("sasl.username") {
+            Some(user) if !user.is_empty() => format!("user '{user}'"),
+            _ => "this client".into(),
+        }
+    }
+
     /// The same connection with `key` set (e.g. the isolation level).
     pub fn with(&self, key: &str, value: &str) -> Self {
         let mut properties = (*self.properties).clone();
@@ -175,7 +183,7 @@ impl Connection {
                 Ok(_) => return Ok(()),
                 // Authentication and TLS failures do not heal by waiting.
                 Err(cause) if seen.as_deref().is_some_and(is_fatal) => {
-                    return Err(self.unreachable(cause, seen))
+                    return Err(self.refused(cause, seen))
                 }
                 Err(cause) if started.elapsed() >= CHECK_PATIENCE => {
                     return Err(self.unreachable(cause, seen))
@@ -196,6 +204,37 @@ impl Connection {
                 task: "the connection check",
                 cause: cause.to_string(),
             })?
+    }
+
+    /// [`Connection::unreachable`] for a refused handshake. OpenSSL words an untrusted
+    /// CA and a certificate for another host alike ("certificate verify failed"): the
+    /// same connection without host name verification tells them apart.
+    fn refused(&self, cause: KafkaError, seen: Option<String>) -> SourceError {
+        let mut error = self.unreachable(cause, seen);
+        let verifies_host = self.property("ssl.endpoint.identification.algorithm") != Some("none");
+        if let SourceError::Unreachable { reason, hint, .. } = &mut error {
+            if verifies_host
+                && reason.contains("certificate verify failed")
+                && self.trusts_without_host()
+            {
+                *hint = "the broker's certificate is signed by a trusted CA but does not name \
+                         the host in kafka.brokers: connect by a name the certificate carries \
+                         (or, only for testing, set kafka.security.verify_hostname = false)"
+                    .into();
+            }
+        }
+        error
+    }
+
+    /// Whether a handshake without host name verification succeeds.
+    fn trusts_without_host(&self) -> bool {
+        let probe = self.with("ssl.endpoint.identification.algorithm", "none");
+        let Ok(consumer) = probe.consumer("lakestream-check", &[]) else {
+            return false;
+        };
+        consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .is_ok()
     }
 
     /// The start-up error: broker, listener kind, mechanism, the broker's or TLS
@@ -306,8 +345,35 @@ impl KafkaContext {
     }
 }
 
+/// librdkafka's log lines, at their level; but a connection torn down before it was
+/// set up ("... (after 0ms in state DOWN)": the coordinator's connection of a SASL
+/// client, before authentication even began) is an ERROR only in librdkafka's words:
+/// the client connects again at once, and a real failure is reported on its own.
+pub(super) fn log_librdkafka(
+    level: rdkafka::config::RDKafkaLogLevel,
+    facility: &str,
+    message: &str,
+) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    let setting_up = message.contains("after 0ms in state DOWN");
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error if !setting_up => {
+            error!(target: "librdkafka", "{facility}: {message}")
+        }
+        L::Emerg | L::Alert | L::Critical | L::Error | L::Warning => {
+            warn!(target: "librdkafka", "{facility}: {message}")
+        }
+        L::Notice | L::Info => tracing::info!(target: "librdkafka", "{facility}: {message}"),
+        L::Debug => tracing::debug!(target: "librdkafka", "{facility}: {message}"),
+    }
+}
+
 impl ClientContext for KafkaContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        log_librdkafka(level, facility, message);
+    }
 
     /// rust-rdkafka's default logs every statistics report (~7 KB) at INFO; a short-lived
     /// client's (kafka.options may set `statistics.interval.ms` for all) are not ours

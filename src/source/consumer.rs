@@ -16,7 +16,8 @@ use tracing::{debug, info, warn};
 
 use super::batch::RawBatch;
 use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
-use super::offsets::{OffsetStore, Record};
+use super::offsets::OffsetStore;
+use super::position::Positions;
 use super::{Connection, ReadError, SourceError, TopicId};
 use crate::config::StartingOffsets;
 
@@ -43,16 +44,22 @@ pub struct ConsumerSettings {
     pub data_loss: DataLossPolicy,
 }
 
+/// How often an idle consumer reads the topic's id (a recreated topic is noticed though
+/// nothing is delivered) and its positions.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+/// How often at most a position moved past markers alone is sent to be recorded.
+const ADVANCE_EVERY: Duration = Duration::from_secs(5);
+
 /// The consumer thread's side.
 pub struct KafkaSource {
-    settings: ConsumerSettings,
-    consumer: Arc<BaseConsumer<SourceContext>>,
+    pub(super) settings: ConsumerSettings,
+    pub(super) consumer: Arc<BaseConsumer<SourceContext>>,
     /// Reads the topic's id after each batch on connections of its own: a broker answers
     /// a connection's requests in order, so on the consumer's connections the request
     /// waited behind a fetch the broker was holding (up to fetch.wait.max.ms, 500 ms),
     /// and the batch's commit with it (measured: 451 ms of a live batch).
-    ids: BaseConsumer<super::KafkaContext>,
-    state: Arc<Mutex<AssignState>>,
+    pub(super) ids: BaseConsumer<super::KafkaContext>,
+    pub(super) state: Arc<Mutex<AssignState>>,
 }
 
 /// The pipeline's side: commits offsets to the group after a table commit.
@@ -172,11 +179,21 @@ impl KafkaSource {
         if partitions == 0 {
             warn!(topic = %settings.topic, "topic does not exist yet; waiting for it to be created");
         }
+        lock(&state).known_partitions = i32::try_from(partitions).unwrap_or(i32::MAX);
+        let ids = settings.connection.consumer(&settings.group_id, &[])?;
+        // Before any rebalance: finding a time's offset may read records, which inside
+        // the rebalance callback could outlast max.poll.interval.ms.
+        super::times::record_time_starts(
+            &settings.connection,
+            &settings.topic,
+            (&settings.starting, settings.seek_rewind),
+            consumer.context().store.as_ref(),
+            ids.client(),
+        )?;
         consumer
             .subscribe(&[&settings.topic])
             .map_err(SourceError::kafka(&settings.topic))?;
         let consumer = Arc::new(consumer);
-        let ids = settings.connection.consumer(&settings.group_id, &[])?;
         let handle = SourceHandle {
             consumer: consumer.clone(),
             topic: settings.topic.clone(),
@@ -205,9 +222,14 @@ impl KafkaSource {
         let mut generation = 0;
         let mut last_poll_error: Option<Instant> = None;
         let mut polls: u64 = 0;
-        let mut offsets = Offsets::default();
-        // Positions last reported in a batch, so the end of a partition is reported once.
+        let mut offsets = Positions::default();
+        // Positions last sent in a batch, so a move past markers is sent once.
         let mut reported: HashMap<i32, i64> = HashMap::new();
+        // When the topic's id and the positions were last looked at while idle.
+        let mut idle_check = Instant::now();
+        let mut advance_sent = Instant::now();
+        // A record suggested the topic was recreated: read its id now.
+        let mut suspect = false;
         loop {
             if stop.is_cancelled() {
                 info!(topic = %topic, "consumer stopping");
@@ -224,19 +246,30 @@ impl KafkaSource {
                 if state.generation != generation {
                     generation = state.generation;
                     batch.retain_partitions(|p| state.assigned.contains(&p));
-                    offsets = Offsets::new(&state);
+                    offsets.sync(&state);
                     reported.retain(|p, _| state.assigned.contains(p));
                 }
             }
             match polled {
                 Some(Ok(m)) => {
                     let (p, o) = (m.partition(), m.offset());
-                    if self.keep(&mut offsets, p, o)? {
+                    if self.keep(&mut offsets, (p, o), &mut suspect)? {
                         batch.push(p, o, m.timestamp().to_millis(), m.key(), m.payload());
                     }
                 }
                 // librdkafka would hand the same batch back forever: stop and say where.
                 Some(Err(e)) if is_undecodable(&e) => return Err(self.undecodable(&e, &offsets)),
+                // ACLs changed under the member: retrying never heals it.
+                Some(Err(e)) if is_denied(&e) => {
+                    return Err(SourceError::Access {
+                        topic: topic.to_string(),
+                        what: format!("{} was refused: {e}", self.settings.connection.user()),
+                        hint: format!(
+                            "grant it READ on topic '{topic}' and on group '{}'",
+                            self.settings.group_id
+                        ),
+                    })
+                }
                 Some(Err(e))
                     if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
                 {
@@ -253,197 +286,111 @@ impl KafkaSource {
             // A backfill commits what it holds the moment it reaches its targets; the
             // assignment lock is taken only now and then on a busy topic.
             let look = quiet || polls.is_multiple_of(4096);
+            if look {
+                self.advance(&mut offsets);
+            }
             let at_end = match &self.settings.targets {
                 Some(targets) if look && generation > 0 => {
                     self.ends_reached(targets, &reported, &offsets)
                 }
                 _ => Vec::new(),
             };
-            if full || due || !at_end.is_empty() && (!batch.is_empty() || quiet) {
-                let next = RawBatch::sized_like(&batch);
-                let mut closed = std::mem::replace(&mut batch, next);
-                if closed.is_empty() && at_end.is_empty() {
+            // Idle: a recreated topic is noticed even when nothing is delivered, and a
+            // position moved past markers is recorded (throttled), so the tables never
+            // resume before offsets that are no records.
+            let mut moved = false;
+            if suspect || quiet && batch.is_empty() && idle_check.elapsed() >= IDLE_CHECK {
+                (idle_check, suspect) = (Instant::now(), false);
+                if self.recreated(&mut offsets, &stop)? {
+                    batch = RawBatch::new(topic.clone());
+                    reported.clear();
                     continue;
                 }
-                // Read after the batch's records were fetched: if the id is still the
-                // one they were read under, they come from that incarnation of the topic.
-                if self.recreated(&mut offsets, &stop)? {
-                    reported.clear();
-                    continue; // what the batch held came (partly) from the deleted topic
+                moved = advance_sent.elapsed() >= ADVANCE_EVERY.max(self.settings.trigger_interval)
+                    && offsets
+                        .current()
+                        .iter()
+                        .any(|(p, pos)| reported.get(p) != Some(pos));
+            }
+            if full || due || moved || !at_end.is_empty() && (!batch.is_empty() || quiet) {
+                let next = RawBatch::sized_like(&batch);
+                let closed = std::mem::replace(&mut batch, next);
+                if closed.is_empty() && at_end.is_empty() && !moved {
+                    continue;
                 }
-                closed.topic_id = lock(&self.state).topic_id.map(TopicId::fingerprint);
-                closed.positions = self.positions(&offsets);
-                for (&p, &pos) in &closed.positions {
-                    reported.insert(p, pos);
+                if closed.is_empty() {
+                    advance_sent = Instant::now();
                 }
-                // Wait until decode has taken the batch before filling the next: one
-                // batch waits and one is decoded, never two waiting (~50 MB each), and
-                // librdkafka's own prefetch keeps the next batch quick to fill.
-                let taken = tx
-                    .blocking_send(closed)
-                    .ok()
-                    .and_then(|()| futures::executor::block_on(tx.reserve()).ok());
-                if taken.is_none() {
-                    return Ok(()); // the pipeline is gone; it reports why
+                match self.close(closed, &mut offsets, &stop)? {
+                    Some(closed) => {
+                        for (&p, &pos) in &closed.positions {
+                            reported.insert(p, pos);
+                        }
+                        // Wait until decode has taken the batch before filling the next:
+                        // one batch waits and one is decoded, never two waiting (~50 MB
+                        // each), and librdkafka's own prefetch keeps the next batch quick
+                        // to fill.
+                        let taken = tx
+                            .blocking_send(closed)
+                            .ok()
+                            .and_then(|()| futures::executor::block_on(tx.reserve()).ok());
+                        if taken.is_none() {
+                            return Ok(()); // the pipeline is gone; it reports why
+                        }
+                    }
+                    None => reported.clear(),
                 }
             }
         }
-        if !batch.is_empty() && !self.recreated(&mut offsets, &stop)? {
-            batch.topic_id = lock(&self.state).topic_id.map(TopicId::fingerprint);
-            batch.positions = self.positions(&offsets);
-            let _ = tx.blocking_send(batch);
+        if !batch.is_empty() {
+            if let Some(batch) = self.close(batch, &mut offsets, &stop)? {
+                let _ = tx.blocking_send(batch);
+            }
         }
         Ok(())
     }
 
-    /// Whether the topic was deleted and recreated since its id was last read. Then
-    /// (unless the data-loss policy stops the reader) every table starts the assigned
-    /// partitions over at the new topic's first record, recorded before it is read.
-    fn recreated(
+    /// Stamp a closed batch with the topic's id and the positions, once its gaps are
+    /// checked; None when it must not be committed (the topic was recreated, or the
+    /// checks could not run before shutdown: it is read again).
+    fn close(
         &self,
-        offsets: &mut Offsets,
+        mut closed: RawBatch,
+        offsets: &mut Positions,
         stop: &CancellationToken,
-    ) -> Result<bool, SourceError> {
-        let topic = &self.settings.topic;
-        // Without the id the batch cannot be stamped: wait for the broker (as a fetch
-        // would); on shutdown the batch is dropped and read again on restart.
-        let now = loop {
-            // Serves its events (a token refresh) between requests.
-            let _ = self.ids.poll(Duration::ZERO);
-            match super::topic_id(self.ids.client(), topic, Duration::from_secs(10)) {
-                Ok(now) => break now,
-                Err(e) if !stop.is_cancelled() => {
-                    warn!(topic = %topic, error = %e, "cannot read the topic's id; retrying");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
-                Err(_) => return Ok(true),
-            }
-        };
-        let (was, assigned) = {
-            let mut state = lock(&self.state);
-            let was = state.topic_id;
-            if now.is_some() {
-                state.topic_id = now;
-            }
-            (was, state.assigned.clone())
-        };
-        let (Some(was), Some(now)) = (was, now) else {
-            return Ok(false); // no ids, or the topic is gone for now (not recreated yet)
-        };
-        if was == now {
-            return Ok(false);
+    ) -> Result<Option<RawBatch>, SourceError> {
+        // Read after the batch's records were fetched: if the id is still the one they
+        // were read under, they come from that incarnation of the topic.
+        if self.recreated(offsets, stop)? || !self.check_gaps(offsets, stop)? {
+            return Ok(None); // what the batch held came (partly) from the deleted topic
         }
-        self.lost(&format!(
-            "the topic was deleted and recreated while it was read (its id went from {was} \
-             to {now}); records of the old topic not yet committed are gone"
-        ))?;
-        let mut starts = BTreeMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for &p in &assigned {
-            // The new topic may have fewer partitions: those are revoked by the next
-            // rebalance, nothing to reset.
-            let low = match self
-                .consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-            {
-                Ok((low, _)) => low,
-                Err(e) => {
-                    warn!(topic = %topic, partition = p, error = %e, "partition not in the recreated topic");
-                    continue;
-                }
-            };
-            starts.insert(p, low);
-            tpl.add_partition_offset(topic, p, Offset::Offset(low))
-                .map_err(SourceError::kafka(topic))?;
-        }
-        let last = starts.iter().map(|(&p, &low)| (p, low - 1)).collect();
-        self.consumer
-            .context()
-            .store
-            .record(&last, Record::Exactly, Some(now.fingerprint()))
-            .map_err(|e| SourceError::read(topic)(ReadError::Tables(e)))?;
-        if !starts.is_empty() {
-            self.consumer
-                .seek_partitions(tpl, Duration::from_secs(10))
-                .map_err(SourceError::kafka(topic))?;
-        }
-        info!(topic = %topic, starts = ?starts, "reading the recreated topic from its start");
-        offsets.starts = starts.into_iter().collect();
-        offsets.next.clear();
-        Ok(true)
+        self.advance(offsets);
+        closed.topic_id = lock(&self.state).topic_id.map(TopicId::fingerprint);
+        closed.positions = offsets.current();
+        Ok(Some(closed))
     }
 
-    /// Whether to keep record `offset` of `partition`; an error when the partition skips
-    /// records that retention deleted, or goes back (a recreated topic), and the policy
-    /// says to stop.
-    fn keep(
-        &self,
-        offsets: &mut Offsets,
-        partition: i32,
-        offset: i64,
-    ) -> Result<bool, SourceError> {
-        let start = offsets.starts.get(&partition).copied();
-        let expected = match offsets.next.get(&partition) {
-            Some(&next) => next,
-            // Records before the start were read only because of `seek_rewind`.
-            None if start.is_some_and(|s| offset < s) => return Ok(false),
-            None => start.unwrap_or(offset),
-        };
-        if offset < expected && self.shrunk(partition, expected)? {
-            self.lost(&format!(
-                "partition {partition} went back from offset {} to {offset} and now ends \
-                 before it; was the topic deleted and recreated?",
-                expected - 1
-            ))?;
-            // Without a restart the table's offsets would drop the new records as
-            // replays: make the table start over here, as an assignment would.
-            let reset = BTreeMap::from([(partition, offset - 1)]);
-            let id = lock(&self.state).topic_id.map(TopicId::fingerprint);
-            self.consumer
-                .context()
-                .store
-                .record(&reset, Record::Exactly, id)
-                .map_err(|e| SourceError::read(&self.settings.topic)(ReadError::Tables(e)))?;
-        } else if offset > expected {
-            // Gaps are normal where records were compacted away or are transaction
-            // markers; they are loss only where retention deleted what we had not read.
-            let (low, _) = self
-                .consumer
-                .fetch_watermarks(&self.settings.topic, partition, Duration::from_secs(10))
-                .map_err(SourceError::kafka(&self.settings.topic))?;
-            if low > expected {
-                self.lost(&format!(
-                    "partition {partition} skipped offsets {expected}..{}: retention deleted \
-                     them before they were read",
-                    low.min(offset)
-                ))?;
-            } else {
-                debug!(
-                    partition,
-                    expected, offset, "offsets skipped (compaction or transaction markers)"
-                );
-            }
+    /// Move the positions past what the consumer passed without a record.
+    fn advance(&self, offsets: &mut Positions) {
+        if let Ok(tpl) = self.consumer.position() {
+            offsets.advance(
+                tpl.elements_for_topic(&self.settings.topic)
+                    .iter()
+                    .filter_map(|e| match e.offset() {
+                        Offset::Offset(o) => Some((e.partition(), o)),
+                        _ => None,
+                    }),
+            );
         }
-        offsets.next.insert(partition, offset + 1);
-        Ok(true)
-    }
-
-    /// Whether `partition`, delivering an offset below `expected`, now ends before
-    /// `expected`: a recreated topic. Otherwise it is a re-delivery (librdkafka does that
-    /// around re-positioning), which the batch and the table's offsets absorb.
-    fn shrunk(&self, partition: i32, expected: i64) -> Result<bool, SourceError> {
-        let probe = &self.consumer.context().probe;
-        let end = super::ends::partition_end(probe, &self.settings.topic, partition)?;
-        Ok(end < expected)
     }
 
     /// The error for a record batch librdkafka cannot decode. The client's error carries
     /// no partition, so it names the assigned partitions that stopped short of their end:
     /// the batch at such a partition's position is the one that failed.
-    fn undecodable(&self, error: &KafkaError, offsets: &Offsets) -> SourceError {
+    fn undecodable(&self, error: &KafkaError, offsets: &Positions) -> SourceError {
         let topic = &self.settings.topic;
         let mut stuck = Vec::new();
-        for (p, position) in self.positions(offsets) {
+        for (p, position) in offsets.current() {
             let high = self
                 .consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(5))
@@ -471,25 +418,18 @@ impl KafkaSource {
         })
     }
 
-    fn lost(&self, what: &str) -> Result<(), SourceError> {
-        self.settings
-            .data_loss
-            .report(&self.settings.topic, what)
-            .map_err(SourceError::read(&self.settings.topic))
-    }
-
     /// Assigned partitions whose position reached its target and was not reported there.
     fn ends_reached(
         &self,
         targets: &BTreeMap<i32, i64>,
         reported: &HashMap<i32, i64>,
-        offsets: &Offsets,
+        offsets: &Positions,
     ) -> Vec<i32> {
         let assigned: Vec<i32> = lock(&self.state).assigned.iter().copied().collect();
         if assigned.is_empty() {
             return Vec::new();
         }
-        let positions = self.positions(offsets);
+        let positions = offsets.current();
         let all_there = assigned.iter().all(|p| {
             let target = targets.get(p).copied().unwrap_or(0);
             positions.get(p).is_some_and(|&pos| pos >= target)
@@ -502,25 +442,20 @@ impl KafkaSource {
             .filter(|p| reported.get(p) != positions.get(p))
             .collect()
     }
+}
 
-    /// The consumer's position (next offset to deliver) per assigned partition: on a
-    /// transactional topic it moves past commit markers, which no record shows. Before
-    /// the first delivery it is the start (everything before it is in the table).
-    fn positions(&self, offsets: &Offsets) -> HashMap<i32, i64> {
-        let mut out = offsets.starts.clone();
-        for (p, next) in &offsets.next {
-            out.insert(*p, *next);
-        }
-        if let Ok(tpl) = self.consumer.position() {
-            for e in tpl.elements_for_topic(&self.settings.topic) {
-                if let (Offset::Offset(o), Some(known)) = (e.offset(), out.get_mut(&e.partition()))
-                {
-                    *known = (*known).max(o);
-                }
-            }
-        }
-        out
-    }
+/// A consume error that says this client may not read.
+fn is_denied(error: &KafkaError) -> bool {
+    let code = match error {
+        KafkaError::MessageConsumption(code) | KafkaError::MessageConsumptionFatal(code) => code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        RDKafkaErrorCode::GroupAuthorizationFailed
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+    )
 }
 
 /// A consume error that repeats for the same batch however often it is fetched.
@@ -533,20 +468,4 @@ fn is_undecodable(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::BadCompression
         ) | KafkaError::MessageConsumptionFatal(_)
     )
-}
-
-/// Per assigned partition: where reading starts and the next offset expected.
-#[derive(Default)]
-struct Offsets {
-    starts: HashMap<i32, i64>,
-    next: HashMap<i32, i64>,
-}
-
-impl Offsets {
-    fn new(state: &AssignState) -> Self {
-        Self {
-            starts: state.starts.clone(),
-            next: HashMap::new(),
-        }
-    }
 }

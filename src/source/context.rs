@@ -61,6 +61,12 @@ pub(super) struct AssignState {
     pub topic_id: Option<TopicId>,
     /// Partitions this member positioned (and so checked for data loss) in this run.
     pub positioned: BTreeSet<i32>,
+    /// The generation each assigned partition was assigned in: a partition kept across
+    /// an incremental rebalance keeps its position, one assigned again starts over.
+    pub since: HashMap<i32, u64>,
+    /// How many partitions the topic had when reading started (0: it did not exist
+    /// yet). Partitions beyond them appeared while running: read from their start.
+    pub known_partitions: i32,
 }
 
 pub(super) struct SourceContext {
@@ -143,7 +149,7 @@ impl SourceContext {
                 };
                 self.resume_offset(p, highest + 1, floor, high, &mut reset)?;
             }
-            let start = match (committed.lowest, self.starting.for_partition(p)) {
+            let start = match (committed.lowest, self.start_of(p)) {
                 // A table ahead was found to hold a deleted topic's offsets: all start over.
                 _ if reset.contains_key(&p) => low,
                 (Some(last), _) => self.resume_offset(p, last + 1, low, high, &mut reset)?,
@@ -205,6 +211,20 @@ impl SourceContext {
                 })?;
         }
         Ok(starts)
+    }
+
+    /// Where a partition the tables have never recorded starts: as configured, but a
+    /// partition added while running (or of a topic created since) starts at its first
+    /// record whatever `starting_offsets` says, as Spark does: its records all came
+    /// after the run started, and "latest" would skip those produced before the
+    /// consumer noticed the partition (up to topic.metadata.refresh.interval.ms).
+    fn start_of(&self, partition: i32) -> Start {
+        let configured = self.starting.for_partition(partition);
+        if partition < self.lock().known_partitions || configured == Start::Earliest {
+            return configured;
+        }
+        info!(topic = %self.topic, partition, "partition added while running: reading it from its first record");
+        Start::Earliest
     }
 
     /// The partition's end (high watermark). `high` is what the consumer's own request
@@ -299,6 +319,10 @@ pub(super) fn lock(state: &Mutex<AssignState>) -> MutexGuard<'_, AssignState> {
 impl ClientContext for SourceContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+        super::client::log_librdkafka(level, facility, message);
+    }
+
     fn generate_oauth_token(
         &self,
         _config: Option<&str>,
@@ -341,7 +365,9 @@ impl ConsumerContext for SourceContext {
                 match (positions, result) {
                     (Ok(positions), Ok(())) => {
                         info!(topic = %self.topic, starts = ?positions, "partitions assigned");
+                        let generation = state.generation;
                         for (p, start) in positions {
+                            state.since.insert(p, generation);
                             state.assigned.insert(p);
                             state.positioned.insert(p);
                             state.starts.insert(p, start);
@@ -376,6 +402,7 @@ impl ConsumerContext for SourceContext {
                 for p in revoked {
                     state.assigned.remove(&p);
                     state.starts.remove(&p);
+                    state.since.remove(&p);
                 }
             }
             other => {

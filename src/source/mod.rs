@@ -1,17 +1,21 @@
 //! Kafka in: the micro-batching consumer, its offsets and the broker probes it needs
 //! (the demo's producer lives in `demo`).
 
+mod access;
 mod admin;
 mod auth;
 mod batch;
+mod checks;
 mod client;
 mod consumer;
 mod context;
 mod ends;
 mod offsets;
+mod position;
 mod times;
 mod topic_id;
 
+pub use access::check_access;
 pub use admin::{ensure_topic, matching_topics};
 pub use auth::{msk_token, Auth};
 pub use batch::{OffsetRange, ProducedAt, RawBatch};
@@ -47,6 +51,13 @@ pub enum SourceError {
         how: String,
         /// The broker's or the TLS library's words.
         reason: String,
+        hint: String,
+    },
+    /// The cluster answered, and said no (or that the topic is not there).
+    #[error("topic '{topic}': {what}. What to do: {hint}")]
+    Access {
+        topic: String,
+        what: String,
         hint: String,
     },
     #[error("{task} panicked: {cause}")]

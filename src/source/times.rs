@@ -15,7 +15,13 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::{Bounds, Connection, KafkaContext, ReadError, SourceError};
+use super::{
+    Bounds, Connection, KafkaContext, OffsetStore, ReadError, Record, SourceError, TopicId,
+};
+use crate::config::{Start, StartingOffsets};
+
+/// How many offsets before a broker's answer are read to find the record before it.
+const LOOK_BACK: i64 = 16;
 
 /// A read that makes no progress for this long fails.
 const READ_PATIENCE: Duration = Duration::from_secs(30);
@@ -75,6 +81,66 @@ pub fn topic_offsets_for_time(
     offsets_for_time(connection, topic, millis, &bounds, rewind)
 }
 
+/// Record in the tables, before anything is read, the start of every partition whose
+/// configured start is a time and that the tables have never recorded (members racing
+/// here all end with the first one's starts). Partitions added later start at their
+/// first record (see `SourceContext::start_of`).
+pub(super) fn record_time_starts<C: rdkafka::ClientContext>(
+    connection: &Connection,
+    topic: &str,
+    (starting, rewind): (&StartingOffsets, u32),
+    store: &dyn OffsetStore,
+    client: &rdkafka::client::Client<C>,
+) -> Result<(), SourceError> {
+    let is_time = |s: &Start| matches!(s, Start::Time(_));
+    if !starting.partitions.values().any(is_time) && !is_time(&starting.others) {
+        return Ok(());
+    }
+    let mut times: BTreeMap<i64, Vec<i32>> = BTreeMap::new();
+    let bounds = super::topic_bounds(connection, topic)?;
+    for &p in bounds.keys() {
+        if let Start::Time(millis) = starting.for_partition(p) {
+            times.entry(millis).or_default().push(p);
+        }
+    }
+    if times.is_empty() {
+        return Ok(());
+    }
+    let read = |e| SourceError::read(topic)(e);
+    let id = super::topic_id(client, topic, Duration::from_secs(10))?.map(TopicId::fingerprint);
+    let all: Vec<i32> = times.values().flatten().copied().collect();
+    let held = store
+        .committed(&all, id)
+        .map_err(|e| read(ReadError::Tables(e)))?;
+    let mut last = BTreeMap::new();
+    for (millis, partitions) in times {
+        let missing: BTreeMap<i32, Bounds> = partitions
+            .iter()
+            .filter(|p| held.get(p).is_none_or(|c| c.lowest.is_none()))
+            .map(|p| (*p, bounds[p]))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        for (p, start) in offsets_for_time(connection, topic, millis, &missing, rewind)? {
+            info!(
+                topic,
+                partition = p,
+                millis,
+                start,
+                "starting at the first record of the configured time"
+            );
+            last.insert(p, start - 1);
+        }
+    }
+    if !last.is_empty() {
+        store
+            .record(&last, Record::Start, id)
+            .map_err(|e| read(ReadError::Tables(e)))?;
+    }
+    Ok(())
+}
+
 /// Reads one partition's timestamps.
 struct Reader<'a> {
     consumer: &'a BaseConsumer<KafkaContext>,
@@ -88,17 +154,19 @@ impl Reader<'_> {
     /// Whether `offset` is the first record at or after `millis`: its record is (or it
     /// is the end) and the record before it is not.
     fn is_first_at(&self, offset: i64, millis: i64) -> Result<bool, SourceError> {
-        let from = (offset - 1).max(self.bounds.low);
-        let mut before_ok = offset == self.bounds.low;
+        // The offsets just before it may be no records (commit markers, compacted or
+        // aborted records), and the answer itself may be one: the last record before
+        // it and the first record from it are what count.
+        let from = (offset - LOOK_BACK).max(self.bounds.low);
+        let mut before_ok = true;
         let mut at_ok = offset == self.bounds.end;
         self.read_from(from, |o, ts| {
-            if o == offset - 1 {
+            if o < offset {
                 before_ok = ts.is_some_and(|t| t < millis);
+                return false;
             }
-            if o == offset {
-                at_ok = ts.is_some_and(|t| t >= millis);
-            }
-            o >= offset
+            at_ok = ts.is_some_and(|t| t >= millis);
+            true
         })?;
         Ok(before_ok && at_ok)
     }

@@ -8,6 +8,7 @@
 //! MySQL being down only delays the mirror: the task retries with backoff and ingestion
 //! into Delta never waits for it.
 
+mod account;
 mod bi;
 mod changes;
 mod layout;
@@ -33,11 +34,12 @@ use crate::retry::{Retry, RetryHint};
 use changes::Change;
 use layout::Layout;
 
+pub use account::check_account;
 pub use bi::sql_files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("MySQL at {address} is unreachable: {cause} (is it running? check mysql.host/port and the password variable)")]
+    #[error("MySQL at {address} is unreachable: {cause} (is it running? check mysql.host/port)")]
     Unreachable {
         address: String,
         #[source]
@@ -45,7 +47,15 @@ pub enum SyncError {
     },
     #[error("MySQL at {address} did not answer within {seconds}s (is it running? check mysql.host/port)")]
     NoAnswer { address: String, seconds: u64 },
-    #[error("MySQL error in `{statement}`: {cause}")]
+    /// The server answered and said no: a retry gets the same answer.
+    #[error("MySQL at {address} refused account '{user}': {reason}. What to do: {hint}")]
+    Refused {
+        address: String,
+        user: String,
+        reason: String,
+        hint: String,
+    },
+    #[error("MySQL error in `{statement}`: {cause}{}", privilege_hint(cause))]
     Mysql {
         statement: String,
         #[source]
@@ -69,6 +79,17 @@ pub enum SyncError {
     Storage(#[from] crate::storage::StorageError),
 }
 
+/// What to do when the server refused a statement for lack of a privilege.
+fn privilege_hint(cause: &mysql_async::Error) -> &'static str {
+    match cause {
+        mysql_async::Error::Server(e) if matches!(e.code, 1044 | 1142 | 1143 | 1227 | 1410) => {
+            ". The sync account lacks a privilege: grant what docs/operations.md#the-mysql-accounts \
+             lists (scripts/mysql-accounts.sh does)"
+        }
+        _ => "",
+    }
+}
+
 impl RetryHint for SyncError {
     /// Worth another pass: the connection, or another sync in the way. Anything else
     /// (a table MySQL refuses, a bad setup) will fail the same way again.
@@ -88,6 +109,23 @@ impl SyncError {
         match self {
             Self::Unreachable { .. } | Self::NoAnswer { .. } => true,
             Self::Mysql { cause, .. } => !matches!(**cause, mysql_async::Error::Server(_)),
+            _ => false,
+        }
+    }
+
+    /// The server refused the account or one of its statements for lack of a
+    /// privilege.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Refused { .. } => true,
+            // ER_DBACCESS_DENIED, ER_ACCESS_DENIED, ER_TABLEACCESS_DENIED,
+            // ER_COLUMNACCESS_DENIED, ER_SPECIFIC_ACCESS_DENIED, ER_PROCACCESS_DENIED,
+            // ER_NONEXISTING_GRANT
+            Self::Mysql { cause, .. } => matches!(
+                **cause,
+                mysql_async::Error::Server(ref e)
+                    if matches!(e.code, 1044 | 1045 | 1142 | 1143 | 1227 | 1370 | 1410)
+            ),
             _ => false,
         }
     }
@@ -365,6 +403,12 @@ impl SyncTask {
                     }
                     backoff.reset();
                     log_pass(&tables);
+                }
+                // A refused account, a missing privilege or a TLS setup does not heal by
+                // waiting: stop and say so.
+                Err(e) if e.is_refusal() => {
+                    self.metrics.errors.inc();
+                    return Err(e);
                 }
                 Err(e) => {
                     self.metrics.errors.inc();

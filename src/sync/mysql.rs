@@ -17,23 +17,86 @@ use crate::config::{MysqlConfig, MysqlTls};
 /// Bound values per statement stay below the protocol's 65,535 placeholders.
 const MAX_PLACEHOLDERS: usize = 60_000;
 
-/// The password: from the file named in config, else the environment variable.
+/// The password: the environment variable when it is set (containers pass secrets
+/// that way), else the file named in config (`~/` is the home folder), else none.
 pub(super) fn password(cfg: &MysqlConfig) -> Result<Option<String>, SyncError> {
-    if let Some(path) = &cfg.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| SyncError::Setup {
-            message: format!("cannot read mysql.password_file {path}: {e}"),
-        })?;
-        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    if let Ok(password) = std::env::var(&cfg.password_env) {
+        return Ok(Some(password));
     }
-    Ok(std::env::var(&cfg.password_env).ok())
+    let Some(path) = cfg.password_file.as_deref().filter(|p| !p.is_empty()) else {
+        return Ok(None); // `mysql.password_file=` (empty) turns the default file off
+    };
+    let path = crate::config::expand_home(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| SyncError::Refused {
+        address: format!("{}:{}", cfg.host, cfg.port),
+        user: cfg.user.clone(),
+        reason: format!("cannot read mysql.password_file {} ({e})", path.display()),
+        hint: format!(
+            "create the sync account and its password file with scripts/mysql-accounts.sh, \
+             or set ${} to the account's password",
+            cfg.password_env
+        ),
+    })?;
+    Ok(Some(text.lines().next().unwrap_or_default().to_string()))
+}
+
+/// Why a connection failed: refused for good (the account, its password or privileges,
+/// TLS), or unreachable for now (retried).
+fn refused(cfg: &MysqlConfig, address: &str, cause: mysql_async::Error) -> SyncError {
+    let password = match &cfg.password_file {
+        Some(file) => format!("the password in mysql.password_file ({file})"),
+        None => format!("the password in ${}", cfg.password_env),
+    };
+    let user = &cfg.user;
+    let hint = match &cause {
+        mysql_async::Error::Server(e) => match e.code {
+            // ER_ACCESS_DENIED_ERROR, ER_ACCESS_DENIED_NO_PASSWORD_ERROR (an account
+            // that only logs in through the unix socket, as Debian's root).
+            1045 | 1698 => format!(
+                "check mysql.user ('{user}') and {password}; as shipped, Debian's MariaDB lets \
+                 root in only through its unix socket: create the sync account with \
+                 scripts/mysql-accounts.sh (see docs/operations.md#the-mysql-accounts)"
+            ),
+            // ER_DBACCESS_DENIED_ERROR, ER_BAD_DB_ERROR
+            1044 | 1049 => format!(
+                "grant '{user}' its privileges on database '{}' (scripts/mysql-accounts.sh \
+                 does), or set mysql.database",
+                cfg.database
+            ),
+            // ER_HOST_NOT_PRIVILEGED, ER_HOST_IS_BLOCKED
+            1130 | 1129 => format!(
+                "the server does not let '{user}' in from this host: create the account for \
+                 it (or run `mariadb-admin flush-hosts`)"
+            ),
+            _ => return unreachable(address, cause),
+        },
+        mysql_async::Error::Io(mysql_async::IoError::Tls(_)) => {
+            "the TLS handshake failed: check mysql.tls and mysql.tls_ca_file (the CA that \
+             signed the server's certificate) and that the certificate names mysql.host"
+                .to_string()
+        }
+        _ => return unreachable(address, cause),
+    };
+    SyncError::Refused {
+        address: address.to_string(),
+        user: user.clone(),
+        reason: cause.to_string(),
+        hint,
+    }
+}
+
+fn unreachable(address: &str, cause: mysql_async::Error) -> SyncError {
+    SyncError::Unreachable {
+        address: address.to_string(),
+        cause: Box::new(cause),
+    }
 }
 
 /// A server that accepts the TCP connection but never answers must not hang a pass.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connect, create the database if needed and select it. The session runs in UTC, so
-/// DATETIME columns hold the same instants as the Delta timestamps.
-pub(super) async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
+/// Connect (nothing else); a refused account or TLS setup is [`SyncError::Refused`].
+pub(super) async fn open(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
     let opts = OptsBuilder::default()
         .ip_or_hostname(cfg.host.clone())
         .tcp_port(cfg.port)
@@ -43,16 +106,19 @@ pub(super) async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
         .init(vec!["SET time_zone = '+00:00'", "SET NAMES utf8mb4"]);
     let connecting = Conn::new(opts);
     let address = format!("{}:{}", cfg.host, cfg.port);
-    let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| SyncError::NoAnswer {
             address: address.clone(),
             seconds: CONNECT_TIMEOUT.as_secs(),
         })?
-        .map_err(|cause| SyncError::Unreachable {
-            address,
-            cause: Box::new(cause),
-        })?;
+        .map_err(|cause| refused(cfg, &address, cause))
+}
+
+/// Connect, create the database if needed and select it. The session runs in UTC, so
+/// DATETIME columns hold the same instants as the Delta timestamps.
+pub(super) async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
+    let mut conn = open(cfg).await?;
     let db = ident(&cfg.database)?;
     run(
         &mut conn,

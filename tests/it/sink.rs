@@ -39,6 +39,7 @@ pub(crate) fn rows(p: i32, first: i64, last: i64) -> (RecordBatch, BatchInfo) {
         ranges: BTreeMap::from([(p, OffsetRange { first, last })]),
         with_batch_id: true,
         topic_id: None,
+        through: BTreeMap::new(),
     };
     (batch, info)
 }
@@ -55,7 +56,18 @@ pub(crate) async fn open_table(
     checkpoint_interval: u64,
     log_retention: Duration,
 ) -> DeltaSink {
-    let opts = SinkOptions {
+    let opts = options(env, checkpoint_interval, log_retention);
+    DeltaSink::open(name, &schema(), opts)
+        .await
+        .expect("open sink")
+}
+
+fn a_opts(env: &TestEnv) -> SinkOptions {
+    options(env, 100, Duration::from_secs(30 * 24 * 3600))
+}
+
+fn options(env: &TestEnv, checkpoint_interval: u64, log_retention: Duration) -> SinkOptions {
+    SinkOptions {
         storage: Storage {
             root: env.root().display().to_string(),
             options: Default::default(),
@@ -72,10 +84,7 @@ pub(crate) async fn open_table(
         log_retention,
         shutdown: CancellationToken::new(),
         contention: Default::default(),
-    };
-    DeltaSink::open(name, &schema(), opts)
-        .await
-        .expect("open sink")
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -216,4 +225,79 @@ async fn members_that_create_a_table_at_once_all_open_it() {
             opened.expect("every member opens the table");
         }
     }
+}
+
+/// A member whose snapshot predates another member's reset (a recreated topic: the
+/// table's offsets lowered) must not drop the new topic's records as already committed:
+/// the table is read again before any batch is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_member_reads_the_table_again_before_dropping_a_batch() {
+    let env = TestEnv::new("sink-stale-reset");
+    let mut a = open(&env).await;
+    let mut standby = open(&env).await;
+    let (batch, info) = rows(0, 0, 99);
+    a.commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
+    // The standby has seen offset 99 (it cached it).
+    standby.refresh().await.expect("refresh");
+    assert_eq!(standby.committed_offset(0).await.expect("txn"), Some(99));
+    // Another member resets partition 0 to the start of a new topic.
+    let opts = a_opts(&env);
+    lakestream::sink::record_offsets(
+        &opts,
+        "events",
+        &BTreeMap::from([(0, -1)]),
+        lakestream::source::Record::Exactly,
+        None,
+    )
+    .await
+    .expect("reset");
+    // The new topic's first 40 records, committed by the standby on its old snapshot.
+    let (batch, info) = rows(0, 0, 39);
+    let outcome = standby
+        .commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
+    assert!(
+        matches!(outcome, CommitOutcome::Committed { rows: 40, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(env.count("events").await, 140);
+}
+
+/// Offsets that are no records (commit markers, aborted or compacted records) are
+/// recorded as passed, with the batch's records or on their own, and never lower what
+/// the table holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn positions_past_markers_are_recorded_and_never_go_back() {
+    let env = TestEnv::new("sink-through");
+    let mut sink = open(&env).await;
+    // Records 0..=3 of partition 0, the consumer past the marker at 4; partition 1 had
+    // only a marker at 0.
+    let (batch, mut info) = rows(0, 0, 3);
+    info.through = BTreeMap::from([(0, 4), (1, 0)]);
+    sink.commit(&batch, &info, Write::Append)
+        .await
+        .expect("commit");
+    assert_eq!(sink.committed_offset(0).await.expect("txn"), Some(4));
+    assert_eq!(sink.committed_offset(1).await.expect("txn"), Some(0));
+    // Positions alone: one commit with no data, then nothing more to record.
+    let only = BatchInfo {
+        ranges: BTreeMap::new(),
+        with_batch_id: false,
+        topic_id: None,
+        through: BTreeMap::from([(0, 6), (1, 0)]),
+    };
+    let version = sink.advance(&only).await.expect("advance");
+    assert!(version.is_some());
+    assert_eq!(sink.advance(&only).await.expect("advance"), None);
+    let stale = BatchInfo {
+        through: BTreeMap::from([(0, 2)]),
+        ..only
+    };
+    assert_eq!(sink.advance(&stale).await.expect("advance"), None);
+    let mut fresh = open(&env).await;
+    assert_eq!(fresh.committed_offset(0).await.expect("txn"), Some(6));
+    assert_eq!(env.count("events").await, 4);
 }

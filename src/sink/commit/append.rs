@@ -11,8 +11,12 @@ impl DeltaSink {
         batch: &BatchInfo,
         written: &mut Option<Written>,
     ) -> Result<CommitOutcome, AttemptError> {
-        let (committed, new_ranges) = self.new_part(batch).await?;
-        let Some(new_ranges) = new_ranges else {
+        let NewPart {
+            committed,
+            ranges,
+            record,
+        } = self.new_part(batch).await?;
+        let Some(new_ranges) = ranges else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
         let files = match written.take() {
@@ -50,7 +54,13 @@ impl DeltaSink {
         } else {
             None
         };
-        let props = self.properties(&new_ranges, (batch_id, batch.topic_id), rows_added, None);
+        let props = self.properties(
+            &record,
+            &new_ranges,
+            (batch_id, batch.topic_id),
+            rows_added,
+            None,
+        );
         let mut actions = Vec::with_capacity(adds.len() + 1);
         if let Some(schema) = &widened {
             crate::failpoint::hit("before_schema_change", &self.opts.pipeline);
@@ -62,7 +72,7 @@ impl DeltaSink {
             .commit_actions(actions, props, OutputMode::Append, batch_id)
             .await?;
         *written = None;
-        self.landed(&new_ranges, batch, batch_id);
+        self.landed(&record, batch, batch_id);
         Ok(CommitOutcome::Committed {
             version,
             batch_id,

@@ -81,6 +81,11 @@ pub struct BatchInfo {
     /// The id of the topic the batch was read from (`TopicId::fingerprint`), recorded
     /// beside each partition's offset; None where the broker keeps no topic ids.
     pub topic_id: Option<i64>,
+    /// Per partition the consumer read, the last offset it had passed when the batch
+    /// closed (its position - 1): every offset up to it is in this batch, an earlier
+    /// one, or no record (a commit marker, an aborted or compacted-away record). The
+    /// table records it, so it never resumes before offsets that are no records.
+    pub through: BTreeMap<i32, i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +255,17 @@ impl DeltaSink {
         Ok(v)
     }
 
+    /// The last offset the table holds for each of `batch`'s partitions, as this sink
+    /// last read or committed it.
+    pub fn held(&self, batch: &BatchInfo) -> BTreeMap<i32, i64> {
+        batch
+            .ranges
+            .keys()
+            .chain(batch.through.keys())
+            .filter_map(|p| Some((*p, (*self.committed.get(p)?)?)))
+            .collect()
+    }
+
     /// The id of the topic `partition`'s offset was read from (see `BatchInfo::topic_id`).
     pub async fn committed_topic(&mut self, partition: i32) -> Result<Option<i64>, SinkError> {
         self.cached_stamp(partition).await.map_err(|e| self.err(e))
@@ -292,12 +308,21 @@ impl DeltaSink {
         let mut conflicts = Backoff::new(Duration::from_millis(5), Duration::from_millis(500));
         // Files written for a given set of new offset ranges, kept across retries.
         let mut written: Option<Written> = None;
+        // A batch is dropped as already committed only as the table is now, never as
+        // this sink last saw it: another member may have reset the offsets since.
+        let mut reread = false;
         loop {
             let result = match &mut write {
                 Write::Query(engine) => self.try_stream(rows, batch, engine).await,
                 Write::Upsert { keys } => self.try_upsert(rows, batch, keys).await,
                 Write::Append => self.try_commit(rows, batch, &mut written).await,
             };
+            if matches!(result, Ok(CommitOutcome::AlreadyCommitted)) && !reread {
+                reread = true;
+                if self.refresh().await.is_ok() {
+                    continue;
+                }
+            }
             let error = match result {
                 Ok(outcome) => {
                     if let CommitOutcome::Committed { version, .. } = outcome {
@@ -361,27 +386,79 @@ impl DeltaSink {
         self.last_commit = Some(version);
     }
 
-    /// Offsets the table holds for the batch's partitions, and the part it lacks.
-    async fn new_part(
-        &mut self,
-        batch: &BatchInfo,
-    ) -> Result<
-        (
-            HashMap<i32, Option<i64>>,
-            Option<BTreeMap<i32, OffsetRange>>,
-        ),
-        DeltaTableError,
-    > {
+    /// Offsets the table holds for the batch's partitions, the part it lacks, and the
+    /// offset to record per partition (see [`BatchInfo::through`]).
+    async fn new_part(&mut self, batch: &BatchInfo) -> Result<NewPart, DeltaTableError> {
         let mut committed = HashMap::new();
-        for &p in batch.ranges.keys() {
+        for &p in batch.ranges.keys().chain(batch.through.keys()) {
+            if committed.contains_key(&p) {
+                continue;
+            }
             let v = match self.stale(p, batch.topic_id).await? {
                 true => Some(i64::MAX),
                 false => self.cached_offset(p).await?,
             };
             committed.insert(p, v);
         }
-        let new = new_ranges(&batch.ranges, &committed);
-        Ok((committed, new))
+        let ranges = new_ranges(&batch.ranges, &committed);
+        let record = to_record(ranges.as_ref(), &batch.through, &committed);
+        Ok(NewPart {
+            committed,
+            ranges,
+            record,
+        })
+    }
+
+    /// Record that the table holds every offset up to `batch.through` where it holds
+    /// less: a commit with no data, for offsets that were no records. None when there
+    /// was nothing to record.
+    pub async fn advance(&mut self, batch: &BatchInfo) -> Result<Option<i64>, SinkError> {
+        let mut conflicts = Backoff::new(Duration::from_millis(5), Duration::from_millis(500));
+        let started = Instant::now();
+        loop {
+            let attempt = async {
+                let part = self.new_part(batch).await?;
+                if part.record.is_empty() {
+                    return Ok(None);
+                }
+                let only = Some(("positionsOnly", Value::Bool(true)));
+                let no_records = BTreeMap::new();
+                let props =
+                    self.properties(&part.record, &no_records, (None, batch.topic_id), 0, only);
+                let version = self
+                    .commit_actions(Vec::new(), props, OutputMode::Append, None)
+                    .await?;
+                self.landed(&part.record, batch, None);
+                debug!(table = %self.name, offsets = ?part.record, "positions past offsets without records recorded");
+                Ok(Some(version))
+            }
+            .await;
+            match attempt {
+                Ok(version) => return Ok(version),
+                Err(e) if started.elapsed() > self.opts.retry_timeout => {
+                    return Err(SinkError::GaveUp {
+                        table: self.name.clone(),
+                        seconds: started.elapsed().as_secs(),
+                        cause: Box::new(e),
+                    })
+                }
+                Err(e) => {
+                    let conflict = e.retry() == Retry::Conflict;
+                    let wait = match conflict {
+                        true => conflicts.next_wait(),
+                        false => Duration::from_millis(500),
+                    };
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        // Only positions: the next run records them again.
+                        () = self.opts.shutdown.cancelled() => return Ok(None),
+                    }
+                    if let Err(e) = self.refresh().await {
+                        warn!(table = %self.name, error = %e, "cannot re-read the table");
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the batch's records of `partition` come from an earlier incarnation of
@@ -409,8 +486,11 @@ impl DeltaSink {
         Ok(last.map_or(0, |v| v + 1))
     }
 
+    /// The commit's `txn` actions (the offsets in `record`, the batch id) and its
+    /// `lakestream` entry (the new records' `new_ranges`).
     fn properties(
         &self,
+        record: &BTreeMap<i32, i64>,
         new_ranges: &BTreeMap<i32, OffsetRange>,
         batch: (Option<i64>, Option<i64>),
         rows: usize,
@@ -419,7 +499,7 @@ impl DeltaSink {
         let (batch_id, topic_id) = batch;
         let mut txns = offset_txns(
             (&self.opts.pipeline, &self.opts.topic),
-            new_ranges.iter().map(|(&p, r)| (p, r.last)),
+            record.iter().map(|(&p, &o)| (p, o)),
             topic_id,
         );
         if let Some(id) = batch_id {
@@ -465,14 +545,9 @@ impl DeltaSink {
         Ok(finalized.version() as i64)
     }
 
-    fn landed(
-        &mut self,
-        new_ranges: &BTreeMap<i32, OffsetRange>,
-        batch: &BatchInfo,
-        batch_id: Option<i64>,
-    ) {
-        for (p, r) in new_ranges {
-            self.committed.insert(*p, Some(r.last));
+    fn landed(&mut self, record: &BTreeMap<i32, i64>, batch: &BatchInfo, batch_id: Option<i64>) {
+        for (p, last) in record {
+            self.committed.insert(*p, Some(*last));
             if batch.topic_id.is_some() {
                 self.stamps.insert(*p, batch.topic_id);
             }
@@ -495,6 +570,37 @@ impl DeltaSink {
         self.timings.write_ms += ms_since(t);
         adds
     }
+}
+
+/// What [`DeltaSink::new_part`] found.
+struct NewPart {
+    /// What the table holds per partition of the batch (`i64::MAX`: records of a
+    /// deleted topic, never written).
+    committed: HashMap<i32, Option<i64>>,
+    /// The records' ranges the table lacks (None: it holds them all).
+    ranges: Option<BTreeMap<i32, OffsetRange>>,
+    /// The offset to record per partition: the new records' last, or the consumer's
+    /// position past them where the table holds less.
+    record: BTreeMap<i32, i64>,
+}
+
+fn to_record(
+    ranges: Option<&BTreeMap<i32, OffsetRange>>,
+    through: &BTreeMap<i32, i64>,
+    committed: &HashMap<i32, Option<i64>>,
+) -> BTreeMap<i32, i64> {
+    let mut record: BTreeMap<i32, i64> = ranges
+        .into_iter()
+        .flatten()
+        .map(|(&p, r)| (p, r.last))
+        .collect();
+    for (&p, &last) in through {
+        let held = committed.get(&p).copied().flatten();
+        if held.is_none_or(|h| h < last) && record.get(&p).is_none_or(|&r| r < last) {
+            record.insert(p, last);
+        }
+    }
+    record
 }
 
 /// The rows of `batch` the table does not hold yet (all of them unless another writer

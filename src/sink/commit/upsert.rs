@@ -12,8 +12,12 @@ impl DeltaSink {
         batch: &BatchInfo,
         keys: &[String],
     ) -> Result<CommitOutcome, AttemptError> {
-        let (committed, new_ranges) = self.new_part(batch).await?;
-        let Some(new_ranges) = new_ranges else {
+        let NewPart {
+            committed,
+            ranges,
+            record,
+        } = self.new_part(batch).await?;
+        let Some(new_ranges) = ranges else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
         let changes = rows_beyond(rows, batch, &new_ranges, &committed)?;
@@ -22,7 +26,13 @@ impl DeltaSink {
             false => None,
         };
         let count = changes.num_rows();
-        let props = self.properties(&new_ranges, (batch_id, batch.topic_id), count, None);
+        let props = self.properties(
+            &record,
+            &new_ranges,
+            (batch_id, batch.topic_id),
+            count,
+            None,
+        );
         let version = match count {
             0 => {
                 self.commit_actions(Vec::new(), props, OutputMode::Update, batch_id)
@@ -30,7 +40,7 @@ impl DeltaSink {
             }
             _ => self.merge_changes(changes, keys, props).await?,
         };
-        self.landed(&new_ranges, batch, batch_id);
+        self.landed(&record, batch, batch_id);
         Ok(CommitOutcome::Committed {
             version,
             batch_id,

@@ -120,14 +120,29 @@ impl MariaDb {
         db
     }
 
+    /// A server initialised the way Debian's package does it: root logs in only through
+    /// the unix socket (as the OS user root), with no password; nothing else exists.
+    pub(crate) fn start_as_debian_ships(parent: &Path) -> Self {
+        Self::init(parent, "socket", Vec::new())
+    }
+
+    /// The server's unix socket.
+    pub(crate) fn socket(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
     fn start_with(parent: &Path, args: Vec<String>) -> Self {
+        Self::init(parent, "normal", args)
+    }
+
+    fn init(parent: &Path, root_auth: &str, args: Vec<String>) -> Self {
         let dir = parent.join("mariadb");
         // Its own tmpdir: two bootstraps sharing /tmp collide on temporary table names.
         let tmp = dir.join("tmp");
         std::fs::create_dir_all(&tmp).expect("tmpdir");
         let out = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=root", "--skip-test-db"])
-            .arg("--auth-root-authentication-method=normal")
+            .arg(format!("--auth-root-authentication-method={root_auth}"))
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--tmpdir={}", tmp.display()))
             .output()
@@ -192,7 +207,9 @@ impl MariaDb {
             "mysql.enabled=true".into(),
             "mysql.host=127.0.0.1".into(),
             format!("mysql.port={}", self.port),
+            // The private server's root has no password (no password file either).
             "mysql.user=root".into(),
+            "mysql.password_file=".into(),
             format!("mysql.database={database}"),
             "mysql.interval=300ms".into(),
         ]
