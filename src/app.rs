@@ -37,7 +37,8 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
         .checked()
         .await?;
     check_access(&connection, &readers).await?;
-    crate::sink::check_conditional_put(&crate::storage::Storage::new(&plan.storage)).await?;
+    // A root that cannot be written, a missing bucket, denied credentials: at once.
+    crate::sink::check_storage(&crate::storage::Storage::new(&plan.storage)).await?;
 
     let supervisor = Supervisor::new(opts.drain_timeout);
     let sync = start_sync(&plan, &supervisor, opts);
@@ -260,6 +261,17 @@ impl Running {
         let shutdown = self.supervisor.shutdown().clone();
         self.started += 1;
         let readers = self.readers.max(self.started);
+        if self.started > self.readers {
+            // The readers started earlier keep the larger shares librdkafka was created
+            // with: say so rather than pretend the limit still holds.
+            tracing::warn!(
+                readers = self.started,
+                split_among = self.readers,
+                memory_limit = %bytesize::ByteSize(self.plan.memory_limit),
+                "a topic appeared while running: memory_limit was split among the readers at \
+                 start, so this reader's share comes on top of it; restart to split it anew"
+            );
+        }
         let started =
             crate::pipeline::start_source(pipelines, self.opts, readers, &shutdown).await?;
         for (name, run) in started.pipelines {

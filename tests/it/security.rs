@@ -293,3 +293,21 @@ async fn a_refused_oidc_client_fails_at_start_saying_what_to_check() {
         "the secret is never printed: {err}"
     );
 }
+
+/// A certificate the trusted CA signed, for other names than the one connected to: the
+/// hint names the host, not the CA (OpenSSL words both "certificate verify failed").
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_for_another_host_gets_the_host_name_hint() {
+    let mut env = TestEnv::new("hostname");
+    scram(&mut env, PASSWORD);
+    // "127.1" reaches 127.0.0.1, but the broker's certificate names 127.0.0.1 and
+    // localhost only.
+    let port = sasl_brokers()
+        .rsplit(':')
+        .next()
+        .unwrap_or("9093")
+        .to_string();
+    env.overrides.push(format!("kafka.brokers=127.1:{port}"));
+    let err = fails_at_start(&env, &["does not name the host", "verify_hostname"]);
+    assert!(!err.contains("not signed by a CA"), "{err}");
+}
