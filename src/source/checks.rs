@@ -32,16 +32,8 @@ impl KafkaSource {
             return Ok(true);
         }
         let topic = &self.settings.topic;
-        let mut tpl = TopicPartitionList::new();
-        for &p in gaps.keys() {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .map_err(SourceError::kafka(topic))?;
-        }
         let lows = loop {
-            match self
-                .ids
-                .offsets_for_times(tpl.clone(), Duration::from_secs(10))
-            {
+            match super::first_offsets(&self.ids, topic, gaps.keys().copied()) {
                 Ok(lows) => break lows,
                 Err(e) if !stop.is_cancelled() => {
                     warn!(topic = %topic, error = %e, "cannot read the partitions' first offsets; retrying");
@@ -51,9 +43,8 @@ impl KafkaSource {
             }
         };
         for (p, gap) in gaps {
-            let low = match lows.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(low)) => low,
-                _ => continue,
+            let Some(&low) = lows.get(&p) else {
+                continue;
             };
             if low > gap.from {
                 self.lost(&format!(

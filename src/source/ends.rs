@@ -75,6 +75,34 @@ pub fn partition_end(
     Ok(end)
 }
 
+/// The first retained offset (low watermark) of each of `partitions`, in one
+/// ListOffsets(earliest) request per leader through `client` (a consumer with no
+/// assignment answers at once: a consumer's own connections queue requests behind the
+/// fetch the broker is holding).
+pub fn first_offsets<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    topic: &str,
+    partitions: impl IntoIterator<Item = i32>,
+) -> Result<BTreeMap<i32, i64>, SourceError> {
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in partitions {
+        // Offset::Beginning is the "timestamp" -2: the protocol's "earliest".
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .map_err(SourceError::kafka(topic))?;
+    }
+    let answer = client
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .map_err(SourceError::kafka(topic))?;
+    Ok(answer
+        .elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(low) if e.error().is_ok() => Some((e.partition(), low)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// A reader whose ListOffsets(latest) answers the high watermark. Under read_committed
 /// the broker answers the last stable offset instead, which stops short of an open
 /// transaction and of the committed records behind it: "caught up" there would end a

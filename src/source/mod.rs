@@ -22,7 +22,7 @@ pub use batch::{OffsetRange, ProducedAt, RawBatch};
 pub use client::{Connection, KafkaContext};
 pub use consumer::{ConsumerSettings, KafkaSource, SourceHandle};
 pub use context::DataLossPolicy;
-pub use ends::{partition_end, topic_bounds, topic_partitions, Bounds};
+pub use ends::{first_offsets, partition_end, topic_bounds, topic_partitions, Bounds};
 pub use offsets::{Committed, OffsetStore, Record};
 pub use times::{offsets_for_time, topic_offsets_for_time};
 pub use topic_id::{topic_id, TopicId};

@@ -366,3 +366,21 @@ async fn a_start_time_just_after_a_transaction_is_taken_from_the_broker() {
     let (early, late) = (tagged(&env, "early").await, tagged(&env, "late").await);
     assert_eq!((early, late), (0, 8));
 }
+
+/// The gap check's probe: one request answers each partition's first retained offset
+/// (what a gap's start is compared with).
+#[tokio::test(flavor = "multi_thread")]
+async fn first_offsets_are_the_low_watermarks() {
+    let env = TestEnv::new("first-offsets");
+    tool(&["create-topic", &env.topic, "4"]);
+    tool(&["produce", &env.topic, "none", "400", "x"]);
+    tool(&["delete-records", &env.topic, "2", "60"]);
+    let client = crate::common::connection()
+        .consumer("lakestream-test", &[])
+        .expect("consumer");
+    let lows = lakestream::source::first_offsets(&client, &env.topic, 0..4).expect("lows");
+    assert_eq!(
+        lows,
+        std::collections::BTreeMap::from([(0, 0), (1, 0), (2, 60), (3, 0)])
+    );
+}
