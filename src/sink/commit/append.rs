@@ -11,18 +11,15 @@ impl DeltaSink {
         batch: &BatchInfo,
         written: &mut Option<Written>,
     ) -> Result<CommitOutcome, AttemptError> {
-        let NewPart {
-            committed,
-            ranges,
-            record,
-        } = self.new_part(batch).await?;
-        let Some(new_ranges) = ranges else {
+        let part = self.new_part(batch).await?;
+        let Some(new_ranges) = part.ranges.clone() else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
+        let (committed, record) = (&part.committed, &part.record);
         let files = match written.take() {
             Some(files) if files.ranges == new_ranges => files,
             _ => {
-                let keep = rows_beyond(rows, batch, &new_ranges, &committed)?;
+                let keep = rows_beyond(rows, batch, &new_ranges, committed)?;
                 let rows = keep.num_rows();
                 let schema = keep.schema();
                 let t = Instant::now();
@@ -55,7 +52,7 @@ impl DeltaSink {
             None
         };
         let props = self.properties(
-            &record,
+            record,
             &new_ranges,
             (batch_id, batch.topic_id),
             rows_added,
@@ -72,7 +69,7 @@ impl DeltaSink {
             .commit_actions(actions, props, OutputMode::Append, batch_id)
             .await?;
         *written = None;
-        self.landed(&record, batch, batch_id);
+        self.landed(record, batch, batch_id);
         Ok(CommitOutcome::Committed {
             version,
             batch_id,

@@ -93,15 +93,12 @@ impl DeltaSink {
         batch: &BatchInfo,
         engine: &mut Engine,
     ) -> Result<CommitOutcome, AttemptError> {
-        let NewPart {
-            committed,
-            ranges,
-            record,
-        } = self.new_part(batch).await?;
-        let Some(new_ranges) = ranges else {
+        let part = self.new_part(batch).await?;
+        let Some(new_ranges) = part.ranges.clone() else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
-        let input = rows_beyond(rows, batch, &new_ranges, &committed)?;
+        let (committed, record) = (&part.committed, &part.record);
+        let input = rows_beyond(rows, batch, &new_ranges, committed)?;
         let t = Instant::now();
         let current = self
             .stream_state(engine)
@@ -129,7 +126,7 @@ impl DeltaSink {
         });
         let emitted = step.emit.rows().num_rows();
         let mut props = self.properties(
-            &record,
+            record,
             &new_ranges,
             (Some(batch_id), batch.topic_id),
             emitted,
@@ -166,7 +163,7 @@ impl DeltaSink {
             }
             Emit::Merge(out) => self.merge_aggregate(out, engine.shape(), props).await?,
         };
-        self.landed(&record, batch, Some(batch_id));
+        self.landed(record, batch, Some(batch_id));
         let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
         let watermark = step.state.clock.watermark;
         self.stream = Some((snapshot, step.state));

@@ -12,27 +12,18 @@ impl DeltaSink {
         batch: &BatchInfo,
         keys: &[String],
     ) -> Result<CommitOutcome, AttemptError> {
-        let NewPart {
-            committed,
-            ranges,
-            record,
-        } = self.new_part(batch).await?;
-        let Some(new_ranges) = ranges else {
+        let part = self.new_part(batch).await?;
+        let Some(new_ranges) = part.ranges.clone() else {
             return Ok(CommitOutcome::AlreadyCommitted);
         };
-        let changes = rows_beyond(rows, batch, &new_ranges, &committed)?;
+        let (committed, record) = (&part.committed, &part.record);
+        let changes = rows_beyond(rows, batch, &new_ranges, committed)?;
         let batch_id = match batch.with_batch_id {
             true => Some(self.next_batch_id().await?),
             false => None,
         };
         let count = changes.num_rows();
-        let props = self.properties(
-            &record,
-            &new_ranges,
-            (batch_id, batch.topic_id),
-            count,
-            None,
-        );
+        let props = self.properties(record, &new_ranges, (batch_id, batch.topic_id), count, None);
         let version = match count {
             0 => {
                 self.commit_actions(Vec::new(), props, OutputMode::Update, batch_id)
@@ -40,7 +31,7 @@ impl DeltaSink {
             }
             _ => self.merge_changes(changes, keys, props).await?,
         };
-        self.landed(&record, batch, batch_id);
+        self.landed(record, batch, batch_id);
         Ok(CommitOutcome::Committed {
             version,
             batch_id,
