@@ -16,17 +16,27 @@ use crate::storage::Storage;
 /// Folder (under the storage root) the probe writes its two objects to.
 const PROBE_TABLE: &str = "_lakestream_probe";
 
-/// `lakestream check`: write and delete a scratch object under the storage root (a
-/// folder no table uses), then [`check_conditional_put`]. What was found.
-pub async fn check_storage(storage: &Storage) -> Result<String, SinkError> {
+/// The object store of the probe's folder under the storage root.
+fn probe_store(storage: &Storage) -> Result<deltalake::logstore::ObjectStoreRef, SinkError> {
     let err = |e: DeltaTableError| SinkError::delta(PROBE_TABLE, e);
     let url = storage.url(PROBE_TABLE)?;
-    let store = DeltaTableBuilder::from_url(url)
+    Ok(DeltaTableBuilder::from_url(url)
         .map_err(err)?
         .with_storage_options(storage.options.clone())
         .build_storage()
         .map_err(err)?
-        .object_store(None);
+        .object_store(None))
+}
+
+fn is_s3(root: &str) -> bool {
+    root.starts_with("s3://") || root.starts_with("s3a://")
+}
+
+/// `lakestream check`: write and delete a scratch object under the storage root (a
+/// folder no table uses), then [`check_conditional_put`]. What was found.
+pub async fn check_storage(storage: &Storage) -> Result<String, SinkError> {
+    let err = |e: DeltaTableError| SinkError::delta(PROBE_TABLE, e);
+    let store = probe_store(storage)?;
     let key = Path::from(format!("check-{}.probe", uuid::Uuid::new_v4().simple()));
     store
         .put(&key, PutPayload::from_static(b"lakestream check"))
@@ -34,7 +44,7 @@ pub async fn check_storage(storage: &Storage) -> Result<String, SinkError> {
         .map_err(|e| err(e.into()))?;
     store.delete(&key).await.map_err(|e| err(e.into()))?;
     check_conditional_put(storage).await?;
-    let safe = match storage.root.starts_with("s3://") || storage.root.starts_with("s3a://") {
+    let safe = match is_s3(&storage.root) {
         true => "; concurrent commits are safe (a second conditional create is refused)",
         false => "",
     };
@@ -52,7 +62,7 @@ pub async fn check_conditional_put(storage: &Storage) -> Result<(), SinkError> {
             .find(|(key, _)| key.eq_ignore_ascii_case(k))
             .map(|(_, v)| v.as_str())
     };
-    if !root.starts_with("s3://") && !root.starts_with("s3a://") {
+    if !is_s3(root) {
         return Ok(());
     }
     if option("aws_s3_locking_provider") == Some("dynamodb") {
@@ -66,13 +76,7 @@ pub async fn check_conditional_put(storage: &Storage) -> Result<(), SinkError> {
         return Ok(());
     }
     let err = |e: DeltaTableError| SinkError::delta(PROBE_TABLE, e);
-    let url = storage.url(PROBE_TABLE)?;
-    let store = DeltaTableBuilder::from_url(url)
-        .map_err(err)?
-        .with_storage_options(options.clone())
-        .build_storage()
-        .map_err(err)?
-        .object_store(None);
+    let store = probe_store(storage)?;
     let key = Path::from(format!("{}.probe", uuid::Uuid::new_v4().simple()));
     let create = || PutOptions {
         mode: PutMode::Create,
