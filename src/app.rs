@@ -387,7 +387,9 @@ async fn watch_topics(
                     }
                 }
             }
-            Err(e) => warn!(source = %source.name, error = %e, "cannot list topics; trying again"),
+            Err(e) => {
+                warn!(source = %source.name, error = %crate::report::Report(&e), "cannot list topics; trying again")
+            }
         }
     }
 }
@@ -422,6 +424,8 @@ async fn serve_status<'p>(
             supervisor.spawn_helper(observed.refresh_tables(stop.clone()));
             supervisor.spawn_helper(server.run(stop.clone()));
         }
-        Err(e) => warn!(error = %e, "status page not served; set http.listen to a free address"),
+        Err(e) => {
+            warn!(error = %crate::report::Report(&e), "status page not served; set http.listen to a free address")
+        }
     }
 }

@@ -28,7 +28,7 @@ pub enum Error {
     Pipeline { pipeline: String, message: String },
     #[error("{option}: {message}")]
     Usage { option: String, message: String },
-    #[error("task '{task}' panicked or was aborted: {cause}")]
+    #[error("task '{task}' panicked or was aborted")]
     Task {
         task: String,
         #[source]
@@ -40,6 +40,6 @@ pub enum Error {
         of: usize,
         parts: String,
     },
-    #[error("decoding a batch: {0}")]
+    #[error("decoding a batch")]
     Decode(#[from] crate::decode::DecodeError),
 }

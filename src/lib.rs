@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
+pub mod report;
 pub mod retry;
 pub mod sink;
 pub mod source;

@@ -13,7 +13,7 @@ use crate::config::StorageConfig;
 pub enum StorageError {
     #[error("table '{table}': bad location: {message}")]
     Location { table: String, message: String },
-    #[error("table '{table}': {cause}")]
+    #[error("table '{table}'")]
     Delta {
         table: String,
         #[source]

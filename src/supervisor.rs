@@ -44,7 +44,9 @@ impl Supervisor {
             Ok(signals) => {
                 helpers.spawn(signals.watch(shutdown.clone(), done.clone(), grace));
             }
-            Err(e) => warn!(error = %e, "cannot listen for signals; stop with SIGKILL"),
+            Err(e) => {
+                warn!(error = %crate::report::Report(&e), "cannot listen for signals; stop with SIGKILL")
+            }
         }
         Self {
             critical: JoinSet::new(),
@@ -92,7 +94,7 @@ impl Supervisor {
 
     /// `task` failed: stop everything, keep the first error.
     pub fn fail(&mut self, task: &str, e: Error) {
-        error!(task, error = %e, "failed; stopping the others");
+        error!(task, error = %crate::report::Report(&e), "failed; stopping the others");
         self.shutdown.cancel();
         self.first_error.get_or_insert(e);
     }

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::config::{Mode, Plan, Topics};
 use crate::pipeline::Pipeline;
+use crate::report::Report;
 use crate::source::Connection;
 use crate::storage::Storage;
 
@@ -31,11 +32,20 @@ impl CheckLine {
         }
     }
 
-    fn failed(part: &'static str, error: impl std::fmt::Display) -> Self {
+    /// A failed part, saying the error and its causes (after `context`, if any).
+    fn failed(part: &'static str, error: impl std::error::Error + 'static) -> Self {
+        Self::failed_in(part, "", &error)
+    }
+
+    fn failed_in(
+        part: &'static str,
+        context: &str,
+        error: &(dyn std::error::Error + 'static),
+    ) -> Self {
         Self {
             part,
             ok: false,
-            detail: error.to_string(),
+            detail: format!("{context}{}", Report(error)),
         }
     }
 }
@@ -131,7 +141,7 @@ async fn kafka(plan: &Plan) -> Vec<CheckLine> {
 async fn storage(storage: &Storage) -> CheckLine {
     match crate::sink::check_storage(storage).await {
         Ok(what) => CheckLine::ok("storage", format!("{}: {what}", storage.root)),
-        Err(e) => CheckLine::failed("storage", format!("{}: {e}", storage.root)),
+        Err(e) => CheckLine::failed_in("storage", &format!("{}: ", storage.root), &e),
     }
 }
 
@@ -170,7 +180,7 @@ async fn sql(plan: &Arc<Plan>) -> Vec<CheckLine> {
                     "sql",
                     format!("pipeline '{}': plans, {columns} output columns", spec.name),
                 ),
-                Err(e) => CheckLine::failed("sql", format!("pipeline '{}': {e}", spec.name)),
+                Err(e) => CheckLine::failed_in("sql", &format!("pipeline '{}': ", spec.name), &e),
             });
         }
     }

@@ -26,9 +26,9 @@ pub async fn query(config: &Plan, args: QueryArgs) -> Result<()> {
 fn at(args: &crate::cli::AtArgs) -> Result<At> {
     Ok(match (args.version, args.as_of.as_deref()) {
         (Some(v), _) => At::Version(v),
-        (None, Some(t)) => At::Time(query::parse_time(t).map_err(|message| Error::Usage {
+        (None, Some(t)) => At::Time(query::parse_time(t).map_err(|e| Error::Usage {
             option: "--as-of".into(),
-            message,
+            message: e.to_string(),
         })?),
         (None, None) => At::Latest,
     })

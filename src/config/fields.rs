@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use super::ParseError;
+
 /// One declared field of a source's JSON messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldSpec {
@@ -78,29 +80,37 @@ impl FieldType {
 
 impl FieldSpec {
     /// Parse `name TYPE [NOT NULL]`; the error says what was expected.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         let words: Vec<&str> = text.split_whitespace().collect();
         let (name, ty, rest) = match words.as_slice() {
             [name, ty, rest @ ..] => (*name, *ty, rest),
-            _ => return Err(format!("'{text}': expected \"name TYPE [NOT NULL]\"")),
+            _ => {
+                return Err(ParseError(format!(
+                    "'{text}': expected \"name TYPE [NOT NULL]\""
+                )))
+            }
         };
         let ty = FieldType::parse(ty).ok_or_else(|| {
-            format!(
+            ParseError::new(format!(
                 "'{text}': unknown type '{ty}' (string, int32, int64, double, boolean, date, \
                  timestamp, timestamp_s, timestamp_ms, timestamp_us)"
-            )
+            ))
         })?;
         let required = match rest {
             [] => false,
             [not, null] if not.eq_ignore_ascii_case("not") && null.eq_ignore_ascii_case("null") => {
                 true
             }
-            _ => return Err(format!("'{text}': only NOT NULL may follow the type")),
+            _ => {
+                return Err(ParseError(format!(
+                    "'{text}': only NOT NULL may follow the type"
+                )))
+            }
         };
         if !is_identifier(name) {
-            return Err(format!(
+            return Err(ParseError(format!(
                 "'{text}': field name must match [A-Za-z_][A-Za-z0-9_]{{0,63}}"
-            ));
+            )));
         }
         Ok(Self {
             name: name.to_string(),

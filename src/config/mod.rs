@@ -133,6 +133,24 @@ pub enum ConfigError {
     Key { key: String, message: String },
 }
 
+/// A value that does not parse, saying what was expected: the error of the config's small
+/// grammars (fields, schedules, start positions), which the caller puts under its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+impl ParseError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl From<ParseError> for String {
+    fn from(e: ParseError) -> Self {
+        e.0
+    }
+}
+
 impl ConfigError {
     pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Key {

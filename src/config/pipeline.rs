@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::SourceFormat;
+use super::{kafka_columns, ParseError, SourceFormat};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,7 +128,10 @@ impl PipelineConfig {
     /// Columns identifying an output row (see `keys`).
     pub fn row_keys(&self) -> Vec<String> {
         match (&self.sql, self.keys.is_empty()) {
-            (None, true) => vec!["kafka_partition".into(), "kafka_offset".into()],
+            (None, true) => vec![
+                kafka_columns::PARTITION.into(),
+                kafka_columns::OFFSET.into(),
+            ],
             _ => self.keys.clone(),
         }
     }
@@ -225,7 +228,7 @@ pub struct Derived {
 
 impl Derived {
     /// `date(col)` or `name = date(col)`; `None` for a plain column name.
-    pub fn parse(entry: &str) -> Option<Result<Self, String>> {
+    pub fn parse(entry: &str) -> Option<Result<Self, ParseError>> {
         let (name, expr) = match entry.split_once('=') {
             Some((n, e)) => (Some(n.trim()), e.trim()),
             None => (None, entry.trim()),
@@ -233,9 +236,9 @@ impl Derived {
         let inner = expr.strip_prefix("date(")?.strip_suffix(')')?.trim();
         let name = name.map_or_else(|| format!("{inner}_date"), str::to_string);
         if !super::is_identifier(&name) || !super::is_identifier(inner) {
-            return Some(Err(format!(
+            return Some(Err(ParseError(format!(
                 "'{entry}': expected date(FIELD) or NAME = date(FIELD)"
-            )));
+            ))));
         }
         Some(Ok(Self {
             name,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::fields::FieldSpec;
+use super::kafka_columns;
 use super::pipeline::{render_table, Derived, OutputMode, PipelineConfig, TOPIC};
 use super::source::{SchemaEvolution, SourceConfig, SourceFormat};
 use super::{
@@ -377,7 +378,11 @@ impl PipelinePlan {
     /// Columns written without dictionary encoding: the configured ones and the Kafka
     /// metadata columns that are near-unique.
     pub fn no_dictionary(&self) -> Vec<String> {
-        const NEAR_UNIQUE_METADATA: [&str; 3] = ["kafka_offset", "kafka_key", "kafka_timestamp"];
+        const NEAR_UNIQUE_METADATA: [&str; 3] = [
+            kafka_columns::OFFSET,
+            kafka_columns::KEY,
+            kafka_columns::TIMESTAMP,
+        ];
         let metadata = NEAR_UNIQUE_METADATA.map(String::from);
         self.no_dictionary_columns
             .iter()

@@ -7,6 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Deserializer};
 
+use super::ParseError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Schedule {
     Off,
@@ -15,7 +17,7 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         let text = text.trim();
         if text.eq_ignore_ascii_case("off") {
             return Ok(Self::Off);
@@ -24,12 +26,14 @@ impl Schedule {
             return Cron::parse(text).map(|c| Self::Cron(Box::new(c)));
         }
         match humantime::parse_duration(text) {
-            Ok(d) if d.is_zero() => Err("an interval must be positive (or say \"off\")".into()),
+            Ok(d) if d.is_zero() => Err(ParseError::new(
+                "an interval must be positive (or say \"off\")",
+            )),
             Ok(d) => Ok(Self::Every(d)),
-            Err(e) => Err(format!(
+            Err(e) => Err(ParseError(format!(
                 "'{text}' is neither an interval like \"10m\" ({e}), a five-field cron \
                  expression like \"0 3 * * *\", nor \"off\""
-            )),
+            ))),
         }
     }
 
@@ -80,10 +84,10 @@ pub struct Cron {
 }
 
 impl Cron {
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         let fields: Vec<&str> = text.split_whitespace().collect();
         let [m, h, dom, mon, dow] = fields[..] else {
-            return Err(format!("cron '{text}' must have five fields"));
+            return Err(ParseError(format!("cron '{text}' must have five fields")));
         };
         let mut weekdays = field(dow, 0, 7, "day-of-week")?;
         if weekdays[7] {
@@ -100,9 +104,9 @@ impl Cron {
             weekdays_any: dow == "*",
         };
         if !cron.can_fire() {
-            return Err(format!(
+            return Err(ParseError(format!(
                 "cron '{text}' never fires: no selected month has the selected day"
-            ));
+            )));
         }
         Ok(cron)
     }
@@ -143,9 +147,9 @@ impl Cron {
 }
 
 /// Which values of `lo..=hi` a field selects, indexed by value.
-fn field(text: &str, lo: u32, hi: u32, what: &str) -> Result<Vec<bool>, String> {
-    let bad = |why: &str| format!("cron {what} field '{text}': {why}");
-    let number = |s: &str| -> Result<u32, String> {
+fn field(text: &str, lo: u32, hi: u32, what: &str) -> Result<Vec<bool>, ParseError> {
+    let bad = |why: &str| ParseError(format!("cron {what} field '{text}': {why}"));
+    let number = |s: &str| -> Result<u32, ParseError> {
         let n: u32 = s
             .parse()
             .map_err(|_| bad(&format!("'{s}' is not a number")))?;
@@ -221,11 +225,18 @@ mod tests {
             Schedule::Every(Duration::from_secs(600))
         );
         assert_eq!(Schedule::parse("off").unwrap(), Schedule::Off);
-        assert!(Schedule::parse("0 25 * * *").unwrap_err().contains("hour"));
-        assert!(Schedule::parse("soon").unwrap_err().contains("cron"));
+        assert!(Schedule::parse("0 25 * * *")
+            .unwrap_err()
+            .to_string()
+            .contains("hour"));
+        assert!(Schedule::parse("soon")
+            .unwrap_err()
+            .to_string()
+            .contains("cron"));
         assert!(Schedule::parse("0s").is_err());
         assert!(Schedule::parse("0 0 31 2 *")
             .unwrap_err()
+            .to_string()
             .contains("never fires"));
         assert!(Schedule::parse("0 0 30 4,6 *").is_ok());
     }

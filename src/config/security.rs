@@ -346,10 +346,10 @@ impl SecurityConfig {
 
 #[cfg(test)]
 mod tests {
-    fn load(sets: &[&str]) -> Result<crate::config::Plan, String> {
+    fn load(sets: &[&str]) -> Result<crate::config::Plan, crate::config::ConfigError> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/lakestream.toml");
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        crate::config::load(&path, [], &sets).map_err(|e| e.to_string())
+        crate::config::load(&path, [], &sets)
     }
 
     #[test]
@@ -398,7 +398,7 @@ mod tests {
             ),
         ];
         for (sets, key) in cases {
-            let err = load(sets).expect_err("must be refused");
+            let err = load(sets).expect_err("must be refused").to_string();
             assert!(err.contains(key), "{sets:?}: {err}");
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Schedule;
+use super::{ParseError, Schedule};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,7 +215,7 @@ impl StartingOffsets {
 
 impl Start {
     /// `earliest`, `latest`, an RFC 3339 time or an offset.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         match text.trim() {
             "earliest" => Ok(Self::Earliest),
             "latest" => Ok(Self::Latest),
@@ -228,40 +228,40 @@ impl Start {
 }
 
 /// An RFC 3339 time (with a zone or `Z`) as milliseconds since the epoch.
-pub fn parse_time(text: &str) -> Result<i64, String> {
+pub fn parse_time(text: &str) -> Result<i64, ParseError> {
     chrono::DateTime::parse_from_rfc3339(text)
         .map(|t| t.timestamp_millis())
         .map_err(|e| {
-            format!(
+            ParseError(format!(
                 "'{text}' is not earliest, latest, an offset or an RFC 3339 time with a zone \
                  (2024-03-01T00:00:00Z): {e}"
-            )
+            ))
         })
 }
 
 impl TryFrom<toml::Value> for Start {
-    type Error = String;
+    type Error = ParseError;
 
-    fn try_from(value: toml::Value) -> Result<Self, String> {
+    fn try_from(value: toml::Value) -> Result<Self, ParseError> {
         match value {
             toml::Value::String(s) => Self::parse(&s),
             toml::Value::Datetime(d) => Self::parse(&d.to_string()),
             toml::Value::Integer(i) if i >= 0 => Ok(Self::Offset(i)),
-            other => Err(format!("{other} is not a start position")),
+            other => Err(ParseError(format!("{other} is not a start position"))),
         }
     }
 }
 
 impl TryFrom<toml::Value> for StartingOffsets {
-    type Error = String;
+    type Error = ParseError;
 
-    fn try_from(value: toml::Value) -> Result<Self, String> {
+    fn try_from(value: toml::Value) -> Result<Self, ParseError> {
         let value = match value {
             // A map given on the command line or in the environment arrives as text.
             toml::Value::String(text) if text.trim_start().starts_with('{') => {
                 let mut doc: toml::Table = format!("v = {text}")
                     .parse()
-                    .map_err(|e| format!("'{text}' is not a TOML inline table: {e}"))?;
+                    .map_err(|e| ParseError(format!("'{text}' is not a TOML inline table: {e}")))?;
                 doc.remove("v").unwrap_or(toml::Value::String(text))
             }
             other => other,
@@ -271,16 +271,15 @@ impl TryFrom<toml::Value> for StartingOffsets {
         };
         let mut out = Self::default();
         for (key, value) in map {
-            let start = Start::try_from(value).map_err(|e| format!("partition {key}: {e}"))?;
+            let start =
+                Start::try_from(value).map_err(|e| ParseError(format!("partition {key}: {e}")))?;
             if key == "*" {
                 out.others = start;
                 continue;
             }
-            let partition = key
-                .parse::<i32>()
-                .ok()
-                .filter(|p| *p >= 0)
-                .ok_or_else(|| format!("'{key}' is not a partition number (or \"*\")"))?;
+            let partition = key.parse::<i32>().ok().filter(|p| *p >= 0).ok_or_else(|| {
+                ParseError(format!("'{key}' is not a partition number (or \"*\")"))
+            })?;
             out.partitions.insert(partition, start);
         }
         Ok(out)

@@ -3,30 +3,32 @@
 
 use serde_json::{Map, Value};
 
+use super::Rejected;
+
 /// The record a Debezium change event carries, as a JSON object: `after` for a create,
 /// update or snapshot read, `before` for a delete (or the message key, when the source
 /// keeps no before image), with `cdc_op` and `cdc_source_ts` (from `source.ts_ms`)
 /// added. The `schema`/`payload` wrapper of the JSON converter with schemas is optional.
-pub(super) fn flatten(payload: &[u8], key: Option<&[u8]>) -> Result<Vec<u8>, String> {
+pub(super) fn flatten(payload: &[u8], key: Option<&[u8]>) -> Result<Vec<u8>, Rejected> {
     let event: Value =
-        serde_json::from_slice(payload).map_err(|e| format!("malformed JSON: {e}"))?;
+        serde_json::from_slice(payload).map_err(|e| Rejected::Malformed(e.to_string()))?;
     let event = unwrap(event);
     let Value::Object(event) = event else {
-        return Err("not a JSON object".into());
+        return Err(Rejected::NotObject);
     };
-    let op = event.get("op").and_then(Value::as_str).ok_or(
-        "not a Debezium change event (no \"op\"); use format = \"json\" for plain records",
-    )?;
+    let op = event
+        .get("op")
+        .and_then(Value::as_str)
+        .ok_or(Rejected::NoOp)?;
     let image = match op {
-        "c" | "u" | "r" => object(event.get("after"))
-            .ok_or_else(|| format!("Debezium '{op}' event without an \"after\" object"))?,
+        "c" | "u" | "r" => {
+            object(event.get("after")).ok_or_else(|| Rejected::NoAfter(op.into()))?
+        }
         "d" => object(event.get("before"))
             .or_else(|| key.and_then(key_object))
-            .ok_or("Debezium delete without a \"before\" object or a JSON message key")?,
-        "t" => {
-            return Err("Debezium truncate event: not applied (truncate the table by hand)".into())
-        }
-        other => return Err(format!("unknown Debezium op '{other}'")),
+            .ok_or(Rejected::NoBefore)?,
+        "t" => return Err(Rejected::Truncate),
+        other => return Err(Rejected::UnknownOp(other.into())),
     };
     let mut row = image;
     row.insert("cdc_op".into(), Value::String(op.into()));
@@ -40,7 +42,7 @@ pub(super) fn flatten(payload: &[u8], key: Option<&[u8]>) -> Result<Vec<u8>, Str
         let text = ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         row.insert("cdc_source_ts".into(), Value::String(text));
     }
-    serde_json::to_vec(&Value::Object(row)).map_err(|e| e.to_string())
+    serde_json::to_vec(&Value::Object(row)).map_err(Rejected::decoder)
 }
 
 /// A message key as a JSON object of key columns (`{"id": 7}`, also inside the
@@ -67,7 +69,7 @@ fn object(value: Option<&Value>) -> Option<Map<String, Value>> {
 mod tests {
     use super::*;
 
-    fn flat(payload: &str, key: Option<&str>) -> Result<Value, String> {
+    fn flat(payload: &str, key: Option<&str>) -> Result<Value, Rejected> {
         flatten(payload.as_bytes(), key.map(str::as_bytes))
             .map(|b| serde_json::from_slice(&b).unwrap())
     }
@@ -88,10 +90,11 @@ mod tests {
             (row["id"].as_i64(), row["cdc_op"].as_str()),
             (Some(9), Some("d"))
         );
-        assert!(flat(delete, None).unwrap_err().contains("before"));
-        assert!(flat(r#"{"id":1}"#, None).unwrap_err().contains("format"));
-        assert!(flat(r#"{"op":"t"}"#, None)
+        assert_eq!(flat(delete, None).unwrap_err(), Rejected::NoBefore);
+        assert!(flat(r#"{"id":1}"#, None)
             .unwrap_err()
-            .contains("truncate"));
+            .to_string()
+            .contains("format"));
+        assert_eq!(flat(r#"{"op":"t"}"#, None).unwrap_err(), Rejected::Truncate);
     }
 }

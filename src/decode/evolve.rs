@@ -11,6 +11,7 @@ use deltalake::arrow::datatypes::DataType;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tracing::{info, warn};
 
+use super::Rejected;
 use crate::config::{is_identifier, FieldType};
 use crate::source::RawBatch;
 
@@ -124,7 +125,7 @@ pub(super) struct Scan {
     /// Columns first seen in this batch.
     pub added: Vec<(String, Kind)>,
     /// Records whose value does not fit a learned column, with the reason.
-    pub conflicts: HashMap<usize, String>,
+    pub conflicts: HashMap<usize, Rejected>,
     /// Records holding an object or array in a learned text column (to be rewritten
     /// as JSON text before decoding).
     pub nested: HashSet<usize>,
@@ -151,7 +152,7 @@ impl Learner {
     }
 
     /// Learn from the records of `raw` not in `skip`.
-    pub(super) fn scan(&mut self, raw: &RawBatch, skip: &HashMap<usize, String>) -> Scan {
+    pub(super) fn scan(&mut self, raw: &RawBatch, skip: &HashMap<usize, Rejected>) -> Scan {
         let mut scan = Scan::default();
         let mut fields = Vec::new();
         for i in 0..raw.len() {
@@ -173,14 +174,13 @@ impl Learner {
             for (name, value) in fields.drain(..) {
                 match self.kinds.get(&name) {
                     Some(&kind) if !value.fits(kind) => {
-                        scan.conflicts.entry(i).or_insert_with(|| {
-                            format!(
-                                "wrong type: field '{name}' was added to the table as {} \
-                                 (schema_evolution = \"add_columns\"), this value is {}",
-                                kind.name(),
-                                value.name()
-                            )
-                        });
+                        scan.conflicts
+                            .entry(i)
+                            .or_insert_with(|| Rejected::Learned {
+                                field: name.clone(),
+                                kind: kind.name().into(),
+                                value: value.name().into(),
+                            });
                     }
                     Some(&kind) => {
                         if kind == Kind::Text && value == Value::Nested {
@@ -232,64 +232,6 @@ impl Learner {
             }
         }
         serde_json::to_vec(&map).ok()
-    }
-}
-
-impl super::JsonDecoder {
-    /// Add undeclared fields as columns (`schema_evolution = "add_columns"`).
-    pub fn with_evolution(mut self, add_columns: bool) -> Self {
-        self.learner = add_columns
-            .then(|| Learner::new(self.fields[..self.declared].iter().map(|f| f.name.clone())));
-        self
-    }
-
-    /// Take the columns a table already has beyond ours (learned by an earlier run), so
-    /// their values are read again and keep their types.
-    pub fn know_columns(&mut self, table: &deltalake::arrow::datatypes::Schema) {
-        let Some(learner) = self.learner.as_mut() else {
-            return;
-        };
-        let before = learner.learned().len();
-        for field in table.fields() {
-            if self.table_schema.field_with_name(field.name()).is_ok() {
-                continue;
-            }
-            if let Some(kind) = Kind::of(field.data_type()) {
-                learner.know(field.name(), kind);
-            }
-        }
-        if learner.learned().len() != before {
-            self.rebuild();
-        }
-    }
-
-    /// [`decode`](super::JsonDecoder::decode), learning new columns from the batch
-    /// first; values that do not fit a learned column are dead letters.
-    pub fn decode_evolving(
-        &mut self,
-        raw: &RawBatch,
-        threads: usize,
-    ) -> Result<super::Decoded, super::DecodeError> {
-        let mut unwrapped = self.unwrap(raw);
-        let Some(learner) = self.learner.as_mut() else {
-            return self.decode_unwrapped(raw, unwrapped, threads);
-        };
-        let source = unwrapped.flat.as_ref().unwrap_or(raw);
-        let scan = learner.scan(source, &unwrapped.errors);
-        let rewritten = (!scan.nested.is_empty()).then(|| {
-            source.rewritten(|i| match scan.nested.contains(&i) {
-                true => learner.flatten_nested(source.payload(i)),
-                false => None,
-            })
-        });
-        if rewritten.is_some() {
-            unwrapped.flat = rewritten;
-        }
-        unwrapped.errors.extend(scan.conflicts);
-        if !scan.added.is_empty() {
-            self.rebuild();
-        }
-        self.decode_unwrapped(raw, unwrapped, threads)
     }
 }
 
@@ -429,7 +371,9 @@ mod tests {
         );
         assert_eq!(scan.conflicts.keys().copied().collect::<Vec<_>>(), [2]);
         assert!(
-            scan.conflicts[&2].contains("'a' was added to the table as int64"),
+            scan.conflicts[&2]
+                .to_string()
+                .contains("'a' was added to the table as int64"),
             "{:?}",
             scan.conflicts
         );

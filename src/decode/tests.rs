@@ -1,7 +1,11 @@
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 
-use super::*;
+use deltalake::arrow::array::RecordBatch;
+
+use super::{dead_letter, fast, JsonDecoder};
+use crate::config::FieldSpec;
+use crate::source::RawBatch;
 
 fn decoder() -> JsonDecoder {
     let fields = [

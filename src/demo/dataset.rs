@@ -66,7 +66,7 @@ impl Dataset {
         let mut offset = 0u64;
         split_objects(BufReader::with_capacity(1 << 20, reader), |object| {
             let mut map: Map<String, Value> = serde_json::from_slice(object)
-                .map_err(|e| format!("record {}: {e}", entries.len() + 1))?;
+                .map_err(|e| invalid(format!("record {}: {e}", entries.len() + 1)))?;
             let field = |map: &Map<String, Value>, name: &str| {
                 map.get(name).map(|v| match v {
                     Value::String(s) => s.clone(),
@@ -79,10 +79,10 @@ impl Dataset {
                 Value::String(s) => s,
                 other => other.to_string(),
             });
-            let rest = serde_json::to_vec(&map).map_err(|e| e.to_string())?;
+            let rest = serde_json::to_vec(&map)?;
             // Keep the fields between the braces; the id is put back in front on replay.
             let inner = &rest[1..rest.len() - 1];
-            writer.write_all(inner).map_err(|e| e.to_string())?;
+            writer.write_all(inner)?;
             entries.push(Entry {
                 time,
                 id,
@@ -93,7 +93,7 @@ impl Dataset {
             offset += inner.len() as u64;
             Ok(())
         })
-        .map_err(fail)?;
+        .map_err(|e| fail(e.to_string()))?;
         writer.flush().map_err(|e| fail(e.to_string()))?;
         drop(writer);
         if opts.order == ReplayOrder::EventTime {
@@ -154,14 +154,14 @@ pub fn fresh_id(id: &str, round: usize) -> String {
 /// nesting are tracked byte by byte, so a brace inside a string is not a boundary.
 fn split_objects<R: Read>(
     mut reader: R,
-    mut each: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<(), String> {
+    mut each: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut buf = vec![0u8; 1 << 20];
     let mut object: Vec<u8> = Vec::with_capacity(4096);
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     let mut position = 0u64;
     loop {
-        let n = reader.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -177,10 +177,10 @@ fn split_objects<R: Read>(
                     b'[' | b']' | b',' => {}
                     b if b.is_ascii_whitespace() => {}
                     other => {
-                        return Err(format!(
+                        return Err(invalid(format!(
                             "unexpected '{}' at byte {position}: expected an object",
                             other as char
-                        ))
+                        )))
                     }
                 }
                 continue;
@@ -209,9 +209,13 @@ fn split_objects<R: Read>(
         }
     }
     if depth != 0 {
-        return Err("the file ends inside an object (truncated?)".into());
+        return Err(invalid("the file ends inside an object (truncated?)"));
     }
     Ok(())
+}
+
+fn invalid(message: impl Into<String>) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message.into())
 }
 
 #[cfg(test)]

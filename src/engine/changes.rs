@@ -14,7 +14,10 @@ use deltalake::arrow::datatypes::{
 use deltalake::datafusion::error::DataFusionError;
 use deltalake::datafusion::prelude::SessionContext;
 
+use deltalake::arrow::error::ArrowError;
+
 use super::EngineError;
+use crate::config::kafka_columns::{self, OFFSET, PARTITION};
 
 /// Column of a change batch: true where the change deletes its key.
 pub const DELETE: &str = "_lakestream_delete";
@@ -163,9 +166,9 @@ impl Changes {
 
     /// Row indices of the last change per key, in the order they came.
     fn last_per_key(&self, all: &RecordBatch) -> Result<UInt32Array, EngineError> {
-        let partitions = column::<Int32Type>(all, "kafka_partition").map_err(|e| self.error(e))?;
-        let offsets = column::<Int64Type>(all, "kafka_offset").map_err(|e| self.error(e))?;
-        let timestamps = column::<TimestampMicrosecondType>(all, "kafka_timestamp").ok();
+        let partitions = column::<Int32Type>(all, PARTITION).map_err(|e| self.error(e))?;
+        let offsets = column::<Int64Type>(all, OFFSET).map_err(|e| self.error(e))?;
+        let timestamps = column::<TimestampMicrosecondType>(all, kafka_columns::TIMESTAMP).ok();
         let later = |a: usize, b: usize| -> bool {
             // Is row `a` a later change than row `b`?
             if partitions.value(a) == partitions.value(b) {
@@ -181,17 +184,17 @@ impl Changes {
 fn column<'a, T: deltalake::arrow::datatypes::ArrowPrimitiveType>(
     batch: &'a RecordBatch,
     name: &str,
-) -> Result<&'a deltalake::arrow::array::PrimitiveArray<T>, String> {
+) -> Result<&'a deltalake::arrow::array::PrimitiveArray<T>, ArrowError> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_primitive_opt::<T>())
-        .ok_or_else(|| format!("no {name} column"))
+        .ok_or_else(|| ArrowError::SchemaError(format!("no {name} column")))
 }
 
 /// (partition, offset) of each row.
-fn metadata(batch: &RecordBatch) -> Result<impl Iterator<Item = (i32, i64)> + '_, String> {
-    let partitions = column::<Int32Type>(batch, "kafka_partition")?;
-    let offsets = column::<Int64Type>(batch, "kafka_offset")?;
+fn metadata(batch: &RecordBatch) -> Result<impl Iterator<Item = (i32, i64)> + '_, ArrowError> {
+    let partitions = column::<Int32Type>(batch, PARTITION)?;
+    let offsets = column::<Int64Type>(batch, OFFSET)?;
     Ok(partitions
         .values()
         .iter()

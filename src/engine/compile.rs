@@ -88,10 +88,10 @@ impl Engine {
             .create_logical_plan(&self.sql)
             .await
             .map_err(|e| self.sql_error(file, &e))?;
-        self.shape = plan::analyse(&plan).map_err(|message| EngineError::Sql {
+        self.shape = plan::analyse(&plan).map_err(|why| EngineError::Sql {
             file: file.to_string(),
             line: None,
-            message,
+            message: why.to_string(),
         })?;
         let fields: Vec<Field> = plan
             .schema()

@@ -73,7 +73,7 @@ impl Lookup {
             // A file caught half-written during an edit must not stop every pipeline:
             // keep the last good version and try again at the next interval.
             Err(e) if self.stamp.is_some() => {
-                tracing::warn!(lookup = %self.name, error = %e, "lookup table not reloaded; keeping the last good version");
+                tracing::warn!(lookup = %self.name, error = %crate::report::Report(&e), "lookup table not reloaded; keeping the last good version");
                 Ok(())
             }
             result => result,

@@ -35,8 +35,19 @@ pub enum Shape {
     },
 }
 
+/// Why a query cannot be maintained batch by batch, and what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Unsupported(String);
+
+impl Unsupported {
+    fn new(message: &str) -> Self {
+        Self(message.into())
+    }
+}
+
 /// Classify `plan` (as planned from the SQL, before optimisation).
-pub(super) fn analyse(plan: &LogicalPlan) -> Result<Shape, String> {
+pub(super) fn analyse(plan: &LogicalPlan) -> Result<Shape, Unsupported> {
     let (projection, aggregate) = match plan {
         LogicalPlan::Projection(p) => match p.input.as_ref() {
             LogicalPlan::Aggregate(a) => (p, a),
@@ -48,10 +59,14 @@ pub(super) fn analyse(plan: &LogicalPlan) -> Result<Shape, String> {
             }
         },
         LogicalPlan::Sort(_) => {
-            return Err("ORDER BY has no meaning for a streaming result; remove it".into())
+            return Err(Unsupported::new(
+                "ORDER BY has no meaning for a streaming result; remove it",
+            ))
         }
         LogicalPlan::Limit(_) => {
-            return Err("LIMIT has no meaning for a streaming result; remove it".into())
+            return Err(Unsupported::new(
+                "LIMIT has no meaning for a streaming result; remove it",
+            ))
         }
         other if contains_aggregate(other) => return Err(unsupported(other)),
         _ => return Ok(Shape::Rows),
@@ -62,25 +77,27 @@ pub(super) fn analyse(plan: &LogicalPlan) -> Result<Shape, String> {
     for (expr, field) in projection.expr.iter().zip(projection.schema.fields()) {
         let name = field.name().clone();
         let Expr::Column(column) = unalias(expr) else {
-            return Err(format!(
+            return Err(Unsupported(format!(
                 "output column '{name}' computes on an aggregate ({expr}); an incrementally \
                  maintained query may only select GROUP BY columns and count/sum/min/max"
-            ));
+            )));
         };
         let index = aggregate
             .schema
             .index_of_column(column)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Unsupported(e.to_string()))?;
         if index < groups {
             keys.push(name);
             continue;
         }
         let merge = merge_rule(&aggregate.aggr_expr[index - groups])
-            .map_err(|why| format!("output column '{name}': {why}"))?;
+            .map_err(|why| Unsupported(format!("output column '{name}': {why}")))?;
         values.push((name, merge));
     }
     if keys.len() != groups {
-        return Err("select every GROUP BY column: they are the key of the result".into());
+        return Err(Unsupported::new(
+            "select every GROUP BY column: they are the key of the result",
+        ));
     }
     Ok(Shape::Aggregate { keys, values })
 }
@@ -92,23 +109,23 @@ fn unalias(e: &Expr) -> &Expr {
     }
 }
 
-fn merge_rule(e: &Expr) -> Result<Merge, String> {
+fn merge_rule(e: &Expr) -> Result<Merge, Unsupported> {
     let Expr::AggregateFunction(f) = unalias(e) else {
-        return Err(format!("{e} is not an aggregate function"));
+        return Err(Unsupported(format!("{e} is not an aggregate function")));
     };
     if f.params.distinct {
-        return Err(
-            "DISTINCT aggregates cannot be merged across micro-batches; drop DISTINCT".into(),
-        );
+        return Err(Unsupported::new(
+            "DISTINCT aggregates cannot be merged across micro-batches; drop DISTINCT",
+        ));
     }
     match f.func.name() {
         "count" | "sum" => Ok(Merge::Sum),
         "min" => Ok(Merge::Min),
         "max" => Ok(Merge::Max),
-        other => Err(format!(
+        other => Err(Unsupported(format!(
             "{other}() cannot be merged across micro-batches; use count, sum, min or max \
              (an average is sum / count, computed by the reader)"
-        )),
+        ))),
     }
 }
 
@@ -116,10 +133,10 @@ fn contains_aggregate(plan: &LogicalPlan) -> bool {
     matches!(plan, LogicalPlan::Aggregate(_)) || plan.inputs().into_iter().any(contains_aggregate)
 }
 
-fn unsupported(plan: &LogicalPlan) -> String {
+fn unsupported(plan: &LogicalPlan) -> Unsupported {
     let top = plan.display().to_string();
-    format!(
+    Unsupported(format!(
         "the aggregate must be the outermost step of the query (SELECT ... GROUP BY, \
          without HAVING or an outer query); found {top} above it"
-    )
+    ))
 }

@@ -2,6 +2,7 @@
 //! aggregate. Both are values: a batch computes new ones from old ones, and the sink
 //! installs them only once the commit that records them has landed.
 
+use crate::config::kafka_columns;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -80,8 +81,8 @@ pub(super) fn max_event_times(
 ) -> Result<BTreeMap<i32, i64>, ArrowError> {
     let missing = |c: &str| ArrowError::SchemaError(format!("batch has no column {c}"));
     let parts = rows
-        .column_by_name("kafka_partition")
-        .ok_or_else(|| missing("kafka_partition"))?
+        .column_by_name(kafka_columns::PARTITION)
+        .ok_or_else(|| missing(kafka_columns::PARTITION))?
         .as_primitive::<Int32Type>();
     let times = rows
         .column_by_name(column)

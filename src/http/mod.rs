@@ -34,7 +34,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
-#[error("http.listen '{listen}': cannot listen: {cause}")]
+#[error("http.listen '{listen}': cannot listen")]
 pub struct HttpError {
     listen: String,
     #[source]
@@ -70,7 +70,7 @@ impl Server {
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
         if let Err(e) = served {
-            warn!(error = %e, "status page stopped");
+            warn!(error = %crate::report::Report(&e), "status page stopped");
         }
     }
 }

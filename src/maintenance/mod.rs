@@ -31,7 +31,7 @@ pub enum MaintenanceError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Storage(#[from] crate::storage::StorageError),
-    #[error("table '{table}': {cause}")]
+    #[error("table '{table}'")]
     Delta {
         table: String,
         #[source]
@@ -99,7 +99,7 @@ where
         match op(table).await {
             Ok(value) => return Ok((value, attempt)),
             Err(e) if e.retry() == Retry::Conflict && attempt <= max_retries => {
-                tracing::debug!(table = %name, attempt, error = %e, "lost to a concurrent commit; retrying from a fresh snapshot");
+                tracing::debug!(table = %name, attempt, error = %crate::report::Report(&e), "lost to a concurrent commit; retrying from a fresh snapshot");
                 tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(e) if e.retry() == Retry::Conflict => {

@@ -125,7 +125,7 @@ async fn run_schedule(
                         debug!(table = %table, reason = r.skipped.as_deref(), "compaction skipped")
                     }
                     Err(e) => {
-                        warn!(table = %table, error = %e, "compaction failed; next try on schedule")
+                        warn!(table = %table, error = %crate::report::Report(&e), "compaction failed; next try on schedule")
                     }
                 }
             }
@@ -143,7 +143,7 @@ async fn run_schedule(
                     }
                     Err(e) => {
                         metrics().maintenance_run("vacuum", "failed");
-                        warn!(table = %table, error = %e, "vacuum failed; next try on schedule")
+                        warn!(table = %table, error = %crate::report::Report(&e), "vacuum failed; next try on schedule")
                     }
                 }
             }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::config::{Start, StartingOffsets};
-use crate::sink::DeltaSink;
-use crate::source::{partition_end, Bounds, Connection};
+use crate::sink::{DeltaSink, SinkError};
+use crate::source::{partition_end, Bounds, Connection, SourceError};
 
 /// How often a run that is not caught up says what it waits for.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
@@ -39,6 +39,23 @@ pub(super) enum Status {
     /// Partitions other members own wait for them; a dead member's partitions move to a
     /// live one when its session expires (the broker sees to that).
     Waiting,
+}
+
+/// Why a catch-up could not be decided, or ran out of time.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CatchUpError {
+    #[error("not caught up within {elapsed}: {missing}")]
+    Deadline { elapsed: String, missing: String },
+    #[error("reading what the table holds")]
+    Table(#[from] SinkError),
+    #[error("reading the end of partition {partition}")]
+    End {
+        partition: i32,
+        #[source]
+        cause: SourceError,
+    },
+    #[error("the end probe stopped")]
+    Probe(#[from] tokio::task::JoinError),
 }
 
 /// What the reader knows: partitions assigned now, partitions it positioned (checked
@@ -89,13 +106,17 @@ impl CatchUp {
 
     /// Partitions the table does not yet hold up to their end, or holds offsets of that
     /// nobody has checked against the topic as it is now.
-    async fn missing(&self, table: &mut DeltaSink, seen: &Seen) -> Result<Vec<Missing>, String> {
+    async fn missing(
+        &self,
+        table: &mut DeltaSink,
+        seen: &Seen,
+    ) -> Result<Vec<Missing>, CatchUpError> {
         let mut missing = Vec::new();
         for (&p, b) in &self.bounds {
             if self.covered.get(&p).is_some_and(|&c| c >= b.end) {
                 continue;
             }
-            let at = table.committed_offset(p).await.map_err(|e| e.to_string())?;
+            let at = table.committed_offset(p).await?;
             let next = match at {
                 Some(last) => last + 1,
                 None if self.starting.for_partition(p) == Start::Earliest => b.low,
@@ -115,7 +136,7 @@ impl CatchUp {
             // ids, a table written before ids were recorded) the partition reaches that
             // far now (other members read on). No offsets at all: nothing to distrust.
             let stamp = match at {
-                Some(_) => table.committed_topic(p).await.map_err(|e| e.to_string())?,
+                Some(_) => table.committed_topic(p).await?,
                 None => None,
             };
             let trusted = at.is_none()
@@ -135,12 +156,11 @@ impl CatchUp {
         Ok(missing)
     }
 
-    async fn current_end(&self, partition: i32) -> Result<i64, String> {
+    async fn current_end(&self, partition: i32) -> Result<i64, CatchUpError> {
         let (probe, topic) = (self.probe.clone(), self.topic.clone());
         tokio::task::spawn_blocking(move || partition_end(&probe, &topic, partition))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .await?
+            .map_err(|cause| CatchUpError::End { partition, cause })
     }
 
     /// Done once caught up; an error when the deadline passed first.
@@ -148,7 +168,7 @@ impl CatchUp {
         &mut self,
         table: &mut DeltaSink,
         seen: &Seen,
-    ) -> Result<Status, String> {
+    ) -> Result<Status, CatchUpError> {
         let missing = self.missing(table, seen).await?;
         if missing.is_empty() {
             info!(
@@ -159,11 +179,11 @@ impl CatchUp {
         }
         let elapsed = self.started.elapsed();
         if self.deadline.is_some_and(|d| elapsed >= d) {
-            return Err(format!(
-                "not caught up within {}: {}",
-                humantime::format_duration(Duration::from_secs(elapsed.as_secs())),
-                self.describe(&missing, &seen.assigned)
-            ));
+            return Err(CatchUpError::Deadline {
+                elapsed: humantime::format_duration(Duration::from_secs(elapsed.as_secs()))
+                    .to_string(),
+                missing: self.describe(&missing, &seen.assigned),
+            });
         }
         if self.last_report.elapsed() >= REPORT_EVERY {
             self.last_report = Instant::now();

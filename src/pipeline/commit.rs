@@ -2,6 +2,7 @@
 //! the counters and the progress record.
 
 use super::*;
+use crate::config::kafka_columns;
 
 impl Pipeline {
     /// Dead letters first, then the rows: the consumer resumes from the row table's
@@ -182,10 +183,10 @@ fn without(
         return Ok(dead.clone());
     }
     let partitions = dead
-        .column_by_name("kafka_partition")
+        .column_by_name(kafka_columns::PARTITION)
         .and_then(|c| c.as_primitive_opt::<Int32Type>());
     let offsets = dead
-        .column_by_name("kafka_offset")
+        .column_by_name(kafka_columns::OFFSET)
         .and_then(|c| c.as_primitive_opt::<Int64Type>());
     let (Some(partitions), Some(offsets)) = (partitions, offsets) else {
         return Ok(dead.clone());

@@ -309,7 +309,7 @@ impl Pipeline {
                 _ = tick.tick(), if catch_up.is_some() => {
                     // Other members commit too: look at the table as it is now.
                     if let Err(e) = table.refresh().await {
-                        tracing::warn!(table = %self.spec.table, error = %e, "cannot re-read the table");
+                        tracing::warn!(table = %self.spec.table, error = %crate::report::Report(&e), "cannot re-read the table");
                         continue;
                     }
                     self.check_caught_up(&mut catch_up, &mut table, &mut feed, &mut late_error).await;
@@ -366,7 +366,7 @@ impl Pipeline {
         match c.check(table, &seen).await {
             Ok(Status::Waiting) => return,
             Ok(Status::Done) => {}
-            Err(message) => *late_error = Some(self.fail(message)),
+            Err(e) => *late_error = Some(self.fail(crate::report::Report(&e))),
         }
         *catch_up = None;
         // The batches already queued still commit; the reader stops once no pipeline

@@ -64,7 +64,7 @@ pub enum QueryError {
         version: u64,
         missing: usize,
     },
-    #[error("table '{table}': {cause}")]
+    #[error("table '{table}'")]
     Delta {
         table: String,
         #[source]
@@ -129,7 +129,7 @@ pub async fn run_sql(config: &Plan, sql: &str, at: At) -> Result<Vec<RecordBatch
 
 /// Parse `--as-of`: RFC 3339 (`2026-11-21T10:00:00Z`), a date-time without zone (UTC)
 /// or a date (its midnight UTC).
-pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(text: &str) -> Result<DateTime<Utc>, crate::config::ParseError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -141,8 +141,8 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_time(chrono::NaiveTime::MIN).and_utc());
     }
-    Err(format!(
+    Err(crate::config::ParseError(format!(
         "'{text}' is not a time: use RFC 3339 (2026-11-21T10:00:00Z), \
          'YYYY-MM-DD HH:MM:SS' (UTC) or a date (YYYY-MM-DD)"
-    ))
+    )))
 }

@@ -55,7 +55,7 @@ pub(super) async fn after_commit(
             debug!(table = %name, version, logs_removed, "checkpoint written")
         }
         Err(e) => {
-            warn!(table = %name, version, error = %e, "checkpoint failed; the next one will cover it")
+            warn!(table = %name, version, error = %crate::report::Report(&e), "checkpoint failed; the next one will cover it")
         }
     }
 }

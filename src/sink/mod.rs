@@ -30,7 +30,7 @@ use deltalake::DeltaTableError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
-    #[error("table '{table}': {cause}")]
+    #[error("table '{table}'")]
     Delta {
         table: String,
         #[source]
@@ -40,7 +40,7 @@ pub enum SinkError {
     Storage(#[from] crate::storage::StorageError),
     #[error("table '{table}': schema mismatch: {message}")]
     Schema { table: String, message: String },
-    #[error("table '{table}': commit kept failing for {seconds}s, last error: {cause}")]
+    #[error("table '{table}': commit kept failing for {seconds}s, last error")]
     GaveUp {
         table: String,
         seconds: u64,

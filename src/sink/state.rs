@@ -120,7 +120,7 @@ pub(super) async fn prune(table: &DeltaTable, pipeline: &str, latest: i64) {
     let files = match listed {
         Ok(files) => files,
         Err(e) => {
-            tracing::debug!(pipeline, error = %e, "cannot list state snapshots");
+            tracing::debug!(pipeline, error = %crate::report::Report(&e), "cannot list state snapshots");
             return;
         }
     };
@@ -132,7 +132,7 @@ pub(super) async fn prune(table: &DeltaTable, pipeline: &str, latest: i64) {
             .and_then(|b| b.parse::<i64>().ok());
         if batch.is_some_and(|b| b < latest - KEEP_BATCHES) {
             if let Err(e) = store.delete(&file.location).await {
-                tracing::debug!(path = %file.location, error = %e, "old state snapshot not removed");
+                tracing::debug!(path = %file.location, error = %crate::report::Report(&e), "old state snapshot not removed");
             }
         }
     }

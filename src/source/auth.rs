@@ -19,6 +19,56 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an MSK IAM token is valid (AWS's signers use the same).
 const MSK_TOKEN_LIFETIME: Duration = Duration::from_secs(900);
 
+/// Why no token could be made. The text goes to librdkafka (which logs it with the
+/// broker's answer) as well as to our log, so each message says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("no OAUTHBEARER token source is configured")]
+    NoSource,
+    #[error("cannot start a runtime for the token request")]
+    Runtime(#[source] std::io::Error),
+    #[error("the token request panicked")]
+    Panicked,
+    #[error("kafka.security.oauth.ca_file is not a PEM certificate")]
+    BadCa(#[source] reqwest::Error),
+    #[error("OIDC token endpoint {endpoint} did not answer")]
+    Unanswered {
+        endpoint: String,
+        #[source]
+        cause: reqwest::Error,
+    },
+    #[error(
+        "OIDC token endpoint {endpoint} refused client '{client}' with {status}: {body}; \
+         check kafka.security.oauth.client_id and the client secret"
+    )]
+    Refused {
+        endpoint: String,
+        client: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    #[error("OIDC token endpoint {endpoint} answered without an access_token")]
+    NoToken {
+        endpoint: String,
+        #[source]
+        cause: serde_json::Error,
+    },
+    #[error(
+        "AWS_MSK_IAM needs the cluster's region: set kafka.security.aws.region (or AWS_REGION)"
+    )]
+    NoRegion,
+    #[error("no AWS credential provider is configured")]
+    NoCredentialProvider,
+    #[error(
+        "no AWS credentials for AWS_MSK_IAM; the standard chain is read: \
+         AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity (EKS), the ECS \
+         or EC2 instance role"
+    )]
+    NoCredentials(#[source] aws_credential_types::provider::error::CredentialsError),
+    #[error("cannot sign the MSK IAM token: {0}")]
+    Sign(String),
+}
+
 /// The token source of a connection (none: librdkafka needs no token).
 #[derive(Clone, Default)]
 pub struct Auth(Option<Arc<TokenSource>>);
@@ -75,14 +125,14 @@ impl Auth {
     /// thread polls it: the request runs on a thread and runtime of its own).
     pub fn token(&self) -> Result<OAuthToken, Box<dyn Error>> {
         let Some(source) = self.0.clone() else {
-            return Err("no OAUTHBEARER token source is configured".into());
+            return Err(TokenError::NoSource.into());
         };
         let fetched = std::thread::scope(|s| {
             s.spawn(|| {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| format!("cannot start a runtime for the token request: {e}"))?;
+                    .map_err(TokenError::Runtime)?;
                 runtime.block_on(async {
                     match source.as_ref() {
                         TokenSource::Oidc(oidc) => oidc.fetch().await,
@@ -91,9 +141,10 @@ impl Auth {
                 })
             })
             .join()
-            .unwrap_or_else(|_| Err("the token request panicked".to_string()))
+            .unwrap_or(Err(TokenError::Panicked))
         });
-        fetched.map_err(Into::into)
+        // librdkafka sees only the message: give it the causes too.
+        fetched.map_err(|e| crate::report::Report(&e).to_string().into())
     }
 }
 
@@ -110,18 +161,18 @@ struct Claims {
 }
 
 impl Oidc {
-    async fn fetch(&self) -> Result<OAuthToken, String> {
+    async fn fetch(&self) -> Result<OAuthToken, TokenError> {
         let endpoint = &self.endpoint;
         let mut client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
         if let Some(pem) = &self.ca_pem {
-            let ca = reqwest::Certificate::from_pem(pem).map_err(|e| {
-                format!("kafka.security.oauth.ca_file is not a PEM certificate: {e}")
-            })?;
+            let ca = reqwest::Certificate::from_pem(pem).map_err(TokenError::BadCa)?;
             client = client.add_root_certificate(ca);
         }
-        let client = client
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client for {endpoint}: {e}"))?;
+        let unanswered = |cause| TokenError::Unanswered {
+            endpoint: endpoint.clone(),
+            cause,
+        };
+        let client = client.build().map_err(unanswered)?;
         let mut form = vec![("grant_type", "client_credentials")];
         if let Some(scope) = &self.scope {
             form.push(("scope", scope));
@@ -132,23 +183,22 @@ impl Oidc {
             .form(&form)
             .send()
             .await
-            .map_err(|e| format!("OIDC token endpoint {endpoint} did not answer: {e}"))?;
+            .map_err(unanswered)?;
         let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| format!("OIDC token endpoint {endpoint}: {e}"))?;
+        let body = response.bytes().await.map_err(unanswered)?;
         if !status.is_success() {
-            let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
-            return Err(format!(
-                "OIDC token endpoint {endpoint} refused client '{}' with {status}: {text}; \
-                 check kafka.security.oauth.client_id and the client secret",
-                self.client_id
-            ));
+            return Err(TokenError::Refused {
+                endpoint: endpoint.clone(),
+                client: self.client_id.clone(),
+                status,
+                body: String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned(),
+            });
         }
-        let answer: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-            format!("OIDC token endpoint {endpoint} answered without an access_token: {e}")
-        })?;
+        let answer: TokenResponse =
+            serde_json::from_slice(&body).map_err(|cause| TokenError::NoToken {
+                endpoint: endpoint.clone(),
+                cause,
+            })?;
         let claims = jwt_claims(&answer.access_token);
         let now = now_millis();
         let lifetime_ms = claims
@@ -182,28 +232,23 @@ fn now_millis() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn msk_iam_token(region: Option<&str>) -> Result<OAuthToken, String> {
+async fn msk_iam_token(region: Option<&str>) -> Result<OAuthToken, TokenError> {
     use aws_credential_types::provider::ProvideCredentials;
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.to_string()));
     }
     let shared = loader.load().await;
-    let region = shared.region().map(|r| r.to_string()).ok_or(
-        "AWS_MSK_IAM needs the cluster's region: set kafka.security.aws.region (or AWS_REGION)",
-    )?;
+    let region = shared
+        .region()
+        .map(|r| r.to_string())
+        .ok_or(TokenError::NoRegion)?;
     let credentials = shared
         .credentials_provider()
-        .ok_or("no AWS credential provider is configured")?
+        .ok_or(TokenError::NoCredentialProvider)?
         .provide_credentials()
         .await
-        .map_err(|e| {
-            format!(
-                "no AWS credentials for AWS_MSK_IAM ({e}); the standard chain is read: \
-                 AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity (EKS), \
-                 the ECS or EC2 instance role"
-            )
-        })?;
+        .map_err(TokenError::NoCredentials)?;
     let (token, expires_ms) = msk_token(&credentials, &region, SystemTime::now())?;
     Ok(OAuthToken {
         token,
@@ -220,7 +265,7 @@ pub fn msk_token(
     credentials: &aws_credential_types::Credentials,
     region: &str,
     now: SystemTime,
-) -> Result<(String, i64), String> {
+) -> Result<(String, i64), TokenError> {
     use aws_sigv4::http_request::{
         sign, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
     };
@@ -236,14 +281,14 @@ pub fn msk_token(
         .time(now)
         .settings(settings)
         .build()
-        .map_err(|e| format!("cannot sign the MSK IAM token: {e}"))?
+        .map_err(|e| TokenError::Sign(e.to_string()))?
         .into();
     let request = SignableRequest::new("GET", &url, std::iter::empty(), SignableBody::Bytes(&[]))
-        .map_err(|e| format!("cannot sign the MSK IAM token: {e}"))?;
+        .map_err(|e| TokenError::Sign(e.to_string()))?;
     let (instructions, _) = sign(request, &params)
-        .map_err(|e| format!("cannot sign the MSK IAM token: {e}"))?
+        .map_err(|e| TokenError::Sign(e.to_string()))?
         .into_parts();
-    let mut signed = url::Url::parse(&url).map_err(|e| e.to_string())?;
+    let mut signed = url::Url::parse(&url).map_err(|e| TokenError::Sign(e.to_string()))?;
     {
         let mut query = signed.query_pairs_mut();
         for (name, value) in instructions.params() {
@@ -255,7 +300,9 @@ pub fn msk_token(
         );
     }
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signed.as_str());
-    let signed_at = now.duration_since(UNIX_EPOCH).map_err(|e| e.to_string())?;
+    let signed_at = now
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| TokenError::Sign(e.to_string()))?;
     let expires = signed_at + MSK_TOKEN_LIFETIME;
     Ok((token, expires.as_millis() as i64))
 }

@@ -36,7 +36,7 @@ impl KafkaSource {
             match super::first_offsets(&self.ids, topic, gaps.keys().copied()) {
                 Ok(lows) => break lows,
                 Err(e) if !stop.is_cancelled() => {
-                    warn!(topic = %topic, error = %e, "cannot read the partitions' first offsets; retrying");
+                    warn!(topic = %topic, error = %crate::report::Report(&e), "cannot read the partitions' first offsets; retrying");
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 Err(_) => return Ok(false),
@@ -82,7 +82,7 @@ impl KafkaSource {
             match super::topic_id(self.ids.client(), topic, Duration::from_secs(10)) {
                 Ok(now) => break now,
                 Err(e) if !stop.is_cancelled() => {
-                    warn!(topic = %topic, error = %e, "cannot read the topic's id; retrying");
+                    warn!(topic = %topic, error = %crate::report::Report(&e), "cannot read the topic's id; retrying");
                     std::thread::sleep(Duration::from_secs(1));
                 }
                 Err(_) => return Ok(true),
@@ -114,7 +114,7 @@ impl KafkaSource {
             let low = match self.ids.fetch_watermarks(topic, p, Duration::from_secs(10)) {
                 Ok((low, _)) => low,
                 Err(e) => {
-                    warn!(topic = %topic, partition = p, error = %e, "partition not in the recreated topic");
+                    warn!(topic = %topic, partition = p, error = %crate::report::Report(&e), "partition not in the recreated topic");
                     continue;
                 }
             };

@@ -336,7 +336,7 @@ impl KafkaContext {
     /// Answer a token request (other contexts delegate here too).
     pub fn token(auth: &Auth) -> Result<OAuthToken, Box<dyn std::error::Error>> {
         auth.token().inspect_err(|e| {
-            error!(error = %e, "cannot obtain an OAUTHBEARER token");
+            error!(error = %crate::report::Report(e.as_ref()), "cannot obtain an OAUTHBEARER token");
         })
     }
 
@@ -383,7 +383,7 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(error = %error, "Kafka client: {reason}");
+        warn!(error = %crate::report::Report(&error), "Kafka client: {reason}");
         if let Ok(mut last) = self.last_error.lock() {
             // "1/1 brokers are down" follows the failure that says why: keep the why.
             if !last.as_deref().is_some_and(is_fatal) {

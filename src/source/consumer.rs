@@ -112,12 +112,12 @@ impl SourceHandle {
         let mut tpl = TopicPartitionList::new();
         for (&p, &o) in last {
             if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o + 1)) {
-                warn!(topic = %self.topic, partition = p, error = %e, "bad offset for group commit");
+                warn!(topic = %self.topic, partition = p, error = %crate::report::Report(&e), "bad offset for group commit");
             }
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
             // After a rebalance the partition may belong to another member: harmless.
-            debug!(topic = %self.topic, error = %e, "group offset commit not sent");
+            debug!(topic = %self.topic, error = %crate::report::Report(&e), "group offset commit not sent");
         }
     }
 }
@@ -273,7 +273,7 @@ impl KafkaSource {
                 Some(Err(e))
                     if last_poll_error.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) =>
                 {
-                    warn!(topic = %topic, error = %e, "consumer error (librdkafka retries by itself)");
+                    warn!(topic = %topic, error = %crate::report::Report(&e), "consumer error (librdkafka retries by itself)");
                     last_poll_error = Some(Instant::now());
                 }
                 Some(Err(_)) | None => {}

@@ -395,7 +395,7 @@ impl ConsumerContext for SourceContext {
                     consumer.unassign()
                 };
                 if let Err(e) = result {
-                    warn!(topic = %self.topic, error = %e, "unassign failed");
+                    warn!(topic = %self.topic, error = %crate::report::Report(&e), "unassign failed");
                 }
                 let mut state = self.lock();
                 state.generation += 1;
@@ -408,7 +408,7 @@ impl ConsumerContext for SourceContext {
             other => {
                 error!(topic = %self.topic, error = ?other, "rebalance error");
                 if let Err(e) = consumer.unassign() {
-                    warn!(topic = %self.topic, error = %e, "unassign failed");
+                    warn!(topic = %self.topic, error = %crate::report::Report(&e), "unassign failed");
                 }
                 let mut state = self.lock();
                 state.generation += 1;
@@ -420,7 +420,7 @@ impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         // The table is the source of truth; a failed group commit only delays lag tools.
         if let Err(e) = result {
-            warn!(topic = %self.topic, error = %e, "offset commit to the consumer group failed");
+            warn!(topic = %self.topic, error = %crate::report::Report(&e), "offset commit to the consumer group failed");
         }
     }
 }

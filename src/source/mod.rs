@@ -33,7 +33,7 @@ use rdkafka::error::KafkaError;
 pub enum SourceError {
     #[error("Kafka client for topic '{topic}': {cause}")]
     Kafka { topic: String, cause: KafkaError },
-    #[error("topic '{topic}': {cause}")]
+    #[error("topic '{topic}'")]
     Assignment {
         topic: String,
         #[source]
@@ -100,7 +100,7 @@ pub enum ReadError {
         cause: KafkaError,
     },
     /// A request to the broker failed (`what` names it).
-    #[error("{what}: {cause}")]
+    #[error("{what}")]
     Broker {
         what: String,
         #[source]
@@ -110,7 +110,7 @@ pub enum ReadError {
     #[error("{what}: no answer within {seconds}s")]
     NoAnswer { what: String, seconds: u64 },
     /// The tables' offsets could not be read or recorded.
-    #[error("the tables' offsets: {0}")]
+    #[error("the tables' offsets")]
     Tables(#[source] StoreError),
     /// A probe beside the consumer failed.
     #[error(transparent)]

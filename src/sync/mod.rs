@@ -39,7 +39,7 @@ pub use bi::sql_files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("MySQL at {address} is unreachable: {cause} (is it running? check mysql.host/port)")]
+    #[error("MySQL at {address} is unreachable (is it running? check mysql.host/port)")]
     Unreachable {
         address: String,
         #[source]
@@ -55,7 +55,7 @@ pub enum SyncError {
         reason: String,
         hint: String,
     },
-    #[error("MySQL error in `{statement}`: {cause}{}", privilege_hint(cause))]
+    #[error("MySQL error in `{statement}`{}", privilege_hint(cause))]
     Mysql {
         statement: String,
         #[source]
@@ -69,7 +69,7 @@ pub enum SyncError {
     Conflict { table: String },
     #[error("{message}")]
     Setup { message: String },
-    #[error("table '{table}': {cause}")]
+    #[error("table '{table}'")]
     Delta {
         table: String,
         #[source]
@@ -83,8 +83,8 @@ pub enum SyncError {
 fn privilege_hint(cause: &mysql_async::Error) -> &'static str {
     match cause {
         mysql_async::Error::Server(e) if matches!(e.code, 1044 | 1142 | 1143 | 1227 | 1410) => {
-            ". The sync account lacks a privilege: grant what docs/operations.md#the-mysql-accounts \
-             lists (scripts/mysql-accounts.sh does)"
+            " (the sync account lacks a privilege: grant what \
+             docs/operations.md#the-mysql-accounts lists, as scripts/mysql-accounts.sh does)"
         }
         _ => "",
     }
@@ -305,11 +305,12 @@ impl SyncTask {
                 // Retried as a whole pass: the connection, or another sync in the way.
                 Err(e) if e.retry() != Retry::Never => return Err(e),
                 Err(e) => {
-                    warn!(table = %target.table, error = %e, "table not mirrored; the others go on");
+                    warn!(table = %target.table, error = %crate::report::Report(&e), "table not mirrored; the others go on");
                     self.metrics.errors.inc();
-                    self.set_failing(&target.table, Some(e.to_string()));
+                    let message = crate::report::Report(&e).to_string();
+                    self.set_failing(&target.table, Some(message.clone()));
                     TableSync {
-                        error: Some(e.to_string()),
+                        error: Some(message),
                         ..TableSync::new(&target.table)
                     }
                 }
@@ -413,7 +414,7 @@ impl SyncTask {
                 Err(e) => {
                     self.metrics.errors.inc();
                     failing_since.get_or_insert_with(Instant::now);
-                    warn!(error = %e, retry_in_s = backoff.current().as_secs(), "MySQL sync failed; ingestion goes on, retrying");
+                    warn!(error = %crate::report::Report(&e), retry_in_s = backoff.current().as_secs(), "MySQL sync failed; ingestion goes on, retrying");
                 }
             }
         }
@@ -430,7 +431,7 @@ impl SyncTask {
                     return all_mirrored(&tables);
                 }
                 Err(e) if e.retry() != Retry::Never && Instant::now() < deadline => {
-                    warn!(error = %e, "final MySQL sync failed; retrying");
+                    warn!(error = %crate::report::Report(&e), "final MySQL sync failed; retrying");
                     tokio::time::sleep(backoff.next_wait()).await;
                 }
                 Err(e) => return Err(e),

@@ -214,8 +214,8 @@ async fn delete_keys(
             let column = deletes.column_by_name(k).ok_or_else(|| SyncError::Setup {
                 message: format!("table '{}': deleted keys lack column '{k}'", layout.table),
             })?;
-            values(column).map_err(|message| SyncError::Setup {
-                message: format!("table '{}', column '{k}': {message}", layout.table),
+            values(column).map_err(|e| SyncError::Setup {
+                message: format!("table '{}', column '{k}': {e}", layout.table),
             })
         })
         .collect::<Result<_, _>>()?;
@@ -330,8 +330,8 @@ async fn insert_batch(
         .iter()
         .zip(batch.schema().fields())
         .map(|(c, f)| {
-            values(c).map_err(|message| SyncError::Setup {
-                message: format!("table '{}', column '{}': {message}", layout.table, f.name()),
+            values(c).map_err(|e| SyncError::Setup {
+                message: format!("table '{}', column '{}': {e}", layout.table, f.name()),
             })
         })
         .collect::<Result<_, _>>()?;

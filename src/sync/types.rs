@@ -7,6 +7,7 @@ use deltalake::arrow::datatypes::{
     DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
     TimeUnit, TimestampMicrosecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
+use deltalake::arrow::error::ArrowError;
 use mysql_async::Value;
 
 /// InnoDB's limit on one index key, in bytes; utf8mb4 takes up to 4 bytes a character.
@@ -53,8 +54,19 @@ pub(super) fn fixed_key_bytes(t: &DataType) -> usize {
     }
 }
 
+/// Why a column cannot be written to MySQL.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ValueError {
+    #[error(transparent)]
+    Cast(#[from] ArrowError),
+    #[error("no MySQL type for {0}")]
+    NoType(DataType),
+    #[error("{0} out of range")]
+    Range(String),
+}
+
 /// Every cell of `array` as a bound value.
-pub(super) fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
+pub(super) fn values(array: &ArrayRef) -> Result<Vec<Value>, ValueError> {
     let n = array.len();
     let mut out = Vec::with_capacity(n);
     macro_rules! ints {
@@ -73,13 +85,13 @@ pub(super) fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
     match array.data_type() {
         // Decimals travel as their exact text, which MySQL parses into DECIMAL.
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Decimal128(_, _) => {
-            let a = cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+            let a = cast(array, &DataType::Utf8)?;
             for v in a.as_string::<i32>() {
                 out.push(v.map_or(Value::NULL, |s| Value::Bytes(s.as_bytes().to_vec())));
             }
         }
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-            let a = cast(array, &DataType::Binary).map_err(|e| e.to_string())?;
+            let a = cast(array, &DataType::Binary)?;
             for v in a.as_binary::<i32>() {
                 out.push(v.map_or(Value::NULL, |b| Value::Bytes(b.to_vec())));
             }
@@ -104,8 +116,7 @@ pub(super) fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
             let micros = if *unit == TimeUnit::Microsecond {
                 array.clone()
             } else {
-                cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))
-                    .map_err(|e| e.to_string())?
+                cast(array, &DataType::Timestamp(TimeUnit::Microsecond, None))?
             };
             let a = micros.as_primitive::<TimestampMicrosecondType>();
             for i in 0..n {
@@ -116,16 +127,17 @@ pub(super) fn values(array: &ArrayRef) -> Result<Vec<Value>, String> {
                 });
             }
         }
-        other => return Err(format!("no MySQL type for {other}")),
+        other => return Err(ValueError::NoType(other.clone())),
     }
     Ok(out)
 }
 
-fn date_value(days: i32) -> Result<Value, String> {
+fn date_value(days: i32) -> Result<Value, ValueError> {
     let date = NaiveDate::from_num_days_from_ce_opt(days + 719_163)
-        .ok_or_else(|| format!("date out of range: {days} days"))?;
+        .ok_or_else(|| ValueError::Range(format!("date of {days} days")))?;
     Ok(Value::Date(
-        u16::try_from(date.year()).map_err(|_| format!("year {} out of range", date.year()))?,
+        u16::try_from(date.year())
+            .map_err(|_| ValueError::Range(format!("year {}", date.year())))?,
         date.month() as u8,
         date.day() as u8,
         0,
@@ -135,12 +147,12 @@ fn date_value(days: i32) -> Result<Value, String> {
     ))
 }
 
-fn datetime_value(micros: i64) -> Result<Value, String> {
+fn datetime_value(micros: i64) -> Result<Value, ValueError> {
     let t = DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| format!("timestamp out of range: {micros}"))?
+        .ok_or_else(|| ValueError::Range(format!("timestamp {micros}")))?
         .naive_utc();
     Ok(Value::Date(
-        u16::try_from(t.year()).map_err(|_| format!("year {} out of range", t.year()))?,
+        u16::try_from(t.year()).map_err(|_| ValueError::Range(format!("year {}", t.year())))?,
         t.month() as u8,
         t.day() as u8,
         t.hour() as u8,

@@ -351,7 +351,7 @@ impl DeltaSink {
                 conflicts.next_wait()
             } else {
                 let wait = failures.next_wait();
-                warn!(table = %self.name, error = %error, retry_in = ?wait, "commit failed, will re-read the table and retry");
+                warn!(table = %self.name, error = %crate::report::Report(&error), retry_in = ?wait, "commit failed, will re-read the table and retry");
                 wait
             };
             tokio::select! {
@@ -369,7 +369,7 @@ impl DeltaSink {
                 false => self.refresh().await,
             };
             if let Err(e) = refreshed {
-                warn!(table = %self.name, error = %e, "cannot re-read the table");
+                warn!(table = %self.name, error = %crate::report::Report(&e), "cannot re-read the table");
             }
         }
     }
@@ -454,7 +454,7 @@ impl DeltaSink {
                         () = self.opts.shutdown.cancelled() => return Ok(None),
                     }
                     if let Err(e) = self.refresh().await {
-                        warn!(table = %self.name, error = %e, "cannot re-read the table");
+                        warn!(table = %self.name, error = %crate::report::Report(&e), "cannot re-read the table");
                     }
                 }
             }

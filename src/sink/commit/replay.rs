@@ -1,6 +1,7 @@
 //! A replayed batch (after a crash or a rebalance) holds records the table already has:
 //! only the part above each partition's recorded offset is committed.
 
+use crate::config::kafka_columns;
 use std::collections::{BTreeMap, HashMap};
 
 use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -41,8 +42,8 @@ pub(super) fn drop_committed(
         rows.column_by_name(name)
             .ok_or_else(|| DeltaTableError::Generic(format!("batch has no column {name}")))
     };
-    let partitions = column("kafka_partition")?.as_primitive::<Int32Type>();
-    let offsets = column("kafka_offset")?.as_primitive::<Int64Type>();
+    let partitions = column(kafka_columns::PARTITION)?.as_primitive::<Int32Type>();
+    let offsets = column(kafka_columns::OFFSET)?.as_primitive::<Int64Type>();
     let mask: BooleanArray = partitions
         .values()
         .iter()

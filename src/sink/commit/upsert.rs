@@ -3,6 +3,7 @@
 //! replayed after a crash finds its offsets in the table and changes nothing twice.
 
 use super::*;
+use crate::config::kafka_columns;
 use crate::engine::DELETE;
 
 impl DeltaSink {
@@ -61,13 +62,14 @@ impl DeltaSink {
             .map(|f| f.name().clone())
             .filter(|c| c != DELETE)
             .collect();
-        let same_source = ["kafka_topic", "kafka_partition"]
+        let same_source = [kafka_columns::TOPIC, kafka_columns::PARTITION]
             .into_iter()
             .filter(|c| columns.iter().any(|have| have == c))
             .map(|c| format!("source.\"{c}\" = target.\"{c}\""))
             .collect::<Vec<_>>()
             .join(" AND ");
-        let newer = match columns.iter().any(|c| c == "kafka_timestamp") && !same_source.is_empty()
+        let newer = match columns.iter().any(|c| c == kafka_columns::TIMESTAMP)
+            && !same_source.is_empty()
         {
             true => format!(
                 " AND ({same_source} OR target.kafka_timestamp IS NULL \
