@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::consumer::KafkaSource;
 use super::context::lock;
+use super::loss::Lost;
 use super::offsets::Record;
 use super::position::{Admit, Positions};
 use super::{ReadError, SourceError, TopicId};
@@ -47,12 +48,11 @@ impl KafkaSource {
                 continue;
             };
             if low > gap.from {
-                self.lost(&format!(
-                    "partition {p} skipped offsets {}..{}: retention deleted them before \
-                     they were read",
-                    gap.from,
-                    low.min(gap.to)
-                ))?;
+                self.lost(Lost::Skipped {
+                    partition: p,
+                    from: gap.from,
+                    to: low.min(gap.to),
+                })?;
             } else {
                 debug!(
                     partition = p,
@@ -102,10 +102,10 @@ impl KafkaSource {
         if was == now {
             return Ok(false);
         }
-        self.lost(&format!(
-            "the topic was deleted and recreated while it was read (its id went from {was} \
-             to {now}); records of the old topic not yet committed are gone"
-        ))?;
+        self.lost(Lost::Recreated {
+            was: was.to_string(),
+            now: now.to_string(),
+        })?;
         let mut starts = BTreeMap::new();
         let mut tpl = TopicPartitionList::new();
         for &p in &assigned {
@@ -174,11 +174,11 @@ impl KafkaSource {
             offsets.resume_at(partition, offset);
             return Ok(true);
         }
-        self.lost(&format!(
-            "partition {partition} went back from offset {} to {offset} and now ends \
-             before it; was the topic deleted and recreated?",
-            expected - 1
-        ))?;
+        self.lost(Lost::WentBack {
+            partition,
+            was: expected - 1,
+            offset,
+        })?;
         // Without a restart the table's offsets would drop the new records as
         // replays: make the table start over here, as an assignment would.
         let reset = BTreeMap::from([(partition, offset - 1)]);
@@ -201,10 +201,10 @@ impl KafkaSource {
         Ok(end < expected)
     }
 
-    fn lost(&self, what: &str) -> Result<(), SourceError> {
+    fn lost(&self, lost: Lost) -> Result<(), SourceError> {
         self.settings
             .data_loss
-            .report(&self.settings.topic, what)
+            .report(&self.settings.topic, lost)
             .map_err(SourceError::read(&self.settings.topic))
     }
 }

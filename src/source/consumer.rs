@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::batch::RawBatch;
-use super::context::{lock, AssignState, DataLossPolicy, SourceContext};
+use super::context::{lock, AssignState, SourceContext};
+use super::loss::DataLossPolicy;
 use super::offsets::OffsetStore;
 use super::position::Positions;
 use super::{Connection, ReadError, SourceError, TopicId};

@@ -12,38 +12,11 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{error, info, warn};
 
+use super::loss::DataLossPolicy;
 use super::offsets::{OffsetStore, Record};
+use super::start::{needs_end, start_for, Facts};
 use super::{Connection, KafkaContext, ReadError, TopicId};
 use crate::config::{Start, StartingOffsets};
-
-/// What to do when records the table has not ingested can no longer be read.
-#[derive(Clone)]
-pub struct DataLossPolicy {
-    /// Stop the pipeline (`kafka.fail_on_data_loss`).
-    pub fail: bool,
-    /// Every case seen, failing or not (`lakestream_data_loss_events_total`), counted
-    /// for each pipeline the reader feeds.
-    pub events: Vec<prometheus_client::metrics::counter::Counter>,
-}
-
-impl DataLossPolicy {
-    /// Log and count a loss; the error to stop on when the policy says so.
-    pub fn report(&self, topic: &str, what: &str) -> Result<(), ReadError> {
-        for events in &self.events {
-            events.inc();
-        }
-        if self.fail {
-            error!(topic, "data loss: {what}");
-            Err(ReadError::DataLoss(what.to_string()))
-        } else {
-            warn!(
-                topic,
-                "data loss (kafka.fail_on_data_loss = false, going on): {what}"
-            );
-            Ok(())
-        }
-    }
-}
 
 /// What the consumer loop learns from rebalances.
 #[derive(Debug, Default)]
@@ -101,7 +74,7 @@ impl SourceContext {
         let id = super::topic_id(consumer.client(), &self.topic, Duration::from_secs(10))?;
         self.lock().topic_id = id;
         let fingerprint = id.map(TopicId::fingerprint);
-        let last_committed = self
+        let committed = self
             .store
             .committed(&partitions, fingerprint)
             .map_err(ReadError::Tables)?;
@@ -111,84 +84,23 @@ impl SourceContext {
         let mut record = BTreeMap::new();
         let mut reset = BTreeMap::new();
         for &p in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
-                .map_err(|cause| ReadError::Broker {
-                    what: format!("cannot read the watermarks of partition {p}"),
-                    cause,
-                })?;
-            lows.insert(p, low);
-            let committed = last_committed
+            let committed = committed
                 .get(&p)
                 .copied()
                 .unwrap_or(super::Committed::single(None));
-            if committed.recreated {
-                self.data_loss.report(
-                    &self.topic,
-                    &format!(
-                        "partition {partition}: the tables' offsets were read from an earlier \
-                         topic of this name (its id is now {now}): the topic was deleted and \
-                         recreated, and what the old one held after those offsets is gone",
-                        partition = p,
-                        now = id.map(|i| i.to_string()).unwrap_or_default()
-                    ),
-                )?;
-                // Every table starts the new topic over, at its first record.
-                reset.insert(p, low - 1);
-                starts.insert(p, low);
-                continue;
+            let facts = self.facts(consumer, p, committed, id)?;
+            let decision = start_for(&facts)?;
+            for lost in decision.lost {
+                self.data_loss.report(&self.topic, lost)?;
             }
-            if let Some(highest) = committed.highest.filter(|&h| committed.lowest != Some(h)) {
-                // A table ahead of the others (or beside a new one) may hold offsets of
-                // a deleted topic, or lost records the new one does not miss: reading
-                // from the lowest alone would not notice. Retention below a lower table
-                // is that table's report.
-                let floor = match committed.lowest {
-                    Some(_) => low.min(highest + 1),
-                    None => low,
-                };
-                self.resume_offset(p, highest + 1, floor, high, &mut reset)?;
+            if decision.reset {
+                reset.insert(p, facts.low - 1);
             }
-            let start = match (committed.lowest, self.start_of(p)) {
-                // A table ahead was found to hold a deleted topic's offsets: all start over.
-                _ if reset.contains_key(&p) => low,
-                (Some(last), _) => self.resume_offset(p, last + 1, low, high, &mut reset)?,
-                (None, Start::Earliest) => low,
-                // Spark records the start too: if this member dies before its first
-                // commit, the next owner must not start at a later "latest" (or at a
-                // time or offset the configuration no longer names).
-                (None, Start::Latest) => {
-                    let end = self.end(p, high)?;
-                    record.insert(p, end - 1);
-                    end
-                }
-                (None, Start::Offset(offset)) => {
-                    let start = self.explicit_start(p, offset, low, high)?;
-                    record.insert(p, start - 1);
-                    start
-                }
-                (None, Start::Time(millis)) => {
-                    let bounds = BTreeMap::from([(
-                        p,
-                        super::Bounds {
-                            low,
-                            end: self.end(p, high)?,
-                        },
-                    )]);
-                    let starts = super::offsets_for_time(
-                        &self.probe,
-                        &self.topic,
-                        millis,
-                        &bounds,
-                        self.seek_rewind,
-                    )?;
-                    let start = starts.get(&p).copied().unwrap_or(low);
-                    info!(topic = %self.topic, partition = p, millis, start, "starting at the first record of the configured time");
-                    record.insert(p, start - 1);
-                    start
-                }
-            };
-            starts.insert(p, start);
+            if decision.record {
+                record.insert(p, decision.start - 1);
+            }
+            lows.insert(p, facts.low);
+            starts.insert(p, decision.start);
         }
         // Resets first: a table moved back must count when the lowest start is recorded.
         if !reset.is_empty() {
@@ -213,6 +125,54 @@ impl SourceContext {
         Ok(starts)
     }
 
+    /// What deciding where `partition` starts needs: its bounds, and its end and the
+    /// offset of a start time only when the decision turns on them.
+    fn facts(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partition: i32,
+        committed: super::Committed,
+        id: Option<TopicId>,
+    ) -> Result<Facts, ReadError> {
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+            .map_err(|cause| ReadError::Broker {
+                what: format!("cannot read the watermarks of partition {partition}"),
+                cause,
+            })?;
+        let start = self.start_of(partition);
+        let end = match needs_end(&committed, high, start) {
+            true => super::ends::partition_end(&self.probe, &self.topic, partition)?.max(high),
+            false => high,
+        };
+        let time_start = match (committed.lowest, start) {
+            (None, Start::Time(millis)) => {
+                let bounds = BTreeMap::from([(partition, super::Bounds { low, end })]);
+                let starts = super::offsets_for_time(
+                    &self.probe,
+                    &self.topic,
+                    millis,
+                    &bounds,
+                    self.seek_rewind,
+                )?;
+                let start = starts.get(&partition).copied().unwrap_or(low);
+                info!(topic = %self.topic, partition, millis, start, "starting at the first record of the configured time");
+                Some(start)
+            }
+            _ => None,
+        };
+        Ok(Facts {
+            partition,
+            committed,
+            low,
+            high,
+            end,
+            start,
+            time_start,
+            topic_id: id.map(|i| i.to_string()).unwrap_or_default(),
+        })
+    }
+
     /// Where a partition the tables have never recorded starts: as configured, but a
     /// partition added while running (or of a topic created since) starts at its first
     /// record whatever `starting_offsets` says, as Spark does: its records all came
@@ -225,89 +185,6 @@ impl SourceContext {
         }
         info!(topic = %self.topic, partition, "partition added while running: reading it from its first record");
         Start::Earliest
-    }
-
-    /// The partition's end (high watermark). `high` is what the consumer's own request
-    /// answered: under read_committed the last stable offset, which may be lower.
-    fn end(&self, partition: i32, high: i64) -> Result<i64, ReadError> {
-        let end = super::ends::partition_end(&self.probe, &self.topic, partition)?;
-        Ok(end.max(high))
-    }
-
-    /// A configured start offset: below the first retained record it is data loss (the
-    /// records asked for are gone), beyond the end a mistake.
-    fn explicit_start(
-        &self,
-        partition: i32,
-        offset: i64,
-        low: i64,
-        high: i64,
-    ) -> Result<i64, ReadError> {
-        if offset < low {
-            self.data_loss.report(
-                &self.topic,
-                &format!(
-                    "partition {partition}: kafka.starting_offsets asks for offset {offset} \
-                     but the earliest record still in the topic is {low}"
-                ),
-            )?;
-            return Ok(low);
-        }
-        let end = if offset <= high {
-            high
-        } else {
-            self.end(partition, high)?
-        };
-        if offset > end {
-            return Err(ReadError::StartPastEnd {
-                partition,
-                offset,
-                end,
-            });
-        }
-        Ok(offset)
-    }
-
-    /// Where to read `partition` from when its table resumes at `resume`; a resume
-    /// offset outside `low..=high` means records were lost.
-    fn resume_offset(
-        &self,
-        partition: i32,
-        resume: i64,
-        low: i64,
-        high: i64,
-        reset: &mut BTreeMap<i32, i64>,
-    ) -> Result<i64, ReadError> {
-        if resume < low {
-            self.data_loss.report(
-                &self.topic,
-                &format!(
-                    "partition {partition}: the table resumes at offset {resume} but the \
-                     earliest record still in the topic is {low}; {} records were deleted \
-                     (retention?) before they were ingested",
-                    low - resume
-                ),
-            )?;
-            return Ok(low);
-        }
-        if resume <= high {
-            return Ok(resume);
-        }
-        let end = self.end(partition, high)?;
-        if resume <= end {
-            return Ok(resume);
-        }
-        self.data_loss.report(
-            &self.topic,
-            &format!(
-                "partition {partition}: the table resumes at offset {resume} but the \
-                 partition ends at {end}; was the topic deleted and recreated?"
-            ),
-        )?;
-        // The table's offsets belong to the old topic: start over, recorded first, or
-        // every new record at or below the old offsets would be dropped as a replay.
-        reset.insert(partition, low - 1);
-        Ok(low)
     }
 }
 

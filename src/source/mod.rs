@@ -10,8 +10,10 @@ mod client;
 mod consumer;
 mod context;
 mod ends;
+mod loss;
 mod offsets;
 mod position;
+mod start;
 mod times;
 mod topic_id;
 
@@ -21,8 +23,8 @@ pub use auth::{msk_token, Auth};
 pub use batch::{OffsetRange, ProducedAt, RawBatch};
 pub use client::{Connection, KafkaContext};
 pub use consumer::{ConsumerSettings, KafkaSource, SourceHandle};
-pub use context::DataLossPolicy;
 pub use ends::{first_offsets, partition_end, topic_bounds, topic_partitions, Bounds};
+pub use loss::{DataLoss, DataLossPolicy, Lost};
 pub use offsets::{Committed, OffsetStore, Record};
 pub use times::{offsets_for_time, topic_offsets_for_time};
 pub use topic_id::{topic_id, TopicId};
@@ -78,7 +80,7 @@ pub enum ReadError {
          records and go on from the earliest record still there, set \
          kafka.fail_on_data_loss = false (they stay lost)"
     )]
-    DataLoss(String),
+    DataLoss(DataLoss),
     #[error(
         "partition {partition}: kafka.starting_offsets asks for offset {offset} but the \
          partition ends at {end}; fix the offset (or use \"latest\")"

@@ -44,7 +44,7 @@ impl std::fmt::Display for TopicId {
 }
 
 /// The id of `topic` now: None when the topic does not exist or the broker keeps no ids
-/// (then only offsets can tell a recreated topic, see `context::resume_offset`).
+/// (then only offsets can tell a recreated topic, see `start::start_for`).
 pub fn topic_id<C: ClientContext>(
     client: &Client<C>,
     topic: &str,
