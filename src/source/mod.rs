@@ -10,6 +10,7 @@ mod client;
 mod consumer;
 mod context;
 mod ends;
+mod faults;
 mod loss;
 mod offsets;
 mod position;
