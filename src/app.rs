@@ -38,7 +38,7 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
         .await?;
     check_access(&connection, &readers).await?;
     // A root that cannot be written, a missing bucket, denied credentials: at once.
-    crate::sink::check_storage(&crate::storage::Storage::new(&plan.storage)).await?;
+    crate::sink::check_storage(&plan.storage.storage.clone()).await?;
 
     let supervisor = Supervisor::new(opts.drain_timeout);
     let sync = start_sync(&plan, &supervisor, opts);
@@ -123,7 +123,7 @@ fn start_sync(
     Arc<crate::sync::SyncMetrics>,
 )> {
     let task = SyncTask::new(plan)
-        .filter(|t| t.has_targets() && plan.mysql.as_ref().is_some_and(|m| m.enabled))?;
+        .filter(|t| t.has_targets() && plan.mirror.as_ref().is_some_and(|m| m.enabled))?;
     let metrics = task.metrics.clone();
     // A backfill ends with the mirror caught up too; a signal just stops it.
     let final_pass = opts.until_caught_up.then_some(FINAL_SYNC_PATIENCE);
@@ -297,7 +297,7 @@ impl Running {
         }
         // Of topics that would share a per-topic table, the one that has been writing
         // it goes on (or, for a new table, the first by name); the others are refused.
-        let storage = crate::storage::Storage::new(&self.plan.storage);
+        let storage = self.plan.storage.storage.clone();
         let mut refused = BTreeSet::new();
         for (table, group) in self.plan.topic_collisions(&source.name, &topics) {
             let writer = crate::sink::last_topic(&storage, &table).await?;
@@ -412,7 +412,7 @@ async fn serve_status<'p>(
             })
             .collect(),
         sync,
-        storage: crate::storage::Storage::new(&plan.storage),
+        storage: plan.storage.storage.clone(),
         max_ready_lag: plan.http.max_ready_lag,
         started: chrono::Utc::now(),
         tables: Default::default(),

@@ -7,8 +7,6 @@ use std::path::Path;
 use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
-use crate::config::StorageConfig;
-
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("table '{table}': bad location: {message}")]
@@ -32,10 +30,10 @@ pub struct Storage {
 }
 
 impl Storage {
-    pub fn new(config: &StorageConfig) -> Self {
+    pub fn new(root: &str, options: HashMap<String, String>) -> Self {
         Self {
-            root: config.root.clone(),
-            options: config.options.clone().into_iter().collect(),
+            root: root.to_string(),
+            options,
         }
     }
 

@@ -68,7 +68,7 @@ pub(super) async fn check(plan: Arc<Plan>, mut print: impl FnMut(&CheckLine)) ->
     for line in kafka(&plan).await {
         add(line);
     }
-    add(storage(&Storage::new(&plan.storage)).await);
+    add(storage(&plan.storage.storage.clone()).await);
     if let Some(line) = mysql(&plan).await {
         add(line);
     }
@@ -147,7 +147,7 @@ async fn storage(storage: &Storage) -> CheckLine {
 
 async fn mysql(plan: &Plan) -> Option<CheckLine> {
     let cfg = plan
-        .mysql
+        .mirror
         .as_ref()
         .filter(|m| m.enabled && !m.mirror.is_empty())?;
     Some(match crate::sync::check_account(cfg).await {

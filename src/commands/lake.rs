@@ -7,7 +7,6 @@ use crate::cli::{CompactArgs, HistoryArgs, QueryArgs, SchemaArgs, TableArg, Vacu
 use crate::config::Plan;
 use crate::maintenance::{self, select_tables};
 use crate::query::{self, At, OutputFormat};
-use crate::storage::Storage;
 use crate::{Error, Result};
 
 /// `lakestream query`.
@@ -38,7 +37,7 @@ fn at(args: &crate::cli::AtArgs) -> Result<At> {
 pub async fn schema(config: &Plan, args: SchemaArgs) -> Result<()> {
     select_tables(config, Some(&args.table))?;
     let at = at(&args.at)?;
-    let batch = query::schema(&Storage::new(&config.storage), &args.table, at).await?;
+    let batch = query::schema(&config.storage.storage.clone(), &args.table, at).await?;
     let format = args.format.unwrap_or(default_format(OutputFormat::Json));
     Ok(query::write_batches(
         &[batch],
@@ -50,7 +49,7 @@ pub async fn schema(config: &Plan, args: SchemaArgs) -> Result<()> {
 /// `lakestream history`.
 pub async fn history(config: &Plan, args: HistoryArgs) -> Result<()> {
     select_tables(config, Some(&args.table))?;
-    let entries = query::history(&Storage::new(&config.storage), &args.table, args.limit).await?;
+    let entries = query::history(&config.storage.storage.clone(), &args.table, args.limit).await?;
     let format = args.format.unwrap_or(default_format(OutputFormat::Json));
     let batch = query::history_batch(&entries)?;
     Ok(query::write_batches(
@@ -62,7 +61,7 @@ pub async fn history(config: &Plan, args: HistoryArgs) -> Result<()> {
 
 /// `lakestream compact`: one JSON line per table.
 pub async fn compact(config: &Plan, args: CompactArgs) -> Result<()> {
-    let storage = Storage::new(&config.storage);
+    let storage = config.storage.storage.clone();
     for table in select_tables(config, args.table.as_deref())? {
         let opts = maintenance::compact_options(config, &table, args.zorder_by.clone());
         eprintln!("compacting {table} ...");
@@ -74,7 +73,7 @@ pub async fn compact(config: &Plan, args: CompactArgs) -> Result<()> {
 
 /// `lakestream vacuum`: one JSON line per table (with the file list).
 pub async fn vacuum(config: &Plan, args: VacuumArgs) -> Result<()> {
-    let storage = Storage::new(&config.storage);
+    let storage = config.storage.storage.clone();
     let opts = maintenance::vacuum_options(config, args.retention, args.force, args.dry_run);
     for table in select_tables(config, args.table.as_deref())? {
         eprintln!(
@@ -89,7 +88,7 @@ pub async fn vacuum(config: &Plan, args: VacuumArgs) -> Result<()> {
 
 /// `lakestream checkpoint`: one JSON line per table.
 pub async fn checkpoint(config: &Plan, args: TableArg) -> Result<()> {
-    let storage = Storage::new(&config.storage);
+    let storage = config.storage.storage.clone();
     for name in select_tables(config, args.table.as_deref())? {
         let table = storage.open(&name).await?;
         let report =

@@ -207,143 +207,6 @@ pub fn read_secret(file: Option<&str>, env: &str, key: &str) -> Result<String, C
     }
 }
 
-impl SecurityConfig {
-    /// Consistency of the section. The secrets are read only when a client connects
-    /// (`query` or `compact` need no Kafka password), and an absent one is an error
-    /// naming its key then.
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        const KEY: &str = "kafka.security";
-        match (self.protocol.is_sasl(), self.mechanism) {
-            (true, None) => {
-                return Err(ConfigError::key(
-                    format!("{KEY}.mechanism"),
-                    format!(
-                        "protocol {} needs a mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, \
-                         OAUTHBEARER or AWS_MSK_IAM",
-                        self.protocol.as_str()
-                    ),
-                ))
-            }
-            (false, Some(m)) => {
-                return Err(ConfigError::key(
-                    format!("{KEY}.mechanism"),
-                    format!(
-                        "{} is a SASL mechanism, but protocol is {}; use sasl_ssl (or \
-                         sasl_plaintext)",
-                        m.name(),
-                        self.protocol.as_str()
-                    ),
-                ))
-            }
-            _ => {}
-        }
-        if !self.protocol.is_tls() {
-            for (key, set) in [
-                ("ca_file", self.ca_file.is_some()),
-                ("certificate_file", self.certificate_file.is_some()),
-                ("key_file", self.key_file.is_some()),
-            ] {
-                if set {
-                    return Err(ConfigError::key(
-                        format!("{KEY}.{key}"),
-                        format!(
-                            "is a TLS setting, but protocol is {}; use ssl or sasl_ssl",
-                            self.protocol.as_str()
-                        ),
-                    ));
-                }
-            }
-        }
-        if self.certificate_file.is_some() != self.key_file.is_some() {
-            return Err(ConfigError::key(
-                format!("{KEY}.key_file"),
-                "a client certificate needs its key: set both certificate_file and key_file",
-            ));
-        }
-        for (key, path) in [
-            ("ca_file", &self.ca_file),
-            ("certificate_file", &self.certificate_file),
-            ("key_file", &self.key_file),
-            ("oauth.ca_file", &self.oauth.ca_file),
-        ] {
-            if let Some(path) = path {
-                std::fs::metadata(path).map_err(|e| {
-                    ConfigError::key(format!("{KEY}.{key}"), format!("cannot read {path}: {e}"))
-                })?;
-            }
-        }
-        match self.mechanism {
-            Some(m) if m.uses_password() && self.username.as_deref().is_none_or(str::is_empty) => {
-                return Err(ConfigError::key(
-                    format!("{KEY}.username"),
-                    format!("{} needs a user name", m.name()),
-                ));
-            }
-            Some(Mechanism::OauthBearer) => {
-                let o = &self.oauth;
-                let endpoint = o.token_endpoint.as_deref().unwrap_or_default();
-                url::Url::parse(endpoint)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https"))
-                    .ok_or_else(|| {
-                        ConfigError::key(
-                            format!("{KEY}.oauth.token_endpoint"),
-                            format!(
-                                "OAUTHBEARER needs the OIDC token endpoint's http(s) URL \
-                                 (got '{endpoint}')"
-                            ),
-                        )
-                    })?;
-                if o.client_id.as_deref().is_none_or(str::is_empty) {
-                    return Err(ConfigError::key(
-                        format!("{KEY}.oauth.client_id"),
-                        "OAUTHBEARER needs the OIDC client id",
-                    ));
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// The PLAIN/SCRAM password.
-    pub fn password(&self) -> Result<String, ConfigError> {
-        read_secret(
-            self.password_file.as_deref(),
-            &self.password_env,
-            "kafka.security.password",
-        )
-    }
-
-    /// The OIDC client secret.
-    pub fn client_secret(&self) -> Result<String, ConfigError> {
-        read_secret(
-            self.oauth.client_secret_file.as_deref(),
-            &self.oauth.client_secret_env,
-            "kafka.security.oauth.client_secret",
-        )
-    }
-
-    /// How the connection is made, for errors and logs (never a secret): `SASL_SSL
-    /// SCRAM-SHA-512 as user 'x'`.
-    pub fn describe(&self) -> String {
-        let mut out = self.protocol.as_str().to_uppercase();
-        if let Some(m) = self.mechanism {
-            out.push(' ');
-            out.push_str(m.name());
-        }
-        if let (Some(m), Some(user)) = (self.mechanism, &self.username) {
-            if m.uses_password() {
-                out.push_str(&format!(" as user '{user}'"));
-            }
-        }
-        if self.certificate_file.is_some() {
-            out.push_str(" with a client certificate");
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     fn load(sets: &[&str]) -> Result<crate::config::Plan, crate::config::ConfigError> {
@@ -434,10 +297,11 @@ mod tests {
             &format!("kafka.security.password_file={path}"),
         ])
         .expect("loads");
-        assert_eq!(
-            config.kafka.security.password().expect("read"),
-            "s3cret-value"
-        );
+        let Some(crate::config::Sasl::Password { password, .. }) = &config.kafka.security.sasl
+        else {
+            panic!("a password mechanism: {:?}", config.kafka.security.sasl);
+        };
+        assert_eq!(password.read().expect("read"), "s3cret-value");
         let connection = crate::source::Connection::new(&config.kafka).expect("connection");
         assert_eq!(connection.property("sasl.mechanism"), Some("SCRAM-SHA-256"));
         assert_eq!(connection.property("ssl.ca.location"), Some("probe"));

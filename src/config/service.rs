@@ -161,7 +161,7 @@ pub struct KafkaConfig {
     /// earliest record still there.
     pub fail_on_data_loss: bool,
     /// TLS and SASL: how to reach a secured cluster (see `config/lakestream.toml`).
-    pub security: super::SecurityConfig,
+    pub security: super::security::SecurityConfig,
     /// Extra librdkafka properties passed through as they are (e.g. `"fetch.wait.max.ms" = "5"`).
     pub options: BTreeMap<String, String>,
 }
@@ -403,7 +403,7 @@ impl Default for KafkaConfig {
             isolation_level: IsolationLevel::default(),
             seek_rewind: 0,
             fail_on_data_loss: true,
-            security: super::SecurityConfig::default(),
+            security: super::security::SecurityConfig::default(),
             // Kafka answers a fetch as soon as it has data: librdkafka's defaults suit
             // it. (tansu waits fetch.wait.max.ms on every fetch; see docs/operations.md.)
             options: BTreeMap::new(),

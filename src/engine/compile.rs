@@ -9,7 +9,7 @@ impl Engine {
     pub async fn compile(
         p: &PipelinePlan,
         query: &QuerySpec,
-        lookups: &BTreeMap<String, LookupConfig>,
+        lookups: &BTreeMap<String, LookupPlan>,
         input_schema: SchemaRef,
     ) -> Result<Self, EngineError> {
         let path = query.sql_file.clone();

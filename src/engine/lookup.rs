@@ -13,7 +13,7 @@ use deltalake::datafusion::prelude::{CsvReadOptions, SessionContext};
 use tracing::info;
 
 use super::EngineError;
-use crate::config::{LookupConfig, LookupFormat};
+use crate::config::{LookupFormat, LookupPlan};
 
 /// What identifies one version of a lookup's source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +28,7 @@ enum Stamp {
 #[derive(Debug)]
 pub(super) struct Lookup {
     name: String,
-    config: LookupConfig,
+    config: LookupPlan,
     format: LookupFormat,
     stamp: Option<Stamp>,
     checked: Option<Instant>,
@@ -36,17 +36,11 @@ pub(super) struct Lookup {
 }
 
 impl Lookup {
-    pub(super) fn new(name: &str, config: &LookupConfig) -> Result<Self, EngineError> {
-        let format = config
-            .resolved_format(name)
-            .map_err(|e| EngineError::Lookup {
-                name: name.to_string(),
-                message: e.to_string(),
-            })?;
+    pub(super) fn new(name: &str, config: &LookupPlan) -> Result<Self, EngineError> {
         Ok(Self {
             name: name.to_string(),
             config: config.clone(),
-            format,
+            format: config.format,
             stamp: None,
             checked: None,
             rows: 0,
@@ -188,9 +182,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("codes.json");
         std::fs::write(&path, r#"[{"code":"A"},{"code":"B"}]"#).unwrap();
-        let config = LookupConfig {
+        let config = LookupPlan {
             path: path.display().to_string(),
-            format: None,
+            format: LookupFormat::Json,
             refresh_interval: std::time::Duration::from_secs(1),
         };
         let mut lookup = Lookup::new("codes", &config).unwrap();

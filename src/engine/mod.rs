@@ -39,7 +39,7 @@ pub use plan::{Merge, Shape};
 pub use state::{Aggregate, Clock};
 pub use window::micros;
 
-use crate::config::{LookupConfig, OutputMode, PipelinePlan, QuerySpec};
+use crate::config::{LookupPlan, OutputMode, PipelinePlan, QuerySpec};
 use lookup::Lookup;
 use window::{WindowFunction, WindowInput, WindowSlot};
 

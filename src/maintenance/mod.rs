@@ -147,10 +147,7 @@ pub fn compact_options(
         .map(|p| p.no_dictionary())
         .unwrap_or_default();
     CompactOptions {
-        target_file_size: m
-            .compact
-            .target_file_size
-            .unwrap_or(config.storage.target_file_size),
+        target_file_size: m.compact.target_file_size,
         min_small_files: m.compact.min_small_files,
         zorder_by: zorder_by.unwrap_or_else(|| m.table(table).zorder_by),
         max_retries: m.compact.max_retries,

@@ -12,7 +12,6 @@ use super::{compact, compact_options, vacuum, vacuum_options};
 use crate::config::{Plan, Schedule};
 use crate::metrics::metrics;
 use crate::sink::Contention;
-use crate::storage::Storage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Task {
@@ -50,18 +49,8 @@ pub fn spawn_schedules(
     for table in tables {
         let overrides = config.maintenance.table(table);
         let plans = [
-            (
-                Task::Compact,
-                overrides
-                    .compact
-                    .unwrap_or_else(|| config.maintenance.compact.schedule.clone()),
-            ),
-            (
-                Task::Vacuum,
-                overrides
-                    .vacuum
-                    .unwrap_or_else(|| config.maintenance.vacuum.schedule.clone()),
-            ),
+            (Task::Compact, overrides.compact),
+            (Task::Vacuum, overrides.vacuum),
         ];
         for (task, schedule) in plans {
             if schedule != Schedule::Off {
@@ -86,7 +75,7 @@ async fn run_schedule(
     contention: Contention,
 ) {
     debug!(table = %table, task = ?task, schedule = %schedule, "maintenance scheduled");
-    let storage = Storage::new(&config.storage);
+    let storage = config.storage.storage.clone();
     let mut yielded = 0;
     while let Some(wait) = schedule.wait(chrono::Utc::now()) {
         tokio::select! {

@@ -377,7 +377,7 @@ impl Pipeline {
     fn sink_options(&self, shutdown: CancellationToken) -> SinkOptions {
         let (p, plan) = (&self.spec, &self.plan);
         SinkOptions {
-            storage: crate::storage::Storage::new(&plan.storage),
+            storage: plan.storage.storage.clone(),
             pipeline: p.name.clone(),
             topic: self.source.topic().to_string(),
             partition_by: p.partition_by.clone(),

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use super::budget::ReaderBudget;
 use super::stages::{decode_stage, TablesOffsets, QUEUE};
 use super::*;
-use crate::config::{KafkaConfig, ReaderPlan, Topics};
+use crate::config::{KafkaPlan, ReaderPlan, Topics};
 use crate::source::{Connection, ConsumerSettings, DataLossPolicy, KafkaSource};
 
 /// The pipelines of one source, started on one reader.
@@ -24,7 +24,7 @@ pub struct Started {
 
 /// The topics a multi-topic source reads now: its list, or the topics its pattern
 /// matches.
-pub async fn source_topics(kafka: &KafkaConfig, source: &SourcePlan) -> Result<Vec<String>> {
+pub async fn source_topics(kafka: &KafkaPlan, source: &SourcePlan) -> Result<Vec<String>> {
     let pattern = match &source.topics {
         Topics::Pattern(pattern) => pattern.clone(),
         Topics::List(topics) => return Ok(topics.clone()),
@@ -182,7 +182,7 @@ async fn prepare(
 /// `run --reset-to`: move every table back to the first record at or after `millis`
 /// (never forward), before the reader positions anything.
 async fn rewind(
-    kafka: &KafkaConfig,
+    kafka: &KafkaPlan,
     (connection, topic): (&Connection, &str),
     millis: i64,
     reader: &ReaderPlan,
@@ -247,7 +247,7 @@ async fn probe<T: Send + 'static>(
 }
 
 fn catch_up(
-    kafka: &KafkaConfig,
+    kafka: &KafkaPlan,
     (connection, topic): (&Connection, &str),
     bounds: BTreeMap<i32, crate::source::Bounds>,
     opts: RunOptions,
@@ -267,14 +267,14 @@ fn catch_up(
 }
 
 /// How the readers connect: `kafka.security`, `kafka.options` and the isolation level.
-fn connection(kafka: &KafkaConfig) -> Result<Connection> {
+fn connection(kafka: &KafkaPlan) -> Result<Connection> {
     Ok(Connection::new(kafka)?.with("isolation.level", kafka.isolation_level.as_str()))
 }
 
 /// One consumer for several pipelines: a batch closes at the smallest trigger and size
 /// any of them asks for (see `ReaderPlan::trigger`).
 fn consumer_settings(
-    kafka: &KafkaConfig,
+    kafka: &KafkaPlan,
     connection: Connection,
     reader: &ReaderPlan,
     pipelines: &[Pipeline],

@@ -19,7 +19,6 @@ use deltalake::DeltaTableError;
 
 use crate::config::Plan;
 use crate::maintenance::MaintenanceError;
-use crate::storage::Storage;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -101,7 +100,7 @@ impl From<DataFusionError> for QueryError {
 /// Run `sql` over the configured tables, each as of `at` unless the SQL names a version
 /// itself (`calls@v12`).
 pub async fn run_sql(config: &Plan, sql: &str, at: At) -> Result<Vec<RecordBatch>, QueryError> {
-    let storage = Storage::new(&config.storage);
+    let storage = config.storage.storage.clone();
     let tables = config.tables();
     let sql = sql::quote_versioned_names(sql);
     let ctx = SessionContext::new();

@@ -12,7 +12,7 @@ use base64::Engine;
 use rdkafka::client::OAuthToken;
 use serde::Deserialize;
 
-use crate::config::{Mechanism, SecurityConfig};
+use crate::config::{ConfigError, Sasl, SecurityPlan};
 
 /// How long a token request may take before it is an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,13 +88,12 @@ struct Oidc {
 
 impl Auth {
     /// The token source `security` asks for; secrets are read here, once.
-    pub fn from_config(security: &SecurityConfig) -> Result<Self, crate::config::ConfigError> {
-        let source = match security.mechanism {
-            Some(Mechanism::OauthBearer) => {
-                let o = &security.oauth;
+    pub fn new(security: &SecurityPlan) -> Result<Self, ConfigError> {
+        let source = match &security.sasl {
+            Some(Sasl::OauthBearer(o)) => {
                 let ca_pem = match &o.ca_file {
                     Some(path) => Some(std::fs::read(path).map_err(|e| {
-                        crate::config::ConfigError::key(
+                        ConfigError::key(
                             "kafka.security.oauth.ca_file",
                             format!("cannot read {path}: {e}"),
                         )
@@ -102,15 +101,15 @@ impl Auth {
                     None => None,
                 };
                 TokenSource::Oidc(Oidc {
-                    endpoint: o.token_endpoint.clone().unwrap_or_default(),
-                    client_id: o.client_id.clone().unwrap_or_default(),
-                    secret: security.client_secret()?,
+                    endpoint: o.token_endpoint.to_string(),
+                    client_id: o.client_id.clone(),
+                    secret: o.client_secret.read()?,
                     scope: o.scope.clone(),
                     ca_pem,
                 })
             }
-            Some(Mechanism::AwsMskIam) => TokenSource::MskIam {
-                region: security.aws.region.clone(),
+            Some(Sasl::AwsMskIam { region }) => TokenSource::MskIam {
+                region: region.clone(),
             },
             _ => return Ok(Self(None)),
         };

@@ -15,7 +15,7 @@ use tracing::{error, warn};
 
 use super::auth::Auth;
 use super::SourceError;
-use crate::config::{ConfigError, KafkaConfig};
+use crate::config::{ConfigError, KafkaPlan, Sasl};
 
 /// How long the start-up check waits for the cluster's metadata.
 const CHECK_PATIENCE: Duration = Duration::from_secs(15);
@@ -40,37 +40,44 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// The connection `kafka` describes; reads its secrets (environment or files).
-    pub fn new(kafka: &KafkaConfig) -> Result<Self, ConfigError> {
+    pub fn new(kafka: &KafkaPlan) -> Result<Self, ConfigError> {
         let security = &kafka.security;
         let mut properties = BTreeMap::new();
         let mut set = |k: &str, v: &str| {
             properties.insert(k.to_string(), v.to_string());
         };
         set("security.protocol", security.protocol.as_str());
-        if let Some(m) = security.mechanism {
-            set("sasl.mechanism", m.wire());
-            if m.uses_password() {
-                set("sasl.username", security.username.as_deref().unwrap_or(""));
-                set("sasl.password", &security.password()?);
+        match &security.sasl {
+            Some(Sasl::Password {
+                mechanism,
+                username,
+                password,
+            }) => {
+                set("sasl.mechanism", mechanism.wire());
+                set("sasl.username", username);
+                set("sasl.password", &password.read()?);
             }
+            // AWS_MSK_IAM is OAUTHBEARER on the wire, with a token of its own.
+            Some(Sasl::OauthBearer(_) | Sasl::AwsMskIam { .. }) => {
+                set("sasl.mechanism", "OAUTHBEARER")
+            }
+            None => {}
         }
-        if security.protocol.is_tls() {
-            match &security.ca_file {
+        if let Some(tls) = &security.tls {
+            match &tls.ca_file {
                 Some(path) => set("ssl.ca.location", path),
                 // The system's roots: OpenSSL's default paths, else librdkafka probes the
                 // usual locations of the distributions.
                 None => set("ssl.ca.location", "probe"),
             }
-            if let (Some(cert), Some(key)) = (&security.certificate_file, &security.key_file) {
+            if let Some((cert, key)) = &tls.client {
                 set("ssl.certificate.location", cert);
                 set("ssl.key.location", key);
             }
-            if let Some(env) = &security.key_password_env {
-                let password =
-                    crate::config::read_secret(None, env, "kafka.security.key_password")?;
-                set("ssl.key.password", &password);
+            if let Some(secret) = &tls.key_password {
+                set("ssl.key.password", &secret.read()?);
             }
-            if !security.verify_hostname {
+            if !tls.verify_hostname {
                 set("ssl.endpoint.identification.algorithm", "none");
             }
         }
@@ -80,7 +87,7 @@ impl Connection {
         Ok(Self {
             brokers: kafka.brokers.clone(),
             properties: Arc::new(properties),
-            auth: Auth::from_config(security)?,
+            auth: Auth::new(security)?,
             describe: security.describe().into(),
         })
     }

@@ -5,7 +5,7 @@
 use mysql_async::prelude::Queryable;
 
 use super::SyncError;
-use crate::config::MysqlConfig;
+use crate::config::MirrorPlan;
 
 /// What the mirror does in its database: its tables and sync state, the BI views and
 /// their time-zone function.
@@ -27,7 +27,7 @@ const ON_DATABASE: [&str; 13] = [
 
 /// Connect as the sync account and compare its grants with what the mirror needs (and,
 /// when the BI account is managed, what creating it and granting it the views takes).
-pub async fn check_account(cfg: &MysqlConfig) -> Result<String, SyncError> {
+pub async fn check_account(cfg: &MirrorPlan) -> Result<String, SyncError> {
     let mut conn = super::mysql::open(cfg).await?;
     let sql = "SHOW GRANTS FOR CURRENT_USER()";
     let grants: Vec<String> = conn

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::layout::ident;
 use super::mysql::run;
 use super::SyncError;
-use crate::config::MysqlConfig;
+use crate::config::MirrorPlan;
 
 const VERSION_TABLE: &str = "lakestream_schema_version";
 
@@ -134,7 +134,7 @@ async fn views(conn: &mut Conn) -> Result<Vec<String>, SyncError> {
 }
 
 /// Create or update the BI account: it can SELECT the views and nothing else.
-pub(super) async fn ensure_account(conn: &mut Conn, cfg: &MysqlConfig) -> Result<(), SyncError> {
+pub(super) async fn ensure_account(conn: &mut Conn, cfg: &MirrorPlan) -> Result<(), SyncError> {
     let Some(user) = &cfg.bi_user else {
         return Ok(());
     };

@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{MysqlConfig, OutputMode, Plan};
+use crate::config::{MirrorPlan, OutputMode, Plan};
 use crate::retry::Backoff;
 use crate::retry::{Retry, RetryHint};
 use changes::Change;
@@ -221,7 +221,7 @@ impl SyncMetrics {
 }
 
 pub struct SyncTask {
-    mysql: MysqlConfig,
+    mysql: MirrorPlan,
     storage: crate::storage::Storage,
     targets: Vec<Target>,
     conn: Option<Conn>,
@@ -236,7 +236,7 @@ pub struct SyncTask {
 impl SyncTask {
     /// The task for `config`'s `[mysql]` section (None when there is none).
     pub fn new(config: &Plan) -> Option<Self> {
-        let mysql = config.mysql.clone()?;
+        let mysql = config.mirror.clone()?;
         let targets = mysql
             .mirror
             .iter()
@@ -248,7 +248,7 @@ impl SyncTask {
             })
             .collect();
         Some(Self {
-            storage: crate::storage::Storage::new(&config.storage),
+            storage: config.storage.storage.clone(),
             mysql,
             targets,
             conn: None,

@@ -11,7 +11,7 @@ use mysql_async::{Conn, OptsBuilder, Params, SslOpts, TxOpts, Value};
 use super::layout::{ident, Layout, HASH_KEY, STATE_TABLE};
 use super::types::{mysql_type, values};
 use super::SyncError;
-use crate::config::{MysqlConfig, MysqlTls};
+use crate::config::{MirrorPlan, MysqlTls};
 
 /// Rows of every mirrored table's sync state: the Delta version each one reflects.
 /// Bound values per statement stay below the protocol's 65,535 placeholders.
@@ -19,7 +19,7 @@ const MAX_PLACEHOLDERS: usize = 60_000;
 
 /// The password: the environment variable when it is set (containers pass secrets
 /// that way), else the file named in config (`~/` is the home folder), else none.
-pub(super) fn password(cfg: &MysqlConfig) -> Result<Option<String>, SyncError> {
+pub(super) fn password(cfg: &MirrorPlan) -> Result<Option<String>, SyncError> {
     if let Ok(password) = std::env::var(&cfg.password_env) {
         return Ok(Some(password));
     }
@@ -42,7 +42,7 @@ pub(super) fn password(cfg: &MysqlConfig) -> Result<Option<String>, SyncError> {
 
 /// Why a connection failed: refused for good (the account, its password or privileges,
 /// TLS), or unreachable for now (retried).
-fn refused(cfg: &MysqlConfig, address: &str, cause: mysql_async::Error) -> SyncError {
+fn refused(cfg: &MirrorPlan, address: &str, cause: mysql_async::Error) -> SyncError {
     let password = match &cfg.password_file {
         Some(file) => format!("the password in mysql.password_file ({file})"),
         None => format!("the password in ${}", cfg.password_env),
@@ -96,7 +96,7 @@ fn unreachable(address: &str, cause: mysql_async::Error) -> SyncError {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connect (nothing else); a refused account or TLS setup is [`SyncError::Refused`].
-pub(super) async fn open(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
+pub(super) async fn open(cfg: &MirrorPlan) -> Result<Conn, SyncError> {
     let opts = OptsBuilder::default()
         .ip_or_hostname(cfg.host.clone())
         .tcp_port(cfg.port)
@@ -117,7 +117,7 @@ pub(super) async fn open(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
 
 /// Connect, create the database if needed and select it. The session runs in UTC, so
 /// DATETIME columns hold the same instants as the Delta timestamps.
-pub(super) async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
+pub(super) async fn connect(cfg: &MirrorPlan) -> Result<Conn, SyncError> {
     let mut conn = open(cfg).await?;
     let db = ident(&cfg.database)?;
     run(
@@ -159,7 +159,7 @@ pub(super) async fn connect(cfg: &MysqlConfig) -> Result<Conn, SyncError> {
 
 /// TLS settings: with `mysql.tls = "required"` the connection fails unless the server
 /// speaks TLS with a certificate that verifies (never a silent fall-back to plain TCP).
-fn ssl_opts(cfg: &MysqlConfig) -> Option<SslOpts> {
+fn ssl_opts(cfg: &MirrorPlan) -> Option<SslOpts> {
     if cfg.tls == MysqlTls::Off {
         return None;
     }
