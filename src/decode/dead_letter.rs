@@ -40,25 +40,27 @@ pub fn dead_letter_schema() -> SchemaRef {
     ]))
 }
 
-/// Dead letters decoded once for a source, labelled with the pipeline that files them.
-pub fn for_pipeline(dead: &RecordBatch, pipeline: &str) -> Result<RecordBatch, ArrowError> {
-    let schema = dead.schema();
-    let (i, _) = schema
-        .column_with_name("pipeline")
-        .ok_or_else(|| ArrowError::SchemaError("dead letters have no pipeline column".into()))?;
-    let mut columns = dead.columns().to_vec();
-    columns[i] = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-        pipeline,
-        dead.num_rows(),
-    )));
-    RecordBatch::try_new(schema, columns)
+/// Where the `pipeline` column stands in a dead-letter table.
+const PIPELINE_COLUMN: usize = 8;
+
+/// Schema of the dead letters a decode makes: the table's without `pipeline`, which
+/// only the pipeline that files them can fill (see [`for_pipeline`]).
+fn decoded_schema() -> SchemaRef {
+    let mut fields: Vec<_> = dead_letter_schema().fields().iter().cloned().collect();
+    fields.remove(PIPELINE_COLUMN);
+    Arc::new(Schema::new(fields))
 }
 
-pub(super) fn to_batch(
-    raw: &RawBatch,
-    dead: &[DeadLetter],
-    pipeline: &str,
-) -> Result<RecordBatch, ArrowError> {
+/// Dead letters decoded once for a source, labelled with the pipeline that files them:
+/// the rows of its dead-letter table.
+pub fn for_pipeline(dead: &RecordBatch, pipeline: &str) -> Result<RecordBatch, ArrowError> {
+    let mut columns = dead.columns().to_vec();
+    let label = StringArray::from_iter_values(std::iter::repeat_n(pipeline, dead.num_rows()));
+    columns.insert(PIPELINE_COLUMN, Arc::new(label));
+    RecordBatch::try_new(dead_letter_schema(), columns)
+}
+
+pub(super) fn to_batch(raw: &RawBatch, dead: &[DeadLetter]) -> Result<RecordBatch, ArrowError> {
     let indices: Vec<usize> = dead.iter().map(|d| d.index).collect();
     let meta = metadata::columns(raw, &indices);
     let key: BinaryArray = indices.iter().map(|&i| raw.key(i)).collect();
@@ -68,7 +70,6 @@ pub(super) fn to_batch(
     }));
     let sizes = Int64Array::from_iter_values(indices.iter().map(|&i| raw.payload(i).len() as i64));
     let reasons = StringArray::from_iter_values(dead.iter().map(|d| d.reason.as_str()));
-    let pipelines = StringArray::from_iter_values(dead.iter().map(|_| pipeline));
     let now = chrono::Utc::now().timestamp_micros();
     let failed_at =
         TimestampMicrosecondArray::from_iter_values(dead.iter().map(|_| now)).with_timezone("UTC");
@@ -81,8 +82,7 @@ pub(super) fn to_batch(
         Arc::new(payload),
         Arc::new(sizes),
         Arc::new(reasons),
-        Arc::new(pipelines),
         Arc::new(failed_at),
     ];
-    RecordBatch::try_new(dead_letter_schema(), columns)
+    RecordBatch::try_new(decoded_schema(), columns)
 }

@@ -13,7 +13,7 @@ use deltalake::arrow::json::ReaderBuilder;
 use super::reject::{self, Rejected};
 use super::{cdc, dead_letter, evolve, fast, metadata, zone};
 use super::{DeadLetter, DecodeError, Decoded, TOMBSTONE_REASON};
-use crate::config::{FieldSpec, FieldType};
+use crate::config::{DecoderSpec, FieldSpec, FieldType, SourceFormat};
 use crate::source::RawBatch;
 
 /// Decodes JSON messages of one source.
@@ -27,7 +27,6 @@ pub struct JsonDecoder {
     payload_schema: SchemaRef,
     table_schema: SchemaRef,
     max_message_bytes: usize,
-    pipeline: Arc<str>,
     /// Plain messages skip arrow-json (see `fast`); `None` where a field type needs it.
     pub(super) fast: Option<Arc<fast::FastDecoder>>,
     /// Zone of zone-less TIMESTAMP strings (`None`: UTC).
@@ -50,7 +49,15 @@ struct Unwrapped {
 }
 
 impl JsonDecoder {
-    pub fn new(fields: Vec<FieldSpec>, max_message_bytes: usize, pipeline: &str) -> Self {
+    /// The decoder a source's plan describes.
+    pub fn for_source(spec: &DecoderSpec) -> Self {
+        Self::new(spec.fields.clone(), spec.max_message_bytes)
+            .with_zone(spec.zone)
+            .with_debezium(spec.format == SourceFormat::DebeziumJson)
+            .with_evolution(spec.add_columns)
+    }
+
+    pub fn new(fields: Vec<FieldSpec>, max_message_bytes: usize) -> Self {
         let empty = Arc::new(Schema::empty());
         let mut decoder = Self {
             declared: fields.len(),
@@ -59,7 +66,6 @@ impl JsonDecoder {
             payload_schema: empty.clone(),
             table_schema: empty.clone(),
             max_message_bytes,
-            pipeline: pipeline.into(),
             fast: None,
             zone: None,
             debezium: false,
@@ -177,7 +183,7 @@ impl JsonDecoder {
         }
         Ok(Decoded {
             rows: concat_batches(&self.table_schema, &good)?,
-            dead_letters: dead_letter::to_batch(raw, &dead, &self.pipeline)?,
+            dead_letters: dead_letter::to_batch(raw, &dead)?,
             tombstones: self.decode_keys(raw, &tombstones)?,
         })
     }

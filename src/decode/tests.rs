@@ -17,7 +17,7 @@ fn decoder() -> JsonDecoder {
     .iter()
     .map(|f| FieldSpec::parse(f).unwrap())
     .collect();
-    JsonDecoder::new(fields, 200, "calls")
+    JsonDecoder::new(fields, 200)
 }
 
 fn good(id: u32) -> String {
@@ -166,7 +166,7 @@ fn a_number_in_a_timestamp_field_is_a_dead_letter_unless_a_unit_is_declared() {
     .iter()
     .map(|f| FieldSpec::parse(f).unwrap())
     .collect();
-    let epoch = JsonDecoder::new(fields, 1000, "calls");
+    let epoch = JsonDecoder::new(fields, 1000);
     let ms = r#"{"crime_id":"1","call_date_time":1546300620000}"#;
     let text = r#"{"crime_id":"2","call_date_time":"2018-12-31T23:57:00"}"#;
     let out = epoch
@@ -187,7 +187,7 @@ fn sf_decoder() -> JsonDecoder {
     .unwrap();
     let config = crate::config::load_str(&text, "shipped", [], &[]).unwrap();
     let source = &config.sources["police_calls"];
-    JsonDecoder::new(source.decoder.fields.clone(), 1 << 20, "calls")
+    JsonDecoder::new(source.decoder.fields.clone(), 1 << 20)
 }
 
 /// What the fast path takes, arrow-json decodes to the same batch.

@@ -22,7 +22,7 @@ use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Int32Type, Int64Type};
 
-use crate::config::{Mode, PipelinePlan, Plan, SourceFormat, SourcePlan};
+use crate::config::{Mode, PipelinePlan, Plan, SourcePlan};
 use crate::decode::{dead_letter_schema, Decoded, JsonDecoder};
 use crate::engine::{Changes, Derive, Engine};
 use crate::metrics::{
@@ -265,11 +265,7 @@ impl Pipeline {
 
     /// The decoder of this pipeline's source (every pipeline of a source decodes alike).
     fn decoder(&self) -> JsonDecoder {
-        let spec = &self.source.decoder;
-        JsonDecoder::new(spec.fields.clone(), spec.max_message_bytes, &self.spec.name)
-            .with_zone(spec.zone)
-            .with_debezium(spec.format == SourceFormat::DebeziumJson)
-            .with_evolution(spec.add_columns)
+        JsonDecoder::for_source(&self.source.decoder)
     }
 
     /// Commit what the reader sends until it stops (or, catching up, until the table

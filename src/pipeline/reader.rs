@@ -8,11 +8,26 @@
 use futures::future::{try_join_all, BoxFuture};
 use futures::FutureExt;
 
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
 use super::budget::ReaderBudget;
-use super::stages::{decode_stage, TablesOffsets, QUEUE};
-use super::*;
-use crate::config::{KafkaPlan, ReaderPlan, Topics};
-use crate::source::{Connection, ConsumerSettings, DataLossPolicy, KafkaSource};
+use super::catchup::CatchUp;
+use super::stages::{decode_stage, GroupCommits, TablesOffsets, QUEUE};
+use super::{Feed, Output, Pipeline, Prepared, Ready, RunOptions};
+use crate::config::{KafkaPlan, ReaderPlan, SourcePlan, Topics};
+use crate::decode::JsonDecoder;
+use crate::engine::Engine;
+use crate::metrics::{PipelineMetrics, PipelineState, Snapshot};
+use crate::source::{
+    Bounds, Connection, ConsumerSettings, DataLossPolicy, KafkaSource, RawBatch, SourceError,
+};
+use crate::{Error, Result};
 
 /// The pipelines of one source, started on one reader.
 pub struct Started {
@@ -40,7 +55,67 @@ pub async fn source_topics(kafka: &KafkaPlan, source: &SourcePlan) -> Result<Vec
         .map_err(Error::from)
 }
 
-/// Prepare `pipelines` (all of one source, see [`reader_groups`]) and start their reader.
+/// One read of a source for its pipelines (all of one source and topic): what they
+/// share, built once: the plan of the read, the decoder, the consumer group and the
+/// connection (the Kafka secrets are read here).
+struct Reader {
+    plan: ReaderPlan,
+    decoder: JsonDecoder,
+    group_id: String,
+    connection: Connection,
+}
+
+impl Reader {
+    fn new(pipelines: &[Pipeline], kafka: &KafkaPlan) -> Result<Option<Self>> {
+        let Some(first) = pipelines.first() else {
+            return Ok(None);
+        };
+        let plan = ReaderPlan {
+            source: first.source.clone(),
+            pipelines: pipelines.iter().map(|p| p.spec.clone()).collect(),
+        };
+        Ok(Some(Self {
+            decoder: JsonDecoder::for_source(&plan.source.decoder),
+            group_id: plan.group_id(),
+            connection: connection(kafka)?,
+            plan,
+        }))
+    }
+
+    /// One consumer for several pipelines: a batch closes at the smallest trigger and
+    /// size any of them asks for (see `ReaderPlan::trigger`).
+    fn consumer_settings(
+        &self,
+        kafka: &KafkaPlan,
+        pipelines: &[Pipeline],
+        bounds: Option<&BTreeMap<i32, Bounds>>,
+        budget: ReaderBudget,
+    ) -> ConsumerSettings {
+        let trigger = self.plan.trigger();
+        ConsumerSettings {
+            connection: self.connection.clone(),
+            group_id: self.group_id.clone(),
+            topic: self.plan.source.topic().to_string(),
+            starting: kafka.starting_offsets.clone(),
+            seek_rewind: kafka.seek_rewind,
+            max_records: trigger.max_records,
+            max_bytes: trigger.max_bytes.min(budget.batch_bytes),
+            prefetch_bytes: budget.prefetch_bytes,
+            fetch_bytes: budget.fetch_bytes,
+            trigger_interval: trigger.interval,
+            targets: bounds.map(|b| Arc::new(b.iter().map(|(&p, b)| (p, b.end)).collect())),
+            data_loss: DataLossPolicy {
+                fail: kafka.fail_on_data_loss,
+                events: pipelines
+                    .iter()
+                    .map(|p| p.metrics.counters.data_loss_events.clone())
+                    .collect(),
+            },
+        }
+    }
+}
+
+/// Prepare `pipelines` (all of one source and topic) and start their reader.
 pub async fn start_source(
     pipelines: Vec<Pipeline>,
     opts: RunOptions,
@@ -54,45 +129,30 @@ pub async fn start_source(
         });
     };
     let plan = first.plan.clone();
-    let reader = ReaderPlan {
-        source: first.source.clone(),
-        pipelines: pipelines.iter().map(|p| p.spec.clone()).collect(),
+    let Some(mut reader) = Reader::new(&pipelines, &plan.kafka)? else {
+        unreachable!("pipelines is not empty");
     };
-    let topic = reader.source.topic().to_string();
-    let mut decoder = first.decoder();
-    let names = reader.names();
-
-    // Built once: it reads the Kafka secrets.
-    let connection = connection(&plan.kafka)?;
-    let (prepared, bounds) = prepare(&pipelines, &reader, &connection, opts, shutdown).await?;
+    let (prepared, bounds) = prepare(&pipelines, &reader, opts, shutdown).await?;
     // Columns earlier runs added (schema evolution) are read again with their types.
     for p in prepared
         .iter()
         .filter(|p| matches!(p.output, Output::Append))
     {
         if let Some(schema) = p.table.arrow_schema() {
-            decoder.know_columns(&schema);
+            reader.decoder.know_columns(&schema);
         }
     }
-
-    let resets = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let store = TablesOffsets::new(&prepared, &reader, resets.clone());
+    let resets = Arc::new(AtomicU64::new(0));
+    let store = TablesOffsets::new(&prepared, &reader.plan, resets.clone());
     let appends = prepared
         .iter()
         .filter(|p| !matches!(p.output, Output::Query(_)))
         .count();
     let budget = ReaderBudget::new(plan.memory_limit, readers, appends);
-    budget.log(&reader.source.name, plan.memory_limit, readers);
-    let settings = consumer_settings(
-        &plan.kafka,
-        connection,
-        &reader,
-        &pipelines,
-        bounds.as_ref(),
-        budget,
-    );
+    budget.log(&reader.plan.source.name, plan.memory_limit, readers);
+    let settings = reader.consumer_settings(&plan.kafka, &pipelines, bounds.as_ref(), budget);
     let (consumer, handle) = KafkaSource::new(settings, Box::new(store))?;
-    info!(source = %reader.source.name, topic = %topic, pipelines = ?names, "reading the source once for its pipelines");
+    info!(source = %reader.plan.source.name, topic = %reader.plan.source.topic(), pipelines = ?reader.plan.names(), "reading the source once for its pipelines");
 
     // The consumer stops on shutdown, or once every pipeline has stopped listening.
     let reading = shutdown.child_token();
@@ -104,25 +164,8 @@ pub async fn start_source(
         .unzip();
     let consume = tokio::task::spawn_blocking(move || consumer.run(raw_tx, reading));
     let metrics: Vec<_> = pipelines.iter().map(Pipeline::metrics).collect();
-    let reader = async move {
-        // Decoding runs in the reader's own task (its CPU work on blocking threads), so
-        // the supervisor that runs the reader owns it too.
-        let (decoded, consumed) = tokio::join!(decode_stage(decoder, raw_rx, outputs), consume);
-        let consumed = consumed.map_err(|cause| Error::Task {
-            task: "consumer thread".into(),
-            cause,
-        });
-        // The consumer's error is the cause when both fail (decode ends when it does).
-        let result = consumed.and_then(|c| c.map_err(Error::from)).and(decoded);
-        if result.is_err() {
-            for m in metrics {
-                m.set_state(PipelineState::Failed);
-            }
-        }
-        result
-    }
-    .boxed();
-
+    let decode = decode_stage(reader.decoder, raw_rx, outputs);
+    let reader = read(decode, consume, metrics).boxed();
     let pipelines = pipelines
         .into_iter()
         .zip(prepared)
@@ -144,16 +187,37 @@ pub async fn start_source(
     Ok(Started { pipelines, reader })
 }
 
+/// The reader's task: the consumer thread and decoding (its CPU work on blocking
+/// threads), so the supervisor that runs the reader owns both.
+async fn read(
+    decode: impl std::future::Future<Output = Result<()>>,
+    consume: tokio::task::JoinHandle<std::result::Result<(), SourceError>>,
+    metrics: Vec<Arc<PipelineMetrics>>,
+) -> Result<()> {
+    let (decoded, consumed) = tokio::join!(decode, consume);
+    let consumed = consumed.map_err(|cause| Error::Task {
+        task: "consumer thread".into(),
+        cause,
+    });
+    // The consumer's error is the cause when both fail (decode ends when it does).
+    let result = consumed.and_then(|c| c.map_err(Error::from)).and(decoded);
+    if result.is_err() {
+        for m in metrics {
+            m.set_state(PipelineState::Failed);
+        }
+    }
+    result
+}
+
 /// Prepare every pipeline of `reader` (tables, SQL, state, refusals) and, with
 /// `--reset-to`, rewind their tables; with `--until-caught-up`, the topic's ends too.
 async fn prepare(
     pipelines: &[Pipeline],
-    reader: &ReaderPlan,
-    connection: &Connection,
+    reader: &Reader,
     opts: RunOptions,
     shutdown: &CancellationToken,
-) -> Result<(Vec<Prepared>, Option<BTreeMap<i32, crate::source::Bounds>>)> {
-    let topic = reader.source.topic();
+) -> Result<(Vec<Prepared>, Option<BTreeMap<i32, Bounds>>)> {
+    let (connection, topic) = (&reader.connection, reader.plan.source.topic());
     let kafka = &pipelines[0].plan.kafka;
     let bounds = match opts.until_caught_up {
         true => Some(probe(connection, topic, "ends", crate::source::topic_bounds).await?),
@@ -174,7 +238,14 @@ async fn prepare(
     }))
     .await?;
     if let Some(millis) = opts.reset_to {
-        rewind(kafka, (connection, topic), millis, reader, &mut prepared).await?;
+        rewind(
+            kafka,
+            (connection, topic),
+            millis,
+            &reader.plan,
+            &mut prepared,
+        )
+        .await?;
     }
     Ok((prepared, bounds))
 }
@@ -231,9 +302,7 @@ async fn probe<T: Send + 'static>(
     connection: &Connection,
     topic: &str,
     what: &str,
-    read: impl FnOnce(&Connection, &str) -> std::result::Result<T, crate::source::SourceError>
-        + Send
-        + 'static,
+    read: impl FnOnce(&Connection, &str) -> std::result::Result<T, SourceError> + Send + 'static,
 ) -> Result<T> {
     let probe = connection.clone();
     let topic = topic.to_string();
@@ -249,19 +318,14 @@ async fn probe<T: Send + 'static>(
 fn catch_up(
     kafka: &KafkaPlan,
     (connection, topic): (&Connection, &str),
-    bounds: BTreeMap<i32, crate::source::Bounds>,
+    bounds: BTreeMap<i32, Bounds>,
     opts: RunOptions,
 ) -> CatchUp {
-    let session_ms = kafka
-        .options
-        .get("session.timeout.ms")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(45_000); // librdkafka's default
     CatchUp::new(
         bounds,
         kafka.starting_offsets.clone(),
         opts.deadline,
-        std::time::Duration::from_millis(session_ms),
+        kafka.session_timeout,
         (connection.clone(), topic),
     )
 }
@@ -269,39 +333,6 @@ fn catch_up(
 /// How the readers connect: `kafka.security`, `kafka.options` and the isolation level.
 fn connection(kafka: &KafkaPlan) -> Result<Connection> {
     Ok(Connection::new(kafka)?.with("isolation.level", kafka.isolation_level.as_str()))
-}
-
-/// One consumer for several pipelines: a batch closes at the smallest trigger and size
-/// any of them asks for (see `ReaderPlan::trigger`).
-fn consumer_settings(
-    kafka: &KafkaPlan,
-    connection: Connection,
-    reader: &ReaderPlan,
-    pipelines: &[Pipeline],
-    bounds: Option<&BTreeMap<i32, crate::source::Bounds>>,
-    budget: ReaderBudget,
-) -> ConsumerSettings {
-    let trigger = reader.trigger();
-    ConsumerSettings {
-        connection,
-        group_id: reader.group_id(),
-        topic: reader.source.topic().to_string(),
-        starting: kafka.starting_offsets.clone(),
-        seek_rewind: kafka.seek_rewind,
-        max_records: trigger.max_records,
-        max_bytes: trigger.max_bytes.min(budget.batch_bytes),
-        prefetch_bytes: budget.prefetch_bytes,
-        fetch_bytes: budget.fetch_bytes,
-        trigger_interval: trigger.interval,
-        targets: bounds.map(|b| Arc::new(b.iter().map(|(&p, b)| (p, b.end)).collect())),
-        data_loss: DataLossPolicy {
-            fail: kafka.fail_on_data_loss,
-            events: pipelines
-                .iter()
-                .map(|p| p.metrics.counters.data_loss_events.clone())
-                .collect(),
-        },
-    }
 }
 
 #[cfg(test)]

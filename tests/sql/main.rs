@@ -74,7 +74,7 @@ async fn run(case: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     };
     let spec = &plan.sources["police_calls"].decoder;
     let decoder =
-        JsonDecoder::new(spec.fields.clone(), spec.max_message_bytes, "case").with_zone(spec.zone);
+        JsonDecoder::new(spec.fields.clone(), spec.max_message_bytes).with_zone(spec.zone);
     let mut engine = Engine::compile(pipeline, query, &plan.lookups, decoder.table_schema())
         .await
         .unwrap_or_else(|e| panic!("{}: {e}", case.display()));
