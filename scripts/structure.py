@@ -25,9 +25,9 @@ LAYERS = [
     ["sink"],
     ["engine", "decode"],
     ["source"],
-    ["metrics", "storage"],
+    ["metrics"],
     ["config"],
-    ["retry", "failpoint", "report"],
+    ["storage", "retry", "failpoint", "report"],
 ]
 LEVEL = {m: i for i, row in enumerate(LAYERS) for m in row}
 

@@ -2,7 +2,6 @@
 //! aggregate. Both are values: a batch computes new ones from old ones, and the sink
 //! installs them only once the commit that records them has landed.
 
-use crate::config::kafka_columns;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,8 @@ use deltalake::arrow::datatypes::{Int32Type, SchemaRef, TimestampMicrosecondType
 use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::row::{RowConverter, SortField};
 use serde::{Deserialize, Serialize};
+
+use crate::config::kafka_columns;
 
 /// Event time per partition and the watermark derived from it. The watermark of the
 /// stream is the minimum over the partitions still delivering (as in Flink), so a

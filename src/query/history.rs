@@ -117,12 +117,12 @@ async fn entry(
                 e.timestamp = info.timestamp;
                 e.operation = info.operation.unwrap_or_default();
                 // Our own commit metadata (see `sink::commit`).
-                let ours = info.info.get("lakestream").cloned().unwrap_or_default();
-                e.pipeline = ours["pipeline"].as_str().map(String::from);
-                e.batch_id = ours["batchId"].as_i64();
-                e.offsets = ours["offsets"].as_object().map(|o| {
+                let ours = crate::sink::CommitEntry::of(&info.info);
+                e.pipeline = ours.as_ref().map(|o| o.pipeline.clone());
+                e.batch_id = ours.as_ref().and_then(|o| o.batch_id);
+                e.offsets = ours.and_then(|o| o.offsets).map(|o| {
                     o.iter()
-                        .map(|(p, r)| format!("{p}:{}-{}", r[0], r[1]))
+                        .map(|(p, [first, last])| format!("{p}:{first}-{last}"))
                         .collect::<Vec<_>>()
                         .join(" ")
                 });

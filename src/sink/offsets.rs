@@ -5,11 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 
 use deltalake::kernel::transaction::{CommitBuilder, TableReference};
-use deltalake::kernel::Action;
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::{DeltaTable, DeltaTableError};
-use serde_json::{json, Value};
 
+use super::entry::{self, CommitEntry};
 use super::txn::{batch_app_id, offset_txns, topic_app_id, txn_app_id};
 use super::{SinkError, SinkOptions};
 use crate::retry::{Backoff, Retry, RetryHint};
@@ -110,14 +109,15 @@ pub async fn record_offsets(
             write.iter().map(|(&p, &o)| (p, o)),
             topic_id,
         );
-        let metadata = json!({
-            "pipeline": opts.pipeline,
-            "topic": opts.topic,
-            "startPositions": write.iter().map(|(p, o)| (p.to_string(), json!(o + 1))).collect::<serde_json::Map<_, _>>(),
-        });
+        let entry = CommitEntry {
+            pipeline: opts.pipeline.clone(),
+            topic: opts.topic.clone(),
+            start_positions: Some(write.iter().map(|(&p, &o)| (p, o + 1)).collect()),
+            ..CommitEntry::default()
+        };
         let props = crate::storage::commit_properties()
             .with_application_transactions(txns)
-            .with_metadata([("lakestream".to_string(), metadata)])
+            .with_metadata([entry.metadata()])
             .with_max_retries(0);
         let operation = DeltaOperation::StreamingUpdate {
             output_mode: OutputMode::Append,
@@ -187,11 +187,9 @@ pub(super) async fn check_owner(
         .transaction_version(table.log_store().as_ref(), batch_app_id(&opts.pipeline))
         .await
         .map_err(err)?;
-    let writer = latest_entry(table, |_| true).await.map_err(err)?;
+    let writer = entry::latest(table, |_| true).await.map_err(err)?;
     let files = snapshot.log_data().num_files();
-    let by_us = writer
-        .as_ref()
-        .is_some_and(|w| w["pipeline"].as_str() == Some(opts.pipeline.as_str()));
+    let by_us = writer.as_ref().is_some_and(|w| w.pipeline == opts.pipeline);
     if ownership.shared_by_topics && (batches.is_some() || by_us) {
         return Ok(()); // this pipeline's other topics: the new topic joins the table
     }
@@ -203,14 +201,12 @@ pub(super) async fn check_owner(
             opts.topic,
             writer
                 .as_ref()
-                .and_then(|w| w["topic"].as_str())
-                .map(|t| format!(" (its last commit read topic '{t}')"))
+                .map(|w| format!(" (its last commit read topic '{}')", w.topic))
                 .unwrap_or_default()
         )),
         (Some(w), None) => Some(format!(
             "its commits were made by pipeline '{}' reading topic '{}'",
-            w["pipeline"].as_str().unwrap_or("?"),
-            w["topic"].as_str().unwrap_or("?")
+            w.pipeline, w.topic
         )),
         (None, None) if files > 0 => Some(format!(
             "it holds {files} data files that pipeline '{}' did not write",
@@ -244,35 +240,8 @@ pub async fn last_topic(
     name: &str,
 ) -> Result<Option<String>, SinkError> {
     let table = storage.load(name).await?;
-    let entry = latest_entry(&table, |e| e["topic"].is_string())
+    let entry = entry::latest(&table, |e| !e.topic.is_empty())
         .await
         .map_err(|e| SinkError::delta(name, e))?;
-    Ok(entry.and_then(|e| e["topic"].as_str().map(str::to_string)))
-}
-
-/// The `lakestream` entry of the newest commit whose entry `wanted` accepts (log
-/// entries cleaned up behind a checkpoint end the search: then only `txn` records speak).
-pub(super) async fn latest_entry(
-    table: &DeltaTable,
-    wanted: impl Fn(&Value) -> bool,
-) -> Result<Option<Value>, DeltaTableError> {
-    let Some(latest) = table.version() else {
-        return Ok(None);
-    };
-    for version in (0..=latest).rev() {
-        let Some(actions) = super::commit_actions(table, version).await? else {
-            break;
-        };
-        for action in actions {
-            let Action::CommitInfo(info) = action else {
-                continue;
-            };
-            if let Some(entry) = info.info.get("lakestream") {
-                if entry.is_object() && wanted(entry) {
-                    return Ok(Some(entry.clone()));
-                }
-            }
-        }
-    }
-    Ok(None)
+    Ok(entry.map(|e| e.topic))
 }

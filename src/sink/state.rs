@@ -146,16 +146,14 @@ pub(super) async fn load_legacy(
     schema: &SchemaRef,
     initial: StreamState,
 ) -> Result<Option<StreamState>, DeltaTableError> {
-    let info = super::offsets::latest_entry(table, |entry| {
-        entry["pipeline"].as_str() == Some(pipeline) && entry.get("batchId").is_some()
-    })
-    .await?;
-    let Some(state) = info.as_ref().and_then(|i| i.get("state")) else {
+    let info = super::entry::latest(table, |e| e.pipeline == pipeline && e.is_batch()).await?;
+    let Some(state) = info.and_then(|i| i.state) else {
         return Ok(None);
     };
-    let clock: Clock = serde_json::from_value(state["clock"].clone())
-        .map_err(|e| DeltaTableError::Generic(format!("bad clock in commit info: {e}")))?;
-    let aggregate = match (state["file"].as_str(), initial.aggregate) {
+    let clock: Clock = state
+        .clock
+        .ok_or_else(|| DeltaTableError::Generic("no clock in the commit's state entry".into()))?;
+    let aggregate = match (state.file.as_deref(), initial.aggregate) {
         (Some(file), Some(_)) => {
             let bytes = table
                 .object_store()

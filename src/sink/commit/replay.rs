@@ -1,7 +1,6 @@
 //! A replayed batch (after a crash or a rebalance) holds records the table already has:
 //! only the part above each partition's recorded offset is committed.
 
-use crate::config::kafka_columns;
 use std::collections::{BTreeMap, HashMap};
 
 use deltalake::arrow::array::{AsArray, BooleanArray, RecordBatch};
@@ -9,6 +8,8 @@ use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Int32Type, Int64Type};
 use deltalake::DeltaTableError;
 
+use super::batch::BatchInfo;
+use crate::config::kafka_columns;
 use crate::source::OffsetRange;
 
 /// The part of each partition's range the table does not hold yet; `None` if nothing.
@@ -51,6 +52,51 @@ pub(super) fn drop_committed(
         .map(|(p, o)| Some(committed.get(p).copied().flatten().is_none_or(|c| *o > c)))
         .collect();
     Ok(filter_record_batch(rows, &mask)?)
+}
+
+/// What [`DeltaSink::new_part`] found.
+pub(super) struct NewPart {
+    /// What the table holds per partition of the batch (`i64::MAX`: records of a
+    /// deleted topic, never written).
+    pub committed: HashMap<i32, Option<i64>>,
+    /// The records' ranges the table lacks (None: it holds them all).
+    pub ranges: Option<BTreeMap<i32, OffsetRange>>,
+    /// The offset to record per partition: the new records' last, or the consumer's
+    /// position past them where the table holds less.
+    pub record: BTreeMap<i32, i64>,
+}
+
+pub(super) fn to_record(
+    ranges: Option<&BTreeMap<i32, OffsetRange>>,
+    through: &BTreeMap<i32, i64>,
+    committed: &HashMap<i32, Option<i64>>,
+) -> BTreeMap<i32, i64> {
+    let mut record: BTreeMap<i32, i64> = ranges
+        .into_iter()
+        .flatten()
+        .map(|(&p, r)| (p, r.last))
+        .collect();
+    for (&p, &last) in through {
+        let held = committed.get(&p).copied().flatten();
+        if held.is_none_or(|h| h < last) && record.get(&p).is_none_or(|&r| r < last) {
+            record.insert(p, last);
+        }
+    }
+    record
+}
+
+/// The rows of `batch` the table does not hold yet (all of them unless another writer
+/// or an earlier attempt committed part of it).
+pub(super) fn rows_beyond(
+    rows: &RecordBatch,
+    batch: &BatchInfo,
+    new_ranges: &BTreeMap<i32, OffsetRange>,
+    committed: &HashMap<i32, Option<i64>>,
+) -> Result<RecordBatch, DeltaTableError> {
+    match *new_ranges == batch.ranges {
+        true => Ok(rows.clone()),
+        false => drop_committed(rows, committed),
+    }
 }
 
 #[cfg(test)]
