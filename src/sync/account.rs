@@ -28,7 +28,7 @@ const ON_DATABASE: [&str; 13] = [
 /// Connect as the sync account and compare its grants with what the mirror needs (and,
 /// when the BI account is managed, what creating it and granting it the views takes).
 pub async fn check_account(cfg: &MirrorPlan) -> Result<String, SyncError> {
-    let mut conn = super::mysql::open(cfg).await?;
+    let mut conn = super::connect::open(cfg).await?;
     let sql = "SHOW GRANTS FOR CURRENT_USER()";
     let grants: Vec<String> = conn
         .query(sql)
