@@ -1,9 +1,20 @@
 //! The shared reader's stages: decode once, fan out to every pipeline of the source, and
 //! the tables' offsets the consumer's rebalance callback reads.
 
-use super::*;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::task::Prepared;
 use crate::config::ReaderPlan;
+use crate::decode::{Decoded, JsonDecoder};
+use crate::sink::SinkOptions;
 use crate::source::{Committed, Record, StoreError};
+use crate::source::{OffsetRange, OffsetStore, ProducedAt, RawBatch, SourceHandle};
+use crate::{Error, Result};
 use std::sync::atomic::AtomicU64;
 
 /// How many decoded batches may wait for one pipeline while it commits the one before.
@@ -11,6 +22,39 @@ use std::sync::atomic::AtomicU64;
 /// pace, and memory stays bounded by a few batches whatever the backlog. One is enough
 /// to overlap decoding with committing; a second bought no speed and cost ~50 MB.
 pub(super) const QUEUE: usize = 1;
+
+/// A decoded batch on its way to the commit stage (one copy per pipeline; the Arrow
+/// arrays are shared).
+#[derive(Clone)]
+pub(super) struct Ready {
+    pub(super) opened_at: Option<Instant>,
+    /// First record to the batch closing, and time spent decoding.
+    pub(super) fetch_ms: u64,
+    pub(super) decode_ms: u64,
+    pub(super) ranges: BTreeMap<i32, OffsetRange>,
+    /// The consumer's positions when the batch closed.
+    pub(super) positions: HashMap<i32, i64>,
+    pub(super) records: usize,
+    pub(super) bytes: usize,
+    /// When the records were produced, for the latency in the progress record.
+    pub(super) produced: Option<ProducedAt>,
+    /// The id of the topic they were read from (see `RawBatch::topic_id`).
+    pub(super) topic_id: Option<i64>,
+    pub(super) decoded: Decoded,
+}
+
+/// What one pipeline takes from its source's reader.
+pub(super) struct Feed {
+    pub(super) rx: mpsc::Receiver<Ready>,
+    pub(super) source: SourceHandle,
+    pub(super) group: Arc<GroupCommits>,
+    /// This pipeline's place in `group`.
+    pub(super) slot: usize,
+    /// Resets of the tables' offsets so far (see `TablesOffsets::resets`).
+    pub(super) resets: Arc<AtomicU64>,
+    /// The reader stops once every pipeline it feeds has dropped this.
+    pub(super) _reading: Arc<tokio_util::sync::DropGuard>,
+}
 
 /// Decode each raw batch once and hand every pipeline its copy (Arrow arrays are shared,
 /// not copied). A pipeline that stopped listening (caught up, or failed) is dropped;
