@@ -12,6 +12,7 @@ use crate::pipeline::Pipeline;
 use crate::report::Report;
 use crate::source::Connection;
 use crate::storage::Storage;
+use crate::{Error, Result};
 
 /// One probe's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -50,8 +51,31 @@ impl CheckLine {
     }
 }
 
+/// `lakestream check`: one line per probe as it ends; an error naming the failed ones.
+pub async fn check(config: Arc<Plan>, json: bool) -> Result<()> {
+    let lines = probe_all(config, |line| match json {
+        true => println!("{}", serde_json::to_string(line).unwrap_or_default()),
+        false => println!(
+            "{:<4} {:<8} {}",
+            if line.ok { "ok" } else { "FAIL" },
+            line.part,
+            line.detail
+        ),
+    })
+    .await;
+    let failed: Vec<&str> = lines.iter().filter(|l| !l.ok).map(|l| l.part).collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Check {
+        failed: failed.len(),
+        of: lines.len(),
+        parts: failed.join(", "),
+    })
+}
+
 /// Every probe of `plan`, in order; `print` is called as each one ends.
-pub(super) async fn check(plan: Arc<Plan>, mut print: impl FnMut(&CheckLine)) -> Vec<CheckLine> {
+async fn probe_all(plan: Arc<Plan>, mut print: impl FnMut(&CheckLine)) -> Vec<CheckLine> {
     let mut lines = Vec::new();
     let mut add = |line: CheckLine| {
         print(&line);
