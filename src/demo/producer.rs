@@ -86,32 +86,10 @@ where
         topic: opts.topic.clone(),
         message,
     };
-    let context = DeliveryCounter {
-        failed: Arc::default(),
-        first_error: std::sync::Mutex::default(),
-        auth: opts.connection.context().auth().clone(),
-    };
-    let producer: BaseProducer<DeliveryCounter> = opts
-        .connection
-        .client_config()
-        // A retried send never stores a record twice: exact counts stay exact.
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("queue.buffering.max.messages", "500000")
-        .set("compression.type", &opts.compression)
-        .create_with_context(context)
-        .map_err(SourceError::kafka(&opts.topic))?;
+    let producer = producer(opts)?;
     // The first OAUTHBEARER token is made while the producer polls.
     producer.poll(Duration::from_millis(100));
-    let bar = if opts.progress {
-        ProgressBar::new(total)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar(opts.progress, total);
     let started = Instant::now();
     let (mut sent, mut bytes) = (0u64, 0u64);
     for record in records {
@@ -160,6 +138,38 @@ where
         bytes,
         elapsed: started.elapsed(),
     })
+}
+
+/// An idempotent producer for `opts`, counting failed deliveries.
+fn producer(opts: &ProduceOptions) -> Result<BaseProducer<DeliveryCounter>, SourceError> {
+    let context = DeliveryCounter {
+        failed: Arc::default(),
+        first_error: std::sync::Mutex::default(),
+        auth: opts.connection.context().auth().clone(),
+    };
+    opts.connection
+        .client_config()
+        // A retried send never stores a record twice: exact counts stay exact.
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000")
+        .set("compression.type", &opts.compression)
+        .create_with_context(context)
+        .map_err(SourceError::kafka(&opts.topic))
+}
+
+/// The progress bar of a produce of `total` records (hidden off a terminal).
+fn progress_bar(progress: bool, total: u64) -> ProgressBar {
+    let bar = if progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Sleep just enough to hold `rate`.

@@ -153,83 +153,93 @@ impl Metrics {
         };
         let mut r = Registry::with_prefix("lakestream");
         // Counters get their `_total` suffix from the encoder.
-        m.pipeline_counters.register(&mut r);
+        m.register_pipelines(&mut r);
+        m.register_services(&mut r);
+        Self { registry: r, ..m }
+    }
+
+    /// Each pipeline's and table's metrics.
+    fn register_pipelines(&self, r: &mut Registry) {
+        self.pipeline_counters.register(r);
         r.register(
             "state_rows",
             "Open aggregate rows held in state",
-            m.state_rows.clone(),
+            self.state_rows.clone(),
         );
         r.register(
             "pipeline_up",
             "1 while the pipeline runs",
-            m.pipeline_up.clone(),
+            self.pipeline_up.clone(),
         );
         r.register(
             "consumer_lag_records",
             "Records behind the partition's latest offset",
-            m.consumer_lag.clone(),
+            self.consumer_lag.clone(),
         );
         r.register(
             "batch_duration_seconds",
             "First record of a micro-batch to its commit",
-            m.batch_duration.clone(),
+            self.batch_duration.clone(),
         );
         r.register(
             "table_version",
             "Latest Delta version of the table",
-            m.table_version.clone(),
+            self.table_version.clone(),
         );
         r.register(
             "table_files",
             "Live data files of the table",
-            m.table_files.clone(),
+            self.table_files.clone(),
         );
+    }
+
+    /// The MySQL mirror's and maintenance's metrics, and the log's warnings.
+    fn register_services(&self, r: &mut Registry) {
         r.register(
             "mysql_sync_passes",
             "Sync passes that reached every table",
-            m.sync_passes.clone(),
+            self.sync_passes.clone(),
         );
         r.register(
             "mysql_sync_rows",
             "Rows written to MySQL",
-            m.sync_rows.clone(),
+            self.sync_rows.clone(),
         );
         r.register(
             "mysql_sync_errors",
             "Failed table syncs and lost connections",
-            m.sync_errors.clone(),
+            self.sync_errors.clone(),
         );
         r.register(
             "mysql_sync_table_failing",
             "1 while the last sync of the table failed (the other tables go on)",
-            m.sync_table_failing.clone(),
+            self.sync_table_failing.clone(),
         );
         r.register(
             "mysql_sync_versions_behind",
             "Delta versions the MySQL mirror of the table is behind",
-            m.sync_versions_behind.clone(),
+            self.sync_versions_behind.clone(),
         );
         r.register(
             "mysql_sync_seconds_behind",
             "Seconds since the mirror last reached every table",
-            m.sync_seconds_behind.clone(),
+            self.sync_seconds_behind.clone(),
         );
         r.register(
             "maintenance_runs",
             "Scheduled maintenance runs by task and result",
-            m.maintenance_runs.clone(),
+            self.maintenance_runs.clone(),
         );
         r.register(
             "vacuum_files_deleted",
             "Files deleted by vacuum",
-            m.vacuum_files_deleted.clone(),
+            self.vacuum_files_deleted.clone(),
         );
         r.register(
             "log_events",
             "Warnings and errors logged, by level and module",
-            m.log_events.clone(),
+            self.log_events.clone(),
         );
-        Self { registry: r, ..m }
     }
 
     /// The whole registry in the OpenMetrics text format (what Prometheus scrapes).

@@ -36,7 +36,6 @@ pub(super) fn progress(
     let since_previous = previous.map_or(total, |p| opened.saturating_duration_since(p));
     let per_second = |secs: f64| batch.records as f64 / secs.max(1e-3);
     let timings = table.timings();
-    let latest = source.high_watermarks();
     let (version, batch_id, late, state_rows) = match outcome {
         CommitOutcome::Committed {
             version,
@@ -69,17 +68,7 @@ pub(super) fn progress(
             commit: timings.commit_ms,
             total: total.as_millis() as u64,
         },
-        sources: vec![SourceProgress {
-            description: format!("KafkaSource[{}]", source.topic()),
-            start_offset: batch.ranges.iter().map(|(&p, r)| (p, r.first)).collect(),
-            end_offset: batch.ranges.iter().map(|(&p, r)| (p, r.last)).collect(),
-            lag: batch
-                .ranges
-                .iter()
-                .filter_map(|(p, r)| Some((*p, (latest.get(p)? - r.last - 1).max(0))))
-                .collect(),
-            latest_offset: latest.into_iter().collect(),
-        }],
+        sources: vec![source_progress(batch, source)],
         event_time: EventTime {
             watermark: crate::metrics::format_micros(m.watermark.load(Ordering::Relaxed)),
         },
@@ -100,5 +89,21 @@ pub(super) fn progress(
             table: table.name().to_string(),
             version,
         },
+    }
+}
+
+/// Where the batch read each partition from and to, and how far behind it was.
+fn source_progress(batch: &BatchReport<'_>, source: &SourceHandle) -> SourceProgress {
+    let latest = source.high_watermarks();
+    SourceProgress {
+        description: format!("KafkaSource[{}]", source.topic()),
+        start_offset: batch.ranges.iter().map(|(&p, r)| (p, r.first)).collect(),
+        end_offset: batch.ranges.iter().map(|(&p, r)| (p, r.last)).collect(),
+        lag: batch
+            .ranges
+            .iter()
+            .filter_map(|(p, r)| Some((*p, (latest.get(p)? - r.last - 1).max(0))))
+            .collect(),
+        latest_offset: latest.into_iter().collect(),
     }
 }

@@ -104,31 +104,7 @@ pub async fn record_offsets(
         if write.is_empty() {
             return Ok(result);
         }
-        let txns = offset_txns(
-            (&opts.pipeline, &opts.topic),
-            write.iter().map(|(&p, &o)| (p, o)),
-            topic_id,
-        );
-        let entry = CommitEntry {
-            pipeline: opts.pipeline.clone(),
-            topic: opts.topic.clone(),
-            start_positions: Some(write.iter().map(|(&p, &o)| (p, o + 1)).collect()),
-            ..CommitEntry::default()
-        };
-        let props = crate::storage::commit_properties()
-            .with_application_transactions(txns)
-            .with_metadata([entry.metadata()])
-            .with_max_retries(0);
-        let operation = DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
-            query_id: opts.pipeline.clone(),
-            epoch_id: -1,
-        };
-        let snapshot: &dyn TableReference = table.snapshot().map_err(err)?;
-        let committed = CommitBuilder::from(props)
-            .with_actions(Vec::new())
-            .build(Some(snapshot), table.log_store(), operation)
-            .await;
+        let committed = commit_positions(&table, opts, &write, topic_id).await;
         match committed {
             Ok(_) => {
                 result.extend(write);
@@ -150,6 +126,42 @@ pub async fn record_offsets(
             started.elapsed().as_secs()
         )),
     ))
+}
+
+/// One data-less commit of `write` (last offset per partition) as the table's offsets,
+/// against the loaded version only.
+async fn commit_positions(
+    table: &DeltaTable,
+    opts: &SinkOptions,
+    write: &BTreeMap<i32, i64>,
+    topic_id: Option<i64>,
+) -> Result<(), DeltaTableError> {
+    let txns = offset_txns(
+        (&opts.pipeline, &opts.topic),
+        write.iter().map(|(&p, &o)| (p, o)),
+        topic_id,
+    );
+    let entry = CommitEntry {
+        pipeline: opts.pipeline.clone(),
+        topic: opts.topic.clone(),
+        start_positions: Some(write.iter().map(|(&p, &o)| (p, o + 1)).collect()),
+        ..CommitEntry::default()
+    };
+    let props = crate::storage::commit_properties()
+        .with_application_transactions(txns)
+        .with_metadata([entry.metadata()])
+        .with_max_retries(0);
+    let operation = DeltaOperation::StreamingUpdate {
+        output_mode: OutputMode::Append,
+        query_id: opts.pipeline.clone(),
+        epoch_id: -1,
+    };
+    let snapshot: &dyn TableReference = table.snapshot()?;
+    CommitBuilder::from(props)
+        .with_actions(Vec::new())
+        .build(Some(snapshot), table.log_store(), operation)
+        .await?;
+    Ok(())
 }
 
 /// Who may write a table besides the pipeline's own commits for its topic.

@@ -286,48 +286,7 @@ fn check_tables(
 fn mode(name: &str, p: &PipelineConfig, source: &SourcePlan) -> Result<Mode, ConfigError> {
     let key = |k: &str| format!("pipelines.{name}.{k}");
     let fields = &source.decoder.fields;
-    let not_a_field = |k: &str, what: &str| {
-        ConfigError::key(
-            key(k),
-            format!("'{what}' is not a field of source '{}'", p.source),
-        )
-    };
-    if p.mode == OutputMode::Upsert {
-        if source.decoder.add_columns {
-            return Err(ConfigError::key(
-                format!("sources.{}.schema_evolution", p.source),
-                format!(
-                    "not supported with upsert pipelines yet (pipelines.{name}): \
-                     declare the fields"
-                ),
-            ));
-        }
-        if p.sql.is_some() {
-            return Err(ConfigError::key(
-                key("sql"),
-                "upsert mode applies the source's records as they are: remove sql \
-                 (aggregates use update mode)",
-            ));
-        }
-        if p.keys.is_empty() {
-            return Err(ConfigError::key(
-                key("keys"),
-                "upsert mode MERGEs by key: list the columns that identify a record",
-            ));
-        }
-        if let Some(k) = p
-            .keys
-            .iter()
-            .find(|k| !fields.iter().any(|f| &f.name == *k))
-        {
-            return Err(not_a_field("keys", k));
-        }
-    } else if p.delete_when.is_some() {
-        return Err(ConfigError::key(
-            key("delete_when"),
-            "only upsert mode deletes: set mode = \"upsert\" and keys",
-        ));
-    }
+    check_upsert(name, p, source)?;
     if p.sql.is_none() && !matches!(p.mode, OutputMode::Append | OutputMode::Upsert) {
         return Err(ConfigError::key(
             key("mode"),
@@ -371,6 +330,55 @@ fn mode(name: &str, p: &PipelineConfig, source: &SourcePlan) -> Result<Mode, Con
             idle_timeout: p.idle_timeout,
         }),
     })
+}
+
+/// Upsert mode's settings: keys that are fields, no SQL, declared fields; elsewhere no
+/// delete predicate.
+fn check_upsert(name: &str, p: &PipelineConfig, source: &SourcePlan) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("pipelines.{name}.{k}");
+    if p.mode != OutputMode::Upsert {
+        if p.delete_when.is_some() {
+            return Err(ConfigError::key(
+                key("delete_when"),
+                "only upsert mode deletes: set mode = \"upsert\" and keys",
+            ));
+        }
+        return Ok(());
+    }
+    let fields = &source.decoder.fields;
+    if source.decoder.add_columns {
+        return Err(ConfigError::key(
+            format!("sources.{}.schema_evolution", p.source),
+            format!(
+                "not supported with upsert pipelines yet (pipelines.{name}): \
+                 declare the fields"
+            ),
+        ));
+    }
+    if p.sql.is_some() {
+        return Err(ConfigError::key(
+            key("sql"),
+            "upsert mode applies the source's records as they are: remove sql \
+             (aggregates use update mode)",
+        ));
+    }
+    if p.keys.is_empty() {
+        return Err(ConfigError::key(
+            key("keys"),
+            "upsert mode MERGEs by key: list the columns that identify a record",
+        ));
+    }
+    if let Some(k) = p
+        .keys
+        .iter()
+        .find(|k| !fields.iter().any(|f| &f.name == *k))
+    {
+        return Err(ConfigError::key(
+            key("keys"),
+            format!("'{k}' is not a field of source '{}'", p.source),
+        ));
+    }
+    Ok(())
 }
 
 /// The event-time column (a TIMESTAMP field) and the watermark delay: both or neither.

@@ -156,7 +156,34 @@ pub(super) async fn try_stream(
             r.token,
         ));
     }
-    let version = match &step.emit {
+    let version = commit_emit(sink, &step.emit, engine.shape(), props, batch_id).await?;
+    sink.landed(record, batch, Some(batch_id));
+    let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
+    let watermark = step.state.clock.watermark;
+    sink.stream = Some((snapshot, step.state));
+    if snapshot.is_some() && batch_id % 16 == 0 {
+        state::prune(&sink.table, &sink.opts.pipeline, batch_id).await;
+    }
+    Ok(CommitOutcome::Committed {
+        version,
+        batch_id: Some(batch_id),
+        rows: emitted,
+        input_rows: input.num_rows(),
+        late_rows: step.late_rows,
+        state_rows,
+        watermark,
+    })
+}
+
+/// Commit what the query emitted: appended, replacing the whole result, or MERGEd.
+async fn commit_emit(
+    sink: &mut DeltaSink,
+    emit: &Emit,
+    shape: &Shape,
+    props: CommitProperties,
+    batch_id: i64,
+) -> Result<i64, DeltaTableError> {
+    Ok(match emit {
         Emit::Append(out) => {
             let adds = sink.write(out).await?;
             let actions = adds.into_iter().map(Action::Add).collect();
@@ -179,23 +206,7 @@ pub(super) async fn try_stream(
             sink.commit_actions(Vec::new(), props, OutputMode::Update, Some(batch_id))
                 .await?
         }
-        Emit::Merge(out) => merge_aggregate(sink, out, engine.shape(), props).await?,
-    };
-    sink.landed(record, batch, Some(batch_id));
-    let state_rows = step.state.aggregate.as_ref().map_or(0, |a| a.len());
-    let watermark = step.state.clock.watermark;
-    sink.stream = Some((snapshot, step.state));
-    if snapshot.is_some() && batch_id % 16 == 0 {
-        state::prune(&sink.table, &sink.opts.pipeline, batch_id).await;
-    }
-    Ok(CommitOutcome::Committed {
-        version,
-        batch_id: Some(batch_id),
-        rows: emitted,
-        input_rows: input.num_rows(),
-        late_rows: step.late_rows,
-        state_rows,
-        watermark,
+        Emit::Merge(out) => merge_aggregate(sink, out, shape, props).await?,
     })
 }
 
