@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/lakestream-target}
+# The code's shape (docs/architecture.md, "Layers"): no import up the layers or in a
+# loop, no function over 80 lines, no file over 500, no thick mod.rs.
+python3 scripts/structure.py --check
 scripts/services.sh
 # Each run's topics are named it-<test>-<random>: drop the previous runs' so the broker's
 # log directory stays one run's size (Kafka's start-up time grows with its partitions).
