@@ -140,7 +140,7 @@ struct Running {
     topics: HashMap<String, BTreeSet<String>>,
     opts: RunOptions,
     /// Pipelines of pattern sources, by source, for topics that appear later.
-    templates: HashMap<String, (Arc<SourcePlan>, Vec<Pipeline>)>,
+    templates: HashMap<String, (ReaderPlan, Vec<Pipeline>)>,
     /// New topics (source, topic) of pattern sources, as the watchers find them; the
     /// sender is dropped once every watcher holds its own.
     found_tx: Option<mpsc::Sender<(String, String)>>,
@@ -193,11 +193,9 @@ impl Running {
     async fn start_reader(&mut self, reader: &ReaderPlan, members: Vec<Pipeline>) -> Result<()> {
         let source = &reader.source;
         if !source.is_multi_topic() {
-            return self
-                .start(members.into_iter().map(|p| (p, false)).collect())
-                .await;
+            return self.start(reader.clone(), members, false).await;
         }
-        self.start_topics(source, &members).await?;
+        self.start_topics(reader, &members).await?;
         let (Topics::Pattern(_), Some(found)) = (&source.topics, &self.found_tx) else {
             return Ok(());
         };
@@ -214,7 +212,7 @@ impl Running {
             }
         });
         self.templates
-            .insert(source.name.clone(), (source.clone(), members));
+            .insert(source.name.clone(), (reader.clone(), members));
         Ok(())
     }
 
@@ -227,9 +225,9 @@ impl Running {
                 () = self.supervisor.join_next(), if self.supervisor.busy() => {}
                 Some((name, topic)) = self.found.recv() => {
                     // Out of the map while they start (`new_topic` needs `self`).
-                    if let Some((source, members)) = self.templates.remove(&name) {
-                        self.new_topic(&source, &topic, &members).await;
-                        self.templates.insert(name, (source, members));
+                    if let Some((reader, members)) = self.templates.remove(&name) {
+                        self.new_topic(&reader, &topic, &members).await;
+                        self.templates.insert(name, (reader, members));
                     }
                 }
                 else => break,
@@ -237,27 +235,33 @@ impl Running {
         }
     }
 
-    /// Start one reader for `members` (of one source and topic); with `per_topic`, the
-    /// maintenance of their per-topic tables too.
-    async fn start(&mut self, members: Vec<(Pipeline, bool)>) -> Result<()> {
+    /// Start the reader `reader` for `members` (its pipelines, in its order); with
+    /// `per_topic`, the maintenance of their per-topic tables too.
+    async fn start(
+        &mut self,
+        reader: ReaderPlan,
+        members: Vec<Pipeline>,
+        per_topic: bool,
+    ) -> Result<()> {
         let configured = self.plan.tables();
-        for (p, _) in members.iter().filter(|(_, per_topic)| *per_topic) {
-            let tables: Vec<String> = p
-                .spec()
-                .tables()
-                .into_iter()
-                .filter(|t| !configured.contains_key(t))
-                .collect();
-            crate::maintenance::spawn_schedules(
-                &self.plan,
-                &tables,
-                self.supervisor.helpers(),
-                self.supervisor.background(),
-                p.contention(),
-            );
+        if per_topic {
+            for p in &members {
+                let tables: Vec<String> = p
+                    .spec()
+                    .tables()
+                    .into_iter()
+                    .filter(|t| !configured.contains_key(t))
+                    .collect();
+                crate::maintenance::spawn_schedules(
+                    &self.plan,
+                    &tables,
+                    self.supervisor.helpers(),
+                    self.supervisor.background(),
+                    p.contention(),
+                );
+            }
         }
-        let names: Vec<String> = members.iter().map(|(p, _)| p.name().to_string()).collect();
-        let pipelines = members.into_iter().map(|(p, _)| p).collect();
+        let names = reader.names();
         let shutdown = self.supervisor.shutdown().clone();
         self.started += 1;
         let readers = self.readers.max(self.started);
@@ -273,7 +277,7 @@ impl Running {
             );
         }
         let started =
-            crate::pipeline::start_source(pipelines, self.opts, readers, &shutdown).await?;
+            crate::pipeline::start_source(reader, members, self.opts, readers, &shutdown).await?;
         for (name, run) in started.pipelines {
             self.supervisor
                 .spawn(name, async move { run.await.map(Some) });
@@ -287,7 +291,8 @@ impl Running {
     }
 
     /// Start `members` on every topic their source reads now.
-    async fn start_topics(&mut self, source: &SourcePlan, members: &[Pipeline]) -> Result<()> {
+    async fn start_topics(&mut self, reader: &ReaderPlan, members: &[Pipeline]) -> Result<()> {
+        let source = &reader.source;
         let topics = match self.listed.remove(&source.name) {
             Some(topics) => topics,
             None => crate::pipeline::source_topics(&self.plan.kafka, source).await?,
@@ -311,15 +316,15 @@ impl Running {
         }
         for topic in topics.iter().filter(|t| !refused.contains(*t)) {
             info!(source = %source.name, topic = %topic, "starting the pipelines of a topic");
-            self.start_topic(source, topic, members).await?;
+            self.start_topic(reader, topic, members).await?;
         }
         Ok(())
     }
 
     /// A topic of a pattern source appeared: start `members` on it, unless it would
     /// write another topic's per-topic table.
-    async fn new_topic(&mut self, source: &SourcePlan, topic: &str, members: &[Pipeline]) {
-        let topic = topic.to_string();
+    async fn new_topic(&mut self, reader: &ReaderPlan, topic: &str, members: &[Pipeline]) {
+        let (source, topic) = (&reader.source, topic.to_string());
         let known = self.topics.get(&source.name).into_iter().flatten();
         let collisions = self
             .plan
@@ -329,7 +334,7 @@ impl Running {
             return;
         }
         info!(source = %source.name, topic = %topic, "new topic: starting its pipelines");
-        if let Err(e) = self.start_topic(source, &topic, members).await {
+        if let Err(e) = self.start_topic(reader, &topic, members).await {
             self.supervisor.fail(&format!("topic {topic}"), e);
         }
     }
@@ -337,14 +342,19 @@ impl Running {
     /// Start `members` on `topic` of their multi-topic source.
     async fn start_topic(
         &mut self,
-        source: &SourcePlan,
+        reader: &ReaderPlan,
         topic: &str,
         members: &[Pipeline],
     ) -> Result<()> {
-        self.start(members.iter().map(|p| (p.for_topic(topic), true)).collect())
-            .await?;
+        let on_topic = reader.for_topic(topic);
+        let members = members
+            .iter()
+            .zip(&on_topic.pipelines)
+            .map(|(p, spec)| p.reading(spec.clone(), on_topic.source.clone()))
+            .collect();
+        self.start(on_topic, members, true).await?;
         self.topics
-            .entry(source.name.clone())
+            .entry(reader.source.name.clone())
             .or_default()
             .insert(topic.to_string());
         Ok(())

@@ -68,20 +68,13 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(pipelines: &[Pipeline], kafka: &KafkaPlan) -> Result<Option<Self>> {
-        let Some(first) = pipelines.first() else {
-            return Ok(None);
-        };
-        let plan = ReaderPlan {
-            source: first.source.clone(),
-            pipelines: pipelines.iter().map(|p| p.spec.clone()).collect(),
-        };
-        Ok(Some(Self {
+    fn new(plan: ReaderPlan, kafka: &KafkaPlan) -> Result<Self> {
+        Ok(Self {
             decoder: JsonDecoder::for_source(&plan.source.decoder),
             group_id: plan.group_id(),
             connection: connection(kafka)?,
             plan,
-        }))
+        })
     }
 
     /// One consumer for several pipelines: a batch closes at the smallest trigger and
@@ -117,8 +110,9 @@ impl Reader {
     }
 }
 
-/// Prepare `pipelines` (all of one source and topic) and start their reader.
+/// Prepare `pipelines` (those `reader` names, in its order) and start their reader.
 pub async fn start_source(
+    reader: ReaderPlan,
     pipelines: Vec<Pipeline>,
     opts: RunOptions,
     readers: usize,
@@ -131,9 +125,7 @@ pub async fn start_source(
         });
     };
     let plan = first.plan.clone();
-    let Some(mut reader) = Reader::new(&pipelines, &plan.kafka)? else {
-        unreachable!("pipelines is not empty");
-    };
+    let mut reader = Reader::new(reader, &plan.kafka)?;
     let (prepared, bounds) = prepare(&pipelines, &reader, opts, shutdown).await?;
     // Columns earlier runs added (schema evolution) are read again with their types.
     for p in prepared

@@ -89,12 +89,12 @@ impl Pipeline {
         }
     }
 
-    /// This pipeline on one topic of its multi-topic source, counting into the same
-    /// metrics (see `PipelinePlan::for_topic`).
-    pub fn for_topic(&self, topic: &str) -> Pipeline {
+    /// This pipeline as `spec` reading `source` (one topic of its multi-topic source,
+    /// see `ReaderPlan::for_topic`), counting into the same metrics.
+    pub fn reading(&self, spec: Arc<PipelinePlan>, source: Arc<SourcePlan>) -> Pipeline {
         Self {
-            spec: Arc::new(self.spec.for_topic(topic)),
-            source: Arc::new(self.source.for_topic(topic)),
+            spec,
+            source,
             plan: self.plan.clone(),
             metrics: self.metrics.clone(),
             contention: self.contention.clone(),

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::batch::RawBatch;
+use super::checks;
 use super::context::{lock, AssignState, SourceContext};
 use super::faults::{is_denied, is_undecodable, undecodable};
 use super::loss::DataLossPolicy;
@@ -279,7 +280,7 @@ impl KafkaSource {
         match polled {
             Ok(m) => {
                 let (p, o) = (m.partition(), m.offset());
-                if self.keep(&mut s.offsets, (p, o), &mut s.suspect)? {
+                if checks::keep(self, &mut s.offsets, (p, o), &mut s.suspect)? {
                     s.batch
                         .push(p, o, m.timestamp().to_millis(), m.key(), m.payload());
                 }
@@ -343,7 +344,7 @@ impl KafkaSource {
         let mut moved = false;
         if s.suspect || quiet && s.batch.is_empty() && s.idle_check.elapsed() >= IDLE_CHECK {
             (s.idle_check, s.suspect) = (Instant::now(), false);
-            if self.recreated(&mut s.offsets, stop)? {
+            if checks::recreated(self, &mut s.offsets, stop)? {
                 s.batch = RawBatch::new(s.topic.clone());
                 s.reported.clear();
                 return Ok(None);
@@ -402,7 +403,7 @@ impl KafkaSource {
     ) -> Result<Option<RawBatch>, SourceError> {
         // Read after the batch's records were fetched: if the id is still the one they
         // were read under, they come from that incarnation of the topic.
-        if self.recreated(offsets, stop)? || !self.check_gaps(offsets, stop)? {
+        if checks::recreated(self, offsets, stop)? || !checks::check_gaps(self, offsets, stop)? {
             return Ok(None); // what the batch held came (partly) from the deleted topic
         }
         self.advance(offsets);

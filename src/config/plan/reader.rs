@@ -14,6 +14,19 @@ pub struct ReaderPlan {
 }
 
 impl ReaderPlan {
+    /// This read on one topic of its multi-topic source: the source reading only it,
+    /// each pipeline's tables and group named for it (see `PipelinePlan::for_topic`).
+    pub fn for_topic(&self, topic: &str) -> Self {
+        Self {
+            source: Arc::new(self.source.for_topic(topic)),
+            pipelines: self
+                .pipelines
+                .iter()
+                .map(|p| Arc::new(p.for_topic(topic)))
+                .collect(),
+        }
+    }
+
     /// The names of its pipelines.
     pub fn names(&self) -> Vec<String> {
         self.pipelines.iter().map(|p| p.name.clone()).collect()
