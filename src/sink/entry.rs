@@ -119,3 +119,53 @@ pub(super) async fn latest(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_entry_keeps_the_keys_readers_know() {
+        let ranges = BTreeMap::from([(0, OffsetRange { first: 5, last: 9 })]);
+        let mut entry = CommitEntry::batch(("calls", "sf"), None, &ranges, 4);
+        entry.positions_only = true;
+        let (key, value) = entry.metadata();
+        assert_eq!(key, "lakestream");
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "pipeline": "calls", "topic": "sf", "batchId": null,
+                "offsets": {"0": [5, 9]}, "rows": 4, "positionsOnly": true
+            })
+        );
+    }
+
+    #[test]
+    fn entries_lakestream_wrote_before_read_the_same() {
+        let info = HashMap::from([(
+            KEY.to_string(),
+            serde_json::json!({
+                "pipeline": "hourly", "batchId": 7, "topic": "sf", "rows": 3,
+                "offsets": {"10": [100, 120], "2": [1, 1]},
+                "state": {"lateRows": 1, "watermark": 42, "rows": 2, "file": null,
+                          "clock": {"maxEventTime": {"0": 50}, "watermark": 42}},
+                "somethingNewer": true
+            }),
+        )]);
+        let e = CommitEntry::of(&info).expect("an entry");
+        assert_eq!((e.pipeline.as_str(), e.batch_id), ("hourly", Some(7)));
+        assert!(e.is_batch());
+        assert_eq!(e.offsets.expect("offsets")[&10], [100, 120]);
+        let state = e.state.expect("state");
+        assert_eq!((state.late_rows, state.watermark), (1, Some(42)));
+        assert_eq!(state.clock.expect("clock").max_event[&0], 50);
+        let start = HashMap::from([(
+            KEY.to_string(),
+            serde_json::json!({"pipeline": "calls", "topic": "sf", "startPositions": {"0": 17}}),
+        )]);
+        let e = CommitEntry::of(&start).expect("an entry");
+        assert!(!e.is_batch());
+        assert_eq!(e.start_positions.expect("starts")[&0], 17);
+        assert!(CommitEntry::of(&HashMap::new()).is_none());
+    }
+}
