@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{kafka_columns, ParseError, SourceFormat};
+use super::ParseError;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,64 +117,6 @@ pub struct PipelineConfig {
     /// `kafka.starting_offsets`) next to what the table holds.
     #[serde(default)]
     pub adopt: bool,
-}
-
-impl PipelineConfig {
-    /// Event-time column and watermark delay, when both are set.
-    pub fn watermark_spec(&self) -> Option<(&str, Duration)> {
-        Some((self.event_time.as_deref()?, self.watermark?))
-    }
-
-    /// Columns identifying an output row (see `keys`).
-    pub fn row_keys(&self) -> Vec<String> {
-        match (&self.sql, self.keys.is_empty()) {
-            (None, true) => vec![
-                kafka_columns::PARTITION.into(),
-                kafka_columns::OFFSET.into(),
-            ],
-            _ => self.keys.clone(),
-        }
-    }
-
-    /// The upsert delete predicate (see `delete_when`).
-    pub fn delete_predicate(&self, format: SourceFormat) -> Option<String> {
-        match (&self.delete_when, format) {
-            (Some(sql), _) => Some(sql.clone()),
-            (None, SourceFormat::DebeziumJson) => Some("cdc_op = 'd'".into()),
-            (None, SourceFormat::Json) => None,
-        }
-    }
-
-    /// Partition entries that are computed (`date(call_date_time)`), parsed; the plain
-    /// column names are left out.
-    pub fn derived(&self) -> Vec<Derived> {
-        self.partition_by
-            .iter()
-            .filter_map(|e| Derived::parse(e)?.ok())
-            .collect()
-    }
-
-    /// The table's partition columns: derived ones by their names.
-    pub fn partition_columns(&self) -> Vec<String> {
-        self.partition_by
-            .iter()
-            .map(|e| match Derived::parse(e) {
-                Some(Ok(d)) => d.name,
-                _ => e.clone(),
-            })
-            .collect()
-    }
-
-    /// Whether `table` names its topic (`raw_{topic}`): one table per topic.
-    pub fn is_per_topic(&self) -> bool {
-        self.table.contains(TOPIC)
-    }
-
-    pub fn dead_letter_table(&self) -> String {
-        self.dead_letter_table
-            .clone()
-            .unwrap_or_else(|| format!("{}_dead_letters", self.table))
-    }
 }
 
 /// Where a pipeline's `table` names the topic it was read from.

@@ -103,10 +103,6 @@ impl Mechanism {
             other => other.name(),
         }
     }
-
-    pub fn uses_password(self) -> bool {
-        matches!(self, Self::Plain | Self::ScramSha256 | Self::ScramSha512)
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -344,12 +344,6 @@ impl Default for MaintenanceConfig {
     }
 }
 
-impl MaintenanceConfig {
-    pub fn table(&self, name: &str) -> TableMaintenance {
-        self.tables.get(name).cloned().unwrap_or_default()
-    }
-}
-
 impl Default for CompactConfig {
     fn default() -> Self {
         Self {
