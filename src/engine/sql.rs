@@ -2,6 +2,7 @@
 //! against the mode and keys, tried on a sample batch, so a wrong query fails before any
 //! record is read, naming the file and line), then run over each batch with its state.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -317,9 +318,12 @@ impl Engine {
 
     /// Columns a source added by schema evolution are not the query's: it was planned
     /// over the declared ones.
-    fn declared_columns(&self, input: &RecordBatch) -> Result<RecordBatch, EngineError> {
+    fn declared_columns<'a>(
+        &self,
+        input: &'a RecordBatch,
+    ) -> Result<Cow<'a, RecordBatch>, EngineError> {
         if input.schema() == self.input_schema {
-            return Ok(input.clone());
+            return Ok(Cow::Borrowed(input));
         }
         let indices = self
             .input_schema
@@ -328,7 +332,8 @@ impl Engine {
             .map(|f| input.schema().index_of(f.name()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.run_error(e))?;
-        input.project(&indices).map_err(|e| self.run_error(e))
+        let projected = input.project(&indices).map_err(|e| self.run_error(e))?;
+        Ok(Cow::Owned(projected))
     }
 
     /// Move the watermark by the batch's event times (partitions first seen join).

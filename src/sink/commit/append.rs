@@ -59,11 +59,7 @@ pub(super) async fn try_commit(
     // carries them, decided against the snapshot this attempt commits on.
     let widened = widen(&sink.table, &files.schema)?;
     *written = Some(files);
-    let batch_id = if batch.with_batch_id {
-        Some(sink.next_batch_id().await?)
-    } else {
-        None
-    };
+    let batch_id = sink.batch_id_for(batch).await?;
     let props = sink.properties(
         record,
         &new_ranges,

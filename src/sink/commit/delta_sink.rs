@@ -381,6 +381,17 @@ impl DeltaSink {
         Ok(stale)
     }
 
+    /// The next batch id, where `batch` records one in this table.
+    pub(super) async fn batch_id_for(
+        &mut self,
+        batch: &BatchInfo,
+    ) -> Result<Option<i64>, DeltaTableError> {
+        match batch.with_batch_id {
+            true => Ok(Some(self.next_batch_id().await?)),
+            false => Ok(None),
+        }
+    }
+
     /// The id the next batch commit gets.
     pub(super) async fn next_batch_id(&mut self) -> Result<i64, DeltaTableError> {
         let last = match self.last_batch_id {

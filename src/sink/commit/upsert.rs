@@ -26,10 +26,7 @@ pub(super) async fn try_upsert(
     };
     let (committed, record) = (&part.committed, &part.record);
     let changes = rows_beyond(rows, batch, &new_ranges, committed)?;
-    let batch_id = match batch.with_batch_id {
-        true => Some(sink.next_batch_id().await?),
-        false => None,
-    };
+    let batch_id = sink.batch_id_for(batch).await?;
     let count = changes.num_rows();
     let props = sink.properties(
         record,
