@@ -3,7 +3,7 @@
 # the Rust toolchain, Java 17+ with Maven, and Python: Apache Kafka (jars from Maven Central),
 # MariaDB (apt), the Python `deltalake` reader, `confluent-kafka` (a second Kafka client for
 # the tests) and `moto_server` (PyPI), Chromium (apt), and a C toolchain with OpenSSL's headers
-# for librdkafka, and helm (Go module proxy). Skips what is already there. LAKESTREAM_BROKER=tansu also installs the tansu
+# for librdkafka, helm (Go module proxy) and Apicurio Registry (Maven Central). Skips what is already there. LAKESTREAM_BROKER=tansu also installs the tansu
 # broker (crates.io), the opt-in alternative.
 set -euo pipefail
 
@@ -52,6 +52,24 @@ if [ "$(cat "$KAFKA_LIBS/.pom.sha" 2>/dev/null)" != "$(sha256sum < "$kafka_pom")
     -DoutputDirectory="$KAFKA_LIBS.tmp"
   rm -rf "$KAFKA_LIBS" && mv "$KAFKA_LIBS.tmp" "$KAFKA_LIBS"
   sha256sum < "$kafka_pom" > "$KAFKA_LIBS/.pom.sha"
+fi
+
+REGISTRY_APP=${REGISTRY_APP:-$HOME/.cache/lakestream-registry}
+registry_pom="$(cd "$(dirname "$0")" && pwd)/registry/pom.xml"
+if [ "$(cat "$REGISTRY_APP/.pom.sha" 2>/dev/null)" != "$(sha256sum < "$registry_pom")" ]; then
+  log "assembling Apicurio Registry (the Schema Registry of the Avro/Protobuf tests) from Maven Central into $REGISTRY_APP"
+  rm -rf "$REGISTRY_APP.build" && mkdir -p "$REGISTRY_APP.build"
+  cp "$registry_pom" "$REGISTRY_APP.build/pom.xml"
+  mvn -q -B -f "$REGISTRY_APP.build/pom.xml" package -DskipTests
+  rm -rf "$REGISTRY_APP" && mkdir -p "$REGISTRY_APP"
+  mv "$REGISTRY_APP.build/target/lib" "$REGISTRY_APP/lib"
+  mv "$REGISTRY_APP.build/target/registry-1-runner.jar" "$REGISTRY_APP/registry.jar"
+  rm -rf "$REGISTRY_APP.build"
+  sha256sum < "$registry_pom" > "$REGISTRY_APP/.pom.sha"
+fi
+if ! python3 -c 'import fastavro, google.protobuf, authlib, cachetools, httpx' 2>/dev/null; then
+  log "installing confluent-kafka's Schema Registry serializers (fastavro, protobuf): the tests' second Avro/Protobuf client"
+  python3 -m pip install --quiet --disable-pip-version-check 'confluent-kafka[avro,protobuf,schemaregistry]>=2.6'
 fi
 
 if [ "${LAKESTREAM_BROKER:-kafka}" = tansu ] && ! command -v tansu >/dev/null; then

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the services lakestream's tests and demo use, unless they already answer:
 # Apache Kafka on 127.0.0.1:9092 (PLAINTEXT), 9093 (SASL_SSL) and 9094 (mTLS), see
-# scripts/kafka/start.sh, and MariaDB on 127.0.0.1:3306. LAKESTREAM_BROKER=tansu starts the
+# scripts/kafka/start.sh, MariaDB on 127.0.0.1:3306 and Apicurio Registry (Confluent API at
+# http://127.0.0.1:8081/apis/ccompat/v7, in-memory). LAKESTREAM_BROKER=tansu starts the
 # tansu broker on 9092 instead (PLAINTEXT only; see docs/operations.md for what differs).
 # Logs go to $LAKESTREAM_RUN_DIR (default ~/.cache/lakestream-run).
 set -euo pipefail
@@ -55,4 +56,16 @@ else
   setsid nohup /usr/sbin/mariadbd --user=mysql --bind-address=127.0.0.1 --port=3306 \
     >"$RUN_DIR/mariadb.log" 2>&1 < /dev/null &
   wait_port 3306 MariaDB "$RUN_DIR/mariadb.log"
+fi
+
+REGISTRY_APP=${REGISTRY_APP:-$HOME/.cache/lakestream-registry}
+if port_open 8081; then
+  log "Schema Registry already listening on 127.0.0.1:8081"
+elif [ -f "$REGISTRY_APP/registry.jar" ]; then
+  log "starting Apicurio Registry on 127.0.0.1:8081 (Confluent API at /apis/ccompat/v7; log: $RUN_DIR/registry.log)"
+  setsid nohup java -Xmx512m -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port=8081 \
+    -jar "$REGISTRY_APP/registry.jar" >"$RUN_DIR/registry.log" 2>&1 < /dev/null &
+  wait_port 8081 "Apicurio Registry" "$RUN_DIR/registry.log"
+else
+  log "no Apicurio Registry in $REGISTRY_APP: run scripts/install-deps.sh (the Avro/Protobuf tests need it)"
 fi
