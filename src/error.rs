@@ -40,6 +40,8 @@ pub enum Error {
         of: usize,
         parts: String,
     },
+    #[error(transparent)]
+    Registry(#[from] crate::decode::RegistryError),
     #[error("decoding a batch")]
     Decode(#[from] crate::decode::DecodeError),
 }

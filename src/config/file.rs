@@ -29,6 +29,8 @@ pub struct Config {
     /// Static lookup tables that pipeline SQL can join with, by table name.
     #[serde(default)]
     pub lookups: BTreeMap<String, LookupConfig>,
+    /// The Schema Registry of the Avro, Protobuf and JSON Schema sources.
+    pub schema_registry: Option<super::registry::RegistryConfig>,
     /// The MySQL/MariaDB mirror of pipeline tables and the BI views over it.
     pub mysql: Option<MysqlConfig>,
     /// Compaction, vacuum and checkpoints of the tables, scheduled inside `run`.

@@ -10,6 +10,7 @@ pub mod kafka_columns;
 mod load;
 mod pipeline;
 mod plan;
+mod registry;
 mod schedule;
 mod security;
 mod service;
@@ -22,9 +23,11 @@ pub use load::{load, load_str};
 pub use pipeline::{render_table, Derived, LookupFormat, OutputMode, TOPIC};
 pub use plan::{
     CommitPolicy, CompactPlan, DecoderSpec, HttpPlan, KafkaPlan, LookupPlan, MaintenancePlan,
-    MirrorPlan, Mode, OidcPlan, PipelinePlan, Plan, QuerySpec, ReaderPlan, Sasl, Secret,
-    SecurityPlan, SourcePlan, StoragePlan, TablePlan, TlsPlan, Topics, Trigger, VacuumPlan,
+    MirrorPlan, Mode, OidcPlan, PipelinePlan, Plan, QuerySpec, ReaderPlan, RegistryAuth,
+    RegistryPlan, RegistrySource, Sasl, Secret, SecurityPlan, SourcePlan, StoragePlan, TablePlan,
+    TlsPlan, Topics, Trigger, VacuumPlan,
 };
+pub use registry::SubjectStrategy;
 pub use schedule::{Cron, Schedule};
 pub use security::{expand_home, read_secret, Mechanism, Protocol};
 pub use service::{parse_time, IsolationLevel, MysqlTls, Start, StartingOffsets};

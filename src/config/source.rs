@@ -19,6 +19,9 @@ pub struct SourceConfig {
     pub topic_refresh_interval: std::time::Duration,
     /// Declared message schema, one `"name TYPE [NOT NULL]"` entry per field. Types:
     /// string, int32, int64, double, boolean, date, timestamp. Fields not declared are ignored.
+    /// Required for JSON; for a Schema Registry format the columns come from the
+    /// registry's schema unless fields are declared here.
+    #[serde(default)]
     pub fields: Vec<String>,
     /// Messages larger than this go to the dead-letter table.
     #[serde(default = "default_max_message_bytes")]
@@ -31,8 +34,16 @@ pub struct SourceConfig {
     /// change event (`before`/`after`/`op`/`source.ts_ms`, with or without the
     /// `schema`/`payload` wrapper); the record is `after` (`before` for a delete), with
     /// the columns `cdc_op` (c, u, d, r) and `cdc_source_ts` added.
+    /// `avro`, `protobuf`, `json-schema`: Confluent-framed messages (magic byte, schema
+    /// id) whose schemas are in `[schema_registry]`.
     #[serde(default)]
     pub format: SourceFormat,
+    /// The registry subject of the values: `topic` (`<topic>-value`), `record`
+    /// (`record`) or `topic-record` (`<topic>-<record>`).
+    #[serde(default)]
+    pub subject_strategy: super::registry::SubjectStrategy,
+    /// The record's full name (`namespace.Name`) for the `record` strategies.
+    pub record: Option<String>,
     /// `off`: undeclared fields are ignored. `add_columns`: an undeclared field becomes
     /// a nullable column of the tables of the source's pipelines without SQL, added in
     /// the commit of the batch that first carries it.
@@ -54,6 +65,16 @@ pub enum SourceFormat {
     #[default]
     Json,
     DebeziumJson,
+    Avro,
+    Protobuf,
+    JsonSchema,
+}
+
+impl SourceFormat {
+    /// Confluent-framed: each message names its schema by a registry id.
+    pub fn uses_registry(self) -> bool {
+        matches!(self, Self::Avro | Self::Protobuf | Self::JsonSchema)
+    }
 }
 
 fn default_topic_refresh() -> std::time::Duration {

@@ -1,12 +1,15 @@
-//! JSON -> Arrow with a declared schema. Good records become rows with Kafka metadata
-//! columns; bad ones become dead letters carrying the reason, never an error.
+//! Messages -> Arrow: JSON with a declared schema, or a Schema Registry format (`registry`).
+//! Good records become rows with Kafka metadata columns; bad ones become dead letters
+//! carrying the reason, never an error.
 
 mod cdc;
 mod dead_letter;
+mod decoder;
 mod evolve;
 mod fast;
 mod json;
 mod metadata;
+mod registry;
 mod reject;
 mod zone;
 
@@ -15,7 +18,9 @@ use deltalake::arrow::error::ArrowError;
 
 pub use crate::config::kafka_columns::METADATA_COLUMNS;
 pub use dead_letter::{dead_letter_schema, for_pipeline, DeadLetter};
+pub use decoder::Decoder;
 pub use json::JsonDecoder;
+pub use registry::{RegistryClient, RegistryError};
 pub use reject::Rejected;
 
 /// Outcome of decoding one raw batch.

@@ -23,7 +23,7 @@ use super::stages::{Feed, Ready};
 use super::task::{Output, Pipeline, Prepared};
 use super::RunOptions;
 use crate::config::{KafkaPlan, ReaderPlan, SourcePlan, Topics};
-use crate::decode::JsonDecoder;
+use crate::decode::Decoder;
 use crate::engine::Engine;
 use crate::metrics::{PipelineMetrics, PipelineState, Snapshot};
 use crate::source::{
@@ -62,15 +62,20 @@ pub async fn source_topics(kafka: &KafkaPlan, source: &SourcePlan) -> Result<Vec
 /// connection (the Kafka secrets are read here).
 struct Reader {
     plan: ReaderPlan,
-    decoder: JsonDecoder,
+    decoder: Decoder,
     group_id: String,
     connection: Connection,
 }
 
 impl Reader {
-    fn new(plan: ReaderPlan, kafka: &KafkaPlan) -> Result<Self> {
+    async fn new(
+        plan: ReaderPlan,
+        kafka: &KafkaPlan,
+        shutdown: &CancellationToken,
+    ) -> Result<Self> {
+        let topic = plan.source.topic();
         Ok(Self {
-            decoder: JsonDecoder::for_source(&plan.source.decoder),
+            decoder: Decoder::for_source(&plan.source.decoder, topic, shutdown).await?,
             group_id: plan.group_id(),
             connection: connection(kafka)?,
             plan,
@@ -125,7 +130,7 @@ pub async fn start_source(
         });
     };
     let plan = first.plan.clone();
-    let mut reader = Reader::new(reader, &plan.kafka)?;
+    let mut reader = Reader::new(reader, &plan.kafka, shutdown).await?;
     let (prepared, bounds) = prepare(&pipelines, &reader, opts, shutdown).await?;
     // Columns earlier runs added (schema evolution) are read again with their types.
     for p in prepared
@@ -158,7 +163,7 @@ pub async fn start_source(
         .unzip();
     let consume = tokio::task::spawn_blocking(move || consumer.run(raw_tx, reading));
     let metrics: Vec<_> = pipelines.iter().map(Pipeline::metrics).collect();
-    let decode = decode_stage(reader.decoder, raw_rx, outputs);
+    let decode = decode_stage(reader.decoder, raw_rx, outputs, shutdown.clone());
     let reader = read(decode, consume, metrics).boxed();
     let pipelines = pipelines
         .into_iter()
@@ -228,7 +233,7 @@ async fn prepare(
         let catch_up = bounds
             .clone()
             .map(|b| catch_up(kafka, (connection, topic), b, opts));
-        p.prepare(&partitions, catch_up, shutdown.clone())
+        p.prepare(&partitions, catch_up, shutdown.clone(), &reader.decoder)
     }))
     .await?;
     if let Some(millis) = opts.reset_to {

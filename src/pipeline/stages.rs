@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::task::Prepared;
 use crate::config::ReaderPlan;
-use crate::decode::{Decoded, JsonDecoder};
+use crate::decode::{Decoded, Decoder};
 use crate::sink::SinkOptions;
 use crate::source::{Committed, Record, StoreError};
 use crate::source::{OffsetRange, OffsetStore, ProducedAt, RawBatch, SourceHandle};
@@ -60,9 +60,10 @@ pub(super) struct Feed {
 /// not copied). A pipeline that stopped listening (caught up, or failed) is dropped;
 /// when none is left the stage ends, and with it the consumer.
 pub(super) async fn decode_stage(
-    decoder: JsonDecoder,
+    decoder: Decoder,
     mut raw_rx: mpsc::Receiver<RawBatch>,
     mut outputs: Vec<mpsc::Sender<Ready>>,
+    shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<()> {
     // Lent to one blocking task per batch and handed back: with schema evolution a
     // batch may add columns that every later batch decodes.
@@ -70,6 +71,14 @@ pub(super) async fn decode_stage(
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     while let Some(raw) = raw_rx.recv().await {
         let fetch_ms = raw.opened_at.map_or(0, |t| t.elapsed().as_millis() as u64);
+        // A registry's new schema ids are looked up first; during an outage this waits,
+        // and a shutdown meanwhile leaves the batch uncommitted (read again next run).
+        if let Err(e) = decoder.prepare(&raw, &shutdown).await {
+            return match shutdown.is_cancelled() && e.is_transient() {
+                true => Ok(()),
+                false => Err(e.into()),
+            };
+        }
         let (back, ready) = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let ready = decoder.decode_evolving(&raw, threads).map(|decoded| Ready {

@@ -11,7 +11,7 @@ use super::catchup::{self, CatchUp, Status};
 use super::stages::Feed;
 use super::RunOptions;
 use crate::config::{Mode, PipelinePlan, Plan, SourcePlan};
-use crate::decode::{dead_letter_schema, JsonDecoder};
+use crate::decode::{dead_letter_schema, Decoder};
 use crate::engine::{Changes, Derive, Engine};
 use crate::metrics::{PipelineMetrics, PipelineState, Snapshot};
 use crate::sink::{DeltaSink, SinkOptions, Write};
@@ -132,7 +132,11 @@ impl Pipeline {
         let Mode::Query(query) = &self.spec.mode else {
             return Ok(0);
         };
-        let schema = self.decoder().table_schema();
+        // Checking does not wait out a registry outage: it reports it.
+        let now = CancellationToken::new();
+        now.cancel();
+        let decoder = Decoder::for_source(&self.source.decoder, self.source.topic(), &now).await?;
+        let schema = decoder.table_schema();
         let engine = Engine::compile(&self.spec, query, &self.plan.lookups, schema).await?;
         Ok(engine.output_schema().fields().len())
     }
@@ -145,9 +149,9 @@ impl Pipeline {
         partitions: &[i32],
         catch_up: Option<CatchUp>,
         shutdown: CancellationToken,
+        decoder: &Decoder,
     ) -> Result<Prepared> {
         let p = &self.spec;
-        let decoder = self.decoder();
         let derive = Derive::new(p.derived.clone(), self.source.decoder.zone);
         // An upsert table's columns are all nullable: a delete carries only its key.
         let (mut output, schema) = match &p.mode {
@@ -193,11 +197,6 @@ impl Pipeline {
             derive,
             catch_up,
         })
-    }
-
-    /// The decoder of this pipeline's source (every pipeline of a source decodes alike).
-    pub(super) fn decoder(&self) -> JsonDecoder {
-        JsonDecoder::for_source(&self.source.decoder)
     }
 
     /// Commit what the reader sends until it stops (or, catching up, until the table

@@ -21,6 +21,7 @@ mod mirror;
 mod mirror_edges;
 mod offsets;
 mod quickstart;
+mod registry;
 mod replay;
 mod scale_out;
 mod schema_evolution;

@@ -79,6 +79,11 @@ pub struct Secret {
 }
 
 impl Secret {
+    /// `key` names the config keys (`{key}_file`, `{key}_env`) in errors.
+    pub(super) fn new(file: Option<String>, env: String, key: &'static str) -> Self {
+        Self { file, env, key }
+    }
+
     /// The secret now (first line of the file, else the variable).
     pub fn read(&self) -> Result<String, ConfigError> {
         read_secret(self.file.as_deref(), &self.env, self.key)

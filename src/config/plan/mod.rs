@@ -11,6 +11,7 @@ mod mirror;
 mod names;
 mod pipeline;
 mod reader;
+mod registry;
 mod source;
 mod storage;
 
@@ -23,7 +24,8 @@ pub use maintenance::{CompactPlan, MaintenancePlan, TablePlan, VacuumPlan};
 pub use mirror::MirrorPlan;
 pub use pipeline::{CommitPolicy, Mode, PipelinePlan, QuerySpec, Trigger};
 pub use reader::ReaderPlan;
-pub use source::{DecoderSpec, SourcePlan, Topics};
+pub use registry::{RegistryAuth, RegistryPlan};
+pub use source::{DecoderSpec, RegistrySource, SourcePlan, Topics};
 pub use storage::{HttpPlan, StoragePlan};
 
 use names::{check_name, check_table_owners};
@@ -53,9 +55,13 @@ impl Plan {
         let kafka = KafkaPlan::compile(&config.kafka)?;
         let storage = StoragePlan::compile(&config.storage)?;
         let memory_limit = super::check_memory_limit(config.memory_limit)?;
+        let registry = match &config.schema_registry {
+            Some(r) => Some(Arc::new(RegistryPlan::compile(r)?)),
+            None => None,
+        };
         let mut sources = BTreeMap::new();
         for (name, s) in &config.sources {
-            let plan = SourcePlan::compile(name, s, &kafka.group_id, &config.pipelines)?;
+            let plan = SourcePlan::compile(name, s, &kafka.group_id, &config.pipelines, &registry)?;
             sources.insert(name.clone(), Arc::new(plan));
         }
         let mut pipelines = BTreeMap::new();

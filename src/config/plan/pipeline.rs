@@ -114,8 +114,9 @@ impl PipelinePlan {
                  partition column",
             ));
         }
-        // A query's output columns come from the query: checked when it is planned.
-        if p.sql.is_none() {
+        // A query's output columns come from the query: checked when it is planned; a
+        // registry format's columns come from the registry: checked when the table opens.
+        if p.sql.is_none() && !fields.is_empty() {
             check_columns(name, p, fields, &partitions)?;
         }
         let row_keys = match (&p.sql, p.keys.is_empty()) {
@@ -318,7 +319,7 @@ fn mode(name: &str, p: &PipelineConfig, source: &SourcePlan) -> Result<Mode, Con
             delete_when: match (&p.delete_when, source.decoder.format) {
                 (Some(sql), _) => Some(sql.clone()),
                 (None, SourceFormat::DebeziumJson) => Some("cdc_op = 'd'".into()),
-                (None, SourceFormat::Json) => None,
+                (None, _) => None,
             },
         },
         (None, _) => Mode::Append,
@@ -371,7 +372,7 @@ fn check_upsert(name: &str, p: &PipelineConfig, source: &SourcePlan) -> Result<(
     if let Some(k) = p
         .keys
         .iter()
-        .find(|k| !fields.iter().any(|f| &f.name == *k))
+        .find(|k| !fields.is_empty() && !fields.iter().any(|f| &f.name == *k))
     {
         return Err(ConfigError::key(
             key("keys"),
@@ -391,7 +392,8 @@ fn watermark(
     match (&p.event_time, p.watermark) {
         (Some(column), Some(delay)) => {
             let field = fields.iter().find(|f| &f.name == column);
-            if !field.is_some_and(|f| f.ty.is_timestamp()) {
+            // No fields: a registry format, its columns known once the registry answers.
+            if !fields.is_empty() && !field.is_some_and(|f| f.ty.is_timestamp()) {
                 return Err(ConfigError::key(
                     key("event_time"),
                     format!(

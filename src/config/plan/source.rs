@@ -2,13 +2,15 @@
 //! its records decode (fields parsed once, the zone resolved).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::fields::FieldSpec;
 use super::super::kafka_columns::METADATA_COLUMNS;
 use super::super::pipeline::{render_table, PipelineConfig, TOPIC};
+use super::super::registry::SubjectStrategy;
 use super::super::source::{SchemaEvolution, SourceConfig, SourceFormat, DEBEZIUM_COLUMNS};
-use super::check_name;
+use super::{check_name, RegistryPlan};
 use crate::config::ConfigError;
 
 /// A source: what to read and how to decode it.
@@ -43,6 +45,29 @@ pub struct DecoderSpec {
     pub format: SourceFormat,
     /// Undeclared fields become columns (`schema_evolution = "add_columns"`).
     pub add_columns: bool,
+    /// Where the schemas of a registry format are (`None` for JSON).
+    pub registry: Option<RegistrySource>,
+}
+
+/// A registry format's registry and subject.
+#[derive(Debug, Clone)]
+pub struct RegistrySource {
+    pub registry: Arc<RegistryPlan>,
+    pub strategy: SubjectStrategy,
+    /// The record's full name, for the record strategies.
+    pub record: Option<String>,
+}
+
+impl RegistrySource {
+    /// The subject of `topic`'s values.
+    pub fn subject(&self, topic: &str) -> String {
+        let record = self.record.as_deref().unwrap_or_default();
+        match self.strategy {
+            SubjectStrategy::Topic => format!("{topic}-value"),
+            SubjectStrategy::Record => record.to_string(),
+            SubjectStrategy::TopicRecord => format!("{topic}-{record}"),
+        }
+    }
 }
 
 impl SourcePlan {
@@ -52,6 +77,7 @@ impl SourcePlan {
         s: &SourceConfig,
         group_prefix: &str,
         pipelines: &BTreeMap<String, PipelineConfig>,
+        registry: &Option<Arc<RegistryPlan>>,
     ) -> Result<Self, ConfigError> {
         check_name(&format!("sources.{name}"), name, true)?;
         let tables = pipelines
@@ -68,7 +94,11 @@ impl SourcePlan {
             ));
         }
         let topics = topics(name, s)?;
-        let fields = fields(name, s)?;
+        let fields = match s.format.uses_registry() && s.fields.is_empty() {
+            true => Vec::new(),
+            false => fields(name, s)?,
+        };
+        let registry = registry_source(name, s, registry)?;
         let zone = zone(name, s.timezone.as_deref())?;
         if s.max_message_bytes == 0 {
             return Err(ConfigError::key(
@@ -87,6 +117,7 @@ impl SourcePlan {
                 zone,
                 format: s.format,
                 add_columns: s.schema_evolution == SchemaEvolution::AddColumns,
+                registry,
             },
         })
     }
@@ -113,6 +144,37 @@ impl SourcePlan {
             ..self.clone()
         }
     }
+}
+
+/// A registry format needs `[schema_registry]`, and the record strategies a `record`.
+fn registry_source(
+    name: &str,
+    s: &SourceConfig,
+    registry: &Option<Arc<RegistryPlan>>,
+) -> Result<Option<RegistrySource>, ConfigError> {
+    if !s.format.uses_registry() {
+        return Ok(None);
+    }
+    let Some(registry) = registry else {
+        return Err(ConfigError::key(
+            format!("sources.{name}.format"),
+            "this format reads its schemas from a Schema Registry: add a [schema_registry] \
+             section with its url",
+        ));
+    };
+    let needs_record = s.subject_strategy != SubjectStrategy::Topic;
+    if needs_record && s.record.as_deref().is_none_or(str::is_empty) {
+        return Err(ConfigError::key(
+            format!("sources.{name}.record"),
+            "the record and topic-record subject strategies need the record's full name \
+             (namespace.Name)",
+        ));
+    }
+    Ok(Some(RegistrySource {
+        registry: registry.clone(),
+        strategy: s.subject_strategy,
+        record: s.record.clone(),
+    }))
 }
 
 /// Exactly one of `topic`, `topics` and `topic_pattern` (anchored at both ends).

@@ -1,0 +1,74 @@
+//! The Schema Registry checked: its URL parsed, how it is authenticated (one way only).
+
+use std::time::Duration;
+
+use super::super::registry::RegistryConfig;
+use super::Secret;
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone)]
+pub struct RegistryPlan {
+    /// The API's base, without a trailing `/`.
+    pub url: String,
+    pub auth: RegistryAuth,
+    pub ca_file: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum RegistryAuth {
+    None,
+    Basic { username: String, password: Secret },
+    Bearer(Secret),
+}
+
+impl RegistryPlan {
+    pub(super) fn compile(r: &RegistryConfig) -> Result<Self, ConfigError> {
+        let parsed = url::Url::parse(&r.url).map_err(|e| {
+            ConfigError::key(
+                "schema_registry.url",
+                format!("'{}' is not a URL: {e}", r.url),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(ConfigError::key(
+                "schema_registry.url",
+                format!("'{}' must start with http:// or https://", r.url),
+            ));
+        }
+        let token_given = r.token_env.is_some() || r.token_file.is_some();
+        let auth =
+            match (&r.username, token_given) {
+                (Some(_), true) => return Err(ConfigError::key(
+                    "schema_registry.username",
+                    "give either username (basic auth) or token_env/token_file (bearer), not both",
+                )),
+                (Some(username), false) => RegistryAuth::Basic {
+                    username: username.clone(),
+                    password: Secret::new(
+                        r.password_file.clone(),
+                        r.password_env.clone(),
+                        "schema_registry.password",
+                    ),
+                },
+                (None, true) => RegistryAuth::Bearer(Secret::new(
+                    r.token_file.clone(),
+                    r.token_env.clone().unwrap_or_default(),
+                    "schema_registry.token",
+                )),
+                (None, false) => RegistryAuth::None,
+            };
+        if r.timeout.is_zero() {
+            return Err(ConfigError::key(
+                "schema_registry.timeout",
+                "must be more than 0s",
+            ));
+        }
+        Ok(Self {
+            url: r.url.trim_end_matches('/').to_string(),
+            auth,
+            ca_file: r.ca_file.clone(),
+            timeout: r.timeout,
+        })
+    }
+}
