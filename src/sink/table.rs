@@ -77,10 +77,10 @@ fn check_schema(
     let snapshot = table
         .snapshot()
         .map_err(|source| SinkError::delta(name, source))?;
-    let existing: Vec<(String, String)> = snapshot
+    let existing: Vec<(String, String, bool)> = snapshot
         .schema()
         .fields()
-        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
         .collect();
     let wanted: StructType = schema
         .as_ref()
@@ -89,23 +89,37 @@ fn check_schema(
             table: name.to_string(),
             message: e.to_string(),
         })?;
-    let wanted: Vec<(String, String)> = wanted
+    let wanted: Vec<(String, String, bool)> = wanted
         .fields()
-        .map(|f| (f.name().clone(), f.data_type().to_string()))
+        .map(|f| (f.name().clone(), f.data_type().to_string(), f.is_nullable()))
         .collect();
-    // Columns schema evolution added follow ours, nullable: files without them read
-    // them as null.
-    let added_ok = snapshot
-        .schema()
-        .fields()
-        .skip(wanted.len())
-        .all(|f| f.is_nullable());
-    if !existing.starts_with(&wanted) || !added_ok {
+    // By name: a column both have keeps its type; one only the table has (learned by
+    // schema evolution, or dropped by a newer schema) is nullable, files without it read
+    // it as null; one only we have (a registry schema's new version) is nullable, and
+    // the first commit that writes it adds it.
+    let find = |columns: &[(String, String, bool)], name: &str| {
+        columns.iter().find(|(n, _, _)| n == name).cloned()
+    };
+    let fits = wanted
+        .iter()
+        .all(|(n, ty, nullable)| match find(&existing, n) {
+            Some((_, have, _)) => &have == ty,
+            None => *nullable,
+        })
+        && existing
+            .iter()
+            .all(|(n, _, nullable)| *nullable || find(&wanted, n).is_some());
+    if !fits {
+        let show = |c: &[(String, String, bool)]| -> Vec<(String, String)> {
+            c.iter().map(|(n, t, _)| (n.clone(), t.clone())).collect()
+        };
         return Err(SinkError::Schema {
             table: name.to_string(),
             message: format!(
-                "the table has columns {existing:?} but the pipeline writes {wanted:?}; \
-                 write to a new table or migrate this one"
+                "the table has columns {:?} but the pipeline writes {:?}; \
+                 write to a new table or migrate this one",
+                show(&existing),
+                show(&wanted)
             ),
         });
     }

@@ -70,7 +70,9 @@ pub(super) fn merge(versions: &[Written<'_>]) -> (Option<AvroReader>, HashMap<u3
 }
 
 /// `next`'s fields over `merged`'s: a field both have takes `next`'s definition, a field
-/// only one has is kept, optional (records of the other version lack it).
+/// only one has is kept, nullable with a null default: a record whose version lacks it
+/// reads as null, never as the default, so a row does not depend on when it was read
+/// (before or after the version that added the field was registered).
 fn merge_record(merged: &Value, next: &Value) -> Result<Value, String> {
     let fields_of = |v: &Value| -> Result<Vec<Value>, String> {
         match (v.get("type").and_then(Value::as_str), v.get("fields")) {
@@ -83,29 +85,35 @@ fn merge_record(merged: &Value, next: &Value) -> Result<Value, String> {
     let mut out: Vec<Value> = old
         .iter()
         .map(|f| match new.iter().find(|n| name(n) == name(f)) {
+            // Once some version lacked it, it stays nullable.
+            Some(n) if is_nullable(f) => nullable(n),
             Some(n) => n.clone(),
-            None => optional(f),
+            None => nullable(f),
         })
         .collect();
     out.extend(
         new.iter()
             .filter(|n| !old.iter().any(|f| name(f) == name(n)))
-            .map(optional),
+            .map(nullable),
     );
     let mut record = next.clone();
     record["fields"] = Value::Array(out);
     Ok(record)
 }
 
-/// `field` with a default: a union holding null gets null first; any other type
-/// without a default becomes `["null", type]`.
-fn optional(field: &Value) -> Value {
-    if field.get("default").is_some() {
-        return field.clone();
-    }
+fn is_nullable(field: &Value) -> bool {
+    field.get("default") == Some(&Value::Null)
+        && field
+            .get("type")
+            .and_then(Value::as_array)
+            .and_then(|b| b.first())
+            == Some(&json!("null"))
+}
+
+/// `field` as a null-first union with a null default.
+fn nullable(field: &Value) -> Value {
     let mut f = field.clone();
-    let ty = f.get("type").cloned().unwrap_or(Value::Null);
-    f["type"] = match ty {
+    f["type"] = match f.get("type").cloned().unwrap_or(Value::Null) {
         Value::Array(branches) => {
             let mut out = vec![json!("null")];
             out.extend(branches.into_iter().filter(|b| b != &json!("null")));

@@ -23,10 +23,10 @@ fn is_uuid(field: &Field) -> bool {
     field.metadata().get("logicalType").map(String::as_str) == Some("uuid")
 }
 
-fn data_type(field: &Field) -> DataType {
-    match field.data_type() {
+fn data_type(of: &Field) -> DataType {
+    match of.data_type() {
         DataType::Dictionary(_, _) | DataType::Null | DataType::Interval(_) => DataType::Utf8,
-        DataType::FixedSizeBinary(16) if is_uuid(field) => DataType::Utf8,
+        DataType::FixedSizeBinary(16) if is_uuid(of) => DataType::Utf8,
         DataType::FixedSizeBinary(_) | DataType::LargeBinary | DataType::BinaryView => {
             DataType::Binary
         }
@@ -44,11 +44,12 @@ fn data_type(field: &Field) -> DataType {
             fields
                 .iter()
                 .filter(|(_, f)| f.data_type() != &DataType::Null)
-                .map(|(_, f)| Arc::new(self::field(f)))
+                .map(|(_, f)| Arc::new(field(f)))
                 .collect(),
         ),
+        // Named as Delta's readers name them, or a batch would not match its own table.
         DataType::List(item) | DataType::LargeList(item) => {
-            DataType::List(Arc::new(self::field(item)))
+            DataType::List(Arc::new(field(item).with_name("element")))
         }
         DataType::Map(entries, sorted) => DataType::Map(map_entries(entries), *sorted),
         other => other.clone(),
@@ -65,11 +66,14 @@ fn map_entries(entries: &FieldRef) -> FieldRef {
         return entries.clone();
     };
     let mut fields: Vec<Field> = kv.iter().map(|f| field(f)).collect();
+    for (f, name) in fields.iter_mut().zip(["key", "value"]) {
+        *f = f.clone().with_name(name);
+    }
     if let Some(key) = fields.first_mut() {
         *key = key.clone().with_nullable(false);
     }
     Arc::new(Field::new(
-        entries.name(),
+        "key_value",
         DataType::Struct(fields.into()),
         false,
     ))
