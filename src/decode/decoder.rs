@@ -11,8 +11,8 @@ use crate::source::RawBatch;
 
 #[derive(Debug, Clone)]
 pub enum Decoder {
-    Json(JsonDecoder),
-    Registry(Box<RegistryDecoder>),
+    Json(Box<JsonDecoder>),
+    Registry(RegistryDecoder),
 }
 
 impl Decoder {
@@ -24,8 +24,8 @@ impl Decoder {
         shutdown: &CancellationToken,
     ) -> Result<Self, RegistryError> {
         Ok(match &spec.registry {
-            None => Self::Json(JsonDecoder::for_source(spec)),
-            Some(registry) => Self::Registry(Box::new(
+            None => Self::Json(Box::new(JsonDecoder::for_source(spec))),
+            Some(registry) => Self::Registry(
                 RegistryDecoder::connect(
                     registry,
                     spec.format,
@@ -34,7 +34,7 @@ impl Decoder {
                     shutdown,
                 )
                 .await?,
-            )),
+            ),
         })
     }
 

@@ -213,7 +213,7 @@ async fn avro_versions_kill_9_and_a_registry_outage_land_exactly_once_with_their
     tool(&env, &registry, &["frames", "v5", &v5, "700", "100"]);
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(rows(&env).await, 700, "a new id waits for the registry");
-    let log = std::fs::read_to_string(env.dir.path().join("run-outage.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(&outage_log).unwrap_or_default();
     assert!(
         log.contains("waiting for the schema registry"),
         "{}",

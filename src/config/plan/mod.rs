@@ -55,10 +55,7 @@ impl Plan {
         let kafka = KafkaPlan::compile(&config.kafka)?;
         let storage = StoragePlan::compile(&config.storage)?;
         let memory_limit = super::check_memory_limit(config.memory_limit)?;
-        let registry = match &config.schema_registry {
-            Some(r) => Some(Arc::new(RegistryPlan::compile(r)?)),
-            None => None,
-        };
+        let registry = RegistryPlan::compile_any(config.schema_registry.as_ref())?;
         let mut sources = BTreeMap::new();
         for (name, s) in &config.sources {
             let plan = SourcePlan::compile(name, s, &kafka.group_id, &config.pipelines, &registry)?;

@@ -23,6 +23,13 @@ pub enum RegistryAuth {
 }
 
 impl RegistryPlan {
+    /// The `[schema_registry]` section, when there is one.
+    pub(super) fn compile_any(
+        r: Option<&RegistryConfig>,
+    ) -> Result<Option<std::sync::Arc<Self>>, ConfigError> {
+        Ok(r.map(Self::compile).transpose()?.map(std::sync::Arc::new))
+    }
+
     pub(super) fn compile(r: &RegistryConfig) -> Result<Self, ConfigError> {
         let parsed = url::Url::parse(&r.url).map_err(|e| {
             ConfigError::key(

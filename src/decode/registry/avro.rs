@@ -13,6 +13,38 @@ use serde_json::{json, Value};
 
 use super::delta_types;
 
+/// Why a version or a record cannot be read (a dead letter's reason).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unreadable {
+    #[error("is not JSON: {0}")]
+    NotJson(String),
+    #[error("is not an Avro record")]
+    NotRecord,
+    #[error("is not a valid Avro schema: {0}")]
+    Invalid(String),
+    #[error("cannot be read as the table's schema: {0}")]
+    Resolution(String),
+    #[error(
+        "changes column '{column}' from {from} to {to}: the table keeps its column types \
+         (write the new type under a new field name)"
+    )]
+    ColumnType {
+        column: String,
+        from: String,
+        to: String,
+    },
+    #[error("{0}")]
+    Decode(String),
+    #[error("{0} bytes left after the record")]
+    Trailing(usize),
+    #[error("truncated: the payload ends inside the record")]
+    Truncated,
+}
+
+fn decode_error(e: impl std::fmt::Display) -> Unreadable {
+    Unreadable::Decode(e.to_string())
+}
+
 /// The reader schema and the writers (schema ids) it reads.
 #[derive(Debug, Clone)]
 pub(super) struct AvroReader {
@@ -39,7 +71,7 @@ pub(super) fn merge(versions: &[Written<'_>]) -> (Option<AvroReader>, HashMap<u3
     let mut refused = HashMap::new();
     for v in versions {
         let attempt = serde_json::from_str::<Value>(v.schema)
-            .map_err(|e| format!("not JSON: {e}"))
+            .map_err(|e| Unreadable::NotJson(e.to_string()))
             .and_then(|schema| {
                 let candidate = match &merged {
                     None => schema,
@@ -73,12 +105,10 @@ pub(super) fn merge(versions: &[Written<'_>]) -> (Option<AvroReader>, HashMap<u3
 /// only one has is kept, nullable with a null default: a record whose version lacks it
 /// reads as null, never as the default, so a row does not depend on when it was read
 /// (before or after the version that added the field was registered).
-fn merge_record(merged: &Value, next: &Value) -> Result<Value, String> {
-    let fields_of = |v: &Value| -> Result<Vec<Value>, String> {
-        match (v.get("type").and_then(Value::as_str), v.get("fields")) {
-            (Some("record"), Some(Value::Array(f))) => Ok(f.clone()),
-            _ => Err("is not an Avro record".into()),
-        }
+fn merge_record(merged: &Value, next: &Value) -> Result<Value, Unreadable> {
+    let fields_of = |v: &Value| match (v.get("type").and_then(Value::as_str), v.get("fields")) {
+        (Some("record"), Some(Value::Array(f))) => Ok(f.clone()),
+        _ => Err(Unreadable::NotRecord),
     };
     let (old, new) = (fields_of(merged)?, fields_of(next)?);
     let name = |f: &Value| f.get("name").and_then(Value::as_str).map(str::to_string);
@@ -126,17 +156,15 @@ fn nullable(field: &Value) -> Value {
 }
 
 /// A new version may add columns, never change one's type: the table's files hold it.
-fn same_columns(old: &Schema, new: &Schema) -> Result<(), String> {
+fn same_columns(old: &Schema, new: &Schema) -> Result<(), Unreadable> {
     for field in old.fields() {
         if let Ok(now) = new.field_with_name(field.name()) {
             if now.data_type() != field.data_type() {
-                return Err(format!(
-                    "changes column '{}' from {} to {}: the table keeps its column types \
-                     (write the new type under a new field name)",
-                    field.name(),
-                    field.data_type(),
-                    now.data_type()
-                ));
+                return Err(Unreadable::ColumnType {
+                    column: field.name().clone(),
+                    from: field.data_type().to_string(),
+                    to: now.data_type().to_string(),
+                });
             }
         }
     }
@@ -155,19 +183,19 @@ impl AvroReader {
     }
 
     /// `reader` reading the writers `ids`.
-    fn new(reader: &Value, ids: &[(u32, String)]) -> Result<Self, String> {
+    fn new(reader: &Value, ids: &[(u32, String)]) -> Result<Self, Unreadable> {
         let reader = AvroSchema::new(reader.to_string());
         let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
         for (id, schema) in ids {
             store
                 .set(Fingerprint::Id(*id), AvroSchema::new(schema.clone()))
-                .map_err(|e| format!("is not a valid Avro schema: {e}"))?;
+                .map_err(|e| Unreadable::Invalid(e.to_string()))?;
         }
         let decoder = ReaderBuilder::new()
             .with_writer_schema_store(store.clone())
             .with_reader_schema(reader.clone())
             .build_decoder()
-            .map_err(|e| format!("cannot be read as the table's schema: {e}"))?;
+            .map_err(|e| Unreadable::Resolution(e.to_string()))?;
         let decoded: Vec<Field> = decoder
             .schema()
             .fields()
@@ -183,18 +211,21 @@ impl AvroReader {
         })
     }
 
-    fn decoder(&self, rows: usize) -> Result<Decoder, String> {
+    fn decoder(&self, rows: usize) -> Result<Decoder, Unreadable> {
         ReaderBuilder::new()
             .with_writer_schema_store(self.store.clone())
             .with_reader_schema(self.reader.clone())
             .with_batch_size(rows + 1)
             .build_decoder()
-            .map_err(|e| e.to_string())
+            .map_err(decode_error)
     }
 
     /// Decode `messages` (framed) in order: the payload rows, or the first message that
     /// fails (its position) with the reason.
-    pub(super) fn decode_run(&self, messages: &[&[u8]]) -> Result<RecordBatch, (usize, String)> {
+    pub(super) fn decode_run(
+        &self,
+        messages: &[&[u8]],
+    ) -> Result<RecordBatch, (usize, Unreadable)> {
         let mut decoder = self.decoder(messages.len()).map_err(|e| (0, e))?;
         let mut batches = Vec::new();
         let mut flushed = 0;
@@ -205,20 +236,14 @@ impl AvroReader {
                     Ok(used) => used,
                     // The record ended and the rest was taken for the next frame.
                     Err(_) if flushed + decoder.batch_size() - decoder.capacity() == n + 1 => {
-                        return Err((
-                            n,
-                            format!("{} bytes left after the record", message.len() - at),
-                        ))
+                        return Err((n, Unreadable::Trailing(message.len() - at)))
                     }
-                    Err(e) => return Err((n, e.to_string())),
+                    Err(e) => return Err((n, decode_error(e))),
                 };
                 at += used;
                 if at < message.len() {
                     if !decoder.batch_is_full() {
-                        return Err((
-                            n,
-                            format!("{} bytes left after the record", message.len() - at),
-                        ));
+                        return Err((n, Unreadable::Trailing(message.len() - at)));
                     }
                     // A new writer schema: arrow-avro flushes the rows of the previous one.
                     flushed += self.flush(&mut decoder, &mut batches).map_err(|e| (n, e))?;
@@ -226,16 +251,21 @@ impl AvroReader {
             }
             let rows = flushed + decoder.batch_size() - decoder.capacity();
             if rows != n + 1 {
-                return Err((n, "truncated: the payload ends inside the record".into()));
+                return Err((n, Unreadable::Truncated));
             }
         }
         self.flush(&mut decoder, &mut batches).map_err(|e| (0, e))?;
         let schema = self.payload.clone();
-        deltalake::arrow::compute::concat_batches(&schema, &batches).map_err(|e| (0, e.to_string()))
+        deltalake::arrow::compute::concat_batches(&schema, &batches)
+            .map_err(|e| (0, decode_error(e)))
     }
 
-    fn flush(&self, decoder: &mut Decoder, out: &mut Vec<RecordBatch>) -> Result<usize, String> {
-        let Some(batch) = decoder.flush().map_err(|e| e.to_string())? else {
+    fn flush(
+        &self,
+        decoder: &mut Decoder,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<usize, Unreadable> {
+        let Some(batch) = decoder.flush().map_err(decode_error)? else {
             return Ok(0);
         };
         let columns = batch
@@ -244,9 +274,9 @@ impl AvroReader {
             .zip(&self.decoded)
             .map(|(c, f)| delta_types::array(c, f))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+            .map_err(decode_error)?;
         let rows = batch.num_rows();
-        out.push(RecordBatch::try_new(self.payload.clone(), columns).map_err(|e| e.to_string())?);
+        out.push(RecordBatch::try_new(self.payload.clone(), columns).map_err(decode_error)?);
         Ok(rows)
     }
 }

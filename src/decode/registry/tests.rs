@@ -109,7 +109,10 @@ fn a_bad_record_is_found_at_its_position() {
     assert_eq!(at, 1, "{reason}");
     let (at, reason) = reader.decode_run(&[&good, &good, &trailing]).unwrap_err();
     assert_eq!(at, 2, "{reason}");
-    assert!(reason.contains("left after the record"), "{reason}");
+    assert!(
+        reason.to_string().contains("left after the record"),
+        "{reason}"
+    );
     let unknown = frame(99, &[zigzag(1), text("x")]);
     assert_eq!(reader.decode_run(&[&unknown]).unwrap_err().0, 0);
 }

@@ -1,0 +1,350 @@
+//! The registry decoder: the subject's versions merged into the table's columns, each
+//! batch's new schema ids looked up first, records checked, decoded, and cut out as dead
+//! letters where they cannot be read.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::compute::concat_batches;
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::super::{dead_letter, metadata, DeadLetter, DecodeError, Decoded, TOMBSTONE_REASON};
+use super::avro::{self, AvroReader, Written};
+use super::client::{self, RegistryClient, RegistryError};
+use super::schema_id;
+use crate::config::{RegistrySource, SourceFormat};
+use crate::report::Report;
+use crate::source::RawBatch;
+
+/// What a schema id's records become.
+#[derive(Debug, Clone)]
+enum Writer {
+    Reads,
+    Dead(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistryDecoder {
+    client: Arc<RegistryClient>,
+    subject: String,
+    max_message_bytes: usize,
+    reader: Arc<AvroReader>,
+    /// The newest version merged into `reader`.
+    latest: i32,
+    writers: HashMap<u32, Writer>,
+    table_schema: SchemaRef,
+    relaxed: SchemaRef,
+}
+
+impl RegistryDecoder {
+    /// The decoder of `topic`'s values, its columns from the registry (waiting for the
+    /// registry while it is down, until `shutdown`).
+    pub async fn connect(
+        source: &RegistrySource,
+        format: SourceFormat,
+        topic: &str,
+        max_message_bytes: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, RegistryError> {
+        if format != SourceFormat::Avro {
+            return Err(RegistryError::Unsupported(format!("{format:?}")));
+        }
+        let client = Arc::new(RegistryClient::new(&source.registry)?);
+        let subject = source.subject(topic);
+        let mut decoder = Self {
+            client,
+            subject,
+            max_message_bytes,
+            reader: Arc::new(AvroReader::empty()),
+            latest: 0,
+            writers: HashMap::new(),
+            table_schema: Arc::new(Schema::empty()),
+            relaxed: Arc::new(Schema::empty()),
+        };
+        decoder.refresh(shutdown).await?;
+        info!(subject = %decoder.subject, version = decoder.latest, columns = decoder.reader.payload.fields().len(), "table columns from the schema registry");
+        Ok(decoder)
+    }
+
+    pub fn table_schema(&self) -> SchemaRef {
+        self.table_schema.clone()
+    }
+
+    /// Every column nullable: what a tombstone's key fills.
+    pub fn tombstone_schema(&self) -> SchemaRef {
+        self.relaxed.clone()
+    }
+
+    /// Look up the schema ids of `raw` not seen yet. A new version of the subject adds
+    /// its columns; an id that does not exist, or is another subject's, is remembered as
+    /// a dead letter's reason. While the registry is down this waits (nothing is
+    /// dead-lettered for an outage).
+    pub async fn prepare(
+        &mut self,
+        raw: &RawBatch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RegistryError> {
+        let new: BTreeSet<u32> = (0..raw.len())
+            .filter_map(|i| schema_id(raw.payload(i)))
+            .filter(|id| !self.writers.contains_key(id))
+            .collect();
+        for id in new {
+            let known = patiently(&format!("schema id {id}"), shutdown, || {
+                self.client.schema(id)
+            })
+            .await;
+            let registered = match known {
+                Err(RegistryError::NoSuchId(_)) => {
+                    self.dead(id, format!("schema id {id} does not exist in the registry"));
+                    continue;
+                }
+                other => other?,
+            };
+            if registered.schema_type != "AVRO" {
+                let reason = format!(
+                    "schema id {id} is a {} schema; this source reads Avro",
+                    registered.schema_type
+                );
+                self.dead(id, reason);
+                continue;
+            }
+            let subjects = patiently(&format!("schema id {id}"), shutdown, || {
+                self.client.subjects_of(id)
+            })
+            .await?;
+            if !subjects.iter().any(|s| s.subject == self.subject) {
+                let of: Vec<String> = subjects
+                    .iter()
+                    .map(|s| format!("{} v{}", s.subject, s.version))
+                    .collect();
+                let reason = format!(
+                    "schema id {id} is registered under {}, not subject '{}' that this \
+                     source reads",
+                    of.join(", "),
+                    self.subject
+                );
+                self.dead(id, reason);
+                continue;
+            }
+            self.refresh(shutdown).await?;
+            if !self.writers.contains_key(&id) {
+                let reason = format!(
+                    "schema id {id} is not among the versions of '{}'",
+                    self.subject
+                );
+                self.dead(id, reason);
+            }
+        }
+        Ok(())
+    }
+
+    fn dead(&mut self, id: u32, reason: String) {
+        warn!(subject = %self.subject, %reason, "records of this schema id go to the dead-letter table");
+        self.writers.insert(id, Writer::Dead(reason));
+    }
+
+    /// Merge every version of the subject again (deterministic: a restart merges alike).
+    async fn refresh(&mut self, shutdown: &CancellationToken) -> Result<(), RegistryError> {
+        let versions = patiently(&format!("subject '{}'", self.subject), shutdown, || {
+            self.client.versions(&self.subject)
+        })
+        .await?;
+        let written: Vec<Written<'_>> = versions
+            .iter()
+            .filter(|v| v.schema_type == "AVRO")
+            .map(|v| Written {
+                id: v.id,
+                version: v.version,
+                schema: &v.schema,
+            })
+            .collect();
+        let (reader, refused) = avro::merge(&written);
+        let Some(reader) = reader else {
+            let reasons: Vec<&String> = refused.values().collect();
+            return Err(RegistryError::Unreadable {
+                subject: self.subject.clone(),
+                reasons: format!("{reasons:?}"),
+            });
+        };
+        let before: Vec<String> = self
+            .reader
+            .payload
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let added: Vec<&str> = reader
+            .payload
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|n| !before.iter().any(|b| b == n))
+            .collect();
+        if self.latest > 0 && !added.is_empty() {
+            info!(subject = %self.subject, ?added, "a new schema version adds columns");
+        }
+        for v in &written {
+            let writer = match refused.get(&v.id) {
+                Some(reason) => {
+                    warn!(subject = %self.subject, %reason, "a schema version the table cannot take: its records go to the dead-letter table");
+                    Writer::Dead(format!("{reason} (subject '{}')", self.subject))
+                }
+                None => Writer::Reads,
+            };
+            self.writers.insert(v.id, writer);
+        }
+        self.latest = versions.last().map_or(0, |v| v.version);
+        let mut fields: Vec<_> = reader.payload.fields().iter().cloned().collect();
+        fields.extend(metadata::fields());
+        self.table_schema = Arc::new(Schema::new(fields.clone()));
+        let relaxed: Vec<_> = fields
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        self.relaxed = Arc::new(Schema::new(relaxed));
+        self.reader = Arc::new(reader);
+        Ok(())
+    }
+
+    /// Decode `raw` over `threads` threads; what cannot be read is a dead letter.
+    pub fn decode(&self, raw: &RawBatch, threads: usize) -> Result<Decoded, DecodeError> {
+        let mut dead = Vec::new();
+        let mut candidates = Vec::with_capacity(raw.len());
+        for i in 0..raw.len() {
+            match self.refusal(raw, i) {
+                None => candidates.push(i),
+                Some(reason) => dead.push(DeadLetter { index: i, reason }),
+            }
+        }
+        let chunk = candidates.len().div_ceil(threads.max(1)).max(1);
+        let parts: Vec<(Vec<RecordBatch>, Vec<DeadLetter>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = candidates
+                .chunks(chunk)
+                .map(|c| s.spawn(move || self.isolate(raw, c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let mut good = Vec::new();
+        for (rows, bad) in parts {
+            good.extend(rows);
+            dead.extend(bad);
+        }
+        dead.sort_by_key(|d| d.index);
+        Ok(Decoded {
+            rows: concat_batches(&self.table_schema, &good)?,
+            dead_letters: dead_letter::to_batch(raw, &dead)?,
+            tombstones: RecordBatch::new_empty(self.relaxed.clone()),
+        })
+    }
+
+    /// Why record `i` cannot be decoded, if that shows before it is tried.
+    fn refusal(&self, raw: &RawBatch, i: usize) -> Option<String> {
+        if raw.is_tombstone(i) {
+            return Some(TOMBSTONE_REASON.into());
+        }
+        let payload = raw.payload(i);
+        if payload.len() > self.max_message_bytes {
+            return Some(format!(
+                "message of {} bytes is over max_message_bytes ({})",
+                payload.len(),
+                self.max_message_bytes
+            ));
+        }
+        match (payload.first(), schema_id(payload)) {
+            (None, _) => Some("empty message: a Confluent frame has at least 5 bytes".into()),
+            (Some(&b), _) if b != 0 => Some(format!(
+                "not Confluent-framed: the first byte is 0x{b:02x}, not the magic byte 0x00{}",
+                match b {
+                    b'{' => " (this looks like plain JSON: format = \"json\" reads it)",
+                    _ => " (is the producer using a Schema Registry serializer?)",
+                }
+            )),
+            (_, None) => Some(format!(
+                "truncated: {} bytes, a Confluent frame starts with 5 (magic byte, schema id)",
+                payload.len()
+            )),
+            (_, Some(id)) => match self.writers.get(&id) {
+                Some(Writer::Reads) => None,
+                Some(Writer::Dead(reason)) => Some(reason.clone()),
+                None => Some(format!("schema id {id} was not looked up in the registry")),
+            },
+        }
+    }
+
+    /// Decode `indices` in one go; a record that fails is cut out and the rest decoded
+    /// again, so one bad record costs one more pass over its neighbours.
+    fn isolate(&self, raw: &RawBatch, indices: &[usize]) -> (Vec<RecordBatch>, Vec<DeadLetter>) {
+        let (mut good, mut dead) = (Vec::new(), Vec::new());
+        let mut rest = indices;
+        while !rest.is_empty() {
+            let messages: Vec<&[u8]> = rest.iter().map(|&i| raw.payload(i)).collect();
+            let (ok, failed) = match self.reader.decode_run(&messages) {
+                Ok(payload) => (Some((payload, rest)), None),
+                Err((at, reason)) => {
+                    let before = (at > 0)
+                        .then(|| self.reader.decode_run(&messages[..at]).ok())
+                        .flatten();
+                    (before.map(|p| (p, &rest[..at])), Some((at, reason)))
+                }
+            };
+            if let Some((payload, of)) = ok {
+                match metadata::append_columns(
+                    &payload,
+                    raw,
+                    of,
+                    &self.table_schema,
+                    payload.num_columns(),
+                ) {
+                    Ok(rows) => good.push(rows),
+                    Err(e) => dead.extend(of.iter().map(|&index| DeadLetter {
+                        index,
+                        reason: e.to_string(),
+                    })),
+                }
+            }
+            let Some((at, reason)) = failed else { break };
+            let id = schema_id(raw.payload(rest[at])).unwrap_or_default();
+            dead.push(DeadLetter {
+                index: rest[at],
+                reason: format!("Avro record of schema id {id} does not decode: {reason}"),
+            });
+            rest = &rest[at + 1..];
+        }
+        (good, dead)
+    }
+}
+
+/// `call` until it succeeds or fails for good, waiting out a registry outage (logged
+/// with what waits) until `shutdown`.
+async fn patiently<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut call: F,
+) -> Result<T, RegistryError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RegistryError>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() => {
+                let wait = client::backoff(attempt);
+                warn!(error = %Report(&e), %what, attempt, ?wait, "waiting for the schema registry: the records that need it wait too (none is dead-lettered for an outage)");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(e),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
