@@ -94,7 +94,13 @@ impl SourcePlan {
             ));
         }
         let topics = topics(name, s)?;
-        let fields = match s.format.uses_registry() && s.fields.is_empty() {
+        let fields = match s.format.uses_registry() {
+            true if !s.fields.is_empty() => {
+                return Err(ConfigError::key(
+                    format!("sources.{name}.fields"),
+                    "this format's columns come from the Schema Registry: remove fields",
+                ))
+            }
             true => Vec::new(),
             false => fields(name, s)?,
         };
