@@ -79,3 +79,59 @@ impl RegistryPlan {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn load(sets: &[&str]) -> Result<crate::config::Plan, crate::config::ConfigError> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/examples/avro-registry.toml");
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        crate::config::load(&path, [], &sets)
+    }
+
+    #[test]
+    fn the_example_loads_and_the_subject_follows_the_strategy() {
+        let plan = load(&[]).expect("loads");
+        let source = plan.sources["calls"]
+            .decoder
+            .registry
+            .clone()
+            .expect("registry");
+        assert_eq!(source.subject("t"), "t-value");
+        let plan = load(&[
+            "sources.calls.subject_strategy=topic-record",
+            "sources.calls.record=sf.Call",
+        ])
+        .expect("loads");
+        let source = plan.sources["calls"]
+            .decoder
+            .registry
+            .clone()
+            .expect("registry");
+        assert_eq!(source.subject("t"), "t-sf.Call");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["schema_registry.url=ftp://x"], "schema_registry.url"),
+            (&["schema_registry.url=not a url"], "schema_registry.url"),
+            (
+                &["schema_registry.username=u", "schema_registry.token_env=T"],
+                "schema_registry.username",
+            ),
+            (
+                &["sources.calls.subject_strategy=record"],
+                "sources.calls.record",
+            ),
+            (
+                &[r#"sources.calls.fields=["id BIGINT"]"#],
+                "sources.calls.fields",
+            ),
+        ];
+        for (sets, key) in cases {
+            let err = load(sets).expect_err("refused").to_string();
+            assert!(err.contains(key), "{sets:?}: {err}");
+        }
+    }
+}
