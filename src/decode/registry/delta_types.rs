@@ -11,7 +11,9 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::buffer::NullBuffer;
 use deltalake::arrow::compute::{cast, take};
-use deltalake::arrow::datatypes::{DataType, Field, FieldRef, Fields, TimeUnit, UnionMode};
+use deltalake::arrow::datatypes::{
+    DataType, Field, FieldRef, Fields, TimeUnit, UnionFields, UnionMode,
+};
 use deltalake::arrow::error::ArrowError;
 
 /// The Delta-compatible field for `field` (metadata dropped, nullable).
@@ -101,12 +103,9 @@ pub(super) fn array(array: &ArrayRef, field: &Field) -> Result<ArrayRef, ArrowEr
                 s.nulls().cloned(),
             )?))
         }
-        (DataType::Union(fields, mode), DataType::Struct(targets)) => union_struct(
-            array.as_union(),
-            fields.iter().map(|(_, f)| f),
-            *mode,
-            targets,
-        ),
+        (DataType::Union(fields, mode), DataType::Struct(targets)) => {
+            union_struct(array.as_union(), fields, *mode, targets)
+        }
         (DataType::List(item), DataType::List(target_item)) => {
             let list = array.as_list::<i32>();
             let values = self::array(list.values(), item)?;
@@ -159,17 +158,16 @@ fn uuid_text(array: &ArrayRef) -> ArrayRef {
 
 /// A union as a struct: each row's branch in its field, the others null; a row whose
 /// branch is `null` is a null struct.
-fn union_struct<'a>(
+fn union_struct(
     union: &UnionArray,
-    branches: impl Iterator<Item = &'a FieldRef>,
+    branches: &UnionFields,
     mode: UnionMode,
     targets: &Fields,
 ) -> Result<ArrayRef, ArrowError> {
     let type_ids = union.type_ids();
     let mut columns = Vec::with_capacity(targets.len());
     let mut null_branch = None;
-    for (position, branch) in branches.enumerate() {
-        let id = union_type_id(union, position);
+    for (id, branch) in branches.iter() {
         if branch.data_type() == &DataType::Null {
             null_branch = Some(id);
             continue;
@@ -191,12 +189,4 @@ fn union_struct<'a>(
         columns,
         nulls,
     )?))
-}
-
-/// The type id of the union's `position`-th branch.
-fn union_type_id(union: &UnionArray, position: usize) -> i8 {
-    match union.data_type() {
-        DataType::Union(fields, _) => fields.iter().nth(position).map_or(0, |(id, _)| id),
-        _ => 0,
-    }
 }
