@@ -162,17 +162,7 @@ impl JsonDecoder {
         let source = unwrapped.flat.as_ref().unwrap_or(raw);
         let errors = &unwrapped.errors;
         let indices: Vec<usize> = (0..raw.len()).collect();
-        let chunk = indices.len().div_ceil(threads.max(1)).max(1);
-        let parts: Vec<Part> = std::thread::scope(|s| {
-            let handles: Vec<_> = indices
-                .chunks(chunk)
-                .map(|c| s.spawn(move || self.decode_part(source, c, errors)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        let parts = super::in_parallel(&indices, threads, |c| self.decode_part(source, c, errors));
         let mut good = Vec::new();
         let mut dead = Vec::new();
         let mut tombstones = Vec::new();

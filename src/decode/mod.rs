@@ -40,6 +40,27 @@ pub struct Decoded {
 pub const TOMBSTONE_REASON: &str =
     "tombstone (null value): only an upsert pipeline applies it, as a delete by its key";
 
+/// `work` over `indices` split into one chunk per thread (of `threads`), the parts in
+/// order: decoding is CPU work, and a batch's records decode independently.
+fn in_parallel<T: Send>(
+    indices: &[usize],
+    threads: usize,
+    work: impl Fn(&[usize]) -> T + Sync,
+) -> Vec<T> {
+    let chunk = indices.len().div_ceil(threads.max(1)).max(1);
+    let work = &work;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = indices
+            .chunks(chunk)
+            .map(|c| s.spawn(move || work(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot assemble decoded batch")]
 pub struct DecodeError(#[from] ArrowError);

@@ -220,17 +220,7 @@ impl RegistryDecoder {
                 Some(reason) => dead.push(DeadLetter { index: i, reason }),
             }
         }
-        let chunk = candidates.len().div_ceil(threads.max(1)).max(1);
-        let parts: Vec<(Vec<RecordBatch>, Vec<DeadLetter>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = candidates
-                .chunks(chunk)
-                .map(|c| s.spawn(move || self.isolate(raw, c)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
+        let parts = super::super::in_parallel(&candidates, threads, |c| self.isolate(raw, c));
         let mut good = Vec::new();
         for (rows, bad) in parts {
             good.extend(rows);
