@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use crate::common::{summary_of, tail, TestEnv};
 
-/// What the process needs beyond the budget (docs/operations.md, "Memory": ~80 MiB
-/// measured), with room for the noise of one run.
-const FIXED_MIB: u64 = 100;
+/// What the process needs beyond the budget (docs/operations.md, "Memory": ~80 MiB at
+/// the default budget), with room for the noise of one run: at this small budget the
+/// peak measured 125-143 MiB alone or beside two busy loops, and 152 MiB in CI beside
+/// another integration test (jemalloc purges later when the process is starved of CPU).
+const FIXED_MIB: u64 = 120;
 
 /// Peak `RssAnon` of `pid` (KiB), sampled until it exits.
 fn peak_heap_kib(pid: u32) -> u64 {
@@ -52,6 +54,7 @@ async fn a_backlog_stays_within_the_memory_limit() {
         "run.log",
     );
     let peak_mib = peak_heap_kib(child.id()) / 1024;
+    eprintln!("peak heap {peak_mib} MiB with memory_limit {limit_mib} MiB");
     let out = child.wait_with_output().expect("run");
     let log = std::fs::read(env.dir.path().join("run.log")).unwrap_or_default();
     assert!(out.status.success(), "run failed: {}", tail(&log));
