@@ -67,9 +67,9 @@ if [ "$(cat "$REGISTRY_APP/.pom.sha" 2>/dev/null)" != "$(sha256sum < "$registry_
   rm -rf "$REGISTRY_APP.build"
   sha256sum < "$registry_pom" > "$REGISTRY_APP/.pom.sha"
 fi
-if ! python3 -c 'import fastavro, google.protobuf, authlib, cachetools' 2>/dev/null; then
-  log "installing confluent-kafka's Schema Registry serializers (fastavro, protobuf): the tests' second Avro/Protobuf client"
-  python3 -m pip install --quiet --disable-pip-version-check 'confluent-kafka[avro,protobuf,schemaregistry]>=2.6'
+if ! python3 -c 'import fastavro, google.protobuf, jsonschema, referencing, authlib, cachetools' 2>/dev/null; then
+  log "installing confluent-kafka's Schema Registry serializers (fastavro, protobuf, jsonschema): the tests' second Avro/Protobuf/JSON Schema client"
+  python3 -m pip install --quiet --disable-pip-version-check 'confluent-kafka[avro,protobuf,json,schemaregistry]>=2.6'
 fi
 
 if [ "${LAKESTREAM_BROKER:-kafka}" = tansu ] && ! command -v tansu >/dev/null; then

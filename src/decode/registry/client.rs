@@ -44,8 +44,6 @@ pub enum RegistryError {
     Ca(String),
     #[error("no version of subject '{subject}' can be the table's schema: {reasons}")]
     Unreadable { subject: String, reasons: String },
-    #[error("format {0} is not supported yet: avro is (see docs/sources.md)")]
-    Unsupported(String),
 }
 
 impl RegistryError {

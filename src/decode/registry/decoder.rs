@@ -13,8 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::super::{dead_letter, metadata, DeadLetter, DecodeError, Decoded, TOMBSTONE_REASON};
-use super::avro::{self, AvroReader, Written};
-use super::client::{self, RegistryClient, RegistryError};
+use super::avro::Written;
+use super::client::{self, RegistryClient, RegistryError, Version};
+use super::json_schema::JsonWritten;
+use super::protobuf::ProtoWritten;
+use super::reader::{self, Reader, Versions};
 use super::schema_id;
 use crate::config::{RegistrySource, SourceFormat};
 use crate::report::Report;
@@ -31,8 +34,11 @@ enum Writer {
 pub struct RegistryDecoder {
     client: Arc<RegistryClient>,
     subject: String,
+    format: SourceFormat,
+    /// The Protobuf message the table holds (`None`: the file's first).
+    record: Option<String>,
     max_message_bytes: usize,
-    reader: Arc<AvroReader>,
+    reader: Arc<Reader>,
     /// The newest version merged into `reader`.
     latest: i32,
     writers: HashMap<u32, Writer>,
@@ -50,23 +56,22 @@ impl RegistryDecoder {
         max_message_bytes: usize,
         shutdown: &CancellationToken,
     ) -> Result<Self, RegistryError> {
-        if format != SourceFormat::Avro {
-            return Err(RegistryError::Unsupported(format!("{format:?}")));
-        }
         let client = Arc::new(RegistryClient::new(&source.registry)?);
         let subject = source.subject(topic);
         let mut decoder = Self {
             client,
             subject,
+            format,
+            record: source.record.clone(),
             max_message_bytes,
-            reader: Arc::new(AvroReader::empty()),
+            reader: Arc::new(Reader::Avro(super::avro::AvroReader::empty())),
             latest: 0,
             writers: HashMap::new(),
             table_schema: Arc::new(Schema::empty()),
             relaxed: Arc::new(Schema::empty()),
         };
         decoder.refresh(shutdown).await?;
-        info!(subject = %decoder.subject, version = decoder.latest, columns = decoder.reader.payload.fields().len(), "table columns from the schema registry");
+        info!(subject = %decoder.subject, version = decoder.latest, columns = decoder.reader.payload().fields().len(), "table columns from the schema registry");
         Ok(decoder)
     }
 
@@ -104,10 +109,11 @@ impl RegistryDecoder {
                 }
                 other => other?,
             };
-            if registered.schema_type != "AVRO" {
+            if registered.schema_type != schema_type(self.format) {
                 let reason = format!(
-                    "schema id {id} is a {} schema; this source reads Avro",
-                    registered.schema_type
+                    "schema id {id} is a {} schema; this source reads {}",
+                    registered.schema_type,
+                    schema_type(self.format)
                 );
                 self.dead(id, reason);
                 continue;
@@ -153,16 +159,44 @@ impl RegistryDecoder {
             self.client.versions(&self.subject)
         })
         .await?;
-        let written: Vec<Written<'_>> = versions
-            .iter()
-            .filter(|v| v.schema_type == "AVRO")
-            .map(|v| Written {
-                id: v.id,
-                version: v.version,
-                schema: &v.schema,
-            })
+        let versions: Vec<Version> = versions
+            .into_iter()
+            .filter(|v| v.schema_type == schema_type(self.format))
             .collect();
-        let (reader, refused) = avro::merge(&written);
+        let (reader, refused) = match self.format {
+            SourceFormat::Protobuf => {
+                let mut written = Vec::with_capacity(versions.len());
+                for v in &versions {
+                    written.push(ProtoWritten {
+                        id: v.id,
+                        version: v.version,
+                        schema: v.schema.clone(),
+                        imports: self.imports(v, shutdown).await?,
+                    });
+                }
+                reader::merge(&Versions::Protobuf(written, self.record.as_deref()))
+            }
+            SourceFormat::JsonSchema => reader::merge(&Versions::JsonSchema(
+                versions
+                    .iter()
+                    .map(|v| JsonWritten {
+                        id: v.id,
+                        version: v.version,
+                        schema: &v.schema,
+                    })
+                    .collect(),
+            )),
+            _ => reader::merge(&Versions::Avro(
+                versions
+                    .iter()
+                    .map(|v| Written {
+                        id: v.id,
+                        version: v.version,
+                        schema: &v.schema,
+                    })
+                    .collect(),
+            )),
+        };
         let Some(reader) = reader else {
             let reasons: Vec<&String> = refused.values().collect();
             return Err(RegistryError::Unreadable {
@@ -172,13 +206,13 @@ impl RegistryDecoder {
         };
         let before: Vec<String> = self
             .reader
-            .payload
+            .payload()
             .fields()
             .iter()
             .map(|f| f.name().clone())
             .collect();
         let added: Vec<&str> = reader
-            .payload
+            .payload()
             .fields()
             .iter()
             .map(|f| f.name().as_str())
@@ -187,7 +221,7 @@ impl RegistryDecoder {
         if self.latest > 0 && !added.is_empty() {
             info!(subject = %self.subject, ?added, "a new schema version adds columns");
         }
-        for v in &written {
+        for v in &versions {
             let writer = match refused.get(&v.id) {
                 Some(reason) => {
                     warn!(subject = %self.subject, %reason, "a schema version the table cannot take: its records go to the dead-letter table");
@@ -198,7 +232,7 @@ impl RegistryDecoder {
             self.writers.insert(v.id, writer);
         }
         self.latest = versions.last().map_or(0, |v| v.version);
-        let mut fields: Vec<_> = reader.payload.fields().iter().cloned().collect();
+        let mut fields: Vec<_> = reader.payload().fields().iter().cloned().collect();
         fields.extend(metadata::fields());
         self.table_schema = Arc::new(Schema::new(fields.clone()));
         let relaxed: Vec<_> = fields
@@ -208,6 +242,30 @@ impl RegistryDecoder {
         self.relaxed = Arc::new(Schema::new(relaxed));
         self.reader = Arc::new(reader);
         Ok(())
+    }
+
+    /// The files a Protobuf version imports, by import name, their own imports too
+    /// (the well-known types are not registered: the compiler has them).
+    async fn imports(
+        &self,
+        version: &Version,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<(String, String)>, RegistryError> {
+        let mut files: Vec<(String, String)> = Vec::new();
+        let mut wanted = version.references.clone();
+        while let Some(r) = wanted.pop() {
+            if files.iter().any(|(name, _)| *name == r.name) || files.len() > 1000 {
+                continue;
+            }
+            let what = format!("import '{}' ({} v{})", r.name, r.subject, r.version);
+            let found = patiently(&what, shutdown, || {
+                self.client.version(&r.subject, r.version)
+            })
+            .await?;
+            wanted.extend(found.references);
+            files.push((r.name, found.schema));
+        }
+        Ok(files)
     }
 
     /// Decode `raw` over `threads` threads; what cannot be read is a dead letter.
@@ -277,12 +335,19 @@ impl RegistryDecoder {
             let messages: Vec<&[u8]> = rest.iter().map(|&i| raw.payload(i)).collect();
             let (ok, failed) = match self.reader.decode_run(&messages) {
                 Ok(payload) => (Some((payload, rest)), None),
-                Err((at, reason)) => {
-                    let before = (at > 0)
-                        .then(|| self.reader.decode_run(&messages[..at]).ok())
-                        .flatten();
-                    (before.map(|p| (p, &rest[..at])), Some((at, reason)))
-                }
+                // The readers name the first message that fails, so the ones before it
+                // decode; were that ever not so, they are dead letters, never dropped.
+                Err((0, reason)) => (None, Some((0, reason))),
+                Err((at, reason)) => match self.reader.decode_run(&messages[..at]) {
+                    Ok(before) => (Some((before, &rest[..at])), Some((at, reason))),
+                    Err((_, why)) => {
+                        dead.extend(rest[..at].iter().map(|&index| DeadLetter {
+                            index,
+                            reason: why.clone(),
+                        }));
+                        (None, Some((at, reason)))
+                    }
+                },
             };
             if let Some((payload, of)) = ok {
                 match metadata::append_columns(
@@ -300,14 +365,22 @@ impl RegistryDecoder {
                 }
             }
             let Some((at, reason)) = failed else { break };
-            let id = schema_id(raw.payload(rest[at])).unwrap_or_default();
             dead.push(DeadLetter {
                 index: rest[at],
-                reason: format!("Avro record of schema id {id} does not decode: {reason}"),
+                reason,
             });
             rest = &rest[at + 1..];
         }
         (good, dead)
+    }
+}
+
+/// How the registry names a format's schemas (`schemaType`).
+fn schema_type(format: SourceFormat) -> &'static str {
+    match format {
+        SourceFormat::Protobuf => "PROTOBUF",
+        SourceFormat::JsonSchema => "JSON",
+        _ => "AVRO",
     }
 }
 
