@@ -22,6 +22,7 @@ mod mirror_edges;
 mod offsets;
 mod quickstart;
 mod registry;
+mod registry_formats;
 mod replay;
 mod scale_out;
 mod schema_evolution;

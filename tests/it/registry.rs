@@ -135,14 +135,14 @@ fn tool(env: &TestEnv, registry: &Registry, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-async fn rows(env: &TestEnv) -> i64 {
+pub(crate) async fn rows(env: &TestEnv) -> i64 {
     match deltalake::open_table(env.table_url("calls")).await {
         Ok(_) => env.count("calls").await,
         Err(_) => 0,
     }
 }
 
-fn kill_during(env: &TestEnv, log: &str, rng: &mut StdRng) {
+pub(crate) fn kill_during(env: &TestEnv, log: &str, rng: &mut StdRng) {
     let mut run = env.spawn(&["run"], log);
     std::thread::sleep(Duration::from_millis(rng.gen_range(3_000..7_000)));
     run.kill().expect("kill -9");

@@ -27,3 +27,6 @@ fn schema_id(payload: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod formats_tests;
