@@ -38,7 +38,7 @@ fn tool(env: &TestEnv, format: &str, args: &[&str]) {
 async fn registry_env(name: &str, format: &str) -> TestEnv {
     let mut env = TestEnv::new(name);
     let example = format!("config/examples/{format}-registry.toml");
-    env.config = Some((example.into(), "calls".into()));
+    env.config = Some((example, "calls".into()));
     env.pipelines = vec!["calls".into(), "calls_by_state".into()];
     env.overrides.extend([
         format!("schema_registry.url={}", registry_url()),

@@ -8,21 +8,39 @@ use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::json::ReaderBuilder;
 use serde_json::Value;
 
+/// Why a schema version or a record cannot be read: a refusal's or a dead letter's
+/// reason, as the user reads it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct Why(pub String);
+
+impl From<String> for Why {
+    fn from(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
+impl From<&str> for Why {
+    fn from(reason: &str) -> Self {
+        Self(reason.to_string())
+    }
+}
+
 /// `next`'s columns over `merged`'s: a column both have keeps its place and must keep
 /// its type; a column only one has stays, nullable (a record whose version lacks it
 /// reads as null). A changed type refuses `next`, naming the column.
-pub(super) fn merge(merged: &[Field], next: &[Field]) -> Result<Vec<Field>, String> {
+pub(super) fn merge(merged: &[Field], next: &[Field]) -> Result<Vec<Field>, Why> {
     let mut out: Vec<Field> = merged.to_vec();
     for field in next {
         match out.iter().find(|f| f.name() == field.name()) {
             Some(old) if old.data_type() != field.data_type() => {
-                return Err(format!(
+                return Err(Why(format!(
                     "changes field '{}' from {} to {}: a column's type cannot change (a new \
                      field name can be added instead)",
                     field.name(),
                     old.data_type(),
                     field.data_type()
-                ))
+                )))
             }
             Some(_) => {}
             None => out.push(field.clone().with_nullable(true)),
@@ -44,7 +62,7 @@ pub(super) fn schema(fields: Vec<Field>) -> SchemaRef {
 /// `rows` as a batch of `schema`, or the first row that does not fit it (its position)
 /// with the reason.
 pub(super) fn batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, (usize, String)> {
-    let attempt = |rows: &[Value]| -> Result<RecordBatch, String> {
+    let attempt = |rows: &[Value]| -> Result<RecordBatch, Why> {
         let mut decoder = ReaderBuilder::new(schema.clone())
             .with_batch_size(rows.len().max(1))
             .build_decoder()
@@ -57,7 +75,7 @@ pub(super) fn batch(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, (
     };
     attempt(rows).map_err(|whole| {
         let at = first_failing(rows.len(), |k| attempt(&rows[..k]).is_err());
-        (at, attempt(&rows[at..=at]).err().unwrap_or(whole))
+        (at, attempt(&rows[at..=at]).err().unwrap_or(whole).0)
     })
 }
 

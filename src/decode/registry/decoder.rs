@@ -163,40 +163,7 @@ impl RegistryDecoder {
             .into_iter()
             .filter(|v| v.schema_type == schema_type(self.format))
             .collect();
-        let (reader, refused) = match self.format {
-            SourceFormat::Protobuf => {
-                let mut written = Vec::with_capacity(versions.len());
-                for v in &versions {
-                    written.push(ProtoWritten {
-                        id: v.id,
-                        version: v.version,
-                        schema: v.schema.clone(),
-                        imports: self.imports(v, shutdown).await?,
-                    });
-                }
-                reader::merge(&Versions::Protobuf(written, self.record.as_deref()))
-            }
-            SourceFormat::JsonSchema => reader::merge(&Versions::JsonSchema(
-                versions
-                    .iter()
-                    .map(|v| JsonWritten {
-                        id: v.id,
-                        version: v.version,
-                        schema: &v.schema,
-                    })
-                    .collect(),
-            )),
-            _ => reader::merge(&Versions::Avro(
-                versions
-                    .iter()
-                    .map(|v| Written {
-                        id: v.id,
-                        version: v.version,
-                        schema: &v.schema,
-                    })
-                    .collect(),
-            )),
-        };
+        let (reader, refused) = self.merge(&versions, shutdown).await?;
         let Some(reader) = reader else {
             let reasons: Vec<&String> = refused.values().collect();
             return Err(RegistryError::Unreadable {
@@ -242,6 +209,49 @@ impl RegistryDecoder {
         self.relaxed = Arc::new(Schema::new(relaxed));
         self.reader = Arc::new(reader);
         Ok(())
+    }
+
+    /// The subject's versions merged by the source's format (a Protobuf version with
+    /// the files it imports).
+    async fn merge(
+        &self,
+        versions: &[Version],
+        shutdown: &CancellationToken,
+    ) -> Result<(Option<Reader>, HashMap<u32, String>), RegistryError> {
+        Ok(match self.format {
+            SourceFormat::Protobuf => {
+                let mut written = Vec::with_capacity(versions.len());
+                for v in versions {
+                    written.push(ProtoWritten {
+                        id: v.id,
+                        version: v.version,
+                        schema: v.schema.clone(),
+                        imports: self.imports(v, shutdown).await?,
+                    });
+                }
+                reader::merge(&Versions::Protobuf(written, self.record.as_deref()))
+            }
+            SourceFormat::JsonSchema => reader::merge(&Versions::JsonSchema(
+                versions
+                    .iter()
+                    .map(|v| JsonWritten {
+                        id: v.id,
+                        version: v.version,
+                        schema: &v.schema,
+                    })
+                    .collect(),
+            )),
+            _ => reader::merge(&Versions::Avro(
+                versions
+                    .iter()
+                    .map(|v| Written {
+                        id: v.id,
+                        version: v.version,
+                        schema: &v.schema,
+                    })
+                    .collect(),
+            )),
+        })
     }
 
     /// The files a Protobuf version imports, by import name, their own imports too

@@ -11,7 +11,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Fields, SchemaRef, TimeUnit};
 use deltalake::arrow::json::ReaderBuilder;
 use serde_json::Value;
 
-use super::columns;
+use super::columns::{self, Why};
 
 /// One version of a subject.
 pub(super) struct JsonWritten<'a> {
@@ -33,7 +33,7 @@ pub(super) fn merge(
     let mut refused = HashMap::new();
     for v in versions {
         let attempt = serde_json::from_str::<Value>(v.schema)
-            .map_err(|e| format!("is not JSON: {e}"))
+            .map_err(|e| Why(format!("is not JSON: {e}")))
             .and_then(|schema| {
                 let fields = object_fields(&schema, &schema, 0)?;
                 match &merged {
@@ -58,7 +58,7 @@ pub(super) fn merge(
 }
 
 /// `#/definitions/X`, `#/$defs/X` (any local JSON pointer) resolved against `root`.
-fn resolve<'a>(schema: &'a Value, root: &'a Value, depth: usize) -> Result<&'a Value, String> {
+fn resolve<'a>(schema: &'a Value, root: &'a Value, depth: usize) -> Result<&'a Value, Why> {
     match schema.get("$ref").and_then(Value::as_str) {
         None => Ok(schema),
         Some(_) if depth > 32 => Err("has a recursive $ref: a table cannot hold it".into()),
@@ -66,13 +66,13 @@ fn resolve<'a>(schema: &'a Value, root: &'a Value, depth: usize) -> Result<&'a V
             let target = r
                 .strip_prefix('#')
                 .and_then(|pointer| root.pointer(pointer))
-                .ok_or_else(|| format!("has a $ref '{r}' that is not a local definition"))?;
+                .ok_or_else(|| Why(format!("has a $ref '{r}' that is not a local definition")))?;
             resolve(target, root, depth + 1)
         }
     }
 }
 
-fn object_fields(schema: &Value, root: &Value, depth: usize) -> Result<Vec<Field>, String> {
+fn object_fields(schema: &Value, root: &Value, depth: usize) -> Result<Vec<Field>, Why> {
     let schema = resolve(schema, root, depth)?;
     let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
         return Err("is not an object schema with properties".into());
@@ -80,8 +80,8 @@ fn object_fields(schema: &Value, root: &Value, depth: usize) -> Result<Vec<Field
     let mut fields = Vec::new();
     for (name, property) in properties {
         // An object without properties has no columns to be: it is left out.
-        if let Some(data_type) =
-            data_type(property, root, depth + 1).map_err(|e| format!("property '{name}' {e}"))?
+        if let Some(data_type) = data_type(property, root, depth + 1)
+            .map_err(|e| Why(format!("property '{name}' {e}")))?
         {
             fields.push(Field::new(name, data_type, true));
         }
@@ -90,7 +90,7 @@ fn object_fields(schema: &Value, root: &Value, depth: usize) -> Result<Vec<Field
 }
 
 /// The column a property is (`None`: it has none).
-fn data_type(schema: &Value, root: &Value, depth: usize) -> Result<Option<DataType>, String> {
+fn data_type(schema: &Value, root: &Value, depth: usize) -> Result<Option<DataType>, Why> {
     if depth > 32 {
         return Err("nests over 32 levels".into());
     }
@@ -121,7 +121,7 @@ fn data_type(schema: &Value, root: &Value, depth: usize) -> Result<Option<DataTy
     };
     let typed: Vec<&str> = types.into_iter().filter(|t| *t != "null").collect();
     let [one] = typed.as_slice() else {
-        return Err(format!("has types {typed:?}: a column has one"));
+        return Err(Why(format!("has types {typed:?}: a column has one")));
     };
     Ok(Some(match *one {
         "string" => match schema.get("format").and_then(Value::as_str) {
@@ -149,7 +149,7 @@ fn data_type(schema: &Value, root: &Value, depth: usize) -> Result<Option<DataTy
                 None => return Ok(None),
             },
         },
-        other => return Err(format!("has type '{other}'")),
+        other => return Err(Why(format!("has type '{other}'"))),
     }))
 }
 

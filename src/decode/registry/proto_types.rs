@@ -13,20 +13,19 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value as Json};
 
+use super::columns::Why;
+
 /// The columns of `message`'s fields; a recursive message is refused.
-pub(super) fn fields(message: &MessageDescriptor) -> Result<Vec<Field>, String> {
+pub(super) fn fields(message: &MessageDescriptor) -> Result<Vec<Field>, Why> {
     struct_fields(message, &mut Vec::new())
 }
 
-fn struct_fields(
-    message: &MessageDescriptor,
-    seen: &mut Vec<String>,
-) -> Result<Vec<Field>, String> {
+fn struct_fields(message: &MessageDescriptor, seen: &mut Vec<String>) -> Result<Vec<Field>, Why> {
     if seen.iter().any(|s| s == message.full_name()) {
-        return Err(format!(
+        return Err(Why(format!(
             "has a recursive message ({} holds itself): a table cannot hold it",
             message.full_name()
-        ));
+        )));
     }
     seen.push(message.full_name().to_string());
     let fields = message
@@ -37,7 +36,7 @@ fn struct_fields(
     fields
 }
 
-fn column(field: &FieldDescriptor, seen: &mut Vec<String>) -> Result<DataType, String> {
+fn column(field: &FieldDescriptor, seen: &mut Vec<String>) -> Result<DataType, Why> {
     if field.is_map() {
         let entry = field.kind();
         let entry = entry.as_message().ok_or("a map without its entry")?;
@@ -65,7 +64,7 @@ fn column(field: &FieldDescriptor, seen: &mut Vec<String>) -> Result<DataType, S
     })
 }
 
-fn kind(kind: &Kind, seen: &mut Vec<String>) -> Result<DataType, String> {
+fn kind(kind: &Kind, seen: &mut Vec<String>) -> Result<DataType, Why> {
     Ok(match kind {
         Kind::Double => DataType::Float64,
         Kind::Float => DataType::Float32,

@@ -11,7 +11,8 @@ use deltalake::arrow::datatypes::{Field, SchemaRef};
 use prost_reflect::{DescriptorPool, DynamicMessage, FileDescriptor, MessageDescriptor};
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
-use super::{columns, proto_types};
+use super::columns::{self, Why};
+use super::proto_types;
 
 /// One version of a subject, with the files it imports (by import name).
 pub(super) struct ProtoWritten {
@@ -80,17 +81,17 @@ pub(super) fn merge(
     (reader.map(|(_, r)| r), refused)
 }
 
-fn table_message(file: &FileDescriptor, wanted: Option<&str>) -> Result<MessageDescriptor, String> {
+fn table_message(file: &FileDescriptor, wanted: Option<&str>) -> Result<MessageDescriptor, Why> {
     match wanted {
         Some(name) => file
             .messages()
             .chain(file.messages().flat_map(|m| nested(&m)))
             .find(|m| m.full_name() == name)
-            .ok_or_else(|| format!("has no message '{name}' (the table's message)")),
+            .ok_or_else(|| Why(format!("has no message '{name}' (the table's message)"))),
         None => file
             .messages()
             .next()
-            .ok_or_else(|| "declares no message".to_string()),
+            .ok_or_else(|| "declares no message".into()),
     }
 }
 
@@ -113,7 +114,7 @@ impl FileResolver for Imports {
 }
 
 /// A registered schema as a file: `.proto` text, or a base64 `FileDescriptorProto`.
-fn file(name: &str, schema: &str) -> Result<File, String> {
+fn file(name: &str, schema: &str) -> Result<File, Why> {
     if let Ok(file) = File::from_source(name, schema) {
         return Ok(file);
     }
@@ -122,11 +123,11 @@ fn file(name: &str, schema: &str) -> Result<File, String> {
         .decode(schema.trim())
         .map_err(|_| "is neither .proto text that parses nor a base64 descriptor".to_string())?;
     File::decode_file_descriptor_proto(bytes.as_slice())
-        .map_err(|e| format!("is base64 but not a protobuf file descriptor: {e}"))
+        .map_err(|e| Why(format!("is base64 but not a protobuf file descriptor: {e}")))
 }
 
 /// The subject's file compiled with its imports.
-fn compile(schema: &str, imports: &[(String, String)]) -> Result<FileDescriptor, String> {
+fn compile(schema: &str, imports: &[(String, String)]) -> Result<FileDescriptor, Why> {
     let main = file(MAIN, schema)?;
     let name = match main.source() {
         Some(_) => MAIN.to_string(),
@@ -136,7 +137,7 @@ fn compile(schema: &str, imports: &[(String, String)]) -> Result<FileDescriptor,
     for (import, text) in imports {
         files.insert(
             import.clone(),
-            file(import, text).map_err(|e| format!("import '{import}' {e}"))?,
+            file(import, text).map_err(|e| Why(format!("import '{import}' {e}")))?,
         );
     }
     let mut resolver = ChainFileResolver::new();
@@ -145,16 +146,16 @@ fn compile(schema: &str, imports: &[(String, String)]) -> Result<FileDescriptor,
     let mut compiler = protox::Compiler::with_file_resolver(resolver);
     compiler
         .open_file(&name)
-        .map_err(|e| format!("does not compile: {e}"))?;
+        .map_err(|e| Why(format!("does not compile: {e}")))?;
     let pool: DescriptorPool = compiler.descriptor_pool();
     pool.get_file_by_name(&name)
-        .ok_or_else(|| "does not compile to a file".to_string())
+        .ok_or_else(|| "does not compile to a file".into())
 }
 
 /// The message index path after the schema id (zigzag varints: a count, then that many
 /// indexes; a count of 0 is the file's first message) and the bytes after it.
-fn index_path(mut at: &[u8]) -> Result<(Vec<i64>, &[u8]), String> {
-    let mut next = || -> Result<i64, String> {
+fn index_path(mut at: &[u8]) -> Result<(Vec<i64>, &[u8]), Why> {
+    let mut next = || -> Result<i64, Why> {
         let mut value: u64 = 0;
         for shift in (0..64).step_by(7) {
             let (&b, rest) = at
@@ -170,7 +171,9 @@ fn index_path(mut at: &[u8]) -> Result<(Vec<i64>, &[u8]), String> {
     };
     let count = next()?;
     if !(0..=100).contains(&count) {
-        return Err(format!("the message index path claims {count} indexes"));
+        return Err(Why(format!(
+            "the message index path claims {count} indexes"
+        )));
     }
     let path = match count {
         0 => vec![0],
@@ -191,25 +194,28 @@ fn message_at(file: &FileDescriptor, path: &[i64]) -> Option<MessageDescriptor> 
 
 impl ProtoReader {
     /// The row of one framed message.
-    fn row(&self, message: &[u8]) -> Result<serde_json::Value, String> {
+    fn row(&self, message: &[u8]) -> Result<serde_json::Value, Why> {
         let id = super::schema_id(message).ok_or("truncated frame")?;
         let file = self
             .writers
             .get(&id)
-            .ok_or_else(|| format!("schema id {id} is not a version this table reads"))?;
+            .ok_or_else(|| Why(format!("schema id {id} is not a version this table reads")))?;
         let (path, body) = index_path(&message[5..])?;
         let descriptor = message_at(file, &path).ok_or_else(|| {
             format!("message index path {path:?} names no message of schema id {id}")
         })?;
         if descriptor.full_name() != self.message {
-            return Err(format!(
+            return Err(Why(format!(
                 "message {} (index path {path:?}) is not the table's message {}",
                 descriptor.full_name(),
                 self.message
-            ));
+            )));
         }
-        let decoded = DynamicMessage::decode(descriptor, body)
-            .map_err(|e| format!("Protobuf message of schema id {id} does not decode: {e}"))?;
+        let decoded = DynamicMessage::decode(descriptor, body).map_err(|e| {
+            Why(format!(
+                "Protobuf message of schema id {id} does not decode: {e}"
+            ))
+        })?;
         Ok(proto_types::row(&decoded))
     }
 
@@ -219,7 +225,7 @@ impl ProtoReader {
         let rows = messages
             .iter()
             .enumerate()
-            .map(|(n, m)| self.row(m).map_err(|reason| (n, reason)))
+            .map(|(n, m)| self.row(m).map_err(|reason| (n, reason.0)))
             .collect::<Result<Vec<_>, _>>()?;
         columns::batch(&self.payload, &rows)
     }
