@@ -10,6 +10,8 @@
 #  (b) `run --until-caught-up --pipeline calls` into empty tables;
 #  (b2) the same with the source's timezone unset (zone-less times read as UTC by
 #      arrow's parser instead of as San Francisco local time): the cost of the zone;
+#  (h) the same calls produced as Avro (`produce --format avro`, the schema in the Schema
+#      Registry) read by an `avro` source, `calls` alone: Avro's decode against JSON's (b2);
 #  (c) `run --until-caught-up` with all four shipped pipelines (one shared reader), at the
 #      default memory_limit: peak heap against the budget;
 #  (f) the same on a 64-partition topic (the file once), batches spanning ~50 days of
@@ -118,6 +120,22 @@ rm -rf "$work/tables"
 grep -v '^timezone = ' config/lakestream.toml > "$work/utc.toml"
 b2=$(measure "$bin" --config "$work/utc.toml" "${sets[@]}" --set "kafka.group_id=$topic-utc" "${quiet[@]}" \
      run --until-caught-up --summary json --pipeline calls)
+echo "== (h) the same calls as Avro through the Schema Registry, \`calls\` alone" >&2
+rm -rf "$work/tables"
+avro="$topic-avro"
+registry=${REGISTRY_URL:-http://127.0.0.1:8081/apis/ccompat/v7}
+# The shipped config with the source's declared fields given way to the registry's schema.
+python3 - config/lakestream.toml "$registry" > "$work/avro.toml" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+text = re.sub(r'(\[sources\.police_calls\][^\[]*?)fields = \[[^\]]*\]\n', r'\1format = "avro"\n',
+              text, count=1, flags=re.S)
+print(text + f'\n[schema_registry]\nurl = "{sys.argv[2]}"')
+PY
+"$bin" "${sets[@]}" --set "schema_registry.url=$registry" produce --file "$DATA" --repeat "$REPEAT" \
+  --partitions 4 --format avro --topic "$avro" --source police_calls --no-progress >&2
+h=$(measure "$bin" --config "$work/avro.toml" "${sets[@]}" --set "sources.police_calls.topic=$avro" \
+    --set "kafka.group_id=$avro" "${quiet[@]}" run --until-caught-up --summary json --pipeline calls)
 echo "== (c) run --until-caught-up, all four pipelines" >&2
 rm -rf "$work/tables"
 c=$(measure "$bin" "${sets[@]}" --set "kafka.group_id=$topic-all" "${quiet[@]}" run --until-caught-up --summary json)
@@ -179,10 +197,10 @@ dist_size=$( [ -f dist/lakestream ] && stat -c %s dist/lakestream || echo 0)
 limit=$(grep -m1 "^memory_limit" config/lakestream.toml | cut -d\" -f2)
 python3 - "$a" "$b" "$c" "$work/live.progress" "$(stat -c %s "$bin")" "$LIVE_RATE" "$e" "$b2" \
   "$f" "${backfill[0]}" "${backfill[1]}" "${live_files[0]}" "${live_files[1]}" "$work" "$WRITERS" \
-  "$dist_size" "$limit" <<'PY'
+  "$dist_size" "$limit" "$h" <<'PY'
 import glob, json, sys
 a_out, b_out, c_out, live_path, size, rate, e_out, b2_out = sys.argv[1:9]
-f_out, bf, bfc, lf, lfc, work, writers, dist_size, limit = sys.argv[9:18]
+f_out, bf, bfc, lf, lfc, work, writers, dist_size, limit, h_out = sys.argv[9:19]
 def field(text, name):
     return next(float(l.split()[1]) for l in text.splitlines() if l.startswith(name))
 def objects(text):
@@ -205,6 +223,11 @@ row("(b) `calls` alone", b_rate, b_out, f"{b_rate/ceiling:.2f} x ceiling")
 b2 = objects(b2_out)[0]
 b2_rate = b2["records"] / b2["activeSeconds"]
 row("(b2) `calls`, timezone unset (UTC)", b2_rate, b2_out, f"(b) is {b_rate/b2_rate:.2f} x (b2)")
+h = objects(h_out)[0]
+h_rate = h["records"] / h["activeSeconds"]
+h_cpu = field(h_out, "CPU_SECONDS") / field(b2_out, "CPU_SECONDS")
+row("(h) `calls` from Avro (Schema Registry)", h_rate, h_out,
+    f"{h_rate/b2_rate:.2f} x (b2), CPU {h_cpu:.2f} x (b2)")
 row("(c) all four pipelines", c_rate, c_out, f"{c_rate/b_rate:.2f} x (b)")
 fs = objects(f_out)
 f_rate = max(p["records"] for p in fs) / max(p["activeSeconds"] for p in fs)

@@ -276,6 +276,12 @@ pub enum SummaryFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProduceFormat {
+    Json,
+    Avro,
+}
+
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["file", "synthetic"])))]
 pub struct ProduceArgs {
@@ -323,6 +329,11 @@ pub struct ProduceArgs {
     /// librdkafka compression.type: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "none")]
     pub compression: String,
+    /// Message format: the calls as JSON, or as Avro typed by the source's declared
+    /// fields, its schema registered under `<topic>-value` in `[schema_registry]`
+    /// (Confluent wire format; an `avro` source reads it).
+    #[arg(long, value_enum, default_value_t = ProduceFormat::Json)]
+    pub format: ProduceFormat,
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,

@@ -42,6 +42,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Registry(#[from] crate::decode::RegistryError),
+    #[error(transparent)]
+    AvroProduce(#[from] crate::demo::AvroProduceError),
     #[error("decoding a batch")]
     Decode(#[from] crate::decode::DecodeError),
 }

@@ -57,6 +57,12 @@ impl JsonDecoder {
             .with_evolution(spec.add_columns)
     }
 
+    /// The columns of the declared fields, without Kafka's metadata columns (which
+    /// follow them in a decoded batch).
+    pub fn payload_schema(&self) -> SchemaRef {
+        self.payload_schema.clone()
+    }
+
     pub fn new(fields: Vec<FieldSpec>, max_message_bytes: usize) -> Self {
         let empty = Arc::new(Schema::empty());
         let mut decoder = Self {

@@ -45,6 +45,8 @@ pub struct Plan {
     pub http: HttpPlan,
     pub sources: BTreeMap<String, Arc<SourcePlan>>,
     pub pipelines: BTreeMap<String, Arc<PipelinePlan>>,
+    /// `[schema_registry]`, when configured.
+    pub registry: Option<Arc<RegistryPlan>>,
     /// `memory_limit` in bytes.
     pub memory_limit: u64,
 }
@@ -94,6 +96,7 @@ impl Plan {
             pipelines.values().map(Arc::as_ref),
         )?;
         Ok(Self {
+            registry,
             kafka,
             storage,
             lookups,

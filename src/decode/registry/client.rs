@@ -212,12 +212,36 @@ impl RegistryClient {
             .await
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {
-        let url = format!("{}{path}", self.base);
+    /// Register `schema` (Avro) under `subject`: its id (the existing one when the
+    /// registry has it already).
+    pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        #[derive(Deserialize)]
+        struct Registered {
+            id: u32,
+        }
+        let path = format!("/subjects/{}/versions", encode(subject));
+        let body = serde_json::json!({ "schema": schema, "schemaType": "AVRO" });
         let request = self
             .http
-            .get(&url)
-            .header("Accept", "application/vnd.schemaregistry.v1+json");
+            .post(format!("{}{path}", self.base))
+            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .body(body.to_string());
+        let found: Registered = self.send(&path, request).await?;
+        Ok(found.id)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, RegistryError> {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(path, request).await
+    }
+
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, RegistryError> {
+        let url = format!("{}{path}", self.base);
+        let request = request.header("Accept", "application/vnd.schemaregistry.v1+json");
         let request = match &self.auth {
             Auth::None => request,
             Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
