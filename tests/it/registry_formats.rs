@@ -251,3 +251,65 @@ async fn json_schema_versions_land_exactly_once_with_their_types() {
         "{dead:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn produce_avro_is_read_alike_by_an_independent_reader_and_an_avro_source() {
+    // `produce` types the synthetic calls by the shipped config's declared fields.
+    let mut producer = TestEnv::new("produce-avro");
+    producer
+        .overrides
+        .push(format!("schema_registry.url={}", registry_url()));
+    let calls = 300;
+    producer.run_ok(&[
+        "produce",
+        "--synthetic",
+        &calls.to_string(),
+        "--format",
+        "avro",
+        "--no-progress",
+    ]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry_formats.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([brokers(), registry_url()])
+        .args(["avro", "read", &producer.topic, &calls.to_string()])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "read: {}", tail(&out.stderr));
+    // (partition, offset) -> crime_id|call_date|call_date_time (UTC) as fastavro reads it.
+    let mut python: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            let v = &r["value"];
+            let at = v["call_date_time"].as_str().unwrap_or_default();
+            format!(
+                "{}|{}|{}|{}|{}",
+                r["partition"],
+                r["offset"],
+                v["crime_id"].as_str().unwrap_or_default(),
+                v["call_date"].as_str().unwrap_or_default(),
+                at.trim_end_matches("+00:00").replace(' ', "T")
+            )
+        })
+        .collect();
+    python.sort();
+    assert_eq!(python.len(), calls);
+
+    let mut env = registry_env("produce-avro-read", "avro").await;
+    env.topic = producer.topic.clone();
+    env.pipelines = vec!["calls".into()];
+    env.catch_up();
+    env.assert_each_offset_once(calls as i64).await;
+    let ours = row_strings(
+        &env.sql(
+            "calls",
+            "SELECT kafka_partition, kafka_offset, crime_id, CAST(call_date AS VARCHAR), \
+             regexp_replace(CAST(call_date_time AS VARCHAR), 'Z$', '') FROM t",
+        )
+        .await,
+    );
+    let mut ours = ours;
+    ours.sort();
+    assert_eq!(ours, python, "the same calls, the same instants");
+}
