@@ -28,6 +28,9 @@ pub enum AvroProduceError {
     NotTyped { index: usize, reason: String },
 }
 
+/// A message to send: its key and its value.
+pub(crate) type Keyed = (Option<String>, Vec<u8>);
+
 /// Frames JSON calls as Avro records of one registered schema.
 pub struct AvroFramer {
     decoder: JsonDecoder,
@@ -61,10 +64,7 @@ impl AvroFramer {
     }
 
     /// `records` (key, JSON) as (key, Confluent-framed Avro), in order.
-    pub fn frame(
-        &mut self,
-        records: Vec<(Option<String>, Vec<u8>)>,
-    ) -> Result<Vec<(Option<String>, Vec<u8>)>, AvroProduceError> {
+    pub fn frame(&mut self, records: Vec<Keyed>) -> Result<Vec<Keyed>, AvroProduceError> {
         let mut raw = RawBatch::new(Arc::from("produce"));
         for (i, (_, json)) in records.iter().enumerate() {
             raw.push(0, i as i64, None, None, Some(json));
