@@ -313,3 +313,28 @@ async fn produce_avro_is_read_alike_by_an_independent_reader_and_an_avro_source(
     ours.sort();
     assert_eq!(ours, python, "the same calls, the same instants");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn avro_keyed_tombstones_delete_in_an_upsert_pipeline() {
+    let mut env = registry_env("avro-keys", "avro").await;
+    env.pipelines = vec!["calls".into()];
+    env.overrides.extend([
+        "pipelines.calls.mode=upsert".to_string(),
+        r#"pipelines.calls.keys=["id"]"#.to_string(),
+    ]);
+    tool(&env, "avro", &["upsert", "0", "50"]);
+    env.catch_up();
+    assert_eq!(env.count("calls").await, 50);
+    // Deletes in a later batch, and one in the same batch as its key's new value.
+    tool(&env, "avro", &["tombstones", "3", "7", "11"]);
+    tool(&env, "avro", &["upsert", "50", "2"]);
+    tool(&env, "avro", &["tombstones", "50"]);
+    env.catch_up();
+    let sum: i64 = (0..52).filter(|n| ![3, 7, 11, 50].contains(n)).sum();
+    let got = row_strings(&env.sql("calls", "SELECT count(*), sum(id) FROM t").await);
+    assert_eq!(
+        got,
+        [format!("48|{sum}")],
+        "the tombstones' Avro keys deleted their rows"
+    );
+}

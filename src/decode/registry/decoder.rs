@@ -16,6 +16,7 @@ use super::super::{dead_letter, metadata, DeadLetter, DecodeError, Decoded, TOMB
 use super::avro::Written;
 use super::client::{self, RegistryClient, RegistryError, Version};
 use super::json_schema::JsonWritten;
+use super::keys::KeyReaders;
 use super::protobuf::ProtoWritten;
 use super::reader::{self, Reader, Versions};
 use super::schema_id;
@@ -42,6 +43,8 @@ pub struct RegistryDecoder {
     /// The newest version merged into `reader`.
     latest: i32,
     writers: HashMap<u32, Writer>,
+    /// The schemas of tombstones' framed keys.
+    keys: KeyReaders,
     table_schema: SchemaRef,
     relaxed: SchemaRef,
 }
@@ -67,6 +70,7 @@ impl RegistryDecoder {
             reader: Arc::new(Reader::Avro(super::avro::AvroReader::empty())),
             latest: 0,
             writers: HashMap::new(),
+            keys: KeyReaders::default(),
             table_schema: Arc::new(Schema::empty()),
             relaxed: Arc::new(Schema::empty()),
         };
@@ -144,6 +148,45 @@ impl RegistryDecoder {
                 );
                 self.dead(id, reason);
             }
+        }
+        self.learn_keys(raw, shutdown).await
+    }
+
+    /// Look up the schemas of the tombstones' framed keys not seen yet (an id the
+    /// registry does not have deletes nothing).
+    async fn learn_keys(
+        &mut self,
+        raw: &RawBatch,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RegistryError> {
+        let new: BTreeSet<u32> = (0..raw.len())
+            .filter(|&i| raw.is_tombstone(i))
+            .filter_map(|i| raw.key(i).and_then(schema_id))
+            .filter(|id| !self.keys.knows(*id))
+            .collect();
+        for id in new {
+            let what = format!("key schema id {id}");
+            let found = match patiently(&what, shutdown, || self.client.schema(id)).await {
+                Err(RegistryError::NoSuchId(_)) => None,
+                other => Some(other?),
+            };
+            let Some(found) = found else {
+                self.keys.unreadable(id);
+                continue;
+            };
+            let version = Version {
+                id,
+                version: 1,
+                schema: found.schema.clone(),
+                schema_type: found.schema_type.clone(),
+                references: found.references.clone(),
+            };
+            let imports = match found.schema_type.as_str() {
+                "PROTOBUF" => self.imports(&version, shutdown).await?,
+                _ => Vec::new(),
+            };
+            self.keys
+                .learn(id, &found.schema_type, &found.schema, imports);
         }
         Ok(())
     }
@@ -298,8 +341,28 @@ impl RegistryDecoder {
         Ok(Decoded {
             rows: concat_batches(&self.table_schema, &good)?,
             dead_letters: dead_letter::to_batch(raw, &dead)?,
-            tombstones: RecordBatch::new_empty(self.relaxed.clone()),
+            tombstones: self.tombstones(raw)?,
         })
+    }
+
+    /// The tombstones of `raw` whose keys can be read, as rows of the tombstone schema.
+    fn tombstones(&self, raw: &RawBatch) -> Result<RecordBatch, DecodeError> {
+        let columns = self.reader.payload().fields().len();
+        let payload = Arc::new(Schema::new(self.relaxed.fields()[..columns].to_vec()));
+        let mut rows = Vec::new();
+        for i in (0..raw.len()).filter(|&i| raw.is_tombstone(i)) {
+            let Some(key) = raw.key(i).and_then(|k| self.keys.row(k, &payload)) else {
+                continue;
+            };
+            rows.push(metadata::append_columns(
+                &key,
+                raw,
+                &[i],
+                &self.relaxed,
+                columns,
+            )?);
+        }
+        Ok(concat_batches(&self.relaxed, &rows)?)
     }
 
     /// Why record `i` cannot be decoded, if that shows before it is tried.

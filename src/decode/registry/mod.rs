@@ -10,6 +10,7 @@ mod columns;
 mod decoder;
 mod delta_types;
 mod json_schema;
+mod keys;
 mod proto_types;
 mod protobuf;
 mod reader;
