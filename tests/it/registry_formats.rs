@@ -18,13 +18,14 @@ fn registry_url() -> String {
         .unwrap_or_else(|_| "http://127.0.0.1:8081/apis/ccompat/v7".into())
 }
 
-fn tool(env: &TestEnv, format: &str, args: &[&str]) {
+/// `registry_formats.py FORMAT COMMAND TOPIC ARGS...`: its stdout.
+fn fixture(topic: &str, format: &str, args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry_formats.py");
     let out =
         Command::new(std::env::var("LAKESTREAM_TEST_PYTHON").unwrap_or_else(|_| "python3".into()))
             .arg(script)
             .args([brokers(), registry_url()])
-            .args([format, args[0], &env.topic])
+            .args([format, args[0], topic])
             .args(&args[1..])
             .output()
             .expect("python3");
@@ -33,6 +34,11 @@ fn tool(env: &TestEnv, format: &str, args: &[&str]) {
         "registry_formats {format} {args:?}: {}",
         tail(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tool(env: &TestEnv, format: &str, args: &[&str]) {
+    fixture(&env.topic, format, args);
 }
 
 async fn registry_env(name: &str, format: &str) -> TestEnv {
@@ -268,16 +274,8 @@ async fn produce_avro_is_read_alike_by_an_independent_reader_and_an_avro_source(
         "avro",
         "--no-progress",
     ]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/registry_formats.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([brokers(), registry_url()])
-        .args(["avro", "read", &producer.topic, &calls.to_string()])
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "read: {}", tail(&out.stderr));
-    // (partition, offset) -> crime_id|call_date|call_date_time (UTC) as fastavro reads it.
-    let mut python: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let read = fixture(&producer.topic, "avro", &["read", &calls.to_string()]);
+    let mut python: Vec<String> = read
         .lines()
         .map(|l| {
             let r: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
