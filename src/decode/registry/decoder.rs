@@ -13,12 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::super::{dead_letter, metadata, DeadLetter, DecodeError, Decoded, TOMBSTONE_REASON};
-use super::avro::Written;
 use super::client::{self, RegistryClient, RegistryError, Version};
-use super::json_schema::JsonWritten;
 use super::keys::KeyReaders;
-use super::protobuf::ProtoWritten;
-use super::reader::{self, Reader, Versions};
+use super::reader::{self, Reader};
 use super::schema_id;
 use crate::config::{RegistrySource, SourceFormat};
 use crate::report::Report;
@@ -167,26 +164,26 @@ impl RegistryDecoder {
         for id in new {
             let what = format!("key schema id {id}");
             let found = match patiently(&what, shutdown, || self.client.schema(id)).await {
-                Err(RegistryError::NoSuchId(_)) => None,
-                other => Some(other?),
+                Err(RegistryError::NoSuchId(_)) => {
+                    self.keys.insert(id, None);
+                    continue;
+                }
+                other => other?,
             };
-            let Some(found) = found else {
-                self.keys.unreadable(id);
-                continue;
-            };
-            let version = Version {
+            let version = [Version {
                 id,
                 version: 1,
                 schema: found.schema.clone(),
                 schema_type: found.schema_type.clone(),
                 references: found.references.clone(),
-            };
-            let imports = match found.schema_type.as_str() {
-                "PROTOBUF" => self.imports(&version, shutdown).await?,
-                _ => Vec::new(),
-            };
-            self.keys
-                .learn(id, &found.schema_type, &found.schema, imports);
+            }];
+            let format = format_of(&found.schema_type);
+            let imports = self.imports_of(format, &version, shutdown).await?;
+            let (key, refused) = reader::merge(format, &version, imports, None);
+            if key.is_none() {
+                warn!(id, reasons = ?refused.values().collect::<Vec<_>>(), "a key schema that is not a record of columns: its tombstones delete nothing");
+            }
+            self.keys.insert(id, key);
         }
         Ok(())
     }
@@ -206,7 +203,9 @@ impl RegistryDecoder {
             .into_iter()
             .filter(|v| v.schema_type == schema_type(self.format))
             .collect();
-        let (reader, refused) = self.merge(&versions, shutdown).await?;
+        let imports = self.imports_of(self.format, &versions, shutdown).await?;
+        let (reader, refused) =
+            reader::merge(self.format, &versions, imports, self.record.as_deref());
         let Some(reader) = reader else {
             let reasons: Vec<&String> = refused.values().collect();
             return Err(RegistryError::Unreadable {
@@ -254,47 +253,21 @@ impl RegistryDecoder {
         Ok(())
     }
 
-    /// The subject's versions merged by the source's format (a Protobuf version with
-    /// the files it imports).
-    async fn merge(
+    /// The files each version imports (Protobuf only: the other formats import none
+    /// that lakestream reads).
+    async fn imports_of(
         &self,
+        format: SourceFormat,
         versions: &[Version],
         shutdown: &CancellationToken,
-    ) -> Result<(Option<Reader>, HashMap<u32, String>), RegistryError> {
-        Ok(match self.format {
-            SourceFormat::Protobuf => {
-                let mut written = Vec::with_capacity(versions.len());
-                for v in versions {
-                    written.push(ProtoWritten {
-                        id: v.id,
-                        version: v.version,
-                        schema: v.schema.clone(),
-                        imports: self.imports(v, shutdown).await?,
-                    });
-                }
-                reader::merge(&Versions::Protobuf(written, self.record.as_deref()))
+    ) -> Result<Vec<Vec<(String, String)>>, RegistryError> {
+        let mut imports = Vec::new();
+        if format == SourceFormat::Protobuf {
+            for v in versions {
+                imports.push(self.imports(v, shutdown).await?);
             }
-            SourceFormat::JsonSchema => reader::merge(&Versions::JsonSchema(
-                versions
-                    .iter()
-                    .map(|v| JsonWritten {
-                        id: v.id,
-                        version: v.version,
-                        schema: &v.schema,
-                    })
-                    .collect(),
-            )),
-            _ => reader::merge(&Versions::Avro(
-                versions
-                    .iter()
-                    .map(|v| Written {
-                        id: v.id,
-                        version: v.version,
-                        schema: &v.schema,
-                    })
-                    .collect(),
-            )),
-        })
+        }
+        Ok(imports)
     }
 
     /// The files a Protobuf version imports, by import name, their own imports too
@@ -454,6 +427,15 @@ fn schema_type(format: SourceFormat) -> &'static str {
         SourceFormat::Protobuf => "PROTOBUF",
         SourceFormat::JsonSchema => "JSON",
         _ => "AVRO",
+    }
+}
+
+/// The format of a registry's `schemaType`.
+fn format_of(schema_type: &str) -> SourceFormat {
+    match schema_type {
+        "PROTOBUF" => SourceFormat::Protobuf,
+        "JSON" => SourceFormat::JsonSchema,
+        _ => SourceFormat::Avro,
     }
 }
 

@@ -4,7 +4,8 @@
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::{DataType, Int64Type, TimeUnit};
 
-use super::json_schema::{self, JsonWritten};
+use super::avro::Written;
+use super::json_schema;
 use super::protobuf::{self, ProtoWritten};
 
 const PLACE: &str = r#"syntax = "proto3"; package geo; message Place { string district = 1; }"#;
@@ -123,17 +124,17 @@ fn json_schema_versions_merge_and_a_type_change_is_refused() {
     );
     let v3 = v1.replace(r#""id":{"type":"integer"}"#, r#""id":{"type":"string"}"#);
     let written = [
-        JsonWritten {
+        Written {
             id: 1,
             version: 1,
             schema: v1,
         },
-        JsonWritten {
+        Written {
             id: 2,
             version: 2,
             schema: &v2,
         },
-        JsonWritten {
+        Written {
             id: 3,
             version: 3,
             schema: &v3,

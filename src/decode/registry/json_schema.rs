@@ -11,14 +11,8 @@ use deltalake::arrow::datatypes::{DataType, Field, Fields, SchemaRef, TimeUnit};
 use deltalake::arrow::json::ReaderBuilder;
 use serde_json::Value;
 
+use super::avro::Written;
 use super::columns::{self, Why};
-
-/// One version of a subject.
-pub(super) struct JsonWritten<'a> {
-    pub id: u32,
-    pub version: i32,
-    pub schema: &'a str,
-}
 
 #[derive(Debug, Clone)]
 pub(super) struct JsonSchemaReader {
@@ -26,9 +20,7 @@ pub(super) struct JsonSchemaReader {
 }
 
 /// The versions merged into one reader; the ids of versions that could not join it.
-pub(super) fn merge(
-    versions: &[JsonWritten<'_>],
-) -> (Option<JsonSchemaReader>, HashMap<u32, String>) {
+pub(super) fn merge(versions: &[Written<'_>]) -> (Option<JsonSchemaReader>, HashMap<u32, String>) {
     let mut merged: Option<Vec<Field>> = None;
     let mut refused = HashMap::new();
     for v in versions {

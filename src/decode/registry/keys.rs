@@ -14,10 +14,7 @@ use deltalake::arrow::error::ArrowError;
 use deltalake::arrow::json::ReaderBuilder;
 
 use super::super::cdc;
-use super::avro::Written;
-use super::json_schema::JsonWritten;
-use super::protobuf::ProtoWritten;
-use super::reader::{self, Reader, Versions};
+use super::reader::Reader;
 use super::schema_id;
 
 /// Key schemas by id (`None`: the key schema cannot be read as columns).
@@ -29,45 +26,9 @@ impl KeyReaders {
         self.0.contains_key(&id)
     }
 
-    /// Key schema `id` does not exist: its tombstones delete nothing.
-    pub(super) fn unreadable(&mut self, id: u32) {
-        self.0.insert(id, None);
-    }
-
-    /// The reader of key schema `id`, of the registry's `schema_type`, with its imports.
-    pub(super) fn learn(
-        &mut self,
-        id: u32,
-        schema_type: &str,
-        schema: &str,
-        imports: Vec<(String, String)>,
-    ) {
-        let versions = match schema_type {
-            "PROTOBUF" => Versions::Protobuf(
-                vec![ProtoWritten {
-                    id,
-                    version: 1,
-                    schema: schema.to_string(),
-                    imports,
-                }],
-                None,
-            ),
-            "JSON" => Versions::JsonSchema(vec![JsonWritten {
-                id,
-                version: 1,
-                schema,
-            }]),
-            _ => Versions::Avro(vec![Written {
-                id,
-                version: 1,
-                schema,
-            }]),
-        };
-        let (found, refused) = reader::merge(&versions);
-        if found.is_none() {
-            tracing::warn!(id, reasons = ?refused.values().collect::<Vec<_>>(), "a key schema that is not a record of columns: its tombstones delete nothing");
-        }
-        self.0.insert(id, found.map(Arc::new));
+    /// The reader of key schema `id` (`None`: not a record of columns).
+    pub(super) fn insert(&mut self, id: u32, reader: Option<Reader>) {
+        self.0.insert(id, reader.map(Arc::new));
     }
 
     /// The payload row `key` fills (`payload`: every column nullable), or `None` when it

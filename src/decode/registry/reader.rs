@@ -7,8 +7,10 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 
 use super::avro::{self, AvroReader, Written};
-use super::json_schema::{self, JsonSchemaReader, JsonWritten};
+use super::client::Version;
+use super::json_schema::{self, JsonSchemaReader};
 use super::protobuf::{self, ProtoReader, ProtoWritten};
+use crate::config::SourceFormat;
 
 #[derive(Debug, Clone)]
 pub(super) enum Reader {
@@ -17,27 +19,47 @@ pub(super) enum Reader {
     JsonSchema(JsonSchemaReader),
 }
 
-/// A subject's versions as a format reads them (a Protobuf version with its imports).
-pub(super) enum Versions<'a> {
-    Avro(Vec<Written<'a>>),
-    Protobuf(Vec<ProtoWritten>, Option<&'a str>),
-    JsonSchema(Vec<JsonWritten<'a>>),
-}
-
-/// The versions merged into one reader, and the ids of those refused, with the reason.
-pub(super) fn merge(versions: &Versions<'_>) -> (Option<Reader>, HashMap<u32, String>) {
-    match versions {
-        Versions::Avro(v) => {
-            let (reader, refused) = avro::merge(v);
-            (reader.map(Reader::Avro), refused)
-        }
-        Versions::Protobuf(v, record) => {
-            let (reader, refused) = protobuf::merge(v, *record);
+/// The subject's versions (oldest first) merged into one reader of `format`, and the
+/// ids of those refused, with the reason. `imports` are each Protobuf version's files
+/// by import name (in `versions`' order); `record` the Protobuf message to read.
+pub(super) fn merge(
+    format: SourceFormat,
+    versions: &[Version],
+    imports: Vec<Vec<(String, String)>>,
+    record: Option<&str>,
+) -> (Option<Reader>, HashMap<u32, String>) {
+    let written = || -> Vec<Written<'_>> {
+        versions
+            .iter()
+            .map(|v| Written {
+                id: v.id,
+                version: v.version,
+                schema: &v.schema,
+            })
+            .collect()
+    };
+    match format {
+        SourceFormat::Protobuf => {
+            let mut imports = imports.into_iter();
+            let written: Vec<ProtoWritten> = versions
+                .iter()
+                .map(|v| ProtoWritten {
+                    id: v.id,
+                    version: v.version,
+                    schema: v.schema.clone(),
+                    imports: imports.next().unwrap_or_default(),
+                })
+                .collect();
+            let (reader, refused) = protobuf::merge(&written, record);
             (reader.map(Reader::Protobuf), refused)
         }
-        Versions::JsonSchema(v) => {
-            let (reader, refused) = json_schema::merge(v);
+        SourceFormat::JsonSchema => {
+            let (reader, refused) = json_schema::merge(&written());
             (reader.map(Reader::JsonSchema), refused)
+        }
+        _ => {
+            let (reader, refused) = avro::merge(&written());
+            (reader.map(Reader::Avro), refused)
         }
     }
 }
