@@ -110,4 +110,31 @@ if [ "$(cat "$helm_bin.version" 2>/dev/null)" != "$HELM_VERSION" ] || ! "$helm_b
   go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   echo "$HELM_VERSION" > "$helm_bin.version"
 fi
+# Azurite (npm) and fake-gcs-server (Go module proxy): the Azure and GCS object stores of
+# the storage tests, started by scripts/services.sh.
+if ! command -v azurite-blob >/dev/null; then
+  log "installing Azurite (an Azure Blob / ADLS Gen2 emulator) from npm"
+  $SUDO npm install -g --silent 'azurite@3' >/dev/null
+fi
+# fake-gcs-server's library plus the XML upload object_store uses (see its main.go),
+# built from the Go module proxy; the stamp is the source's hash, so an edit rebuilds it.
+fake_gcs_src="$(cd "$(dirname "$0")" && pwd)/lakes/fake-gcs"
+fake_gcs="$(go env GOPATH)/bin/lakestream-fake-gcs"
+fake_gcs_sum=$(cat "$fake_gcs_src"/main.go "$fake_gcs_src"/go.mod "$fake_gcs_src"/go.sum | sha256sum)
+if [ "$(cat "$fake_gcs.sha" 2>/dev/null)" != "$fake_gcs_sum" ] || [ ! -x "$fake_gcs" ]; then
+  log "building fake-gcs-server (a Google Cloud Storage emulator) from the Go module proxy"
+  (cd "$fake_gcs_src" && go build -o "$fake_gcs" .)
+  echo "$fake_gcs_sum" > "$fake_gcs.sha"
+fi
+# Apache Spark with Delta Lake and Polars: the second and third engines that read our
+# tables in the tests. delta-spark's jars come from Maven Central through Spark's own
+# resolver (Ivy) at the first session, fetched here once so the tests do not wait for it.
+if ! python3 -c 'import pyspark, delta, polars' 2>/dev/null; then
+  log "installing pyspark, delta-spark and polars from PyPI (the tests' other Delta readers)"
+  python3 -m pip install --quiet --disable-pip-version-check 'delta-spark==4.4.0' 'polars>=1.20'
+fi
+if ! ls "$HOME"/.ivy2*/jars/io.delta_delta-spark_* >/dev/null 2>&1; then
+  log "fetching delta-spark's jars from Maven Central (Spark's first Delta session)"
+  python3 "$(dirname "$0")/lakes/spark_warmup.py"
+fi
 log "all dependencies present"

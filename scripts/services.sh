@@ -69,3 +69,34 @@ elif [ -f "$REGISTRY_APP/registry.jar" ]; then
 else
   log "no Apicurio Registry in $REGISTRY_APP: run scripts/install-deps.sh (the Avro/Protobuf tests need it)"
 fi
+
+# Azurite (Azure Blob / ADLS Gen2 emulator, npm) on 127.0.0.1:10000, in memory, with the
+# container `lake` the Azure tests and docs use; fake-gcs-server (Go, scripts/lakes/fake-gcs)
+# on 127.0.0.1:4443 over plain HTTP, in memory, with the bucket `lake`. Both honour the conditional creates
+# Delta commits rely on (If-None-Match: *, ifGenerationMatch=0).
+if port_open 10000; then
+  log "Azurite already listening on 127.0.0.1:10000"
+elif command -v azurite-blob >/dev/null; then
+  log "starting Azurite (Blob) on 127.0.0.1:10000 (log: $RUN_DIR/azurite.log)"
+  # --skipApiVersionCheck: object_store may speak a newer REST version than this Azurite
+  # knows; --loose: it ignores the headers it does not implement instead of failing.
+  setsid nohup azurite-blob --blobHost 127.0.0.1 --blobPort 10000 --inMemoryPersistence \
+    --extentMemoryLimit 4096 --skipApiVersionCheck --loose --disableTelemetry \
+    >"$RUN_DIR/azurite.log" 2>&1 < /dev/null &
+  wait_port 10000 Azurite "$RUN_DIR/azurite.log"
+else
+  log "no azurite-blob: run scripts/install-deps.sh (the Azure tests need it)"
+fi
+port_open 10000 && "$(dirname "$0")/lakes/azurite-container.sh" lake
+
+FAKE_GCS=${FAKE_GCS:-$(go env GOPATH 2>/dev/null)/bin/lakestream-fake-gcs}
+if port_open 4443; then
+  log "fake-gcs-server already listening on 127.0.0.1:4443"
+elif [ -x "$FAKE_GCS" ]; then
+  log "starting fake-gcs-server on 127.0.0.1:4443 (log: $RUN_DIR/fake-gcs.log)"
+  setsid nohup "$FAKE_GCS" -host 127.0.0.1 -port 4443 -buckets lake \
+    >"$RUN_DIR/fake-gcs.log" 2>&1 < /dev/null &
+  wait_port 4443 fake-gcs-server "$RUN_DIR/fake-gcs.log"
+else
+  log "no fake-gcs-server: run scripts/install-deps.sh (the GCS tests need it)"
+fi

@@ -21,7 +21,7 @@ LAYERS = [
     ["http"],
     ["pipeline", "demo"],
     ["query"],
-    ["maintenance", "sync"],
+    ["maintenance", "sync", "catalog"],
     ["sink"],
     ["engine", "decode"],
     ["source"],

@@ -45,11 +45,16 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
     // Sinks report lost commits here; the maintenance schedules yield to them.
     let contention = crate::sink::Contention::default();
     start_maintenance(&plan, &readers, &supervisor, &contention);
+    let catalog = plan.catalog.clone().map(|c| {
+        let storage = plan.storage.storage.clone();
+        crate::catalog::spawn(c, storage, supervisor.helpers(), supervisor.background().clone())
+    });
     let pipelines: Vec<Vec<Pipeline>> = readers
         .iter()
         .map(|r| {
             let each = r.pipelines.iter().cloned();
-            each.map(|p| Pipeline::new(p, r.source.clone(), plan.clone(), contention.clone()))
+            let shared = (contention.clone(), catalog.clone());
+            each.map(|p| Pipeline::new(p, r.source.clone(), plan.clone(), shared.clone()))
                 .collect()
         })
         .collect();

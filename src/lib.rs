@@ -5,9 +5,11 @@
 //! exactly-once commit; `storage` says where tables live). `config` checks the file once
 //! at start-up and compiles it into a typed `Plan`; `app` starts what the plan says on a
 //! `supervisor` (tasks, first error, signals). `engine` runs pipeline SQL (windows,
-//! watermarks, state); `sync` mirrors tables into MySQL for BI tools.
+//! watermarks, state); `sync` mirrors tables into MySQL for BI tools; `catalog` registers
+//! them in a data catalog (Glue).
 
 pub mod app;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;

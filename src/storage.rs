@@ -21,6 +21,43 @@ pub enum StorageError {
     NoTable { table: String, root: String },
 }
 
+/// The kinds of object store a table root can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    Local,
+    S3,
+    /// Azure Blob / ADLS Gen2, and OneLake through its ADLS endpoint.
+    Azure,
+    Gcs,
+}
+
+impl Store {
+    /// The store of `root`; an error names the schemes there are.
+    pub fn of(root: &str) -> Result<Self, String> {
+        let Some((scheme, _)) = root.split_once("://") else {
+            return Ok(Self::Local);
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" => Ok(Self::Local),
+            "s3" | "s3a" => Ok(Self::S3),
+            "az" | "abfs" | "abfss" | "azure" | "adl" => Ok(Self::Azure),
+            "gs" => Ok(Self::Gcs),
+            other => Err(format!(
+                "'{other}://' is not a store lakestream writes to; use a local folder, \
+                 file://, s3:// (S3 and S3-compatible), abfss:// or az:// (Azure ADLS Gen2, \
+                 Blob, OneLake) or gs:// (Google Cloud Storage)"
+            )),
+        }
+    }
+
+    /// Stores where two writers are kept apart only by a conditional create of each log
+    /// entry (If-None-Match on S3 and Azure, ifGenerationMatch=0 on GCS), which the
+    /// server must honour; a local folder's rename is atomic by itself.
+    pub fn commits_by_conditional_create(self) -> bool {
+        self != Self::Local
+    }
+}
+
 /// `storage.root` (a local folder or a URL) and `storage.options` (object store
 /// credentials and settings, passed to delta-rs as they are).
 #[derive(Debug, Clone)]

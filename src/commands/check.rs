@@ -1,7 +1,8 @@
 //! `lakestream check`: the config compiled into a plan, then every external part it
 //! names probed without writing anything anyone reads: Kafka (connection, each topic,
 //! the group), the storage (a scratch object written and deleted, conditional puts),
-//! MySQL (the account and the privileges the mirror needs) and each pipeline's SQL.
+//! MySQL (the account and the privileges the mirror needs), the catalog (its databases)
+//! and each pipeline's SQL.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use crate::{Error, Result};
 /// One probe's outcome.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckLine {
-    /// What was probed: `kafka`, `topic`, `storage`, `mysql`, `sql`.
+    /// What was probed: `kafka`, `topic`, `storage`, `mysql`, `catalog`, `sql`.
     pub part: &'static str,
     pub ok: bool,
     /// What was found, or why it failed.
@@ -95,6 +96,12 @@ async fn probe_all(plan: Arc<Plan>, mut print: impl FnMut(&CheckLine)) -> Vec<Ch
     add(storage(&plan.storage.storage.clone()).await);
     if let Some(line) = mysql(&plan).await {
         add(line);
+    }
+    if let Some(c) = &plan.catalog {
+        add(match crate::catalog::check(c).await {
+            Ok(found) => CheckLine::ok("catalog", found.join("; ")),
+            Err(e) => CheckLine::failed("catalog", e),
+        });
     }
     for line in sql(&plan).await {
         add(line);

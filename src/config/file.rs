@@ -33,6 +33,8 @@ pub struct Config {
     pub schema_registry: Option<super::registry::RegistryConfig>,
     /// The MySQL/MariaDB mirror of pipeline tables and the BI views over it.
     pub mysql: Option<MysqlConfig>,
+    /// The data catalog the pipelines' `catalog_table`s are registered in.
+    pub catalog: Option<super::catalog::CatalogConfig>,
     /// Compaction, vacuum and checkpoints of the tables, scheduled inside `run`.
     #[serde(default)]
     pub maintenance: MaintenanceConfig,

@@ -11,7 +11,12 @@ pub(super) const ENV_PREFIX: &str = "LAKESTREAM__";
 
 /// Maps of free-form options: the rest of an override path is one key, kept verbatim,
 /// because librdkafka property names contain dots themselves.
-const OPTION_MAPS: [&str; 2] = ["kafka.options", "storage.options"];
+const OPTION_MAPS: [&str; 4] = [
+    "kafka.options",
+    "storage.options",
+    "storage.options_env",
+    "storage.options_file",
+];
 
 /// Load `path` (a missing file is an error), then the environment, then `--set` overrides.
 pub fn load(

@@ -3,6 +3,7 @@
 //! environment (`LAKESTREAM__SECTION__KEY`), then checked and compiled once into the
 //! typed `Plan` (`plan/`). Every error names the key at fault.
 
+mod catalog;
 mod error;
 mod fields;
 mod file;
@@ -16,13 +17,14 @@ mod security;
 mod service;
 mod source;
 
+pub use catalog::CatalogKind;
 pub use error::{ConfigError, ParseError};
 pub use fields::{arrow_schema as fields_schema, is_identifier, json_schema, FieldSpec, FieldType};
 pub use file::{Config, MIN_MEMORY_LIMIT};
 pub use load::{load, load_str};
 pub use pipeline::{render_table, Derived, LookupFormat, OutputMode, TOPIC};
 pub use plan::{
-    CommitPolicy, CompactPlan, DecoderSpec, HttpPlan, KafkaPlan, LookupPlan, MaintenancePlan,
+    CatalogName, CatalogPlan, CommitPolicy, CompactPlan, DecoderSpec, HttpPlan, KafkaPlan, LookupPlan, MaintenancePlan,
     MirrorPlan, Mode, OidcPlan, PipelinePlan, Plan, QuerySpec, ReaderPlan, RegistryAuth,
     RegistryPlan, RegistrySource, Sasl, Secret, SecurityPlan, SourcePlan, StoragePlan, TablePlan,
     TlsPlan, Topics, Trigger, VacuumPlan,

@@ -89,6 +89,9 @@ pub struct PipelineConfig {
     /// Partition columns of the output table.
     #[serde(default)]
     pub partition_by: Vec<String>,
+    /// Register the table in `[catalog]` under this name (`database.table`), when it is
+    /// created and whenever its columns change.
+    pub catalog_table: Option<String>,
     /// Table that receives records that cannot be decoded; default `<table>_dead_letters`.
     pub dead_letter_table: Option<String>,
     /// Consumer group; default `<kafka.group_id>.<pipeline>`.

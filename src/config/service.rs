@@ -316,6 +316,11 @@ pub struct StorageConfig {
     pub target_file_size: u64,
     /// Object store options passed to delta-rs (credentials, endpoints).
     pub options: BTreeMap<String, String>,
+    /// Options whose value is an environment variable's (option -> variable name), so a
+    /// secret stays out of the file.
+    pub options_env: BTreeMap<String, String>,
+    /// Options whose value is a file's content (option -> path), e.g. a mounted secret.
+    pub options_file: BTreeMap<String, String>,
 }
 
 impl Default for HttpConfig {
@@ -412,6 +417,8 @@ impl Default for StorageConfig {
             zstd_level: 1,
             target_file_size: 128 * 1024 * 1024,
             options: BTreeMap::new(),
+            options_env: BTreeMap::new(),
+            options_file: BTreeMap::new(),
         }
     }
 }

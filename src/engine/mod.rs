@@ -22,7 +22,7 @@ mod state;
 mod window;
 
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::{DataType, SchemaRef};
+use deltalake::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use deltalake::arrow::error::ArrowError;
 
 pub use changes::{Changes, DELETE};
@@ -83,11 +83,16 @@ pub struct Step {
     pub late_rows: u64,
 }
 
-/// Types a Delta table stores: view types become their plain forms.
+/// Types a Delta table stores: view types become their plain forms, and every timestamp is
+/// a UTC instant in microseconds. A zone-less SQL timestamp (`CAST(.. AS TIMESTAMP)`)
+/// would otherwise make a `timestamp_ntz` column, which needs the timestampNtz table
+/// feature (reader version 3) that Power BI's Direct Lake and older Spark cannot read; its
+/// wall-clock value is kept, read as UTC.
 fn storable(t: &DataType) -> DataType {
     match t {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         other => other.clone(),
     }
 }

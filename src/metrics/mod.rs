@@ -33,6 +33,23 @@ pub fn set_table_version(table: &str, version: i64) {
     metrics().table_version.get_or_create(&label).set(version);
 }
 
+/// `table`'s catalog entry is up to date.
+pub fn catalog_registered(table: &str) {
+    set_catalog_failing(table, 0);
+}
+
+/// `table`'s catalog entry could not be written (it is retried).
+pub fn catalog_failed(table: &str) {
+    set_catalog_failing(table, 1);
+}
+
+fn set_catalog_failing(table: &str, value: i64) {
+    let label = TableLabel {
+        table: table.to_string(),
+    };
+    metrics().catalog_failing.get_or_create(&label).set(value);
+}
+
 /// A timestamp in µs as RFC 3339 (`None` for `i64::MIN`, "not set").
 pub fn format_micros(us: i64) -> Option<String> {
     if us == i64::MIN {

@@ -115,6 +115,7 @@ pub struct Metrics {
     pub batch_duration: DurationFamily,
     pub table_version: Family<TableLabel, Gauge>,
     pub table_files: Family<TableLabel, Gauge>,
+    pub catalog_failing: Family<TableLabel, Gauge>,
     pub sync_passes: Counter,
     pub sync_rows: Counter,
     pub sync_errors: Counter,
@@ -141,6 +142,7 @@ impl Metrics {
             batch_duration: Family::new_with_constructor(duration_histogram),
             table_version: Default::default(),
             table_files: Default::default(),
+            catalog_failing: Default::default(),
             sync_passes: Default::default(),
             sync_rows: Default::default(),
             sync_errors: Default::default(),
@@ -190,6 +192,11 @@ impl Metrics {
             "table_files",
             "Live data files of the table",
             self.table_files.clone(),
+        );
+        r.register(
+            "catalog_registration_failing",
+            "1 while the table's catalog entry cannot be created or updated (retried)",
+            self.catalog_failing.clone(),
         );
     }
 

@@ -67,7 +67,10 @@ pub(super) async fn commit(
     };
     let outcome = table.commit(&rows, &info, output.write()).await?;
     match outcome {
-        CommitOutcome::Committed { .. } => crate::failpoint::hit("after_commit", &p.spec.name),
+        CommitOutcome::Committed { .. } => {
+            crate::failpoint::hit("after_commit", &p.spec.name);
+            p.offer_to_catalog(table);
+        }
         // Replayed records: the positions past them may still be new.
         CommitOutcome::AlreadyCommitted => {
             table.advance(&info).await?;

@@ -28,6 +28,8 @@ pub struct Pipeline {
     pub(super) metrics: Arc<PipelineMetrics>,
     /// Where its sinks report lost commits (maintenance yields to them).
     pub(super) contention: crate::sink::Contention,
+    /// Where its table's schema is offered for catalog registration.
+    pub(super) catalog: Option<crate::catalog::Offers>,
 }
 
 /// How a pipeline's batches change its table, matched once from its mode.
@@ -78,7 +80,7 @@ impl Pipeline {
         spec: Arc<PipelinePlan>,
         source: Arc<SourcePlan>,
         plan: Arc<Plan>,
-        contention: crate::sink::Contention,
+        (contention, catalog): (crate::sink::Contention, Option<crate::catalog::Offers>),
     ) -> Self {
         Self {
             source,
@@ -86,6 +88,7 @@ impl Pipeline {
             spec,
             plan,
             contention,
+            catalog,
         }
     }
 
@@ -98,6 +101,16 @@ impl Pipeline {
             plan: self.plan.clone(),
             metrics: self.metrics.clone(),
             contention: self.contention.clone(),
+            catalog: self.catalog.clone(),
+        }
+    }
+
+    /// Offer `table`'s columns to the catalog registrar (a comparison when unchanged).
+    pub(super) fn offer_to_catalog(&self, table: &DeltaSink) {
+        if let (Some(offers), Some(schema), Some(version)) =
+            (&self.catalog, table.arrow_schema(), table.version())
+        {
+            offers.offer(table.name(), schema, version);
         }
     }
 
@@ -180,6 +193,7 @@ impl Pipeline {
         if let Some(v) = table.version() {
             crate::metrics::set_table_version(&p.table, v);
         }
+        self.offer_to_catalog(&table);
         let ownership = crate::sink::Ownership {
             adopt: p.commit.adopt,
             shared_by_topics: p.commit.shared_by_topics,

@@ -1,7 +1,8 @@
 //! Concurrent commits are safe only where the object store refuses to create a key that
-//! exists (delta-rs writes each log entry with a conditional put, If-None-Match on S3).
-//! An S3-compatible server that ignores the condition lets two writers both "win" a
-//! version and one commit silently vanishes: check once, before writing anything.
+//! exists (delta-rs writes each log entry with a conditional put: If-None-Match on S3 and
+//! Azure, ifGenerationMatch=0 on GCS). A compatible server that ignores the condition
+//! lets two writers both "win" a version and one commit silently vanishes: check once,
+//! before writing anything.
 
 use deltalake::logstore::object_store::{
     ObjectStore as _, ObjectStoreExt as _, PutMode, PutOptions, PutPayload,
@@ -11,7 +12,7 @@ use deltalake::DeltaTableBuilder;
 use deltalake::{DeltaTableError, ObjectStoreError, Path};
 
 use super::SinkError;
-use crate::storage::Storage;
+use crate::storage::{Storage, Store};
 
 /// Folder (under the storage root) the probe writes its two objects to.
 const PROBE_TABLE: &str = "_lakestream_probe";
@@ -28,8 +29,8 @@ fn probe_store(storage: &Storage) -> Result<deltalake::logstore::ObjectStoreRef,
         .object_store(None))
 }
 
-fn is_s3(root: &str) -> bool {
-    root.starts_with("s3://") || root.starts_with("s3a://")
+fn store_of(storage: &Storage) -> Store {
+    Store::of(&storage.root).unwrap_or(Store::Local)
 }
 
 /// `lakestream check`: write and delete a scratch object under the storage root (a
@@ -44,7 +45,7 @@ pub async fn check_storage(storage: &Storage) -> Result<String, SinkError> {
         .map_err(|e| err(e.into()))?;
     store.delete(&key).await.map_err(|e| err(e.into()))?;
     check_conditional_put(storage).await?;
-    let safe = match is_s3(&storage.root) {
+    let safe = match store_of(storage).commits_by_conditional_create() {
         true => "; concurrent commits are safe (a second conditional create is refused)",
         false => "",
     };
@@ -62,13 +63,14 @@ pub async fn check_conditional_put(storage: &Storage) -> Result<(), SinkError> {
             .find(|(key, _)| key.eq_ignore_ascii_case(k))
             .map(|(_, v)| v.as_str())
     };
-    if !is_s3(root) {
+    let kind = store_of(storage);
+    if !kind.commits_by_conditional_create() {
         return Ok(());
     }
-    if option("aws_s3_locking_provider") == Some("dynamodb") {
+    if kind == Store::S3 && option("aws_s3_locking_provider") == Some("dynamodb") {
         return Ok(());
     }
-    if option("aws_s3_allow_unsafe_rename") == Some("true") {
+    if kind == Store::S3 && option("aws_s3_allow_unsafe_rename") == Some("true") {
         tracing::warn!(
             "storage.options.aws_s3_allow_unsafe_rename is set: commits are safe only while \
              exactly one process writes each table"
@@ -100,17 +102,34 @@ pub async fn check_conditional_put(storage: &Storage) -> Result<(), SinkError> {
             message: format!(
                 "the object store at {root} {} a second conditional create of the same key, \
                  so two writers committing the same table version would both succeed and \
-                 one commit would be lost. Use a store that honours If-None-Match (AWS S3, \
-                 MinIO, Cloudflare R2 and moto do), or set \
-                 storage.options.aws_s3_locking_provider = \"dynamodb\" (with \
-                 delta_dynamo_table_name) for DynamoDB locking, or, only if exactly one \
-                 process ever writes each table, storage.options.aws_s3_allow_unsafe_rename \
-                 = \"true\"",
+                 one commit would be lost. {}",
                 match outcome {
                     Ok(_) => "accepted".to_string(),
                     Err(e) => format!("failed ({e}) instead of refusing"),
-                }
+                },
+                remedy(kind)
             ),
         })),
+    }
+}
+
+/// What to do about a store that does not refuse a second conditional create.
+fn remedy(kind: Store) -> &'static str {
+    match kind {
+        Store::S3 => {
+            "Use a store that honours If-None-Match (AWS S3, MinIO, Cloudflare R2 and moto \
+             do), or set storage.options.aws_s3_locking_provider = \"dynamodb\" (with \
+             delta_dynamo_table_name) for DynamoDB locking, or, only if exactly one process \
+             ever writes each table, storage.options.aws_s3_allow_unsafe_rename = \"true\""
+        }
+        Store::Azure => {
+            "Azure Blob Storage, ADLS Gen2, OneLake and Azurite honour If-None-Match: check \
+             that storage.root reaches one of them and not a proxy that drops the header"
+        }
+        Store::Gcs => {
+            "Google Cloud Storage and fake-gcs-server honour ifGenerationMatch=0: check that \
+             storage.root reaches one of them and not a proxy that drops the precondition"
+        }
+        Store::Local => "",
     }
 }

@@ -4,6 +4,7 @@
 //! resolved, each pipeline's mode matched into one `Mode`, one `Storage`, secrets'
 //! sources. Nothing after `compile` sees a serde struct or looks a setting up by name.
 
+mod catalog;
 mod kafka;
 mod lookup;
 mod maintenance;
@@ -18,6 +19,7 @@ mod storage;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use catalog::{CatalogName, CatalogPlan};
 pub use kafka::{KafkaPlan, OidcPlan, Sasl, Secret, SecurityPlan, TlsPlan};
 pub use lookup::LookupPlan;
 pub use maintenance::{CompactPlan, MaintenancePlan, TablePlan, VacuumPlan};
@@ -47,6 +49,8 @@ pub struct Plan {
     pub pipelines: BTreeMap<String, Arc<PipelinePlan>>,
     /// `[schema_registry]`, when configured.
     pub registry: Option<Arc<RegistryPlan>>,
+    /// `[catalog]`, when configured, with the tables registered in it.
+    pub catalog: Option<Arc<CatalogPlan>>,
     /// `memory_limit` in bytes.
     pub memory_limit: u64,
 }
@@ -76,6 +80,7 @@ impl Plan {
             pipelines.insert(name.clone(), Arc::new(plan));
         }
         check_table_owners(&pipelines)?;
+        let catalog = CatalogPlan::compile(config.catalog.as_ref(), &config.pipelines)?;
         let mut lookups = BTreeMap::new();
         for (name, l) in &config.lookups {
             if sources.contains_key(name) {
@@ -97,6 +102,7 @@ impl Plan {
         )?;
         Ok(Self {
             registry,
+            catalog: catalog.map(Arc::new),
             kafka,
             storage,
             lookups,

@@ -1,9 +1,12 @@
 //! `[storage]` and `[http]` checked: the one `Storage` every table user shares, how data
 //! files are written, and the status server.
 
+use std::collections::HashMap;
+
 use super::super::service::{HttpConfig, StorageConfig};
+use crate::config::security::expand_home;
 use crate::config::ConfigError;
-use crate::storage::Storage;
+use crate::storage::{Storage, Store};
 
 /// Where tables live and how their files are written.
 #[derive(Debug, Clone)]
@@ -25,12 +28,54 @@ impl StoragePlan {
         if s.root.trim().is_empty() {
             return Err(ConfigError::key("storage.root", "must not be empty"));
         }
+        Store::of(&s.root).map_err(|message| ConfigError::key("storage.root", message))?;
         Ok(Self {
-            storage: Storage::new(&s.root, s.options.clone().into_iter().collect()),
+            storage: Storage::new(&s.root, options(s)?),
             zstd_level: s.zstd_level,
             target_file_size: s.target_file_size,
         })
     }
+}
+
+/// `storage.options` with the values `options_env` and `options_file` name, read now: the
+/// object store is built from them once per table open.
+fn options(s: &StorageConfig) -> Result<HashMap<String, String>, ConfigError> {
+    let mut options: HashMap<String, String> = s.options.clone().into_iter().collect();
+    let mut set = |map: &str, option: &str, value: String| {
+        let key = format!("storage.{map}.{option}");
+        if value.is_empty() {
+            return Err(ConfigError::key(key, "the value it names is empty"));
+        }
+        match options.insert(option.to_string(), value) {
+            Some(_) => Err(ConfigError::key(
+                key,
+                "this option is set more than once (storage.options, options_env, options_file)",
+            )),
+            None => Ok(()),
+        }
+    };
+    for (option, var) in &s.options_env {
+        let value = std::env::var(var).map_err(|_| {
+            ConfigError::key(
+                format!("storage.options_env.{option}"),
+                format!(
+                    "the environment variable {var} is not set; export it, or name a file in \
+                     storage.options_file.{option}"
+                ),
+            )
+        })?;
+        set("options_env", option, value)?;
+    }
+    for (option, path) in &s.options_file {
+        let text = std::fs::read_to_string(expand_home(path)).map_err(|e| {
+            ConfigError::key(
+                format!("storage.options_file.{option}"),
+                format!("cannot read {path}: {e}"),
+            )
+        })?;
+        set("options_file", option, text.trim().to_string())?;
+    }
+    Ok(options)
 }
 
 /// The status page, `/status`, `/metrics` and `/health`.

@@ -38,9 +38,9 @@ fn data_type(of: &Field) -> DataType {
         DataType::UInt8 | DataType::UInt16 => DataType::Int32,
         DataType::UInt32 | DataType::UInt64 => DataType::Int64,
         DataType::Float16 => DataType::Float32,
-        DataType::Timestamp(_, tz) => {
-            DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| Arc::from("UTC")))
-        }
+        // Local (zone-less) timestamps too: a timestamp_ntz column needs reader version 3,
+        // which Direct Lake cannot read; the wall clock is kept, read as UTC.
+        DataType::Timestamp(_, _) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         DataType::Struct(fields) => DataType::Struct(struct_fields(fields)),
         DataType::Union(fields, _) => DataType::Struct(
             fields

@@ -15,6 +15,7 @@ use tempfile::TempDir;
 
 pub(crate) mod http;
 pub(crate) mod mariadb;
+pub(crate) mod lakes;
 pub(crate) mod s3;
 
 pub(crate) fn brokers() -> String {
@@ -39,19 +40,13 @@ pub(crate) struct TestEnv {
     pub pipelines: Vec<String>,
     /// Environment variables for every command (e.g. passwords).
     pub env_vars: Vec<(String, String)>,
-    /// Tables on an S3-compatible server instead of the local folder.
-    pub s3: Option<S3Target>,
+    /// Tables in an object store (S3, Azure, GCS) instead of the local folder.
+    pub remote: Option<lakes::RemoteRoot>,
     /// Another config file than the shipped one (relative to the repository), and the
     /// source whose topic becomes this test's.
     pub config: Option<(String, String)>,
     /// Processes spawned in the background, killed when the test ends (even by panic).
     spawned: std::sync::Mutex<Vec<u32>>,
-}
-
-/// A table root on an S3-compatible server and the options to reach it.
-pub(crate) struct S3Target {
-    pub root: String,
-    pub options: Vec<(String, String)>,
 }
 
 impl Drop for TestEnv {
@@ -81,7 +76,7 @@ impl TestEnv {
             overrides: Vec::new(),
             pipelines: vec!["calls".to_string()],
             env_vars: Vec::new(),
-            s3: None,
+            remote: None,
             config: None,
             spawned: std::sync::Mutex::new(Vec::new()),
         };
@@ -99,23 +94,25 @@ impl TestEnv {
 
     /// Put this test's tables under `s3://<bucket>/<test id>/` on `server`.
     pub(crate) fn use_s3(&mut self, server: &s3::S3Server) {
-        self.s3 = Some(S3Target {
-            root: format!("s3://{}/{}", s3::BUCKET, self.group),
-            options: server.options(),
-        });
+        self.remote = Some(lakes::RemoteRoot::s3(server, &self.group));
+    }
+
+    /// Put this test's tables in `remote` (see `lakes`).
+    pub(crate) fn use_remote(&mut self, remote: lakes::RemoteRoot) {
+        self.remote = Some(remote);
     }
 
     pub(crate) fn table_url(&self, table: &str) -> url::Url {
-        match &self.s3 {
-            Some(s3) => url::Url::parse(&format!("{}/{table}/", s3.root)).expect("url"),
+        match &self.remote {
+            Some(r) => url::Url::parse(&format!("{}/{table}/", r.root)).expect("url"),
             None => url::Url::from_directory_path(self.table_path(table)).expect("url"),
         }
     }
 
     pub(crate) fn storage_options(&self) -> std::collections::HashMap<String, String> {
-        self.s3
+        self.remote
             .as_ref()
-            .map(|s| s.options.iter().cloned().collect())
+            .map(|r| r.options.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -138,17 +135,10 @@ impl TestEnv {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("LAKESTREAM__")) {
             cmd.env_remove(k);
         }
-        let root = match &self.s3 {
-            Some(s3) => {
-                for (k, v) in &s3.options {
-                    // Credentials the documented way (environment), the rest as config.
-                    match k.as_str() {
-                        "aws_access_key_id" => cmd.env("AWS_ACCESS_KEY_ID", v),
-                        "aws_secret_access_key" => cmd.env("AWS_SECRET_ACCESS_KEY", v),
-                        _ => cmd.arg("--set").arg(format!("storage.options.{k}={v}")),
-                    };
-                }
-                s3.root.clone()
+        let root = match &self.remote {
+            Some(r) => {
+                r.configure(&mut cmd);
+                r.root.clone()
             }
             None => self.root().display().to_string(),
         };

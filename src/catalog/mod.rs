@@ -1,0 +1,53 @@
+//! Catalog registration: each pipeline's `catalog_table` is created in the configured
+//! catalog once its table exists (its first commit, so never a half-created table), and
+//! updated when its columns change. A background task does it, so a catalog outage delays
+//! registration, never ingestion; failures are retried with backoff.
+
+mod columns;
+mod glue;
+mod registrar;
+
+use crate::config::CatalogName;
+
+pub use columns::hive_columns;
+pub use glue::Glue;
+pub use registrar::{spawn, Offers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog entry {entry}: {message}")]
+    Failed { entry: String, message: String },
+}
+
+/// What a table's entry says: where it is and its columns (Hive type names).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub name: CatalogName,
+    /// The lakestream table.
+    pub table: String,
+    pub location: String,
+    pub columns: Vec<(String, String)>,
+    /// The Delta version whose schema this is.
+    pub version: i64,
+}
+
+/// What a registration did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// `lakestream check`: every database the tables are registered in answers.
+pub async fn check(plan: &crate::config::CatalogPlan) -> Result<Vec<String>, CatalogError> {
+    let glue = Glue::connect(plan).await;
+    let mut databases: Vec<&str> = plan.tables.values().map(|n| n.database.as_str()).collect();
+    databases.sort_unstable();
+    databases.dedup();
+    let mut found = Vec::new();
+    for database in databases {
+        found.push(glue.probe(database).await?);
+    }
+    Ok(found)
+}
