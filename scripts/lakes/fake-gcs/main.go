@@ -7,11 +7,14 @@
 // handed to the server's own JSON media upload with the same `ifGenerationMatch`, so the
 // emulator's own code decides preconditions (the conditional create a Delta commit needs)
 // and stores the object; the answer is the XML API's: 200, ETag and x-goog-generation.
+// And the XML listing's `start-after` (list after a key, how delta-rs reads a log from a
+// version on), which fake-gcs-server ignores: its own listing, without the keys up to it.
 // Everything else is fake-gcs-server's own handler.
 package main
 
 import (
 	"encoding/json"
+	"encoding/xml"
 	"flag"
 	"fmt"
 	"io"
@@ -56,6 +59,10 @@ func withXMLUpload(inner http.Handler) http.Handler {
 		q := r.URL.Query()
 		path := strings.TrimPrefix(r.URL.EscapedPath(), "/")
 		bucket, object, found := strings.Cut(path, "/")
+		if r.Method == http.MethodGet && !found && q.Get("list-type") == "2" && q.Get("start-after") != "" {
+			listAfter(inner, w, r)
+			return
+		}
 		xmlUpload := r.Method == http.MethodPut && found && object != "" &&
 			q.Get("uploadType") == "" && q.Get("X-Goog-Algorithm") == "" &&
 			!strings.HasPrefix(path, "upload/") && !strings.HasPrefix(path, "storage/")
@@ -108,4 +115,44 @@ func withXMLUpload(inner http.Handler) http.Handler {
 		w.Header().Set("x-goog-generation", stored.Generation)
 		w.WriteHeader(http.StatusOK)
 	})
+}
+
+// listAfter answers an XML listing with `start-after`: the server's listing without it,
+// less every key and common prefix up to and including it.
+func listAfter(inner http.Handler, w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	after := q.Get("start-after")
+	q.Del("start-after")
+	inside := httptest.NewRequest(http.MethodGet, r.URL.Path+"?"+q.Encode(), nil)
+	inside.Host = r.Host
+	recorder := httptest.NewRecorder()
+	inner.ServeHTTP(recorder, inside)
+	answer := recorder.Result()
+	body, _ := io.ReadAll(answer.Body)
+	var listing fakestorage.ListBucketResult
+	if answer.StatusCode != http.StatusOK || xml.Unmarshal(body, &listing) != nil {
+		w.WriteHeader(answer.StatusCode)
+		_, _ = w.Write(body)
+		return
+	}
+	contents := listing.Contents[:0]
+	for _, c := range listing.Contents {
+		if c.Key > after {
+			contents = append(contents, c)
+		}
+	}
+	prefixes := listing.CommonPrefixes[:0]
+	for _, p := range listing.CommonPrefixes {
+		if p.Prefix > after {
+			prefixes = append(prefixes, p)
+		}
+	}
+	listing.Contents, listing.CommonPrefixes, listing.KeyCount = contents, prefixes, len(contents)
+	raw, err := xml.Marshal(listing)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml; charset=UTF-8")
+	_, _ = w.Write([]byte(xml.Header + string(raw)))
 }
