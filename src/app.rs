@@ -47,7 +47,12 @@ pub async fn run(plan: Arc<Plan>, selected: &[String], opts: RunOptions) -> Resu
     start_maintenance(&plan, &readers, &supervisor, &contention);
     let catalog = plan.catalog.clone().map(|c| {
         let storage = plan.storage.storage.clone();
-        crate::catalog::spawn(c, storage, supervisor.helpers(), supervisor.background().clone())
+        crate::catalog::spawn(
+            c,
+            storage,
+            supervisor.helpers(),
+            supervisor.background().clone(),
+        )
     });
     let pipelines: Vec<Vec<Pipeline>> = readers
         .iter()

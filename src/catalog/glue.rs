@@ -44,11 +44,12 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 
 impl Glue {
     pub async fn connect(plan: &CatalogPlan) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .operation_timeout(std::time::Duration::from_secs(30))
-                .build(),
-        );
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(std::time::Duration::from_secs(30))
+                    .build(),
+            );
         if let Some(region) = &plan.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }
@@ -76,7 +77,10 @@ impl Glue {
             .await
         {
             Ok(out) => out.table().cloned(),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_not_found_exception()) =>
+            {
                 None
             }
             Err(e) => return Err(err(format!("GetTable: {}", why(&e)))),
@@ -92,7 +96,10 @@ impl Glue {
             return self.update(name, input).await;
         }
         match self.create_table(name, input.clone()).await {
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_not_found_exception()) =>
+            {
                 self.create_database(name).await?;
                 self.create_table(name, input)
                     .await
@@ -100,7 +107,10 @@ impl Glue {
                 Ok(Registered::Created)
             }
             // Another member created it between our look and our create.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_already_exists_exception()) =>
+            {
                 self.update(name, input).await
             }
             Err(e) => Err(err(format!("CreateTable: {}", why(&e)))),
@@ -122,7 +132,11 @@ impl Glue {
             .map(|_| ())
     }
 
-    async fn update(&self, name: &CatalogName, input: TableInput) -> Result<Registered, CatalogError> {
+    async fn update(
+        &self,
+        name: &CatalogName,
+        input: TableInput,
+    ) -> Result<Registered, CatalogError> {
         self.client
             .update_table()
             .database_name(&name.database)
@@ -146,9 +160,20 @@ impl Glue {
             .description("Delta tables written by lakestream")
             .build()
             .map_err(|e| err(e.to_string()))?;
-        match self.client.create_database().database_input(input).send().await {
+        match self
+            .client
+            .create_database()
+            .database_input(input)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_already_exists_exception()) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_already_exists_exception()) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(err(format!("CreateDatabase: {}", why(&e)))),
         }
     }
@@ -158,7 +183,10 @@ impl Glue {
     pub async fn probe(&self, database: &str) -> Result<String, CatalogError> {
         match self.client.get_database().name(database).send().await {
             Ok(_) => Ok(format!("Glue database '{database}' exists")),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_entity_not_found_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_entity_not_found_exception()) =>
+            {
                 Ok(format!(
                     "Glue answers; database '{database}' does not exist yet (created at the \
                      first registration)"
@@ -187,7 +215,9 @@ fn table_input(entry: &Entry) -> Result<TableInput, aws_sdk_glue::error::BuildEr
         .output_format("org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat")
         .serde_info(
             SerDeInfo::builder()
-                .serialization_library("org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+                .serialization_library(
+                    "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+                )
                 .parameters("serialization.format", "1")
                 .parameters("path", &entry.location)
                 .build(),

@@ -168,7 +168,9 @@ async fn register_all(
                 failed = true;
                 crate::metrics::catalog_failed(&entry.table);
                 match retry_in {
-                    Some(d) => warn!(table = %entry.table, "{e}; ingestion goes on, retrying in {d:?}"),
+                    Some(d) => {
+                        warn!(table = %entry.table, "{e}; ingestion goes on, retrying in {d:?}")
+                    }
                     None => warn!(table = %entry.table, "{e}"),
                 }
             }

@@ -182,7 +182,10 @@ async fn spark_and_polars_read_every_table_as_lakestream_does() {
     let changes: Vec<String> = (0..40)
         .map(|i| match i % 4 {
             0 => format!(r#"{{"sku":"A-{i}","op":"d"}}"#),
-            _ => format!(r#"{{"sku":"A-{i}","stock":{},"price":1.5,"op":"u"}}"#, i * 10),
+            _ => format!(
+                r#"{{"sku":"A-{i}","stock":{},"price":1.5,"op":"u"}}"#,
+                i * 10
+            ),
         })
         .collect();
     let records: Vec<RawRecord<'_>> = changes.iter().map(|j| (0, None, j.as_bytes())).collect();
@@ -225,7 +228,11 @@ async fn spark_and_polars_read_every_table_as_lakestream_does() {
             &upsert,
             Read {
                 version: Some(inventory_before),
-                ..read("inventory_by_version", "inventory", &["sku", "stock", "price"])
+                ..read(
+                    "inventory_by_version",
+                    "inventory",
+                    &["sku", "stock", "price"],
+                )
             },
         ),
     ];
@@ -256,7 +263,11 @@ async fn spark_and_polars_read_every_table_as_lakestream_does() {
                 first_difference
             );
         }
-        eprintln!("{}: {} rows, the same in Spark and Polars", r.name, lake.len());
+        eprintln!(
+            "{}: {} rows, the same in Spark and Polars",
+            r.name,
+            lake.len()
+        );
     }
     for (url, table) in result["tables"].as_object().expect("tables") {
         // Reader version 1: every Delta reader (Spark 2.4+, Fabric / Direct Lake,
@@ -273,7 +284,10 @@ async fn spark_and_polars_read_every_table_as_lakestream_does() {
         );
         eprintln!("{url}: {table}");
         for (column, kind) in table["timestamp_types"].as_object().expect("types") {
-            assert_eq!(kind, "timestamp", "{url}: {column} is {kind}, not a UTC TIMESTAMP");
+            assert_eq!(
+                kind, "timestamp",
+                "{url}: {column} is {kind}, not a UTC TIMESTAMP"
+            );
         }
     }
     let calls = &result["tables"][env.table_path("calls").display().to_string()];

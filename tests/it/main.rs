@@ -5,6 +5,7 @@
 mod common;
 
 mod broker;
+mod catalog;
 mod cdc;
 mod changes;
 mod check;
@@ -14,8 +15,8 @@ mod deploy;
 mod edges;
 mod engines;
 mod ingest;
-mod maintenance;
 mod lakes;
+mod maintenance;
 mod many_topics;
 mod memory;
 mod metrics;

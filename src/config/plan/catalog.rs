@@ -61,11 +61,17 @@ impl CatalogPlan {
         };
         if let Some(endpoint) = &c.endpoint {
             url::Url::parse(endpoint).map_err(|e| {
-                ConfigError::key("catalog.endpoint", format!("'{endpoint}' is not a URL: {e}"))
+                ConfigError::key(
+                    "catalog.endpoint",
+                    format!("'{endpoint}' is not a URL: {e}"),
+                )
             })?;
         }
         if c.max_backoff < Duration::from_secs(1) {
-            return Err(ConfigError::key("catalog.max_backoff", "must be at least 1s"));
+            return Err(ConfigError::key(
+                "catalog.max_backoff",
+                "must be at least 1s",
+            ));
         }
         Ok(Some(Self {
             kind: c.kind,

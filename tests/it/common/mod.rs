@@ -14,8 +14,8 @@ use rdkafka::ClientConfig;
 use tempfile::TempDir;
 
 pub(crate) mod http;
-pub(crate) mod mariadb;
 pub(crate) mod lakes;
+pub(crate) mod mariadb;
 pub(crate) mod s3;
 
 pub(crate) fn brokers() -> String {
