@@ -19,6 +19,12 @@ pub enum StorageError {
     },
     #[error("no Delta table '{table}' under {root} yet (has its pipeline run?)")]
     NoTable { table: String, root: String },
+    #[error(
+        "'{scheme}://' is not a store lakestream writes to; use a local folder, file://, \
+         s3:// (S3 and S3-compatible), abfss:// or az:// (Azure ADLS Gen2, Blob, OneLake) \
+         or gs:// (Google Cloud Storage)"
+    )]
+    Scheme { scheme: String },
 }
 
 /// The kinds of object store a table root can name.
@@ -33,7 +39,7 @@ pub enum Store {
 
 impl Store {
     /// The store of `root`; an error names the schemes there are.
-    pub fn of(root: &str) -> Result<Self, String> {
+    pub fn of(root: &str) -> Result<Self, StorageError> {
         let Some((scheme, _)) = root.split_once("://") else {
             return Ok(Self::Local);
         };
@@ -42,11 +48,9 @@ impl Store {
             "s3" | "s3a" => Ok(Self::S3),
             "az" | "abfs" | "abfss" | "azure" | "adl" => Ok(Self::Azure),
             "gs" => Ok(Self::Gcs),
-            other => Err(format!(
-                "'{other}://' is not a store lakestream writes to; use a local folder, \
-                 file://, s3:// (S3 and S3-compatible), abfss:// or az:// (Azure ADLS Gen2, \
-                 Blob, OneLake) or gs:// (Google Cloud Storage)"
-            )),
+            other => Err(StorageError::Scheme {
+                scheme: other.to_string(),
+            }),
         }
     }
 

@@ -28,6 +28,19 @@ fn bad_keys_are_named() {
             "pipelines.calls.partition_by=[\"address\"]",
             "pipelines.calls.partition_by",
         ),
+        ("storage.root=hdfs://nn/lake", "storage.root"),
+        (
+            "storage.options_env.azure_storage_account_key=LAKESTREAM_IT_UNSET_VARIABLE",
+            "storage.options_env.azure_storage_account_key",
+        ),
+        (
+            "storage.options_file.google_service_account_key=/nonexistent/key.json",
+            "storage.options_file.google_service_account_key",
+        ),
+        (
+            "pipelines.calls.catalog_table=sf.calls",
+            "pipelines.calls.catalog_table",
+        ),
     ];
     for (set, key) in cases {
         let err = stderr_of(&env, &["--set", set, "run", "--until-caught-up"]);
@@ -36,6 +49,16 @@ fn bad_keys_are_named() {
             "--set {set}: error does not name {key}: {err}"
         );
     }
+    let mut glue = TestEnv::new("config-glue");
+    glue.overrides.push("catalog.kind=glue".into());
+    let err = stderr_of(
+        &glue,
+        &["--set", "pipelines.calls.catalog_table=Calls", "check"],
+    );
+    assert!(
+        err.contains("pipelines.calls.catalog_table") && err.contains("database.table"),
+        "{err}"
+    );
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_lakestream"))
         .args(["--config", "/nonexistent.toml", "run"])
         .output()

@@ -151,25 +151,6 @@ impl Plan {
         })
     }
 
-    /// Which of `names` share a reader: those of one source, unless a pipeline names
-    /// its own consumer group (then it reads alone in that group, as it asked).
-    pub fn readers(&self, names: &[String]) -> Result<Vec<ReaderPlan>, ConfigError> {
-        let mut readers: BTreeMap<(String, Option<String>), ReaderPlan> = BTreeMap::new();
-        for name in names {
-            let p = self.pipeline(name)?;
-            let key = (p.source.clone(), p.own_group.as_ref().map(|_| name.clone()));
-            readers
-                .entry(key)
-                .or_insert_with(|| ReaderPlan {
-                    source: self.sources[&p.source].clone(),
-                    pipelines: Vec::new(),
-                })
-                .pipelines
-                .push(p.clone());
-        }
-        Ok(readers.into_values().collect())
-    }
-
     /// Topics of `source` whose per-topic tables would be one table (`sf-a` and `sf_a`
     /// both make `raw_sf_a`): for each such table, the topics that name it, sorted.
     pub fn topic_collisions<'t>(

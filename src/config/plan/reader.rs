@@ -1,10 +1,12 @@
 //! The pipelines that read together: one consumer and one decode for those of one
 //! source, unless a pipeline asks for a consumer group of its own.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::pipeline::{PipelinePlan, Trigger};
 use super::source::SourcePlan;
+use crate::config::ConfigError;
 
 /// The pipelines that share one reader: one consumer, one decode.
 #[derive(Debug, Clone)]
@@ -61,5 +63,26 @@ impl ReaderPlan {
             max_records: each().map(|t| t.max_records).min().unwrap_or(1),
             max_bytes: each().map(|t| t.max_bytes).min().unwrap_or(1),
         }
+    }
+}
+
+impl super::Plan {
+    /// Which of `names` share a reader: those of one source, unless a pipeline names
+    /// its own consumer group (then it reads alone in that group, as it asked).
+    pub fn readers(&self, names: &[String]) -> Result<Vec<ReaderPlan>, ConfigError> {
+        let mut readers: BTreeMap<(String, Option<String>), ReaderPlan> = BTreeMap::new();
+        for name in names {
+            let p = self.pipeline(name)?;
+            let key = (p.source.clone(), p.own_group.as_ref().map(|_| name.clone()));
+            readers
+                .entry(key)
+                .or_insert_with(|| ReaderPlan {
+                    source: self.sources[&p.source].clone(),
+                    pipelines: Vec::new(),
+                })
+                .pipelines
+                .push(p.clone());
+        }
+        Ok(readers.into_values().collect())
     }
 }

@@ -28,7 +28,7 @@ impl StoragePlan {
         if s.root.trim().is_empty() {
             return Err(ConfigError::key("storage.root", "must not be empty"));
         }
-        Store::of(&s.root).map_err(|message| ConfigError::key("storage.root", message))?;
+        Store::of(&s.root).map_err(|e| ConfigError::key("storage.root", e.to_string()))?;
         Ok(Self {
             storage: Storage::new(&s.root, options(s)?),
             zstd_level: s.zstd_level,
@@ -37,10 +37,13 @@ impl StoragePlan {
     }
 }
 
+/// Object store options by name.
+type Options = HashMap<String, String>;
+
 /// `storage.options` with the values `options_env` and `options_file` name, read now: the
 /// object store is built from them once per table open.
-fn options(s: &StorageConfig) -> Result<HashMap<String, String>, ConfigError> {
-    let mut options: HashMap<String, String> = s.options.clone().into_iter().collect();
+fn options(s: &StorageConfig) -> Result<Options, ConfigError> {
+    let mut options: Options = s.options.clone().into_iter().collect();
     let mut set = |map: &str, option: &str, value: String| {
         let key = format!("storage.{map}.{option}");
         if value.is_empty() {
