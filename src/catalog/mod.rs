@@ -7,7 +7,7 @@ mod columns;
 mod glue;
 mod registrar;
 
-use crate::config::CatalogName;
+use crate::config::{CatalogKind, CatalogName, CatalogPlan};
 
 pub use columns::hive_columns;
 pub use glue::Glue;
@@ -39,15 +39,42 @@ pub enum Registered {
     Unchanged,
 }
 
+/// The configured catalog: one arm per kind, each a file of this folder.
+pub enum Catalog {
+    Glue(Glue),
+}
+
+impl Catalog {
+    pub async fn connect(plan: &CatalogPlan) -> Self {
+        match plan.kind {
+            CatalogKind::Glue => Self::Glue(Glue::connect(plan).await),
+        }
+    }
+
+    /// Create or update `entry` (and what holds it, the first time).
+    pub async fn register(&self, entry: &Entry) -> Result<Registered, CatalogError> {
+        match self {
+            Self::Glue(glue) => glue.register(entry).await,
+        }
+    }
+
+    /// What `lakestream check` finds of `database`.
+    pub async fn probe(&self, database: &str) -> Result<String, CatalogError> {
+        match self {
+            Self::Glue(glue) => glue.probe(database).await,
+        }
+    }
+}
+
 /// `lakestream check`: every database the tables are registered in answers.
-pub async fn check(plan: &crate::config::CatalogPlan) -> Result<Vec<String>, CatalogError> {
-    let glue = Glue::connect(plan).await;
+pub async fn check(plan: &CatalogPlan) -> Result<Vec<String>, CatalogError> {
+    let catalog = Catalog::connect(plan).await;
     let mut databases: Vec<&str> = plan.tables.values().map(|n| n.database.as_str()).collect();
     databases.sort_unstable();
     databases.dedup();
     let mut found = Vec::new();
     for database in databases {
-        found.push(glue.probe(database).await?);
+        found.push(catalog.probe(database).await?);
     }
     Ok(found)
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use super::{hive_columns, Entry, Glue, Registered};
+use super::{hive_columns, Catalog, Entry, Registered};
 use crate::config::CatalogPlan;
 use crate::storage::Storage;
 
@@ -83,7 +83,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Offer>,
     stop: CancellationToken,
 ) {
-    let glue = Glue::connect(&plan).await;
+    let catalog = Catalog::connect(&plan).await;
     let mut pending: HashMap<String, Entry> = HashMap::new();
     let mut delay = Duration::from_secs(1);
     loop {
@@ -104,7 +104,7 @@ async fn run(
         while let Ok(offer) = rx.try_recv() {
             add(&plan, &storage, &mut pending, offer);
         }
-        let failed = register_all(&glue, &mut pending, Some(delay)).await;
+        let failed = register_all(&catalog, &mut pending, Some(delay)).await;
         delay = match failed {
             true => (delay * 2).min(plan.max_backoff),
             false => Duration::from_secs(1),
@@ -114,7 +114,7 @@ async fn run(
         add(&plan, &storage, &mut pending, offer);
     }
     if !pending.is_empty() {
-        let _ = tokio::time::timeout(LAST_TRY, register_all(&glue, &mut pending, None)).await;
+        let _ = tokio::time::timeout(LAST_TRY, register_all(&catalog, &mut pending, None)).await;
         for entry in pending.values() {
             warn!(table = %entry.table, entry = %entry.name, "not registered in the catalog before exit; the next run registers it");
         }
@@ -146,7 +146,7 @@ fn add(plan: &CatalogPlan, storage: &Storage, pending: &mut HashMap<String, Entr
 
 /// Try every pending entry once; true when one failed (it stays pending).
 async fn register_all(
-    glue: &Glue,
+    catalog: &Catalog,
     pending: &mut HashMap<String, Entry>,
     retry_in: Option<Duration>,
 ) -> bool {
@@ -156,7 +156,7 @@ async fn register_all(
         let Some(entry) = pending.get(&table) else {
             continue;
         };
-        match glue.register(entry).await {
+        match catalog.register(entry).await {
             Ok(done) => {
                 if done != Registered::Unchanged {
                     info!(table = %entry.table, entry = %entry.name, version = entry.version, columns = entry.columns.len(), "registered in the catalog ({done:?})");

@@ -1,6 +1,7 @@
 //! Tables in Azure (Azurite) and GCS (fake-gcs-server), the servers scripts/services.sh
 //! starts: two members of one group race to commit all four pipelines' tables while one of
-//! them is killed with -9 over and over and compaction and vacuum run beside them; then
+//! them is killed with -9 over and over (first inside commits, by failpoints, then at
+//! random) and compaction and vacuum run beside them; then
 //! every call is in the tables once (read in-process and by Python deltalake, an
 //! independent reader) and every aggregate equals a batch query.
 
@@ -85,8 +86,22 @@ async fn storm(mut env: TestEnv, remote: RemoteRoot) {
     let mut steady = env.spawn(&["run"], "steady.log");
     let mut rng = rand::thread_rng();
     let mut round = 0;
+    // The first kills land deterministically inside a commit: a state snapshot written
+    // but not its commit, a table committed but not the group's offsets.
+    let failpoints = [
+        "after_state_write@crime_type_windows:2",
+        "after_commit@crime_type_hourly:2",
+        "after_commit@calls:3",
+    ];
     while producer.try_wait().expect("producer").is_none() {
-        let mut member = env.spawn(&["run"], &format!("member-{round}.log"));
+        let log =
+            std::fs::File::create(env.dir.path().join(format!("member-{round}.log"))).expect("log");
+        let mut cmd = env.command(&["run"]);
+        cmd.stdout(std::process::Stdio::null()).stderr(log);
+        if let Some(point) = failpoints.get(round) {
+            cmd.env("LAKESTREAM_FAILPOINT", point);
+        }
+        let mut member = env.spawn_command(cmd);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(2_000..6_000))).await;
         member.kill().expect("kill -9");
         member.wait().expect("reap");

@@ -99,3 +99,64 @@ impl HttpPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(root: &str) -> StorageConfig {
+        StorageConfig {
+            root: root.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_variables_and_files_and_errors_name_the_option() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("key.json");
+        std::fs::write(&key, "{\"private_key\": \"k\"}\n").expect("key");
+        // A name no other test uses: the process environment is shared.
+        std::env::set_var("LAKESTREAM_UNIT_AZURE_KEY", "s3cret");
+        let mut c = config("abfss://lake@acct.dfs.core.windows.net/sf");
+        c.options
+            .insert("azure_storage_account_name".into(), "acct".into());
+        c.options_env.insert(
+            "azure_storage_account_key".into(),
+            "LAKESTREAM_UNIT_AZURE_KEY".into(),
+        );
+        c.options_file.insert(
+            "google_service_account_key".into(),
+            key.display().to_string(),
+        );
+        let plan = StoragePlan::compile(&c).expect("plan");
+        let options = &plan.storage.options;
+        assert_eq!(options["azure_storage_account_key"], "s3cret");
+        assert_eq!(
+            options["google_service_account_key"],
+            "{\"private_key\": \"k\"}"
+        );
+        assert_eq!(options["azure_storage_account_name"], "acct");
+
+        let message = |c: &StorageConfig| match StoragePlan::compile(c) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{c:?} compiled"),
+        };
+        let mut twice = c.clone();
+        twice
+            .options
+            .insert("azure_storage_account_key".into(), "inline".into());
+        assert!(message(&twice).contains("storage.options_env.azure_storage_account_key"));
+        let mut unset = config("gs://b/p");
+        unset.options_env.insert(
+            "google_service_account_key".into(),
+            "LAKESTREAM_UNIT_UNSET".into(),
+        );
+        let text = message(&unset);
+        assert!(
+            text.contains("LAKESTREAM_UNIT_UNSET") && text.contains("options_file"),
+            "{text}"
+        );
+        assert!(message(&config("hdfs://nn/lake")).contains("storage.root"));
+    }
+}

@@ -93,6 +93,7 @@ impl RemoteRoot {
     pub(crate) fn configure(&self, cmd: &mut Command) {
         for (k, v) in &self.options {
             let secret = self.secret_env.iter().any(|(o, _, _)| o == k)
+                || self.secret_file.iter().any(|(o, _)| o == k)
                 || (k == "google_service_account" && !self.secret_file.is_empty());
             // Credentials the documented way (environment), the rest as config.
             match k.as_str() {
