@@ -107,9 +107,10 @@ impl Pipeline {
 
     /// Offer `table`'s columns to the catalog registrar (a comparison when unchanged).
     pub(super) fn offer_to_catalog(&self, table: &DeltaSink) {
-        if let (Some(offers), Some(schema), Some(version)) =
-            (&self.catalog, table.arrow_schema(), table.version())
-        {
+        let Some(offers) = &self.catalog else {
+            return;
+        };
+        if let (Some(schema), Some(version)) = (table.arrow_schema(), table.version()) {
             offers.offer(table.name(), schema, version);
         }
     }

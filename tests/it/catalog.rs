@@ -7,7 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::common::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
-use crate::common::{tail, RawRecord, TestEnv};
+use crate::common::{tail, TestEnv};
 
 /// The Glue table `database.name` as boto3 reads it (`null` when there is none).
 fn glue_table(endpoint: &str, database: &str, name: &str) -> Value {
@@ -54,11 +54,7 @@ fn produce(env: &TestEnv, tag: &str, extra: &str) {
             ))
         })
         .collect();
-    let records: Vec<RawRecord<'_>> = payloads
-        .iter()
-        .map(|(p, json)| (*p, None, json.as_bytes()))
-        .collect();
-    env.produce_raw(&records);
+    env.produce_json(&payloads);
 }
 
 #[tokio::test(flavor = "multi_thread")]

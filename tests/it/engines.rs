@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
-use crate::common::{tail, RawRecord, TestEnv};
+use crate::common::{tail, TestEnv, FLAGSHIP};
 
 const CALL_COLUMNS: [&str; 9] = [
     "crime_id",
@@ -65,11 +65,7 @@ fn evolved_calls(env: &TestEnv) {
             )
         })
         .collect();
-    let records: Vec<RawRecord<'_>> = payloads
-        .iter()
-        .map(|(p, json)| (*p, None, json.as_bytes()))
-        .collect();
-    env.produce_raw(&records);
+    env.produce_json(&payloads);
 }
 
 /// The last commit's (version, timestamp in RFC 3339) of `table`.
@@ -144,14 +140,7 @@ fn engines_read(reads: &[(&TestEnv, Read)]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn spark_and_polars_read_every_table_as_lakestream_does() {
     let mut env = TestEnv::new("engines");
-    env.pipelines = [
-        "calls",
-        "crime_type_windows",
-        "crime_type_hourly",
-        "disposition_summary",
-    ]
-    .map(String::from)
-    .to_vec();
+    env.pipelines = FLAGSHIP.map(String::from).to_vec();
     env.overrides
         .push("sources.police_calls.schema_evolution=add_columns".into());
     env.produce_synthetic(3_000, 90);
@@ -172,24 +161,30 @@ async fn spark_and_polars_read_every_table_as_lakestream_does() {
         "inventory".into(),
     ));
     upsert.pipelines = vec!["inventory".into()];
-    let first: Vec<String> = (0..40)
-        .map(|i| format!(r#"{{"sku":"A-{i}","stock":{i},"price":{}.25,"op":"c"}}"#, i))
+    let first: Vec<(i32, String)> = (0..40)
+        .map(|i| {
+            (
+                0,
+                format!(r#"{{"sku":"A-{i}","stock":{i},"price":{i}.25,"op":"c"}}"#),
+            )
+        })
         .collect();
-    let records: Vec<RawRecord<'_>> = first.iter().map(|j| (0, None, j.as_bytes())).collect();
-    upsert.produce_raw(&records);
+    upsert.produce_json(&first);
     upsert.run_ok(&["run", "--until-caught-up"]);
     let (inventory_before, _) = last_commit(&upsert, "inventory");
-    let changes: Vec<String> = (0..40)
+    let changes: Vec<(i32, String)> = (0..40)
         .map(|i| match i % 4 {
-            0 => format!(r#"{{"sku":"A-{i}","op":"d"}}"#),
-            _ => format!(
-                r#"{{"sku":"A-{i}","stock":{},"price":1.5,"op":"u"}}"#,
-                i * 10
+            0 => (0, format!(r#"{{"sku":"A-{i}","op":"d"}}"#)),
+            _ => (
+                0,
+                format!(
+                    r#"{{"sku":"A-{i}","stock":{},"price":1.5,"op":"u"}}"#,
+                    i * 10
+                ),
             ),
         })
         .collect();
-    let records: Vec<RawRecord<'_>> = changes.iter().map(|j| (0, None, j.as_bytes())).collect();
-    upsert.produce_raw(&records);
+    upsert.produce_json(&changes);
     upsert.run_ok(&["run", "--until-caught-up"]);
 
     let mut evolved = CALL_COLUMNS.to_vec();

@@ -10,16 +10,10 @@ use std::time::Duration;
 use rand::Rng;
 
 use crate::common::lakes::RemoteRoot;
-use crate::common::{python_count, sigterm, tail, TestEnv};
+use crate::common::{python_count, sigterm, tail, TestEnv, FLAGSHIP};
 use crate::replay::check_against_batch_query;
 
 const CALLS: u64 = 24_000;
-const PIPELINES: [&str; 4] = [
-    "calls",
-    "crime_type_windows",
-    "crime_type_hourly",
-    "disposition_summary",
-];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn azure_adls_gen2_two_writers_kill_9_compaction_and_vacuum() {
@@ -63,7 +57,7 @@ async fn check_probes_conditional_creates_on_azure_and_gcs() {
 
 async fn storm(mut env: TestEnv, remote: RemoteRoot) {
     env.use_remote(remote);
-    env.pipelines = PIPELINES.iter().map(|p| p.to_string()).collect();
+    env.pipelines = FLAGSHIP.map(String::from).to_vec();
     env.overrides.extend(
         [
             "maintenance.compact.schedule=4s",
@@ -77,7 +71,7 @@ async fn storm(mut env: TestEnv, remote: RemoteRoot) {
         ]
         .map(String::from),
     );
-    for p in PIPELINES {
+    for p in FLAGSHIP {
         env.overrides
             .push(format!("pipelines.{p}.commit_retry_timeout=10s"));
     }

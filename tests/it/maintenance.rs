@@ -10,19 +10,13 @@ use futures::TryStreamExt as _;
 use serde_json::Value;
 
 use crate::common::s3::S3Server;
-use crate::common::{python_count, sigterm, tail, TestEnv};
+use crate::common::{python_count, sigterm, tail, TestEnv, FLAGSHIP};
 use crate::replay::check_against_batch_query;
 use crate::sink::{open_table, rows};
 use lakestream::maintenance::{compact, CompactOptions};
 use lakestream::sink::{writer_properties, Write};
 use lakestream::storage::Storage;
 
-const PIPELINES: [&str; 4] = [
-    "calls",
-    "crime_type_windows",
-    "crime_type_hourly",
-    "disposition_summary",
-];
 const RATE: u64 = 300;
 
 /// How long the ingestion runs (LAKESTREAM_SOAK_SECS, default 5 minutes; 600 for the long soak).
@@ -69,7 +63,7 @@ async fn file_counts(env: &TestEnv, table: &str) -> (usize, usize) {
 
 async fn soak(mut env: TestEnv) {
     let secs = soak_secs();
-    env.pipelines = PIPELINES.iter().map(|p| p.to_string()).collect();
+    env.pipelines = FLAGSHIP.map(String::from).to_vec();
     env.overrides.extend(
         [
             // One folder: "bounded" is then a plain number of files.

@@ -8,7 +8,7 @@ use mysql_async::prelude::Queryable;
 use rand::Rng;
 
 use crate::common::mariadb::MariaDb;
-use crate::common::{row_strings, wait_until, TestEnv};
+use crate::common::{row_strings, wait_until, TestEnv, FLAGSHIP};
 
 const DB: &str = "lakestream_it";
 const BI_PASSWORD: &str = "bi-Secret-42";
@@ -17,14 +17,7 @@ const BI_PASSWORD: &str = "bi-Secret-42";
 fn env(name: &str) -> (TestEnv, MariaDb) {
     let mut env = TestEnv::new(name);
     let db = MariaDb::start(env.dir.path());
-    env.pipelines = [
-        "calls",
-        "crime_type_windows",
-        "crime_type_hourly",
-        "disposition_summary",
-    ]
-    .map(String::from)
-    .to_vec();
+    env.pipelines = FLAGSHIP.map(String::from).to_vec();
     env.overrides.extend(db.overrides(DB));
     env.env_vars
         .push(("LAKESTREAM_BI_PASSWORD".into(), BI_PASSWORD.into()));

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use crate::common::mariadb::MariaDb;
-use crate::common::{row_strings, tail, RawRecord, TestEnv};
+use crate::common::{row_strings, tail, TestEnv};
 
 const DB: &str = "lakestream_evolve_it";
 
@@ -21,11 +21,7 @@ fn produce(env: &TestEnv, tag: &str, extra: impl Fn(usize) -> String) {
         .flat_map(|p| (0..25).map(move |i| (p, i)))
         .map(|(p, i)| (p, call(tag, p, i, &extra(i))))
         .collect();
-    let records: Vec<RawRecord<'_>> = payloads
-        .iter()
-        .map(|(p, json)| (*p, None, json.as_bytes()))
-        .collect();
-    env.produce_raw(&records);
+    env.produce_json(&payloads);
 }
 
 /// A run that must die at `failpoint`.

@@ -30,6 +30,14 @@ pub(crate) fn connection() -> lakestream::source::Connection {
 /// (partition, key, payload) of a message produced as it is.
 pub(crate) type RawRecord<'a> = (i32, Option<&'a [u8]>, &'a [u8]);
 
+/// The four pipelines of the shipped config (the flagship job).
+pub(crate) const FLAGSHIP: [&str; 4] = [
+    "calls",
+    "crime_type_windows",
+    "crime_type_hourly",
+    "disposition_summary",
+];
+
 pub(crate) struct TestEnv {
     pub dir: TempDir,
     pub topic: String,
@@ -269,6 +277,15 @@ impl TestEnv {
             "json",
         ]);
         parse_summary(&out.stdout)
+    }
+
+    /// Produce JSON payloads without keys, each to its partition.
+    pub(crate) fn produce_json(&self, records: &[(i32, String)]) {
+        let raw: Vec<RawRecord<'_>> = records
+            .iter()
+            .map(|(p, json)| (*p, None, json.as_bytes()))
+            .collect();
+        self.produce_raw(&raw);
     }
 
     /// Produce raw payloads, each to an explicit partition.
