@@ -3,11 +3,12 @@
 //! back with boto3; a Glue outage delays registration, never ingestion.
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::s3::{S3Server, ACCESS_KEY, SECRET_KEY};
-use crate::common::{tail, TestEnv};
+use crate::common::s3::{free_port, S3Server, ACCESS_KEY, SECRET_KEY};
+use crate::common::{sigterm, tail, wait_until, TestEnv};
 
 /// The Glue table `database.name` as boto3 reads it (`null` when there is none).
 fn glue_table(endpoint: &str, database: &str, name: &str) -> Value {
@@ -159,4 +160,55 @@ async fn glue_entries_follow_the_tables_and_an_outage_delays_only_registration()
     );
     env.assert_each_offset_once(200).await;
     drop(server);
+}
+
+/// Glue down when `run` starts and back while it runs: the entry appears without a
+/// restart, and ingestion never waited for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_retried_in_a_running_service_lands_when_glue_returns() {
+    let mut env = TestEnv::new("glue-retry");
+    let port = free_port();
+    env.overrides.extend([
+        "catalog.kind=glue".to_string(),
+        "catalog.region=us-east-1".into(),
+        "catalog.max_backoff=2s".into(),
+        format!("catalog.endpoint=http://127.0.0.1:{port}"),
+        "pipelines.calls.catalog_table=sf.police_calls".into(),
+    ]);
+    env.env_vars.extend([
+        ("AWS_ACCESS_KEY_ID".to_string(), ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
+    ]);
+    lakestream::source::ensure_topic(&crate::common::connection(), &env.topic, 4)
+        .await
+        .expect("create topic");
+    produce(&env, "early", "");
+    let mut run = env.spawn(&["run"], "run.log");
+    let log = env.dir.path().join("run.log");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(
+        Duration::from_secs(60),
+        "ingestion while Glue is down",
+        || async { crate::registry::rows(&env).await == 100 },
+    )
+    .await;
+    wait_until(Duration::from_secs(60), "a failed registration", || async {
+        read_log().contains("ingestion goes on, retrying")
+    })
+    .await;
+    let glue = S3Server::start_on(env.dir.path(), port);
+    wait_until(
+        Duration::from_secs(30),
+        "the entry once Glue is back",
+        || async { !glue_table(&glue.endpoint, "sf", "police_calls").is_null() },
+    )
+    .await;
+    sigterm(&run);
+    assert!(run.wait().expect("run").success(), "{}", read_log());
+    assert!(
+        read_log().contains("registered in the catalog (Created)"),
+        "{}",
+        read_log()
+    );
+    drop(glue);
 }

@@ -26,10 +26,11 @@ impl Drop for S3Server {
 impl S3Server {
     /// Start `moto_server` (log under `dir`) and create the bucket.
     pub(crate) fn start(dir: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        Self::start_on(dir, free_port())
+    }
+
+    /// As `start`, on `port`.
+    pub(crate) fn start_on(dir: &Path, port: u16) -> Self {
         let log = std::fs::File::create(dir.join("moto.log")).expect("log");
         let server = Command::new(
             std::env::var("LAKESTREAM_TEST_MOTO").unwrap_or_else(|_| "moto_server".into()),
@@ -64,6 +65,14 @@ impl S3Server {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     }
+}
+
+/// A port nothing listens on now.
+pub(crate) fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// One bare HTTP/1.1 request (moto does not check signatures); Ok when it answers 2xx.
