@@ -12,6 +12,8 @@
 #      arrow's parser instead of as San Francisco local time): the cost of the zone;
 #  (h) the same calls produced as Avro (`produce --format avro`, the schema in the Schema
 #      Registry) read by an `avro` source, `calls` alone: Avro's decode against JSON's (b2);
+#  (i) `calls` alone into Azurite (an abfss:// root) and into fake-gcs-server (gs://), the
+#      object stores scripts/services.sh starts, against (b): what a remote store costs;
 #  (c) `run --until-caught-up` with all four shipped pipelines (one shared reader), at the
 #      default memory_limit: peak heap against the budget;
 #  (f) the same on a 64-partition topic (the file once), batches spanning ~50 days of
@@ -136,6 +138,19 @@ PY
   --partitions 4 --format avro --topic "$avro" --source police_calls --no-progress >&2
 h=$(measure "$bin" --config "$work/avro.toml" "${sets[@]}" --set "sources.police_calls.topic=$avro" \
     --set "kafka.group_id=$avro" "${quiet[@]}" run --until-caught-up --summary json --pipeline calls)
+echo "== (i) \`calls\` alone into Azurite (abfss://) and fake-gcs-server (gs://)" >&2
+# Azurite's published development key; fake-gcs-server takes a key file without OAuth.
+azurite_key=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==
+printf '{"type":"service_account","client_email":"bench@example.com","private_key_id":"b","private_key":"","disable_oauth":true,"gcs_base_url":"http://127.0.0.1:4443"}' > "$work/gcs.json"
+i_az=$(measure env AZURITE_KEY="$azurite_key" "$bin" "${sets[@]}" --set "kafka.group_id=$topic-az" \
+       --set "storage.root=abfss://lake@devstoreaccount1.dfs.core.windows.net/$topic" \
+       --set storage.options.azure_storage_account_name=devstoreaccount1 \
+       --set storage.options.azure_storage_use_emulator=true \
+       --set storage.options_env.azure_storage_account_key=AZURITE_KEY \
+       "${quiet[@]}" run --until-caught-up --summary json --pipeline calls)
+i_gs=$(measure "$bin" "${sets[@]}" --set "kafka.group_id=$topic-gs" --set "storage.root=gs://lake/$topic" \
+       --set "storage.options.google_service_account=$work/gcs.json" \
+       "${quiet[@]}" run --until-caught-up --summary json --pipeline calls)
 echo "== (c) run --until-caught-up, all four pipelines" >&2
 rm -rf "$work/tables"
 c=$(measure "$bin" "${sets[@]}" --set "kafka.group_id=$topic-all" "${quiet[@]}" run --until-caught-up --summary json)
@@ -197,10 +212,11 @@ dist_size=$( [ -f dist/lakestream ] && stat -c %s dist/lakestream || echo 0)
 limit=$(grep -m1 "^memory_limit" config/lakestream.toml | cut -d\" -f2)
 python3 - "$a" "$b" "$c" "$work/live.progress" "$(stat -c %s "$bin")" "$LIVE_RATE" "$e" "$b2" \
   "$f" "${backfill[0]}" "${backfill[1]}" "${live_files[0]}" "${live_files[1]}" "$work" "$WRITERS" \
-  "$dist_size" "$limit" "$h" <<'PY'
+  "$dist_size" "$limit" "$h" "$i_az" "$i_gs" <<'PY'
 import glob, json, sys
 a_out, b_out, c_out, live_path, size, rate, e_out, b2_out = sys.argv[1:9]
 f_out, bf, bfc, lf, lfc, work, writers, dist_size, limit, h_out = sys.argv[9:19]
+i_az_out, i_gs_out = sys.argv[19:21]
 def field(text, name):
     return next(float(l.split()[1]) for l in text.splitlines() if l.startswith(name))
 def objects(text):
@@ -228,6 +244,12 @@ h_rate = h["records"] / h["activeSeconds"]
 h_cpu = field(h_out, "CPU_SECONDS") / field(b2_out, "CPU_SECONDS")
 row("(h) `calls` from Avro (Schema Registry)", h_rate, h_out,
     f"{h_rate/b2_rate:.2f} x (b2), CPU {h_cpu:.2f} x (b2)")
+for name, out in (("(i) `calls` into Azurite (abfss://)", i_az_out),
+                  ("(i) `calls` into fake-gcs-server (gs://)", i_gs_out)):
+    i = objects(out)[0]
+    i_rate = i["records"] / i["activeSeconds"]
+    row(name, i_rate, out, f"{i_rate/b_rate:.2f} x (b), CPU "
+        f"{field(out, 'CPU_SECONDS') / field(b_out, 'CPU_SECONDS'):.2f} x (b)")
 row("(c) all four pipelines", c_rate, c_out, f"{c_rate/b_rate:.2f} x (b)")
 fs = objects(f_out)
 f_rate = max(p["records"] for p in fs) / max(p["activeSeconds"] for p in fs)
