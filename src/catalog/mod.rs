@@ -72,6 +72,11 @@ pub async fn check(plan: &CatalogPlan) -> Result<Vec<String>, CatalogError> {
     let mut databases: Vec<&str> = plan.tables.values().map(|n| n.database.as_str()).collect();
     databases.sort_unstable();
     databases.dedup();
+    if databases.is_empty() {
+        return Ok(vec![
+            "configured, but no pipeline names a catalog_table: nothing is registered".into(),
+        ]);
+    }
     let mut found = Vec::new();
     for database in databases {
         found.push(catalog.probe(database).await?);
