@@ -14,6 +14,7 @@ mod crash;
 mod deploy;
 mod edges;
 mod engines;
+mod grafana;
 mod ingest;
 mod lakes;
 mod maintenance;

@@ -10,11 +10,11 @@ use rand::Rng;
 use crate::common::mariadb::MariaDb;
 use crate::common::{row_strings, wait_until, TestEnv, FLAGSHIP};
 
-const DB: &str = "lakestream_it";
-const BI_PASSWORD: &str = "bi-Secret-42";
+pub(crate) const DB: &str = "lakestream_it";
+pub(crate) const BI_PASSWORD: &str = "bi-Secret-42";
 
 /// A test environment with all four pipelines and its own MariaDB (in its folder).
-fn env(name: &str) -> (TestEnv, MariaDb) {
+pub(crate) fn env(name: &str) -> (TestEnv, MariaDb) {
     let mut env = TestEnv::new(name);
     let db = MariaDb::start(env.dir.path());
     env.pipelines = FLAGSHIP.map(String::from).to_vec();
