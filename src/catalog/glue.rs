@@ -64,10 +64,7 @@ impl Glue {
     /// Create or update `entry`'s table (and its database, the first time).
     pub async fn register(&self, entry: &Entry) -> Result<Registered, CatalogError> {
         let name = &entry.name;
-        let err = |message: String| CatalogError::Failed {
-            entry: name.to_string(),
-            message,
-        };
+        let err = |message: String| CatalogError::failed(name, message);
         let current = match self
             .client
             .get_table()
@@ -143,18 +140,12 @@ impl Glue {
             .table_input(input)
             .send()
             .await
-            .map_err(|e| CatalogError::Failed {
-                entry: name.to_string(),
-                message: format!("UpdateTable: {}", why(&e)),
-            })?;
+            .map_err(|e| CatalogError::failed(name, format!("UpdateTable: {}", why(&e))))?;
         Ok(Registered::Updated)
     }
 
     async fn create_database(&self, name: &CatalogName) -> Result<(), CatalogError> {
-        let err = |message: String| CatalogError::Failed {
-            entry: name.to_string(),
-            message,
-        };
+        let err = |message: String| CatalogError::failed(name, message);
         let input = DatabaseInput::builder()
             .name(&name.database)
             .description("Delta tables written by lakestream")
@@ -192,10 +183,10 @@ impl Glue {
                      first registration)"
                 ))
             }
-            Err(e) => Err(CatalogError::Failed {
-                entry: database.to_string(),
-                message: format!("GetDatabase: {}", why(&e)),
-            }),
+            Err(e) => Err(CatalogError::failed(
+                &database,
+                format!("GetDatabase: {}", why(&e)),
+            )),
         }
     }
 }

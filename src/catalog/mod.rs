@@ -19,6 +19,15 @@ pub enum CatalogError {
     Failed { entry: String, message: String },
 }
 
+impl CatalogError {
+    fn failed(entry: &impl std::fmt::Display, message: impl Into<String>) -> Self {
+        Self::Failed {
+            entry: entry.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 /// What a table's entry says: where it is and its columns (Hive type names).
 #[derive(Debug, Clone)]
 pub struct Entry {

@@ -38,18 +38,18 @@ fn expand(sql: &str, r: &Range) -> String {
     let (from, to) = (r.from, r.to);
     let call = |name: &str| Regex::new(&format!(r"\$__{name}\(([^()]*)\)")).expect("regex");
     let mut out = sql.to_string();
-    out = call("timeGroupAlias")
+    // `$__timeGroupAlias` is `$__timeGroup` named "time".
+    let group = Regex::new(r"\$__timeGroup(Alias)?\(([^()]*)\)").expect("regex");
+    out = group
         .replace_all(&out, |c: &Captures<'_>| {
-            let (col, every) = c[1].split_once(',').expect("column, interval");
+            let (col, every) = c[2].split_once(',').expect("column, interval");
             let s = interval_secs(every);
-            format!("cast(cast(UNIX_TIMESTAMP({col})/({s}) as signed)*{s} as signed) AS \"time\"")
-        })
-        .into_owned();
-    out = call("timeGroup")
-        .replace_all(&out, |c: &Captures<'_>| {
-            let (col, every) = c[1].split_once(',').expect("column, interval");
-            let s = interval_secs(every);
-            format!("cast(cast(UNIX_TIMESTAMP({col})/({s}) as signed)*{s} as signed)")
+            let alias = if c.get(1).is_some() {
+                " AS \"time\""
+            } else {
+                ""
+            };
+            format!("cast(cast(UNIX_TIMESTAMP({col})/({s}) as signed)*{s} as signed){alias}")
         })
         .into_owned();
     for (name, with) in [
