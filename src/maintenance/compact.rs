@@ -83,6 +83,10 @@ async fn compact_once(
         ));
         return Ok(report);
     }
+    let Some(table) = claim(table).await? else {
+        report.skipped = Some("another compaction of this table is running".into());
+        return Ok(report);
+    };
     let rows_by_file = rows_by_file(&table)?;
     let kind = if opts.zorder_by.is_empty() {
         OptimizeType::Compact
@@ -90,13 +94,21 @@ async fn compact_once(
         OptimizeType::ZOrder(opts.zorder_by.clone())
     };
     let target = NonZeroU64::new(opts.target_file_size).unwrap_or(NonZeroU64::MIN);
-    let (table, metrics) = table
+    let read = table.version();
+    let optimized = table
         .optimize()
         .with_type(kind)
         .with_target_size(target)
         .with_writer_properties(opts.writer_properties.clone())
         .with_commit_properties(crate::storage::commit_properties())
-        .await?;
+        .await;
+    let (table, metrics) = match optimized {
+        Err(e) if lost_to_a_claim(&e) => {
+            report.skipped = Some("another compaction of this table took over".into());
+            return Ok(report);
+        }
+        other => other?,
+    };
     if metrics.num_files_added == 0 && metrics.num_files_removed == 0 {
         report.skipped = Some("nothing to bin-pack".into());
         return Ok(report);
@@ -104,12 +116,52 @@ async fn compact_once(
     let version = table.version();
     if let Some(v) = version {
         check_rows_kept(&table, v, &rows_by_file).await?;
+        check_rewritten_once(&table, (read, v)).await?;
     }
     report.version = version;
     report.files_removed = metrics.num_files_removed;
     report.files_added = metrics.num_files_added;
     report.after = table_stats(&table)?;
     Ok(report)
+}
+
+/// The table property a compaction sets before it plans, so that two at once conflict.
+/// delta-rs (since 1.1.3, delta-io/delta-rs#3982) lets two rewrites of one file commit
+/// when both remove it with `dataChange = false`, and its optimize re-commits past
+/// concurrent commits with that check alone (it keeps nothing of our commit properties
+/// but their metadata): two members' schedules compacting the same small files at once
+/// would leave their rows in the table twice. A claim is a `metaData` change, and every
+/// Delta commit that did not read it fails on it: the first compaction to commit wins,
+/// an earlier claimant fails and steps aside, appends go on untouched.
+const CLAIM: &str = "lakestream.compaction.claim";
+
+/// Claim `table` for one compaction; None when another compaction claimed it at the
+/// same moment (that one goes on; this one steps aside).
+async fn claim(table: DeltaTable) -> Result<Option<DeltaTable>, DeltaTableError> {
+    let id = uuid::Uuid::new_v4().to_string();
+    match table
+        .set_tbl_properties()
+        .with_properties(HashMap::from([(CLAIM.to_string(), id)]))
+        .with_raise_if_not_exists(false)
+        .with_commit_properties(crate::storage::commit_properties())
+        .await
+    {
+        Ok(table) => Ok(Some(table)),
+        Err(e) if lost_to_a_claim(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The commit failed on another commit's `metaData` change: another claim (or a
+/// schema change, after which a new plan is due anyway).
+fn lost_to_a_claim(e: &DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+    matches!(
+        e,
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::MetadataChanged)
+        }
+    )
 }
 
 /// The largest number of below-target files in one partition (folder).
@@ -160,4 +212,47 @@ async fn check_rows_kept(
         )));
     }
     Ok(())
+}
+
+/// No commit between the compaction's snapshot (`read`) and its own (`version`) removed
+/// a file the compaction removed: another engine's compaction (which does not carry our
+/// app id) could still rewrite the same files at once, and its rows would then be in the
+/// table twice. Never silent: the error says which commits and what to do.
+async fn check_rewritten_once(
+    table: &DeltaTable,
+    (read, version): (Option<u64>, u64),
+) -> Result<(), DeltaTableError> {
+    let Some(read) = read else { return Ok(()) };
+    if version <= read + 1 {
+        return Ok(());
+    }
+    let ours = removed_paths(table, version).await?;
+    for between in read + 1..version {
+        let theirs = removed_paths(table, between).await?;
+        if let Some(path) = ours.iter().find(|p| theirs.contains(*p)) {
+            return Err(DeltaTableError::Generic(format!(
+                "compaction commit {version} rewrote {path}, which commit {between} had \
+                 already rewritten (another engine compacting this table at the same time?): \
+                 those rows are now in the table twice. Let one engine compact this table, \
+                 and undo commit {version} (a Delta RESTORE to version {} if nothing was \
+                 committed after it)",
+                version - 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn removed_paths(
+    table: &DeltaTable,
+    version: u64,
+) -> Result<std::collections::HashSet<String>, DeltaTableError> {
+    let actions = commit_actions(table, version).await?.unwrap_or_default();
+    Ok(actions
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Remove(r) => Some(r.path),
+            _ => None,
+        })
+        .collect())
 }

@@ -120,6 +120,16 @@ pub(super) async fn latest(
     Ok(None)
 }
 
+/// The watermark (µs) the newest state entry of `table` records: the event time the
+/// table is complete up to (None: not a windowed pipeline's table, or not known yet).
+pub async fn latest_watermark(table: &DeltaTable) -> Result<Option<i64>, DeltaTableError> {
+    let entry = latest(table, |e| {
+        e.state.as_ref().is_some_and(|s| s.watermark.is_some())
+    })
+    .await?;
+    Ok(entry.and_then(|e| e.state?.watermark))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ mod txn;
 pub use checkpoint::checkpoint;
 pub use commit::{BatchInfo, CommitOutcome, CommitTimings, DeltaSink, SinkOptions, Write};
 pub use contention::Contention;
-pub use entry::{CommitEntry, StateEntry};
+pub use entry::{latest_watermark, CommitEntry, StateEntry};
 pub use offsets::{last_topic, read_committed, record_offsets, Held, Ownership};
 pub use probe::{check_conditional_put, check_storage};
 pub(crate) use table::{add_rows, commit_actions};

@@ -7,6 +7,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tracing::{info, warn};
 
+use super::freshness;
 use super::layout::ident;
 use super::mysql::run;
 use super::SyncError;
@@ -67,8 +68,8 @@ fn push_statement(out: &mut Vec<String>, text: &str) {
     }
 }
 
-/// Apply every file (each statement is create-or-replace, so applying again is safe)
-/// and record each file's version and checksum.
+/// Create lakestream's own views (`freshness`), apply every file (each statement is
+/// create-or-replace, so applying again is safe) and record each file's checksum.
 pub(super) async fn apply(conn: &mut Conn, dir: &str) -> Result<usize, SyncError> {
     run(
         conn,
@@ -80,6 +81,9 @@ pub(super) async fn apply(conn: &mut Conn, dir: &str) -> Result<usize, SyncError
         ),
     )
     .await?;
+    for view in freshness::VIEWS {
+        run(conn, view).await?;
+    }
     let files = sql_files(dir)?;
     for path in &files {
         apply_file(conn, path).await?;

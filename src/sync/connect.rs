@@ -6,6 +6,7 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, SslOpts};
 
+use super::freshness;
 use super::layout::{ident, STATE_TABLE};
 use super::mysql::run;
 use super::SyncError;
@@ -132,19 +133,21 @@ pub(super) async fn connect(cfg: &MirrorPlan) -> Result<Conn, SyncError> {
         ),
     )
     .await?;
-    // Mirrors made before the table id was kept (MySQL has no ADD COLUMN IF NOT EXISTS).
-    let has_id: Option<i64> = conn
-        .exec_first(
-            "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_NAME = ? AND COLUMN_NAME = 'delta_table_id'",
-            (STATE_TABLE,),
-        )
+    // State tables made by older versions lack the later columns (MySQL has no ADD
+    // COLUMN IF NOT EXISTS).
+    let sql = "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
+               WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?";
+    let has: Vec<String> = conn
+        .exec(sql, (STATE_TABLE,))
         .await
         .map_err(|e| SyncError::mysql("reading the sync state's columns", e))?;
-    if has_id.is_none() {
+    let later = [("delta_table_id", "VARCHAR(64) NULL")]
+        .into_iter()
+        .chain(freshness::STATE_COLUMNS);
+    for (column, ty) in later.filter(|(c, _)| !has.iter().any(|h| h == c)) {
         run(
             &mut conn,
-            &format!("ALTER TABLE {STATE_TABLE} ADD COLUMN delta_table_id VARCHAR(64) NULL"),
+            &format!("ALTER TABLE {STATE_TABLE} ADD COLUMN {column} {ty}"),
         )
         .await?;
     }

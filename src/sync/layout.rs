@@ -4,6 +4,7 @@
 
 use deltalake::arrow::datatypes::{DataType, SchemaRef};
 
+use super::refresh::{self, Refresh};
 use super::types::{fixed_key_bytes, mysql_type, string_key_chars};
 use super::SyncError;
 use crate::config::is_identifier;
@@ -33,6 +34,8 @@ pub(super) struct Layout {
     pub keys: Vec<String>,
     /// Whether the key is the hidden hash column (some key column is nullable).
     pub hashed: bool,
+    /// The refresh columns after the others (see `refresh`).
+    pub refresh: Refresh,
 }
 
 impl Layout {
@@ -40,6 +43,7 @@ impl Layout {
         table: &str,
         schema: SchemaRef,
         keys: Vec<String>,
+        zone: chrono_tz::Tz,
     ) -> Result<Self, SyncError> {
         for k in &keys {
             if schema.field_with_name(k).is_err() {
@@ -51,11 +55,13 @@ impl Layout {
         let hashed = keys
             .iter()
             .any(|k| schema.field_with_name(k).is_ok_and(|f| f.is_nullable()));
+        let refresh = Refresh::new(&schema, &keys, zone);
         Ok(Self {
             table: table.to_string(),
             schema,
             keys,
             hashed,
+            refresh,
         })
     }
 
@@ -69,7 +75,14 @@ impl Layout {
         if self.hashed {
             names.push(HASH_KEY);
         }
+        names.extend(refresh::COLUMNS);
         names
+    }
+
+    /// The columns the Delta table's rows fill (not the hidden key nor the refresh
+    /// columns).
+    pub(super) fn is_data_column(name: &str) -> bool {
+        name != HASH_KEY && !refresh::COLUMNS.contains(&name)
     }
 
     pub(super) fn ddl(&self, collation: &str) -> Result<String, SyncError> {
@@ -128,6 +141,7 @@ impl Layout {
                 .collect::<Result<_, _>>()?;
             lines.push(format!("PRIMARY KEY ({})", cols.join(", ")));
         }
+        lines.extend(Refresh::ddl_lines());
         Ok(format!(
             "CREATE TABLE {} (\n  {}\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={collation}",
             ident(&self.table)?,

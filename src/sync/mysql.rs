@@ -6,8 +6,10 @@ use deltalake::arrow::array::RecordBatch;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Params, TxOpts, Value};
 
+use super::freshness::{self, Freshness};
 use super::layout::{ident, Layout, HASH_KEY, STATE_TABLE};
-use super::types::{mysql_type, values};
+use super::refresh::{self, Stamp};
+use super::types::{mysql_type, values, ValueError};
 use super::SyncError;
 
 /// Rows of every mirrored table's sync state: the Delta version each one reflects.
@@ -94,21 +96,36 @@ async fn delete_keys(
         .map_err(|e| SyncError::mysql(&sql, e))
 }
 
-/// Write `batches` and the new state `to` in one transaction: upsert by key, or (with
+/// One sync of a table: the rows (and deleted keys) to bring in, and the version they
+/// take the mirror from and to.
+pub(super) struct Rows<'a> {
+    pub batches: &'a [RecordBatch],
+    pub deletes: Option<&'a RecordBatch>,
+    /// Swap the whole content rather than upsert.
+    pub replace: bool,
+    pub from: Option<u64>,
+    pub to: Mirrored,
+    pub fresh: Freshness,
+}
+
+/// Write `rows` and the new state in one transaction: upsert by key, or (with
 /// `replace`) swap the whole content. Readers see the old rows or the new, never a
 /// mix. Fails with `Conflict` when the recorded version is no longer `from` (another
 /// sync got there first); nothing is written then.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn write(
     conn: &mut Conn,
     layout: &Layout,
-    batches: &[RecordBatch],
-    deletes: Option<&RecordBatch>,
-    replace: bool,
-    from: Option<u64>,
-    to: &Mirrored,
+    rows: &Rows<'_>,
     batch_rows: usize,
 ) -> Result<u64, SyncError> {
+    let Rows {
+        batches,
+        deletes,
+        replace,
+        from,
+        ref to,
+        ref fresh,
+    } = *rows;
     let mut tx = conn
         .start_transaction(TxOpts::default())
         .await
@@ -134,7 +151,7 @@ pub(super) async fn write(
     }
     let mut written = 0u64;
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
-        written += insert_batch(&mut tx, layout, batch, batch_rows).await?;
+        written += insert_batch(&mut tx, layout, batch, fresh.stamp, batch_rows).await?;
     }
     let state = format!(
         "INSERT INTO {STATE_TABLE} \
@@ -155,6 +172,7 @@ pub(super) async fn write(
     )
     .await
     .map_err(|e| SyncError::mysql(&state, e))?;
+    freshness::record(&mut tx, layout, fresh).await?;
     tx.commit()
         .await
         .map_err(|e| SyncError::mysql("COMMIT", e))?;
@@ -165,8 +183,13 @@ async fn insert_batch(
     tx: &mut mysql_async::Transaction<'_>,
     layout: &Layout,
     batch: &RecordBatch,
+    stamp: Stamp,
     batch_rows: usize,
 ) -> Result<u64, SyncError> {
+    let bad = |e: ValueError| SyncError::Setup {
+        message: format!("table '{}', refresh columns: {e}", layout.table),
+    };
+    let refresh = layout.refresh.values(batch, stamp).map_err(bad)?;
     let columns: Vec<Vec<Value>> = batch
         .columns()
         .iter()
@@ -182,7 +205,7 @@ async fn insert_batch(
         .iter()
         .filter_map(|k| batch.schema().index_of(k).ok())
         .collect();
-    let per_row = columns.len() + usize::from(layout.hashed);
+    let per_row = columns.len() + usize::from(layout.hashed) + refresh.len();
     let chunk = batch_rows.min(MAX_PLACEHOLDERS / per_row.max(1)).max(1);
     let rows = batch.num_rows();
     let mut start = 0;
@@ -196,6 +219,7 @@ async fn insert_batch(
                 let key: Vec<&Value> = key_index.iter().map(|&i| &columns[i][r]).collect();
                 params.push(Value::Bytes(key_text(&key)));
             }
+            params.extend(refresh.iter().map(|c| c[r].clone()));
         }
         tx.exec_drop(&sql, Params::Positional(params))
             .await
@@ -217,6 +241,7 @@ fn insert_sql(layout: &Layout, rows: usize) -> Result<String, SyncError> {
     if layout.hashed {
         one.push("UNHEX(SHA2(?, 256))");
     }
+    one.extend(["?"; refresh::COLUMNS.len()]);
     let one = format!("({})", one.join(", "));
     let mut sql = format!(
         "INSERT INTO {} ({}) VALUES {}",
@@ -270,7 +295,11 @@ pub(super) async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<boo
         .exec(sql, (layout.table.as_str(),))
         .await
         .map_err(|e| SyncError::mysql(sql, e))?;
-    if !existing.is_empty() {
+    if !existing.is_empty() && !existing.iter().any(|c| c == refresh::VERSION) {
+        // Mirrored before the refresh columns: rebuilt from Delta, which fills them.
+        tracing::info!(table = %layout.table, "adding the refresh columns: rebuilding the MySQL mirror from Delta");
+        run(conn, &format!("DROP TABLE {}", ident(&layout.table)?)).await?;
+    } else if !existing.is_empty() {
         let wanted = layout.columns();
         let existing = add_columns(conn, layout, existing).await?;
         if existing
@@ -312,7 +341,10 @@ async fn add_columns(
     layout: &Layout,
     existing: Vec<String>,
 ) -> Result<Vec<String>, SyncError> {
-    let data: Vec<&String> = existing.iter().filter(|c| c.as_str() != HASH_KEY).collect();
+    let data: Vec<&String> = existing
+        .iter()
+        .filter(|c| Layout::is_data_column(c))
+        .collect();
     let fields = layout.schema.fields();
     let is_prefix =
         data.len() < fields.len() && data.iter().zip(fields.iter()).all(|(c, f)| *c == f.name());

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::changes::{self, Change};
+use super::freshness::Freshness;
 use super::layout::Layout;
-use crate::config::{MirrorPlan, OutputMode, Plan};
+use crate::config::{MirrorPlan, Mode, OutputMode, Plan};
 use crate::retry::Backoff;
 use crate::retry::{Retry, RetryHint};
 
@@ -27,6 +28,10 @@ struct Target {
     table: String,
     mode: OutputMode,
     keys: Vec<String>,
+    /// The zone the source reads local times in: `_lake_date_key` counts its days.
+    zone: chrono_tz::Tz,
+    /// How late an event may be, where the pipeline keeps a watermark.
+    watermark_delay: Option<Duration>,
 }
 
 /// Per-table outcome of one pass.
@@ -117,6 +122,15 @@ impl SyncTask {
                 table: p.table.clone(),
                 mode: p.output(),
                 keys: p.row_keys.clone(),
+                zone: config
+                    .sources
+                    .get(&p.source)
+                    .and_then(|s| s.decoder.zone)
+                    .unwrap_or(chrono_tz::UTC),
+                watermark_delay: match &p.mode {
+                    Mode::Query(q) => q.watermark.as_ref().map(|(_, delay)| *delay),
+                    _ => None,
+                },
             })
             .collect();
         Some(Self {
@@ -349,7 +363,7 @@ async fn sync_table(
         .map_err(delta_err)?
         .snapshot()
         .arrow_schema();
-    let layout = Layout::new(&t.table, schema, t.keys.clone())?;
+    let layout = Layout::new(&t.table, schema, t.keys.clone(), t.zone)?;
     // A table created now (first sync, or dropped by someone) has no rows: start over
     // from the whole Delta table.
     let created = mysql::ensure_table(conn, &layout).await?;
@@ -391,21 +405,21 @@ async fn sync_table(
         return Ok(done);
     };
     let replace = complete || rebuilt || (full && (t.keys.is_empty() || deletes));
-    let to = mysql::Mirrored {
-        version,
-        table_id: Some(table_id),
-    };
-    done.rows = mysql::write(
-        conn,
-        &layout,
-        &batches,
-        deleted.as_ref(),
+    let fresh = Freshness::read(table, version, t.mode, t.watermark_delay)
+        .await
+        .map_err(delta_err)?;
+    let rows = mysql::Rows {
+        batches: &batches,
+        deletes: deleted.as_ref(),
         replace,
         from,
-        &to,
-        batch_rows,
-    )
-    .await?;
+        to: mysql::Mirrored {
+            version,
+            table_id: Some(table_id),
+        },
+        fresh,
+    };
+    done.rows = mysql::write(conn, &layout, &rows, batch_rows).await?;
     done.replaced = replace;
     Ok(done)
 }

@@ -147,7 +147,7 @@ fn date_value(days: i32) -> Result<Value, ValueError> {
     ))
 }
 
-fn datetime_value(micros: i64) -> Result<Value, ValueError> {
+pub(super) fn datetime_value(micros: i64) -> Result<Value, ValueError> {
     let t = DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| ValueError::Range(format!("timestamp {micros}")))?
         .naive_utc();

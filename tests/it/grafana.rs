@@ -177,7 +177,7 @@ async fn every_panel_runs_as_grafana_expands_it_and_counts_what_delta_holds() {
             panels += 1;
         }
     }
-    assert_eq!(panels, 5, "every panel's query ran");
+    assert_eq!(panels, 6, "every panel's query ran");
     assert!(summed, "the calls-per-hour panel was not found");
 }
 

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod bi;
 mod broker;
 mod catalog;
 mod cdc;
@@ -12,6 +13,7 @@ mod check;
 mod config_errors;
 mod crash;
 mod deploy;
+mod direct_lake;
 mod edges;
 mod engines;
 mod grafana;

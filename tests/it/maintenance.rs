@@ -273,3 +273,62 @@ async fn checkpoints_keep_opening_a_5000_commit_table_fast() {
     let version = env.open_table("many").await.version();
     assert!(version >= Some(5_000), "{version:?}");
 }
+
+/// Three compactions of one table at once (two members' schedules and a `lakestream
+/// compact`, say) plan the same small files: one rewrites them, the others lose to it and
+/// plan again from its snapshot. delta-rs alone would let them all commit (two removes
+/// of one file with `dataChange = false` do not conflict there since 1.1.3) and each
+/// file's rows would be in the table once per compaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn compactions_at_once_rewrite_each_file_once() {
+    let env = TestEnv::new("compact-race");
+    let storage = Storage {
+        root: env.root().display().to_string(),
+        options: Default::default(),
+    };
+    let compaction = CompactOptions {
+        target_file_size: 1 << 27,
+        min_small_files: 2,
+        zorder_by: Vec::new(),
+        max_retries: 5,
+        writer_properties: writer_properties(1, &[]),
+    };
+    let mut sink = open_table(&env, "events", 1_000, Duration::from_secs(3600)).await;
+    let (mut next, mut raced) = (0i64, false);
+    for round in 0..5 {
+        for _ in 0..40 {
+            let (batch, info) = rows((next % 4) as i32, next * 10, next * 10 + 9);
+            sink.commit(&batch, &info, Write::Append)
+                .await
+                .expect("commit");
+            next += 1;
+        }
+        let (a, b, c) = tokio::join!(
+            compact(&storage, "events", &compaction),
+            compact(&storage, "events", &compaction),
+            compact(&storage, "events", &compaction),
+        );
+        let reports = [a, b, c].map(|r| r.expect("compaction"));
+        let rewrote = reports.iter().filter(|r| r.version.is_some()).count();
+        assert!(
+            rewrote >= 1,
+            "round {round}: no compaction ran: {reports:?}"
+        );
+        raced |= reports.iter().any(|r| {
+            r.attempts > 1
+                || r.skipped
+                    .as_deref()
+                    .is_some_and(|s| s.contains("another compaction"))
+        });
+        let rows = env.count("events").await;
+        assert_eq!(rows, next * 10, "round {round}: {reports:?}");
+        assert_eq!(env.distinct_offsets("events").await, rows, "round {round}");
+        if raced && round > 0 {
+            break;
+        }
+    }
+    assert!(
+        raced,
+        "the compactions never overlapped, so nothing was tested"
+    );
+}
