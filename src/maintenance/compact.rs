@@ -1,6 +1,6 @@
 //! Compaction: bin-pack small files (or Z-order) where it pays, beside live writers.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::time::Instant;
 
@@ -115,8 +115,9 @@ async fn compact_once(
     }
     let version = table.version();
     if let Some(v) = version {
-        check_rows_kept(&table, v, &rows_by_file).await?;
-        check_rewritten_once(&table, (read, v)).await?;
+        let ours = commit_actions(&table, v).await?.unwrap_or_default();
+        check_rows_kept(&ours, v, &rows_by_file)?;
+        check_rewritten_once(&table, &ours, (read, v)).await?;
     }
     report.version = version;
     report.files_removed = metrics.num_files_removed;
@@ -188,16 +189,13 @@ fn rows_by_file(table: &DeltaTable) -> Result<HashMap<String, u64>, DeltaTableEr
 
 /// A compaction commit must carry exactly the rows of the files it removes: checked from
 /// the commit's own actions, so a bug here could never pass silently.
-async fn check_rows_kept(
-    table: &DeltaTable,
+fn check_rows_kept(
+    actions: &[Action],
     version: u64,
     rows_by_file: &HashMap<String, u64>,
 ) -> Result<(), DeltaTableError> {
-    let Some(actions) = commit_actions(table, version).await? else {
-        return Ok(());
-    };
     let (mut added, mut removed) = (0u64, 0u64);
-    for action in &actions {
+    for action in actions {
         match action {
             Action::Add(add) => added += add_rows(add),
             Action::Remove(r) => removed += rows_by_file.get(&r.path).copied().unwrap_or(0),
@@ -220,15 +218,17 @@ async fn check_rows_kept(
 /// table twice. Never silent: the error says which commits and what to do.
 async fn check_rewritten_once(
     table: &DeltaTable,
+    ours: &[Action],
     (read, version): (Option<u64>, u64),
 ) -> Result<(), DeltaTableError> {
     let Some(read) = read else { return Ok(()) };
     if version <= read + 1 {
         return Ok(());
     }
-    let ours = removed_paths(table, version).await?;
+    let ours = removed_paths(ours.iter());
     for between in read + 1..version {
-        let theirs = removed_paths(table, between).await?;
+        let actions = commit_actions(table, between).await?.unwrap_or_default();
+        let theirs = removed_paths(actions.iter());
         if let Some(path) = ours.iter().find(|p| theirs.contains(*p)) {
             return Err(DeltaTableError::Generic(format!(
                 "compaction commit {version} rewrote {path}, which commit {between} had \
@@ -243,16 +243,11 @@ async fn check_rewritten_once(
     Ok(())
 }
 
-async fn removed_paths(
-    table: &DeltaTable,
-    version: u64,
-) -> Result<std::collections::HashSet<String>, DeltaTableError> {
-    let actions = commit_actions(table, version).await?.unwrap_or_default();
-    Ok(actions
-        .into_iter()
+fn removed_paths<'a>(actions: impl Iterator<Item = &'a Action>) -> HashSet<&'a str> {
+    actions
         .filter_map(|a| match a {
-            Action::Remove(r) => Some(r.path),
+            Action::Remove(r) => Some(r.path.as_str()),
             _ => None,
         })
-        .collect())
+        .collect()
 }

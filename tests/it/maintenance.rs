@@ -218,22 +218,31 @@ async fn open_time(env: &TestEnv, table: &str) -> Duration {
     times[times.len() / 2]
 }
 
+fn local_storage(env: &TestEnv) -> Storage {
+    Storage {
+        root: env.root().display().to_string(),
+        options: Default::default(),
+    }
+}
+
+/// Compaction of any partition with two small files, redone up to `max_retries` times.
+fn small_file_compaction(max_retries: u32) -> CompactOptions {
+    CompactOptions {
+        target_file_size: 1 << 27,
+        min_small_files: 2,
+        zorder_by: Vec::new(),
+        max_retries,
+        writer_properties: writer_properties(1, &[]),
+    }
+}
+
 /// `commits` micro-batch commits of 10 rows each through the real sink, compacted every
 /// 100 commits as `run` does on its schedule. Log entries older than a second are
 /// dropped behind each checkpoint: that keeps *building* the table fast (every commit
 /// lists the log folder), and opening it still reads a checkpoint plus up to 99 entries.
 async fn commit_many(env: &TestEnv, table: &str, commits: i64) {
-    let storage = Storage {
-        root: env.root().display().to_string(),
-        options: Default::default(),
-    };
-    let compaction = CompactOptions {
-        target_file_size: 1 << 27,
-        min_small_files: 2,
-        zorder_by: Vec::new(),
-        max_retries: 3,
-        writer_properties: writer_properties(1, &[]),
-    };
+    let storage = local_storage(env);
+    let compaction = small_file_compaction(3);
     let mut sink = open_table(env, table, 100, Duration::from_secs(1)).await;
     for i in 0..commits {
         let (batch, info) = rows(0, i * 10, i * 10 + 9);
@@ -282,17 +291,8 @@ async fn checkpoints_keep_opening_a_5000_commit_table_fast() {
 #[tokio::test(flavor = "multi_thread")]
 async fn compactions_at_once_rewrite_each_file_once() {
     let env = TestEnv::new("compact-race");
-    let storage = Storage {
-        root: env.root().display().to_string(),
-        options: Default::default(),
-    };
-    let compaction = CompactOptions {
-        target_file_size: 1 << 27,
-        min_small_files: 2,
-        zorder_by: Vec::new(),
-        max_retries: 5,
-        writer_properties: writer_properties(1, &[]),
-    };
+    let storage = local_storage(&env);
+    let compaction = small_file_compaction(5);
     let mut sink = open_table(&env, "events", 1_000, Duration::from_secs(3600)).await;
     let (mut next, mut raced) = (0i64, false);
     for round in 0..5 {
