@@ -295,7 +295,7 @@ pub(super) async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<boo
         .exec(sql, (layout.table.as_str(),))
         .await
         .map_err(|e| SyncError::mysql(sql, e))?;
-    if !existing.is_empty() && !existing.iter().any(|c| c == refresh::VERSION) {
+    if mirrored_before_refresh(layout, &existing) {
         // Mirrored before the refresh columns: rebuilt from Delta, which fills them.
         tracing::info!(table = %layout.table, "adding the refresh columns: rebuilding the MySQL mirror from Delta");
         run(conn, &format!("DROP TABLE {}", ident(&layout.table)?)).await?;
@@ -331,6 +331,19 @@ pub(super) async fn ensure_table(conn: &mut Conn, layout: &Layout) -> Result<boo
         .map_err(|e| SyncError::mysql(&forget, e))?;
     run(conn, &layout.ddl(collation)?).await?;
     Ok(true)
+}
+
+/// An older lakestream mirror of this table: some of the Delta columns in order (schema
+/// evolution may have added more since) and none of the refresh columns. Anything else
+/// is someone's table, never dropped.
+fn mirrored_before_refresh(layout: &Layout, existing: &[String]) -> bool {
+    let fields = layout.schema.fields();
+    !existing.is_empty()
+        && existing.len() <= fields.len()
+        && existing
+            .iter()
+            .zip(fields.iter())
+            .all(|(c, f)| c == f.name())
 }
 
 /// Columns the Delta table gained (schema evolution: nullable, after the others) are
