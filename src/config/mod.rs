@@ -24,10 +24,10 @@ pub use file::{Config, MIN_MEMORY_LIMIT};
 pub use load::{load, load_str};
 pub use pipeline::{render_table, Derived, LookupFormat, OutputMode, TOPIC};
 pub use plan::{
-    CatalogName, CatalogPlan, CommitPolicy, CompactPlan, DecoderSpec, HttpPlan, KafkaPlan,
-    LookupPlan, MaintenancePlan, MirrorPlan, Mode, OidcPlan, PipelinePlan, Plan, QuerySpec,
-    ReaderPlan, RegistryAuth, RegistryPlan, RegistrySource, Sasl, Secret, SecurityPlan, SourcePlan,
-    StoragePlan, TablePlan, TlsPlan, Topics, Trigger, VacuumPlan,
+    CatalogName, CatalogPlan, CommitPolicy, CompactPlan, DecoderSpec, GrainPlan, HttpPlan,
+    KafkaPlan, LookupPlan, MaintenancePlan, MirrorPlan, Mode, OidcPlan, PipelinePlan, Plan,
+    QuerySpec, ReaderPlan, RegistryAuth, RegistryPlan, RegistrySource, Sasl, Secret, SecurityPlan,
+    SourcePlan, StoragePlan, TablePlan, TlsPlan, Topics, Trigger, VacuumPlan,
 };
 pub use registry::SubjectStrategy;
 pub use schedule::{Cron, Schedule};

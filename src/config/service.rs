@@ -123,6 +123,29 @@ pub struct MysqlConfig {
     /// PEM file of the CA that signed the server's certificate (a private CA or a
     /// self-signed server certificate).
     pub tls_ca_file: Option<String>,
+    /// Roll-ups the sync keeps of an append table: counts per minute, hour and day.
+    pub grains: BTreeMap<String, GrainConfig>,
+}
+
+/// Counts of an append table's rows per minute, hour and day (in its source's zone),
+/// by some columns: MySQL tables `<name>_minute`, `<name>_hour`, `<name>_day`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrainConfig {
+    /// The pipeline whose table is counted (an append table).
+    pub from: String,
+    /// Its event-time (timestamp) column.
+    pub time: String,
+    /// The columns counted by (none: one count per period).
+    #[serde(default)]
+    pub by: Vec<String>,
+    /// Name of the count column.
+    #[serde(default = "default_count")]
+    pub count: String,
+}
+
+fn default_count() -> String {
+    "count".into()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -389,6 +412,7 @@ impl Default for MysqlConfig {
             bi_host: "%".into(),
             tls: MysqlTls::Off,
             tls_ca_file: None,
+            grains: BTreeMap::new(),
         }
     }
 }

@@ -6,7 +6,8 @@
 //! old version or the new one, never between; rows are upserted with absolute values,
 //! so reading a file again cannot count twice. Complete-mode tables are replaced whole.
 //! MySQL being down only delays the mirror: the task retries with backoff and ingestion
-//! into Delta never waits for it.
+//! into Delta never waits for it. Grains (`grains`) are counts per minute, hour and
+//! day of an append table, kept the same way.
 
 mod account;
 mod bi;
@@ -14,6 +15,8 @@ mod changes;
 mod connect;
 mod error;
 mod freshness;
+mod grain_write;
+mod grains;
 mod layout;
 mod mysql;
 mod refresh;

@@ -108,6 +108,56 @@ pub(super) struct Rows<'a> {
     pub fresh: Freshness,
 }
 
+/// A transaction holding `table`'s state row, which must still record version `from`
+/// (`Conflict` when another sync moved it first; nothing is written then).
+pub(super) async fn begin_at<'c>(
+    conn: &'c mut Conn,
+    table: &str,
+    from: Option<u64>,
+) -> Result<mysql_async::Transaction<'c>, SyncError> {
+    let mut tx = conn
+        .start_transaction(TxOpts::default())
+        .await
+        .map_err(|e| SyncError::mysql("START TRANSACTION", e))?;
+    let check = format!("SELECT delta_version FROM {STATE_TABLE} WHERE table_name = ? FOR UPDATE");
+    let current: Option<i64> = tx
+        .exec_first(&check, (table,))
+        .await
+        .map_err(|e| SyncError::mysql(&check, e))?;
+    if current.map(|v| v as u64) != from {
+        return Err(SyncError::Conflict {
+            table: table.to_string(),
+        });
+    }
+    Ok(tx)
+}
+
+/// Record that `table` now reflects `to`, in the transaction that wrote its rows.
+pub(super) async fn save_state(
+    tx: &mut mysql_async::Transaction<'_>,
+    table: &str,
+    to: &Mirrored,
+    written: u64,
+) -> Result<(), SyncError> {
+    let state = format!(
+        "INSERT INTO {STATE_TABLE} \
+         (table_name, delta_version, rows_written, synced_at, delta_table_id) \
+         VALUES (?, ?, ?, UTC_TIMESTAMP(6), ?) ON DUPLICATE KEY UPDATE \
+         delta_version = VALUES(delta_version), \
+         rows_written = rows_written + VALUES(rows_written), synced_at = VALUES(synced_at), \
+         delta_table_id = VALUES(delta_table_id)"
+    );
+    let params = (
+        table,
+        to.version as i64,
+        written as i64,
+        to.table_id.as_deref(),
+    );
+    tx.exec_drop(&state, params)
+        .await
+        .map_err(|e| SyncError::mysql(&state, e))
+}
+
 /// Write `rows` and the new state in one transaction: upsert by key, or (with
 /// `replace`) swap the whole content. Readers see the old rows or the new, never a
 /// mix. Fails with `Conflict` when the recorded version is no longer `from` (another
@@ -126,20 +176,7 @@ pub(super) async fn write(
         ref to,
         ref fresh,
     } = *rows;
-    let mut tx = conn
-        .start_transaction(TxOpts::default())
-        .await
-        .map_err(|e| SyncError::mysql("START TRANSACTION", e))?;
-    let check = format!("SELECT delta_version FROM {STATE_TABLE} WHERE table_name = ? FOR UPDATE");
-    let current: Option<i64> = tx
-        .exec_first(&check, (layout.table.as_str(),))
-        .await
-        .map_err(|e| SyncError::mysql(&check, e))?;
-    if current.map(|v| v as u64) != from {
-        return Err(SyncError::Conflict {
-            table: layout.table.clone(),
-        });
-    }
+    let mut tx = begin_at(conn, &layout.table, from).await?;
     if replace {
         let sql = format!("DELETE FROM {}", ident(&layout.table)?);
         tx.query_drop(&sql)
@@ -153,25 +190,7 @@ pub(super) async fn write(
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
         written += insert_batch(&mut tx, layout, batch, fresh.stamp, batch_rows).await?;
     }
-    let state = format!(
-        "INSERT INTO {STATE_TABLE} \
-         (table_name, delta_version, rows_written, synced_at, delta_table_id) \
-         VALUES (?, ?, ?, UTC_TIMESTAMP(6), ?) ON DUPLICATE KEY UPDATE \
-         delta_version = VALUES(delta_version), \
-         rows_written = rows_written + VALUES(rows_written), synced_at = VALUES(synced_at), \
-         delta_table_id = VALUES(delta_table_id)"
-    );
-    tx.exec_drop(
-        &state,
-        (
-            layout.table.as_str(),
-            to.version as i64,
-            written as i64,
-            to.table_id.as_deref(),
-        ),
-    )
-    .await
-    .map_err(|e| SyncError::mysql(&state, e))?;
+    save_state(&mut tx, &layout.table, to, written).await?;
     freshness::record(&mut tx, layout, fresh).await?;
     tx.commit()
         .await
@@ -394,7 +413,7 @@ async fn add_columns(
 /// A binary collation that compares trailing spaces (NO PAD): MariaDB's
 /// `utf8mb4_nopad_bin` or MySQL 8's `utf8mb4_0900_bin`. Servers with neither keep
 /// `utf8mb4_bin`, where 'X' and 'X ' compare equal.
-async fn no_pad_collation(conn: &mut Conn) -> Result<&'static str, SyncError> {
+pub(super) async fn no_pad_collation(conn: &mut Conn) -> Result<&'static str, SyncError> {
     let sql = "SELECT COLLATION_NAME FROM information_schema.COLLATIONS \
                WHERE COLLATION_NAME IN ('utf8mb4_nopad_bin', 'utf8mb4_0900_bin')";
     let found: Vec<String> = conn

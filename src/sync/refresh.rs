@@ -12,7 +12,7 @@
 //! - `_lake_version` / `_lake_updated_at`: the Delta version whose sync last wrote the
 //!   row, and that version's commit time (UTC): a partition whose maximum moved changed.
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use chrono_tz::Tz;
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::compute::cast;
@@ -106,13 +106,33 @@ impl Refresh {
         Ok([period, date_key, version, updated])
     }
 
-    /// yyyymmdd of the instant `micros` in the zone.
     fn date_key(&self, micros: i64) -> Result<i32, ValueError> {
-        let t = DateTime::from_timestamp_micros(micros)
-            .ok_or_else(|| ValueError::Range(format!("timestamp {micros}")))?
-            .with_timezone(&self.zone);
-        Ok(t.year() * 10_000 + t.month() as i32 * 100 + t.day() as i32)
+        date_key(self.zone, micros)
     }
+}
+
+/// yyyymmdd of the instant `micros` in `zone`.
+pub(super) fn date_key(zone: Tz, micros: i64) -> Result<i32, ValueError> {
+    let t = DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| ValueError::Range(format!("timestamp {micros}")))?
+        .with_timezone(&zone);
+    Ok(t.year() * 10_000 + t.month() as i32 * 100 + t.day() as i32)
+}
+
+/// The instant (µs) day `key` (yyyymmdd) starts in `zone`: its midnight, or the first
+/// hour after it where a zone moved its clocks forward at midnight.
+pub(super) fn day_start(zone: Tz, key: i32) -> Result<i64, ValueError> {
+    let bad = || ValueError::Range(format!("date key {key}"));
+    let day =
+        chrono::NaiveDate::from_ymd_opt(key / 10_000, (key / 100 % 100) as u32, (key % 100) as u32)
+            .ok_or_else(bad)?;
+    (0..24)
+        .find_map(|h| {
+            let local = day.and_hms_opt(h, 0, 0)?;
+            zone.from_local_datetime(&local).earliest()
+        })
+        .map(|t| t.timestamp_micros())
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -174,5 +194,14 @@ mod tests {
         assert!(Refresh::new(&no_time, &keys, chrono_tz::UTC)
             .period
             .is_none());
+    }
+
+    #[test]
+    fn a_day_starts_at_local_midnight() {
+        let la = chrono_tz::America::Los_Angeles;
+        // 2018-11-04 (the autumn change) starts at 07:00 UTC, the day after at 08:00.
+        assert_eq!(day_start(la, 20181104).unwrap(), 1_541_314_800_000_000);
+        assert_eq!(day_start(la, 20181105).unwrap(), 1_541_404_800_000_000);
+        assert_eq!(date_key(la, 1_541_404_800_000_000 - 1).unwrap(), 20181104);
     }
 }

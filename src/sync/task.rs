@@ -16,11 +16,11 @@ use tracing::{info, warn};
 use super::changes::{self, Change};
 use super::freshness::Freshness;
 use super::layout::Layout;
-use crate::config::{MirrorPlan, Mode, OutputMode, Plan};
+use crate::config::{GrainPlan, MirrorPlan, Mode, OutputMode, Plan};
 use crate::retry::Backoff;
 use crate::retry::{Retry, RetryHint};
 
-use super::{bi, connect, mysql, zones, SyncError};
+use super::{bi, connect, grains, mysql, zones, SyncError};
 
 /// One mirrored table.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub struct TableSync {
 }
 
 impl TableSync {
-    fn new(table: &str) -> Self {
+    pub(super) fn new(table: &str) -> Self {
         Self {
             table: table.to_string(),
             version: None,
@@ -101,6 +101,7 @@ pub struct SyncTask {
     mysql: MirrorPlan,
     storage: crate::storage::Storage,
     targets: Vec<Target>,
+    grains: Vec<GrainPlan>,
     conn: Option<Conn>,
     /// Open tables, brought up to date incrementally on each pass.
     tables: HashMap<String, DeltaTable>,
@@ -135,6 +136,7 @@ impl SyncTask {
             .collect();
         Some(Self {
             storage: config.storage.storage.clone(),
+            grains: mysql.grains.clone(),
             mysql,
             targets,
             conn: None,
@@ -150,7 +152,7 @@ impl SyncTask {
     }
 
     pub fn has_targets(&self) -> bool {
-        !self.targets.is_empty()
+        !self.targets.is_empty() || !self.grains.is_empty()
     }
 
     /// One pass over every mirrored table; connects (and sets up) first if needed.
@@ -175,44 +177,24 @@ impl SyncTask {
     /// table) is recorded and the others go on. A lost connection ends the pass.
     async fn pass_on(&mut self, conn: &mut Conn) -> Result<Vec<TableSync>, SyncError> {
         let mut out = Vec::new();
-        let mut all_exist = true;
+        let batch_rows = self.mysql.batch_rows;
         for target in self.targets.clone() {
-            let batch_rows = self.mysql.batch_rows;
             let synced = match self.table(&target.table).await {
                 Ok(Some(table)) => sync_table(conn, table, &target, batch_rows).await,
                 Ok(None) => Ok(TableSync::new(&target.table)),
                 Err(e) => Err(e),
             };
-            let done = match synced {
-                Ok(done) => {
-                    self.set_failing(&target.table, None);
-                    done
-                }
-                // Retried as a whole pass: the connection, or another sync in the way.
-                Err(e) if e.retry() != Retry::Never => return Err(e),
-                Err(e) => {
-                    warn!(table = %target.table, error = %crate::report::Report(&e), "table not mirrored; the others go on");
-                    self.metrics.errors.inc();
-                    let message = crate::report::Report(&e).to_string();
-                    self.set_failing(&target.table, Some(message.clone()));
-                    TableSync {
-                        error: Some(message),
-                        ..TableSync::new(&target.table)
-                    }
-                }
-            };
-            all_exist &= done.version.is_some();
-            self.metrics.rows.inc_by(done.rows);
-            if let Some(v) = done.version {
-                let mut mirrored = self
-                    .metrics
-                    .mirrored
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                mirrored.insert(done.table.clone(), v);
-            }
-            out.push(done);
+            out.push(self.settle(&target.table, synced)?);
         }
+        for grain in self.grains.clone() {
+            let synced = match self.table(&grain.table).await {
+                Ok(Some(table)) => grains::sync(conn, table, &grain, batch_rows).await,
+                Ok(None) => Ok(TableSync::new(&grain.name)),
+                Err(e) => Err(e),
+            };
+            out.push(self.settle(&grain.name, synced)?);
+        }
+        let all_exist = out.iter().all(|done| done.version.is_some());
         // Views read the mirrored tables: create them once those exist.
         if all_exist && !self.bi_ready {
             let sql = bi::sql_texts(&self.mysql.sql_dir)?;
@@ -223,6 +205,43 @@ impl SyncTask {
             self.bi_ready = true;
         }
         Ok(out)
+    }
+
+    /// Record one table's outcome. A failure that a retry of the whole pass may cure
+    /// (the connection, another sync in the way) ends the pass; any other is recorded
+    /// and the others go on.
+    fn settle(
+        &self,
+        table: &str,
+        synced: Result<TableSync, SyncError>,
+    ) -> Result<TableSync, SyncError> {
+        let done = match synced {
+            Ok(done) => {
+                self.set_failing(table, None);
+                done
+            }
+            Err(e) if e.retry() != Retry::Never => return Err(e),
+            Err(e) => {
+                warn!(table, error = %crate::report::Report(&e), "table not mirrored; the others go on");
+                self.metrics.errors.inc();
+                let message = crate::report::Report(&e).to_string();
+                self.set_failing(table, Some(message.clone()));
+                TableSync {
+                    error: Some(message),
+                    ..TableSync::new(table)
+                }
+            }
+        };
+        self.metrics.rows.inc_by(done.rows);
+        if let Some(v) = done.version {
+            let mut mirrored = self
+                .metrics
+                .mirrored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            mirrored.insert(done.table.clone(), v);
+        }
+        Ok(done)
     }
 
     fn set_failing(&self, table: &str, error: Option<String>) {

@@ -22,7 +22,8 @@ async fn plan(db: &MariaDb, sql: &str) -> (String, String, String) {
     let mut conn = db.conn("root", None, DB).await.expect("connect");
     // InnoDB refreshes index statistics in the background after bulk changes; the plan
     // is judged on current ones, as it is a moment after a load.
-    for (_, table) in FACTS {
+    let grains = ["crime_calls_minute", "crime_calls_hour", "crime_calls_day"];
+    for table in FACTS.iter().map(|(_, t)| *t).chain(grains) {
         let _: Vec<Row> = conn
             .query(format!("ANALYZE TABLE {table}"))
             .await
@@ -167,4 +168,144 @@ async fn check_freshness(env: &TestEnv, bi: &mut mysql_async::Conn) {
         .expect("row");
     assert_eq!((complete.0.as_str(), complete.1), ("complete", None));
     assert!(complete.2.contains("any period"), "{}", complete.2);
+}
+
+/// Every grain row equals a count over the Delta calls table: per UTC minute and hour of
+/// the call time, and per San Francisco day (the feed's own `call_date`); each day's
+/// period is its local midnight.
+pub(crate) async fn assert_grains_equal_delta(env: &TestEnv, db: &MariaDb) {
+    let kind = "COALESCE(original_crime_type_name, '-')";
+    for (grain, delta_period, mysql_period) in [
+        (
+            "minute",
+            "to_char(date_trunc('minute', call_date_time), '%Y-%m-%d %H:%M')",
+            "DATE_FORMAT(period_utc, '%Y-%m-%d %H:%i')",
+        ),
+        (
+            "hour",
+            "to_char(date_trunc('hour', call_date_time), '%Y-%m-%d %H')",
+            "DATE_FORMAT(period_utc, '%Y-%m-%d %H')",
+        ),
+        ("day", "to_char(call_date, '%Y%m%d')", "date_key"),
+    ] {
+        let delta = row_strings(
+            &env.sql(
+                "calls",
+                &format!("SELECT {delta_period}, {kind}, count(*) FROM t GROUP BY 1, 2"),
+            )
+            .await,
+        );
+        let mysql = db
+            .rows(
+                DB,
+                &format!("SELECT {mysql_period}, {kind}, calls FROM crime_calls_{grain}"),
+            )
+            .await;
+        assert_eq!(delta.len(), mysql.len(), "{grain} grain: row count");
+        assert!(delta == mysql, "{grain} grain differs from Delta");
+    }
+    let not_midnight = db
+        .rows(
+            DB,
+            "SELECT date_key FROM crime_calls_day WHERE DATE_FORMAT(\
+             lakestream_local_time(period_utc, 'America/Los_Angeles'), '%H:%i') <> '00:00' \
+             OR DATE_FORMAT(lakestream_local_time(period_utc, 'America/Los_Angeles'), \
+             '%Y%m%d') <> date_key",
+        )
+        .await;
+    assert!(
+        not_midnight.is_empty(),
+        "days not at local midnight: {not_midnight:?}"
+    );
+}
+
+/// `n` calls at `at` (SF wall clock, `2018-10-03T10:15:00`) of crime type `kind`.
+fn late_calls(n: usize, at: &str, kind: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"crime_id":"late-{i}","original_crime_type_name":"{kind}","call_date":"{}T00:00:00.000","call_date_time":"{at}.000","disposition":"ADV"}}"#,
+                &at[..10]
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grains_count_every_call_and_late_calls_recount_only_their_periods() {
+    let (env, db) = env("grains");
+    env.run_ok(&[
+        "produce",
+        "--synthetic",
+        "6000",
+        "--seed",
+        "38",
+        "--partitions",
+        "4",
+        "--mean-gap",
+        "120",
+        "--no-progress",
+    ]);
+    env.run_ok(&["run", "--until-caught-up"]);
+    assert_grains_equal_delta(&env, &db).await;
+    let marker = |grain: &str, period: &str| {
+        format!(
+            "SELECT lake_version, calls FROM crime_calls_{grain} \
+             WHERE original_crime_type_name = 'Late Kind' AND period_utc = '{period}'"
+        )
+    };
+    // The range scan Grafana's $__timeFilter folds onto, on each grain.
+    for grain in ["minute", "hour", "day"] {
+        let sql = format!(
+            "SELECT period_utc AS time, SUM(calls) FROM grain_calls_{grain} WHERE period_utc \
+             BETWEEN '2018-10-02 00:00:00' AND '2018-10-03 00:00:00' GROUP BY period_utc"
+        );
+        let (access, key, _) = plan(&db, &sql).await;
+        assert_eq!(
+            (access.as_str(), key.as_str()),
+            ("range", "grain_period"),
+            "{sql}"
+        );
+    }
+    let untouched = db
+        .rows(
+            DB,
+            "SELECT MAX(lake_version) FROM crime_calls_hour WHERE period_utc < '2018-10-02'",
+        )
+        .await;
+
+    // Calls long behind every watermark (the calls table takes them all): their minute,
+    // hour and day are recounted, and nothing else changes.
+    let late: Vec<String> = late_calls(7, "2018-10-03T10:15:00", "Late Kind");
+    let records: Vec<crate::common::RawRecord<'_>> = late
+        .iter()
+        .enumerate()
+        .map(|(i, p)| ((i % 4) as i32, None, p.as_bytes()))
+        .collect();
+    env.produce_raw(&records);
+    env.run_ok(&["run", "--until-caught-up"]);
+    assert_grains_equal_delta(&env, &db).await;
+    let version = env.open_table("calls").await.version().expect("version");
+    for (grain, period) in [
+        ("minute", "2018-10-03 17:15:00"),
+        ("hour", "2018-10-03 17:00:00"),
+        ("day", "2018-10-03 07:00:00"),
+    ] {
+        let row = db.rows(DB, &marker(grain, period)).await;
+        assert_eq!(
+            row,
+            [format!("{version}|7")],
+            "{grain}: the late calls' period"
+        );
+    }
+    let after = db
+        .rows(
+            DB,
+            "SELECT MAX(lake_version) FROM crime_calls_hour WHERE period_utc < '2018-10-02'",
+        )
+        .await;
+    assert_eq!(
+        untouched, after,
+        "hours the late calls did not touch keep their marker"
+    );
 }

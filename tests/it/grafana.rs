@@ -119,17 +119,27 @@ async fn every_panel_runs_as_grafana_expands_it_and_counts_what_delta_holds() {
         .conn("lakestream_bi", Some(BI_PASSWORD), DB)
         .await
         .expect("BI login");
-    // The range a user would pick: the data's hours, end inclusive.
+    // The range a user would pick: from the first day's midnight to the last minute,
+    // end inclusive (the data source's session zone is UTC).
+    bi.query_drop("SET time_zone = '+00:00'")
+        .await
+        .expect("zone");
     let (from, to): (i64, i64) = bi
         .query_first(
-            "SELECT CAST(UNIX_TIMESTAMP(MIN(hour_start_utc)) AS SIGNED), \
-             CAST(UNIX_TIMESTAMP(MAX(hour_start_utc)) AS SIGNED) FROM v_calls_per_hour",
+            "SELECT CAST(UNIX_TIMESTAMP((SELECT MIN(period_utc) FROM grain_calls_day)) AS SIGNED), \
+             CAST(UNIX_TIMESTAMP((SELECT MAX(period_utc) FROM grain_calls_minute)) AS SIGNED)",
         )
         .await
         .expect("range")
         .expect("a row");
     let range = Range { from, to };
-    let (mut panels, mut summed) = (0, false);
+    // The panels of the three grains each count every call once over the range.
+    let totals = [
+        "Calls per hour",
+        "Calls per minute",
+        "Calls per day by crime type (top types)",
+    ];
+    let (mut panels, mut summed) = (0, 0);
     for panel in dashboard["panels"].as_array().expect("panels") {
         let title = panel["title"].as_str().unwrap_or("?");
         for target in panel["targets"].as_array().into_iter().flatten() {
@@ -166,19 +176,31 @@ async fn every_panel_runs_as_grafana_expands_it_and_counts_what_delta_holds() {
                     );
                 }
             }
-            if title == "Calls per hour" {
+            if totals[..2].contains(&title) {
                 let sum: i64 = rows
                     .iter()
                     .map(|r| r.get::<i64, usize>(numeric[0]).unwrap_or(0))
                     .sum();
                 assert_eq!(sum, calls, "{title}: calls over the whole range");
-                summed = true;
+                summed += 1;
             }
             panels += 1;
         }
     }
-    assert_eq!(panels, 6, "every panel's query ran");
-    assert!(summed, "the calls-per-hour panel was not found");
+    assert_eq!(panels, 8, "every panel's query ran");
+    assert_eq!(
+        summed, 2,
+        "the calls per hour and per minute panels were found"
+    );
+    // The day panel shows the top types only: its days hold every call of all types.
+    let days: Option<i64> = bi
+        .query_first(expand(
+            "SELECT CAST(SUM(calls) AS SIGNED) FROM grain_calls_day WHERE $__timeFilter(period_utc)",
+            &range,
+        ))
+        .await
+        .expect("days");
+    assert_eq!(days, Some(calls), "{}: every call in some day", totals[2]);
 }
 
 #[test]

@@ -70,6 +70,7 @@ async fn assert_mirror_equals_delta(env: &TestEnv, db: &MariaDb) {
         )
         .await;
     assert_eq!(delta, mysql, "disposition_summary");
+    crate::bi::assert_grains_equal_delta(env, db).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -265,6 +266,15 @@ async fn kill_9_and_a_mariadb_outage_leave_no_divergence() {
     let synced: Vec<String> = db
         .rows(DB, "SELECT table_name FROM lakestream_sync_state")
         .await;
-    assert_eq!(synced.len(), 3, "{synced:?}");
+    assert_eq!(
+        synced,
+        [
+            "crime_calls",
+            "crime_type_hourly",
+            "crime_type_windows",
+            "disposition_summary"
+        ],
+        "the three tables and the grains"
+    );
     db.kill();
 }

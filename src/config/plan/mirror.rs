@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::super::kafka_columns;
 use super::super::pipeline::OutputMode;
-use super::super::service::{MysqlConfig, MysqlTls};
+use super::super::service::{GrainConfig, MysqlConfig, MysqlTls};
 use super::check_name;
 use super::pipeline::{Mode, PipelinePlan};
 use super::source::SourcePlan;
@@ -35,6 +35,20 @@ pub struct MirrorPlan {
     pub bi_host: String,
     pub tls: MysqlTls,
     pub tls_ca_file: Option<String>,
+    /// Roll-ups of append tables, by name.
+    pub grains: Vec<GrainPlan>,
+}
+
+/// `[mysql.grains.<name>]` checked: counts of table `table` per minute, hour and day.
+#[derive(Debug, Clone)]
+pub struct GrainPlan {
+    pub name: String,
+    pub table: String,
+    pub time: String,
+    pub by: Vec<String>,
+    pub count: String,
+    /// The zone its days are counted in (the source's; UTC when it has none).
+    pub zone: chrono_tz::Tz,
 }
 
 impl MirrorPlan {
@@ -73,6 +87,11 @@ impl MirrorPlan {
             check_mirrored(name, p, sources[&p.source].is_multi_topic())?;
         }
         check_settings(m)?;
+        let grains = m
+            .grains
+            .iter()
+            .map(|(name, g)| compile_grain(name, g, m, pipelines, sources))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             enabled: m.enabled,
             host: m.host.clone(),
@@ -90,6 +109,7 @@ impl MirrorPlan {
             bi_host: m.bi_host.clone(),
             tls: m.tls,
             tls_ca_file: m.tls_ca_file.clone(),
+            grains,
         })
     }
 }
@@ -118,6 +138,62 @@ fn check_mirrored(name: &str, p: &PipelinePlan, multi_topic: bool) -> Result<(),
         ));
     }
     Ok(())
+}
+
+fn compile_grain(
+    name: &str,
+    g: &GrainConfig,
+    m: &MysqlConfig,
+    pipelines: &BTreeMap<String, Arc<PipelinePlan>>,
+    sources: &BTreeMap<String, Arc<SourcePlan>>,
+) -> Result<GrainPlan, ConfigError> {
+    let key = |k: &str| format!("mysql.grains.{name}.{k}");
+    check_name(&format!("mysql.grains.{name}"), name, true)?;
+    for (k, column) in std::iter::once(("time", &g.time))
+        .chain(std::iter::once(("count", &g.count)))
+        .chain(g.by.iter().map(|b| ("by", b)))
+    {
+        check_name(&key(k), column, true)?;
+    }
+    let p = pipelines.get(&g.from).ok_or_else(|| {
+        ConfigError::key(
+            key("from"),
+            format!("'{}' is not a configured pipeline", g.from),
+        )
+    })?;
+    // Counts are recomputed per touched hour from the rows a commit added: a table
+    // whose rows change or go away (update, complete, upsert) has no such rows.
+    if p.output() != OutputMode::Append || p.is_per_topic() {
+        return Err(ConfigError::key(
+            key("from"),
+            format!(
+                "'{}' is not one append table: grains count the rows of one",
+                g.from
+            ),
+        ));
+    }
+    let clash = ["minute", "hour", "day"].iter().find_map(|grain| {
+        let t = format!("{name}_{grain}");
+        m.mirror
+            .iter()
+            .filter_map(|n| pipelines.get(n))
+            .any(|mp| mp.table == t)
+            .then_some(t)
+    });
+    if let Some(t) = clash {
+        return Err(ConfigError::key(
+            format!("mysql.grains.{name}"),
+            format!("its table '{t}' is a mirrored table too: rename the grain"),
+        ));
+    }
+    Ok(GrainPlan {
+        name: name.to_string(),
+        table: p.table.clone(),
+        time: g.time.clone(),
+        by: g.by.clone(),
+        count: g.count.clone(),
+        zone: sources[&p.source].decoder.zone.unwrap_or(chrono_tz::UTC),
+    })
 }
 
 fn check_settings(m: &MysqlConfig) -> Result<(), ConfigError> {

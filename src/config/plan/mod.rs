@@ -23,7 +23,7 @@ pub use catalog::{CatalogName, CatalogPlan};
 pub use kafka::{KafkaPlan, OidcPlan, Sasl, Secret, SecurityPlan, TlsPlan};
 pub use lookup::LookupPlan;
 pub use maintenance::{CompactPlan, MaintenancePlan, TablePlan, VacuumPlan};
-pub use mirror::MirrorPlan;
+pub use mirror::{GrainPlan, MirrorPlan};
 pub use pipeline::{CommitPolicy, Mode, PipelinePlan, QuerySpec, Trigger};
 pub use reader::ReaderPlan;
 pub use registry::{RegistryAuth, RegistryPlan};
