@@ -63,7 +63,7 @@ pub(super) async fn since(
     let change = match paths {
         None => Change {
             version,
-            batches: scan(table, None).await?,
+            batches: scan(table, None, None).await?,
             deletes: None,
             full: true,
         },
@@ -75,7 +75,7 @@ pub(super) async fn since(
         },
         Some(paths) => Change {
             version,
-            batches: scan(table, Some(paths)).await?,
+            batches: scan(table, Some(paths), None).await?,
             deletes: None,
             full: false,
         },
@@ -189,7 +189,7 @@ struct LogAction {
 }
 
 /// Paths of files added by commits `from+1..=to` (None when an entry is gone).
-async fn added_files(
+pub(super) async fn added_files(
     table: &DeltaTable,
     from: u64,
     to: u64,
@@ -216,10 +216,12 @@ async fn added_files(
 }
 
 /// The table's rows, or only those of `paths` (files no longer live are skipped: their
-/// rows are in the files that replaced them, which are in `paths` too).
-async fn scan(
+/// rows are in the files that replaced them, which are in `paths` too); all columns or
+/// only `columns`.
+pub(super) async fn scan(
     table: &DeltaTable,
     paths: Option<BTreeSet<String>>,
+    columns: Option<&[&str]>,
 ) -> Result<Vec<RecordBatch>, DeltaTableError> {
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
@@ -231,6 +233,9 @@ async fn scan(
         );
     }
     let provider = builder.await?;
-    let df = ctx.read_table(provider)?;
+    let mut df = ctx.read_table(provider)?;
+    if let Some(columns) = columns {
+        df = df.select_columns(columns)?;
+    }
     Ok(df.collect().await?)
 }

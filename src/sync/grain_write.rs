@@ -22,8 +22,8 @@ const MAX_PLACEHOLDERS: usize = 60_000;
 /// The writes of one sync, inside its transaction.
 pub(super) struct Write<'a> {
     pub g: &'a GrainPlan,
-    /// The ranges recounted (None: everything).
-    pub ranges: Option<&'a [(i64, i64)]>,
+    /// The ranges recounted (whole hours).
+    pub ranges: &'a [(i64, i64)],
     pub stamp: Stamp,
     pub batch_rows: usize,
 }
@@ -52,16 +52,14 @@ impl Write<'_> {
         grain: &str,
         batches: &[RecordBatch],
     ) -> Result<u64, SyncError> {
-        let filters = match self.ranges {
-            None => vec![(String::new(), Vec::new())],
-            Some(ranges) => ranges
-                .iter()
-                .map(|&(lo, hi)| {
-                    let filter = format!(" WHERE {PERIOD} >= ? AND {PERIOD} < ?");
-                    Ok((filter, vec![self.time(lo)?, self.time(hi)?]))
-                })
-                .collect::<Result<_, SyncError>>()?,
-        };
+        let filters = self
+            .ranges
+            .iter()
+            .map(|&(lo, hi)| {
+                let filter = format!(" WHERE {PERIOD} >= ? AND {PERIOD} < ?");
+                Ok((filter, vec![self.time(lo)?, self.time(hi)?]))
+            })
+            .collect::<Result<Vec<_>, SyncError>>()?;
         let stamp = self.stamp_values()?;
         let bad = |e: ValueError| value_error(self.g, e);
         let mut rows = Vec::new();
@@ -89,25 +87,22 @@ impl Write<'_> {
     /// Replace the days holding the recounted hours with the sums of their hours.
     pub(super) async fn days(&self, tx: &mut Transaction<'_>) -> Result<u64, SyncError> {
         let bad = |e: ValueError| value_error(self.g, e);
-        let mut filters: Vec<(String, Vec<Value>)> = Vec::new();
-        match self.ranges {
-            None => filters.push((String::new(), Vec::new())),
-            Some(ranges) => {
-                let mut keys: Vec<(i32, i32)> = Vec::new();
-                for &(lo, hi) in ranges {
-                    let a = date_key(self.g.zone, lo).map_err(bad)?;
-                    let b = date_key(self.g.zone, hi - 1).map_err(bad)?;
-                    match keys.last_mut() {
-                        Some((_, end)) if a <= *end => *end = (*end).max(b),
-                        _ => keys.push((a, b)),
-                    }
-                }
-                for (a, b) in keys {
-                    let params = vec![Value::Int(i64::from(a)), Value::Int(i64::from(b))];
-                    filters.push((format!(" WHERE {DATE_KEY} BETWEEN ? AND ?"), params));
-                }
+        let mut keys: Vec<(i32, i32)> = Vec::new();
+        for &(lo, hi) in self.ranges {
+            let a = date_key(self.g.zone, lo).map_err(bad)?;
+            let b = date_key(self.g.zone, hi - 1).map_err(bad)?;
+            match keys.last_mut() {
+                Some((_, end)) if a <= *end => *end = (*end).max(b),
+                _ => keys.push((a, b)),
             }
         }
+        let filters: Vec<(String, Vec<Value>)> = keys
+            .into_iter()
+            .map(|(a, b)| {
+                let params = vec![Value::Int(i64::from(a)), Value::Int(i64::from(b))];
+                (format!(" WHERE {DATE_KEY} BETWEEN ? AND ?"), params)
+            })
+            .collect();
         let group = std::iter::once(Ok(DATE_KEY.to_string()))
             .chain(self.g.by.iter().map(|b| ident(b)))
             .collect::<Result<Vec<_>, _>>()?

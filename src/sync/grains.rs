@@ -17,7 +17,7 @@ use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use deltalake::datafusion::common::{Column, ScalarValue};
 use deltalake::datafusion::functions::expr_fn::date_trunc;
-use deltalake::datafusion::functions_aggregate::expr_fn::count;
+use deltalake::datafusion::functions_aggregate::expr_fn::{count, max, min};
 use deltalake::datafusion::logical_expr::{lit, Expr};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::{DeltaTable, DeltaTableError};
@@ -34,6 +34,7 @@ use super::SyncError;
 use crate::config::{GrainPlan, OutputMode};
 
 const HOUR: i64 = 3_600_000_000;
+const WEEK: i64 = 7 * 24 * HOUR;
 /// Past this many separate runs of touched hours (a backfill touches hours all over),
 /// the one range from the first to the last is recounted instead.
 const MAX_RANGES: usize = 64;
@@ -69,56 +70,81 @@ pub(super) async fn sync(
         s.table_id.as_ref().is_some_and(|id| *id != table_id) || s.version > version
     });
     let from = state.as_ref().map(|s| s.version);
-    let change = changes::since(table, version, from.filter(|_| !rebuilt), false, &[], false)
-        .await
-        .map_err(delta_err)?;
     done.version = Some(version);
-    let Some(change) = change else {
+    if from == Some(version) && !rebuilt {
         return Ok(done);
+    }
+    // The hours the commits since the counted version touched; None: recount all.
+    let touched = match from.filter(|&f| !rebuilt && f < version) {
+        Some(f) => touched(table, f, version, &g.time)
+            .await
+            .map_err(delta_err)?,
+        None => None,
     };
-    let ranges = match change.full || rebuilt {
-        true => None,
-        false => Some(ranges(touched_hours(&change.batches, &g.time)?)),
+    let full = touched.is_none();
+    let ranges = match touched {
+        Some(hours) => ranges(hours),
+        None => extent(table, g).await.map_err(delta_err)?,
     };
     let fresh = super::freshness::Freshness::read(table, version, OutputMode::Append, None)
         .await
         .map_err(delta_err)?;
-    let minutes = counts(table, g, "minute", ranges.as_deref())
-        .await
-        .map_err(delta_err)?;
-    let hours = counts(table, g, "hour", ranges.as_deref())
-        .await
-        .map_err(delta_err)?;
-    let write = Write {
-        g,
-        ranges: ranges.as_deref(),
-        stamp: fresh.stamp,
-        batch_rows,
-    };
     let mut tx = mysql::begin_at(conn, &g.name, from).await?;
-    let mut written = write.periods(&mut tx, "minute", &minutes).await?;
-    written += write.periods(&mut tx, "hour", &hours).await?;
-    written += write.days(&mut tx).await?;
+    if full {
+        for grain in GRAINS {
+            let sql = format!("DELETE FROM {}", ident(&format!("{}_{grain}", g.name))?);
+            tx.query_drop(&sql)
+                .await
+                .map_err(|e| SyncError::mysql(&sql, e))?;
+        }
+    }
+    let mut written = 0;
+    for piece in pieces(&ranges) {
+        let minutes = counts(table, g, "minute", &piece)
+            .await
+            .map_err(delta_err)?;
+        let hours = counts(table, g, "hour", &piece).await.map_err(delta_err)?;
+        let write = Write {
+            g,
+            ranges: &piece,
+            stamp: fresh.stamp,
+            batch_rows,
+        };
+        written += write.periods(&mut tx, "minute", &minutes).await?;
+        written += write.periods(&mut tx, "hour", &hours).await?;
+        written += write.days(&mut tx).await?;
+    }
     let to = Mirrored {
         version,
         table_id: Some(table_id),
     };
-    mysql::save_state(&mut tx, &g.name, &to, written).await?;
-    let sql = format!(
-        "UPDATE {STATE_TABLE} SET delta_committed_at = ?, output_mode = 'append', \
-         period_column = ? WHERE table_name = ?"
-    );
-    let committed = datetime_value(fresh.stamp.committed_at.timestamp_micros())
-        .map_err(|e| value_error(g, e))?;
-    tx.exec_drop(&sql, (committed, g.time.as_str(), g.name.as_str()))
-        .await
-        .map_err(|e| SyncError::mysql(&sql, e))?;
+    record(&mut tx, g, &to, written, fresh.stamp).await?;
     tx.commit()
         .await
         .map_err(|e| SyncError::mysql("COMMIT", e))?;
     done.rows = written;
-    done.replaced = ranges.is_none();
+    done.replaced = full;
     Ok(done)
+}
+
+/// The grain's state row: the version counted, and that version's commit time.
+async fn record(
+    tx: &mut mysql_async::Transaction<'_>,
+    g: &GrainPlan,
+    to: &Mirrored,
+    written: u64,
+    stamp: super::refresh::Stamp,
+) -> Result<(), SyncError> {
+    mysql::save_state(tx, &g.name, to, written).await?;
+    let sql = format!(
+        "UPDATE {STATE_TABLE} SET delta_committed_at = ?, output_mode = 'append', \
+         period_column = ? WHERE table_name = ?"
+    );
+    let committed =
+        datetime_value(stamp.committed_at.timestamp_micros()).map_err(|e| value_error(g, e))?;
+    tx.exec_drop(&sql, (committed, g.time.as_str(), g.name.as_str()))
+        .await
+        .map_err(|e| SyncError::mysql(&sql, e))
 }
 
 pub(super) fn value_error(g: &GrainPlan, e: ValueError) -> SyncError {
@@ -231,23 +257,76 @@ async fn ensure_tables(
     Ok(created)
 }
 
-/// The hours (their starts, µs) the rows of `batches` fall in.
-fn touched_hours(batches: &[RecordBatch], time: &str) -> Result<BTreeSet<i64>, SyncError> {
+/// The hours (their starts, µs) of the rows the commits `from+1..=to` added, reading
+/// only the time column of their files (None: a log entry is gone, recount all).
+async fn touched(
+    table: &DeltaTable,
+    from: u64,
+    to: u64,
+    time: &str,
+) -> Result<Option<BTreeSet<i64>>, DeltaTableError> {
+    let Some(paths) = changes::added_files(table, from, to).await? else {
+        return Ok(None);
+    };
     let mut hours = BTreeSet::new();
-    for batch in batches {
-        let Some(column) = batch.column_by_name(time) else {
-            continue;
-        };
-        let micros =
-            cast(column, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| {
-                SyncError::Setup {
-                    message: format!("column '{time}': {e}"),
-                }
-            })?;
+    if paths.is_empty() {
+        return Ok(Some(hours));
+    }
+    for batch in changes::scan(table, Some(paths), Some(&[time])).await? {
+        let micros = cast(
+            batch.column(0),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )?;
         let micros = micros.as_primitive::<TimestampMicrosecondType>();
         hours.extend(micros.iter().flatten().map(|t| t.div_euclid(HOUR) * HOUR));
     }
-    Ok(hours)
+    Ok(Some(hours))
+}
+
+/// The hours from the table's first row to its last, as one range (none: no rows).
+async fn extent(table: &DeltaTable, g: &GrainPlan) -> Result<Ranges, DeltaTableError> {
+    let ctx = SessionContext::new();
+    table.update_datafusion_session(&ctx.state())?;
+    let time = Expr::Column(Column::new_unqualified(&g.time));
+    let df = ctx
+        .read_table(table.table_provider().await?)?
+        .aggregate(vec![], vec![min(time.clone()), max(time)])?;
+    let mut bounds = Vec::new();
+    for batch in df.collect().await? {
+        for i in 0..2 {
+            let c = cast(
+                batch.column(i),
+                &DataType::Timestamp(TimeUnit::Microsecond, None),
+            )?;
+            let c = c.as_primitive::<TimestampMicrosecondType>();
+            bounds.extend(c.iter().flatten());
+        }
+    }
+    Ok(match bounds[..] {
+        [first, last] => vec![(
+            first.div_euclid(HOUR) * HOUR,
+            last.div_euclid(HOUR) * HOUR + HOUR,
+        )],
+        _ => Vec::new(),
+    })
+}
+
+/// `ranges` in pieces of at most a week each (a longer range is cut): each piece is
+/// counted and written in turn, so memory follows a week of counts, not the table.
+fn pieces(ranges: &[(i64, i64)]) -> Vec<Ranges> {
+    let mut out: Vec<Ranges> = Vec::new();
+    for &(lo, hi) in ranges {
+        let mut start = lo;
+        while start < hi {
+            let end = hi.min(start + WEEK);
+            match out.last_mut() {
+                Some(piece) if end - piece[0].0 <= WEEK => piece.push((start, end)),
+                _ => out.push(vec![(start, end)]),
+            }
+            start = end;
+        }
+    }
+    out
 }
 
 /// Runs of consecutive hours as ranges; too many become one.
@@ -266,37 +345,34 @@ fn ranges(hours: BTreeSet<i64>) -> Ranges {
     out
 }
 
-/// Rows per `unit` ("minute" or "hour") and `by` value within `ranges` (all: None),
+/// Rows per `unit` ("minute" or "hour") and `by` value within `ranges`,
 /// as columns period, the `by` columns, n.
 async fn counts(
     table: &DeltaTable,
     g: &GrainPlan,
     unit: &str,
-    ranges: Option<&[(i64, i64)]>,
+    ranges: &[(i64, i64)],
 ) -> Result<Vec<RecordBatch>, DeltaTableError> {
     let ctx = SessionContext::new();
     table.update_datafusion_session(&ctx.state())?;
     let provider = table.table_provider().await?;
     let mut df = ctx.read_table(provider)?;
     let time = Expr::Column(Column::new_unqualified(&g.time));
-    if let Some(ranges) = ranges {
-        let tz = match df
-            .schema()
-            .field_with_unqualified_name(&g.time)?
-            .data_type()
-        {
-            DataType::Timestamp(_, tz) => tz.clone(),
-            _ => None,
-        };
-        let at = |us: i64| lit(ScalarValue::TimestampMicrosecond(Some(us), tz.clone()));
-        // Ranges never empty here; an empty list would count nothing.
-        let filter = ranges
-            .iter()
-            .map(|&(lo, hi)| time.clone().gt_eq(at(lo)).and(time.clone().lt(at(hi))))
-            .reduce(Expr::or)
-            .unwrap_or(lit(false));
-        df = df.filter(filter)?;
-    }
+    let tz = match df
+        .schema()
+        .field_with_unqualified_name(&g.time)?
+        .data_type()
+    {
+        DataType::Timestamp(_, tz) => tz.clone(),
+        _ => None,
+    };
+    let at = |us: i64| lit(ScalarValue::TimestampMicrosecond(Some(us), tz.clone()));
+    let filter = ranges
+        .iter()
+        .map(|&(lo, hi)| time.clone().gt_eq(at(lo)).and(time.clone().lt(at(hi))))
+        .reduce(Expr::or)
+        .unwrap_or(lit(false));
+    df = df.filter(filter)?;
     let mut group = vec![date_trunc(lit(unit), time).alias(PERIOD)];
     group.extend(
         g.by.iter()
@@ -319,5 +395,20 @@ mod tests {
         );
         let scattered: BTreeSet<i64> = (0..200).map(|h| h * 2 * HOUR).collect();
         assert_eq!(ranges(scattered), vec![(0, 399 * HOUR)]);
+    }
+
+    #[test]
+    fn long_ranges_are_cut_into_weeks_and_short_ones_share_a_piece() {
+        let day = 24 * HOUR;
+        let pieces = pieces(&[(0, HOUR), (2 * HOUR, 3 * HOUR), (day, 20 * day)]);
+        assert_eq!(
+            pieces,
+            vec![
+                vec![(0, HOUR), (2 * HOUR, 3 * HOUR)],
+                vec![(day, 8 * day)],
+                vec![(8 * day, 15 * day)],
+                vec![(15 * day, 20 * day)],
+            ]
+        );
     }
 }
