@@ -11,13 +11,11 @@ use mysql_async::{Params, Row, Transaction, Value};
 
 use super::grains::{column_names, value_error, DATE_KEY, PERIOD};
 use super::layout::ident;
+use super::mysql::MAX_PLACEHOLDERS;
 use super::refresh::{date_key, day_start, Stamp};
 use super::types::{datetime_value, values, ValueError};
 use super::SyncError;
 use crate::config::GrainPlan;
-
-/// Bound values per statement stay below the protocol's 65,535 placeholders.
-const MAX_PLACEHOLDERS: usize = 60_000;
 
 /// The writes of one sync, inside its transaction.
 pub(super) struct Write<'a> {

@@ -66,9 +66,9 @@ pub(super) async fn sync(
         false => mysql::mirrored(conn, &g.name).await?,
     };
     // A table rebuilt under the same name shares nothing with the counts: recount.
-    let rebuilt = state.as_ref().is_some_and(|s| {
-        s.table_id.as_ref().is_some_and(|id| *id != table_id) || s.version > version
-    });
+    let rebuilt = state
+        .as_ref()
+        .is_some_and(|s| s.rebuilt(&table_id, version));
     let from = state.as_ref().map(|s| s.version);
     done.version = Some(version);
     if from == Some(version) && !rebuilt {

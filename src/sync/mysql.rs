@@ -14,7 +14,7 @@ use super::SyncError;
 
 /// Rows of every mirrored table's sync state: the Delta version each one reflects.
 /// Bound values per statement stay below the protocol's 65,535 placeholders.
-const MAX_PLACEHOLDERS: usize = 60_000;
+pub(super) const MAX_PLACEHOLDERS: usize = 60_000;
 
 pub(super) async fn run(conn: &mut Conn, sql: &str) -> Result<(), SyncError> {
     conn.query_drop(sql)
@@ -29,6 +29,14 @@ pub(super) struct Mirrored {
     pub version: u64,
     /// None: mirrored before the id was kept.
     pub table_id: Option<String>,
+}
+
+impl Mirrored {
+    /// Whether the Delta table (id `table_id`, at `version`) was deleted and rebuilt
+    /// since this: a new id, or a version behind the one recorded.
+    pub(super) fn rebuilt(&self, table_id: &str, version: u64) -> bool {
+        self.table_id.as_ref().is_some_and(|id| id != table_id) || self.version > version
+    }
 }
 
 /// What `table`'s mirror in MySQL reflects (None: never synced).

@@ -398,9 +398,9 @@ async fn sync_table(
         .to_string();
     // A table deleted and rebuilt under the same name (a new id, or a version behind the
     // mirror's) shares nothing with what MySQL holds: replace it whole, atomically.
-    let rebuilt = state.as_ref().is_some_and(|s| {
-        s.table_id.as_ref().is_some_and(|id| *id != table_id) || s.version > version
-    });
+    let rebuilt = state
+        .as_ref()
+        .is_some_and(|s| s.rebuilt(&table_id, version));
     if rebuilt {
         info!(table = %t.table, "the Delta table was rebuilt since the last sync: replacing its mirror");
     }
